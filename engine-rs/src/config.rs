@@ -1,0 +1,242 @@
+//! Engine configuration: defaults in code < TOML file < `BRIDGE_*` environment variables.
+//! Unknown keys are an error. Knob names match the Python client's (`bridge/config.py`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::book::Side;
+use crate::fixed;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Comma-separated NATS URLs.
+    pub nats_url: String,
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub nkey_seed_file: Option<PathBuf>,
+    /// Must match the engine role's subscribe permission (`_INBOX.engine.>`).
+    pub inbox_prefix: String,
+    pub client_name: String,
+    /// Stable identity of this engine; it recovers the orders it owns after a restart.
+    /// Every engine sharing a deployment needs a distinct id.
+    pub engine_id: String,
+    pub connect_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    /// Queued orders fetched per pull request (the server also bounds them by the consumer's
+    /// max_ack_pending, see nats/jetstream/orders-engine.consumer.json).
+    pub pull_batch: usize,
+    pub pull_expires_ms: u64,
+    /// How long SIGTERM waits for in-flight work before giving up.
+    pub shutdown_timeout_ms: u64,
+    /// "json" or "text"; unset = json unless stderr is a terminal.
+    pub log_format: Option<String>,
+    /// Risk: maximum notional (price x quantity) of one order, as a decimal string.
+    pub max_order_notional: String,
+    pub symbols: BTreeMap<String, SymbolConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SymbolConfig {
+    /// Risk: maximum quantity of one order.
+    pub max_order_qty: String,
+    /// Price used to estimate a market order's notional for the risk check.
+    pub reference_price: String,
+    /// Resting liquidity placed in the book at start-up.
+    #[serde(default)]
+    pub seed: Vec<SeedLevel>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SeedLevel {
+    pub side: SeedSide,
+    pub price: String,
+    pub qty: String,
+    /// How many separate resting orders of `qty` to place at this price.
+    #[serde(default = "one")]
+    pub orders: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SeedSide {
+    Buy,
+    Sell,
+}
+
+impl From<SeedSide> for Side {
+    fn from(s: SeedSide) -> Side {
+        match s {
+            SeedSide::Buy => Side::Buy,
+            SeedSide::Sell => Side::Sell,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nats_url: "tls://127.0.0.1:4222".into(),
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            nkey_seed_file: None,
+            inbox_prefix: "_INBOX.engine".into(),
+            client_name: "bridge-engine".into(),
+            engine_id: "engine-1".into(),
+            connect_timeout_ms: 2000,
+            request_timeout_ms: 2000,
+            pull_batch: 64,
+            pull_expires_ms: 500,
+            shutdown_timeout_ms: 10_000,
+            log_format: None,
+            max_order_notional: "10000000".into(),
+            symbols: BTreeMap::new(),
+        }
+    }
+}
+
+/// Per-symbol limits and seed in fixed point, validated once at start-up.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SymbolLimits {
+    pub max_order_qty: i64,
+    pub reference_price: i64,
+    pub seed: Vec<(Side, i64, i64, u32)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Figment(#[from] Box<figment::Error>),
+    #[error("configuration: {field}: {value:?} {reason}")]
+    Value {
+        field: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `BRIDGE_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        // BRIDGE_CONFIG_FILE names the file itself and is not a knob.
+        fig = fig.merge(Env::prefixed("BRIDGE_").ignore(&["CONFIG_FILE"]));
+        let cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.limits()?;
+        cfg.max_notional()?;
+        Ok(cfg)
+    }
+
+    pub fn max_notional(&self) -> Result<i64, ConfigError> {
+        parse_field("max_order_notional", &self.max_order_notional)
+    }
+
+    /// Every symbol's limits in fixed point.
+    pub fn limits(&self) -> Result<BTreeMap<String, SymbolLimits>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (name, s) in &self.symbols {
+            let field = |f: &str| format!("symbols.{name}.{f}");
+            let mut seed = Vec::new();
+            for (i, level) in s.seed.iter().enumerate() {
+                let price = parse_field(&field(&format!("seed[{i}].price")), &level.price)?;
+                let qty = parse_field(&field(&format!("seed[{i}].qty")), &level.qty)?;
+                seed.push((level.side.into(), price, qty, level.orders));
+            }
+            out.insert(
+                name.clone(),
+                SymbolLimits {
+                    max_order_qty: parse_field(&field("max_order_qty"), &s.max_order_qty)?,
+                    reference_price: parse_field(&field("reference_price"), &s.reference_price)?,
+                    seed,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn parse_field(field: &str, value: &str) -> Result<i64, ConfigError> {
+    match fixed::parse(value) {
+        Ok(v) if v > 0 => Ok(v),
+        Ok(_) => Err(ConfigError::Value {
+            field: field.into(),
+            value: value.into(),
+            reason: "must be positive".into(),
+        }),
+        Err(e) => Err(ConfigError::Value {
+            field: field.into(),
+            value: value.into(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
+mod tests {
+    use super::*;
+
+    /// An unknown key in the file is refused, naming the key.
+    #[test]
+    fn unknown_keys_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("e.toml", "engine_id = \"e1\"\nnot_a_knob = 1\n")?;
+            let err = Config::load(Some(Path::new("e.toml"))).map(|_| ());
+            assert!(format!("{err:?}").contains("not_a_knob"));
+            Ok(())
+        });
+    }
+
+    /// The environment overrides the file, which overrides the defaults.
+    #[test]
+    fn precedence_defaults_file_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "e.toml",
+                "engine_id = \"from-file\"\npull_batch = 7\n[symbols.AAPL]\nmax_order_qty = \"100\"\nreference_price = \"190.5\"\nseed = [{side = \"sell\", price = \"191\", qty = \"10\", orders = 2}]\n",
+            )?;
+            jail.set_env("BRIDGE_ENGINE_ID", "from-env");
+            let cfg = Config::load(Some(Path::new("e.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.engine_id, "from-env");
+            assert_eq!(cfg.pull_batch, 7);
+            assert_eq!(cfg.client_name, "bridge-engine");
+            let limits = cfg.limits().map_err(|e| e.to_string())?;
+            let aapl = &limits["AAPL"];
+            assert_eq!(aapl.max_order_qty, fixed::units(100));
+            assert_eq!(
+                aapl.seed,
+                vec![(Side::Sell, fixed::units(191), fixed::units(10), 2)]
+            );
+            Ok(())
+        });
+    }
+
+    /// A malformed decimal in the file is reported with its field path.
+    #[test]
+    fn bad_decimal_names_the_field() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "e.toml",
+                "[symbols.X]\nmax_order_qty = \"1e5\"\nreference_price = \"1\"\n",
+            )?;
+            let err = Config::load(Some(Path::new("e.toml"))).map(|_| ());
+            assert!(format!("{err:?}").contains("symbols.X.max_order_qty"));
+            Ok(())
+        });
+    }
+}

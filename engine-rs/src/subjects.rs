@@ -1,0 +1,55 @@
+//! Every NATS subject, stream, consumer and bucket name, built by functions.
+//! Mirrors `bridge/subjects.py`; nothing else builds subject strings.
+
+pub const SUBMIT: &str = "bridge.v1.orders.submit";
+pub const CANCEL: &str = "bridge.v1.orders.cancel";
+pub const STATUS: &str = "bridge.v1.orders.status";
+pub const QUEUE_PREFIX: &str = "bridge.v1.orders.queue.";
+pub const ORDERS_STREAM: &str = "ORDERS";
+pub const EXECUTIONS_STREAM: &str = "EXECUTIONS";
+pub const ENGINE_CONSUMER: &str = "engine";
+pub const ORDERS_KV_BUCKET: &str = "bridge_orders";
+/// Queue group shared by every engine for the request-reply subjects.
+pub const ENGINE_QUEUE_GROUP: &str = "bridge-engine";
+
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+pub const HEADER_CORRELATION_ID: &str = "Bridge-Correlation-Id";
+
+/// Subject of execution reports for one order (captured by the EXECUTIONS stream).
+pub fn executions(account: &str, client_order_id: &str) -> String {
+    format!("bridge.v1.exec.{account}.{client_order_id}")
+}
+
+/// Account token of a queued order's subject, if the subject is one.
+pub fn account_of_queue_subject(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix(QUEUE_PREFIX)
+        .filter(|a| !a.is_empty() && !a.contains('.'))
+}
+
+/// Subject where engine `engine_id` takes cancels forwarded by its peers.
+pub fn engine_cancel(engine_id: &str) -> String {
+    format!("bridge.v1.engine.{engine_id}.cancel")
+}
+
+/// KV key of an order record.
+pub fn order_key(account: &str, client_order_id: &str) -> String {
+    format!("{account}.{client_order_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The account is recovered from a queued order's subject, and nothing else parses as one.
+    #[test]
+    fn account_from_queue_subject() {
+        assert_eq!(
+            account_of_queue_subject("bridge.v1.orders.queue.ACC1"),
+            Some("ACC1")
+        );
+        assert_eq!(account_of_queue_subject("bridge.v1.orders.queue."), None);
+        assert_eq!(account_of_queue_subject("bridge.v1.orders.queue.a.b"), None);
+        assert_eq!(account_of_queue_subject("bridge.v1.orders.submit"), None);
+    }
+}

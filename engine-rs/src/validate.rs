@@ -1,0 +1,415 @@
+//! Validation and risk checks of an incoming `NewOrder`. Pure: time is passed in.
+//!
+//! Every failure names the field (path in the message), the rule and a human explanation; all
+//! failures of a message are collected, not just the first. Rule names are stable API.
+
+use std::collections::BTreeMap;
+
+use crate::book::{Side, TimeInForce};
+use crate::config::SymbolLimits;
+use crate::fixed;
+use crate::proto::v1::{self as pb, FieldError, RejectReason};
+
+/// An order that passed every check, in engine units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidOrder {
+    pub side: Side,
+    pub limit: Option<i64>,
+    pub qty: i64,
+    pub tif: TimeInForce,
+}
+
+/// Why an order was refused: a reason code and every field that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub errors: Vec<FieldError>,
+}
+
+impl Rejection {
+    pub fn single(reason: RejectReason, field: &str, rule: &str, message: String) -> Self {
+        Rejection {
+            reason,
+            errors: vec![field_error(field, rule, message)],
+        }
+    }
+
+    pub fn text(&self) -> String {
+        self.errors
+            .iter()
+            .map(|e| format!("{}: {} [{}]", e.field, e.message, e.rule))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+pub fn field_error(field: &str, rule: &str, message: String) -> FieldError {
+    FieldError {
+        field: field.into(),
+        rule: rule.into(),
+        message,
+    }
+}
+
+const MAX_TAGS: usize = 32;
+
+/// `[A-Za-z0-9_-]{1,max}`: ids are subject tokens and KV key parts.
+fn valid_id(s: &str, max: usize) -> bool {
+    !s.is_empty()
+        && s.len() <= max
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+pub struct Validator<'a> {
+    pub symbols: &'a BTreeMap<String, SymbolLimits>,
+    pub max_notional: i64,
+}
+
+impl Validator<'_> {
+    /// Checks fields, then risk limits, then the deadline against `now_unix_ns`.
+    pub fn check(&self, o: &pb::NewOrder, now_unix_ns: i64) -> Result<ValidOrder, Rejection> {
+        let mut errors = Vec::new();
+        let mut push = |field: &str, rule: &str, message: String| {
+            errors.push(field_error(field, rule, message));
+        };
+        if !valid_id(&o.client_order_id, 64) {
+            push(
+                "client_order_id",
+                "pattern",
+                format!(
+                    "{:?} must be 1-64 characters of [A-Za-z0-9_-]",
+                    o.client_order_id
+                ),
+            );
+        }
+        if !valid_id(&o.account, 32) {
+            push(
+                "account",
+                "pattern",
+                format!("{:?} must be 1-32 characters of [A-Za-z0-9_-]", o.account),
+            );
+        }
+        if o.symbol.is_empty() {
+            push("symbol", "required", "symbol is required".into());
+        }
+        let side = match pb::Side::try_from(o.side) {
+            Ok(pb::Side::Buy) => Some(Side::Buy),
+            Ok(pb::Side::Sell) => Some(Side::Sell),
+            _ => {
+                push(
+                    "side",
+                    "required",
+                    format!("must be BUY or SELL, got {}", o.side),
+                );
+                None
+            }
+        };
+        let order_type = match pb::OrderType::try_from(o.order_type) {
+            Ok(t @ (pb::OrderType::Market | pb::OrderType::Limit)) => Some(t),
+            _ => {
+                push(
+                    "order_type",
+                    "required",
+                    format!("must be MARKET or LIMIT, got {}", o.order_type),
+                );
+                None
+            }
+        };
+        let tif = match pb::TimeInForce::try_from(o.time_in_force) {
+            Ok(pb::TimeInForce::Day) => Some(TimeInForce::Day),
+            Ok(pb::TimeInForce::Gtc) => Some(TimeInForce::Gtc),
+            Ok(pb::TimeInForce::Ioc) => Some(TimeInForce::Ioc),
+            Ok(pb::TimeInForce::Fok) => Some(TimeInForce::Fok),
+            _ => {
+                push(
+                    "time_in_force",
+                    "required",
+                    format!("must be DAY, GTC, IOC or FOK, got {}", o.time_in_force),
+                );
+                None
+            }
+        };
+        let qty = match o.quantity.as_ref().map(fixed::from_decimal) {
+            None => {
+                push("quantity", "required", "quantity is required".into());
+                None
+            }
+            Some(Err(e)) => {
+                push("quantity", "decimal", format!("quantity {e}"));
+                None
+            }
+            Some(Ok(q)) if q <= 0 => {
+                push(
+                    "quantity",
+                    "positive",
+                    "quantity must be greater than 0".into(),
+                );
+                None
+            }
+            Some(Ok(q)) => Some(q),
+        };
+        let limit = match (order_type, o.limit_price.as_ref().map(fixed::from_decimal)) {
+            (Some(pb::OrderType::Limit), None) => {
+                push(
+                    "limit_price",
+                    "required_for_limit",
+                    "a LIMIT order needs a price".into(),
+                );
+                None
+            }
+            (Some(pb::OrderType::Market), Some(_)) => {
+                push(
+                    "limit_price",
+                    "forbidden_for_market",
+                    "a MARKET order must not carry a price".into(),
+                );
+                None
+            }
+            (_, Some(Err(e))) => {
+                push("limit_price", "decimal", format!("limit_price {e}"));
+                None
+            }
+            (_, Some(Ok(p))) if p <= 0 => {
+                push(
+                    "limit_price",
+                    "positive",
+                    "limit_price must be greater than 0".into(),
+                );
+                None
+            }
+            (_, p) => p.and_then(Result::ok),
+        };
+        if o.tags.len() > MAX_TAGS {
+            push(
+                "tags",
+                "max_items",
+                format!("{} tags; at most {MAX_TAGS} are allowed", o.tags.len()),
+            );
+        }
+        if !errors.is_empty() {
+            return Err(Rejection {
+                reason: RejectReason::InvalidField,
+                errors,
+            });
+        }
+        let (Some(side), Some(tif), Some(qty)) = (side, tif, qty) else {
+            return Err(Rejection::single(
+                RejectReason::InvalidField,
+                "<order>",
+                "incomplete",
+                "order is incomplete".into(),
+            ));
+        };
+
+        let Some(limits) = self.symbols.get(&o.symbol) else {
+            return Err(Rejection::single(
+                RejectReason::UnknownSymbol,
+                "symbol",
+                "known_symbol",
+                format!("{:?} is not traded by this engine", o.symbol),
+            ));
+        };
+        if qty > limits.max_order_qty {
+            return Err(Rejection::single(
+                RejectReason::RiskLimit,
+                "quantity",
+                "max_order_qty",
+                format!(
+                    "quantity {} exceeds the maximum {} for {}",
+                    show(qty),
+                    show(limits.max_order_qty),
+                    o.symbol
+                ),
+            ));
+        }
+        let price_for_risk = limit.unwrap_or(limits.reference_price);
+        let notional = fixed::notional_e16(price_for_risk, qty) / i128::from(fixed::units(1));
+        if notional > i128::from(self.max_notional) {
+            return Err(Rejection::single(
+                RejectReason::RiskLimit,
+                "quantity",
+                "max_order_notional",
+                format!(
+                    "notional {} exceeds the maximum {}",
+                    show(i64::try_from(notional).unwrap_or(i64::MAX)),
+                    show(self.max_notional)
+                ),
+            ));
+        }
+        if o.deadline_unix_ns != 0 && now_unix_ns > o.deadline_unix_ns {
+            return Err(Rejection::single(
+                RejectReason::DeadlineExceeded,
+                "deadline_unix_ns",
+                "deadline",
+                format!(
+                    "arrived {} ms after its deadline",
+                    (now_unix_ns - o.deadline_unix_ns) / 1_000_000
+                ),
+            ));
+        }
+        Ok(ValidOrder {
+            side,
+            limit,
+            qty,
+            tif,
+        })
+    }
+}
+
+/// Fixed point rendered for messages, e.g. 12.5.
+pub fn show(v: i64) -> String {
+    let one = fixed::units(1);
+    let (int, frac) = (v / one, (v % one).abs());
+    if frac == 0 {
+        return int.to_string();
+    }
+    let frac = format!("{frac:08}");
+    format!("{int}.{}", frac.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> BTreeMap<String, SymbolLimits> {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "AAPL".into(),
+            SymbolLimits {
+                max_order_qty: fixed::units(1000),
+                reference_price: fixed::units(100),
+                seed: vec![],
+            },
+        );
+        m
+    }
+
+    fn order() -> pb::NewOrder {
+        pb::NewOrder {
+            client_order_id: "c1".into(),
+            account: "ACC".into(),
+            symbol: "AAPL".into(),
+            side: pb::Side::Buy as i32,
+            order_type: pb::OrderType::Limit as i32,
+            quantity: Some(pb::Decimal {
+                units: 10,
+                scale: 0,
+            }),
+            limit_price: Some(pb::Decimal {
+                units: 10125,
+                scale: 2,
+            }),
+            time_in_force: pb::TimeInForce::Gtc as i32,
+            ..Default::default()
+        }
+    }
+
+    fn check(o: &pb::NewOrder) -> Result<ValidOrder, Rejection> {
+        let l = limits();
+        Validator {
+            symbols: &l,
+            max_notional: fixed::units(50_000),
+        }
+        .check(o, 1_000)
+    }
+
+    fn rules(r: &Rejection) -> Vec<(String, String)> {
+        r.errors
+            .iter()
+            .map(|e| (e.field.clone(), e.rule.clone()))
+            .collect()
+    }
+
+    /// A well-formed limit order passes and is converted to engine units.
+    #[test]
+    fn valid_limit_order() {
+        let v = check(&order()).expect("valid");
+        assert_eq!(v.qty, fixed::units(10));
+        assert_eq!(v.limit, Some(10_125_000_000));
+        assert_eq!(v.tif, TimeInForce::Gtc);
+    }
+
+    /// Every bad field is reported at once, each with its path and rule.
+    #[test]
+    fn collects_every_field_error() {
+        let mut o = order();
+        o.client_order_id = "bad id".into();
+        o.side = 0;
+        o.quantity = Some(pb::Decimal { units: 0, scale: 0 });
+        o.limit_price = None;
+        let r = check(&o).expect_err("invalid");
+        assert_eq!(r.reason, RejectReason::InvalidField);
+        assert_eq!(
+            rules(&r),
+            vec![
+                ("client_order_id".into(), "pattern".into()),
+                ("side".into(), "required".into()),
+                ("quantity".into(), "positive".into()),
+                ("limit_price".into(), "required_for_limit".into()),
+            ]
+        );
+    }
+
+    /// Market orders must not carry a price; too many decimals are refused.
+    #[test]
+    fn market_with_price_and_precision() {
+        let mut o = order();
+        o.order_type = pb::OrderType::Market as i32;
+        o.quantity = Some(pb::Decimal { units: 1, scale: 9 });
+        let r = check(&o).expect_err("invalid");
+        assert_eq!(
+            rules(&r),
+            vec![
+                ("quantity".into(), "decimal".into()),
+                ("limit_price".into(), "forbidden_for_market".into()),
+            ]
+        );
+    }
+
+    /// Unknown symbols, max quantity, max notional and deadlines each have their own reason.
+    #[test]
+    fn symbol_risk_and_deadline() {
+        let mut o = order();
+        o.symbol = "ZZZ".into();
+        assert_eq!(
+            check(&o).expect_err("x").reason,
+            RejectReason::UnknownSymbol
+        );
+        let mut o = order();
+        o.quantity = Some(pb::Decimal {
+            units: 1001,
+            scale: 0,
+        });
+        let r = check(&o).expect_err("x");
+        assert_eq!(
+            (r.reason, rules(&r)),
+            (
+                RejectReason::RiskLimit,
+                vec![("quantity".into(), "max_order_qty".into())]
+            )
+        );
+        let mut o = order();
+        o.quantity = Some(pb::Decimal {
+            units: 600,
+            scale: 0,
+        });
+        let r = check(&o).expect_err("x");
+        assert_eq!(r.errors[0].rule, "max_order_notional");
+        let mut o = order();
+        o.deadline_unix_ns = 999;
+        assert_eq!(
+            check(&o).expect_err("x").reason,
+            RejectReason::DeadlineExceeded
+        );
+        o.deadline_unix_ns = 1_000;
+        assert!(check(&o).is_ok());
+    }
+
+    /// Fixed-point values render without trailing zeros.
+    #[test]
+    fn show_renders_decimals() {
+        assert_eq!(show(fixed::units(12)), "12");
+        assert_eq!(show(1_250_000_000), "12.5");
+    }
+}
