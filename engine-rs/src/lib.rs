@@ -1,0 +1,21 @@
+//! Execution engine of the bridge.
+//!
+//! Module map (dependencies point downwards only):
+//! - [`book`]: pure price-time matching for one symbol.
+//! - [`venue`]: the books plus the order state machine -> execution reports (pure).
+//! - [`validate`]: field, symbol, risk and deadline checks (pure).
+//! - [`fixed`]: exact fixed-point (1e-8) arithmetic and wire decimals.
+//! - [`config`]: defaults < TOML file < `BRIDGE_*` environment.
+//! - [`subjects`]: every subject, stream, consumer and bucket name.
+//! - [`service`]: the NATS side: request-reply, the ORDERS pull consumer, the KV journal,
+//!   report publishing, recovery and graceful shutdown.
+//! - [`proto`]: prost-generated `bridge.v1` and engine state types.
+
+pub mod book;
+pub mod config;
+pub mod fixed;
+pub mod proto;
+pub mod service;
+pub mod subjects;
+pub mod validate;
+pub mod venue;

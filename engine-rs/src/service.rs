@@ -1,0 +1,805 @@
+//! The engine's NATS side: request-reply intake, the ORDERS pull consumer, the KV journal,
+//! execution report publishing, recovery after a restart and graceful shutdown.
+//!
+//! Durability protocol for one order (both paths):
+//! 1. validate; `kv.create(<account>.<client_order_id>)` with status PENDING_NEW (or the final
+//!    REJECTED/EXPIRED record). `create` is atomic, so it is also the deduplication point for
+//!    every engine sharing the bucket: if the key exists, the original ack is answered.
+//! 2. answer the ack (synchronous path). The order is durable from here on.
+//! 3. execute in the venue; publish every report to JetStream with `Nats-Msg-Id = exec_id`
+//!    and wait for the acks (subscribers of `bridge.v1.exec.<account>.>` see them too).
+//! 4. `kv.update` the touched records with their latest report, then (queued path) ack the
+//!    ORDERS message.
+//!
+//! A crash between 1 and 4 is repaired at start-up by [`Engine::recover`]: every non-final
+//! record owned by this engine id is reconciled with the last report EXECUTIONS holds for it
+//! and its remaining quantity is executed. Any journal or publish failure after step 1 stops
+//! the engine (exit non-zero) so that this recovery, not a guess, restores consistency.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer::PullConsumer, kv, stream::Stream as JsStream};
+use async_nats::{Client, HeaderMap, Message, Subscriber};
+use bytes::Bytes;
+use futures::future::try_join_all;
+use futures::StreamExt;
+use prost::Message as _;
+use tracing::{debug, info, warn};
+
+use crate::config::{Config, SymbolLimits};
+use crate::fixed;
+use crate::proto::state::OrderRecord;
+use crate::proto::v1::{self as pb, AckStatus, OrderStatus, RejectReason};
+use crate::subjects;
+use crate::validate::{field_error, Rejection, Validator};
+use crate::venue::{is_final, LiveOrder, Touched, Venue, VenueError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("connecting to NATS: {0}")]
+    Connect(String),
+    #[error("JetStream set-up ({what}): {source}")]
+    Setup {
+        what: &'static str,
+        source: async_nats::Error,
+    },
+    #[error("journal ({key}): {source}")]
+    Journal {
+        key: String,
+        source: async_nats::Error,
+    },
+    #[error("publishing reports: {0}")]
+    Publish(async_nats::Error),
+    #[error("configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("venue: {0}")]
+    Venue(#[from] VenueError),
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Connects with mutual TLS and the engine's NKey, using the engine role's inbox prefix.
+pub async fn connect(cfg: &Config) -> Result<Client, ServiceError> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(&cfg.client_name)
+        .custom_inbox_prefix(&cfg.inbox_prefix)
+        .connection_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+        .request_timeout(Some(Duration::from_millis(cfg.request_timeout_ms)))
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => info!(%event, "nats connection event"),
+                _ => warn!(%event, "nats connection event"),
+            }
+        });
+    if let Some(seed_file) = &cfg.nkey_seed_file {
+        let seed = std::fs::read_to_string(seed_file)
+            .map_err(|e| ServiceError::Connect(format!("reading {}: {e}", seed_file.display())))?;
+        opts = opts.nkey(seed.trim().to_string());
+    }
+    if let Some(ca) = &cfg.tls_ca_file {
+        opts = opts.require_tls(true).add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    let servers: Vec<&str> = cfg.nats_url.split(',').map(str::trim).collect();
+    let addrs: Vec<async_nats::ServerAddr> = servers
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| ServiceError::Connect(format!("{:?}: {e}", cfg.nats_url)))?;
+    opts.connect(addrs)
+        .await
+        .map_err(|e| ServiceError::Connect(e.to_string()))
+}
+
+/// Where an order came from, and so how it is answered.
+enum Origin<'a> {
+    Request,
+    Queue(&'a jetstream::Message),
+}
+
+/// Result of taking an order in.
+enum Intake {
+    /// Recorded as PENDING_NEW: execute it.
+    Accepted(Box<LiveOrder>, crate::validate::ValidOrder),
+    /// Rejected (and recorded, reports published) or a duplicate: nothing to execute.
+    Answered,
+}
+
+pub struct Engine {
+    cfg: Config,
+    client: Client,
+    js: jetstream::Context,
+    kv: kv::Store,
+    executions: JsStream,
+    venue: Venue,
+    limits: BTreeMap<String, SymbolLimits>,
+    max_notional: i64,
+    last_seq: u64,
+}
+
+impl Engine {
+    /// Binds to the provisioned streams, consumer and bucket (it never creates them: the
+    /// engine role may not) and seeds the venue.
+    pub async fn new(cfg: Config, client: Client) -> Result<(Self, PullConsumer), ServiceError> {
+        let js = jetstream::new(client.clone());
+        let kv = js
+            .get_key_value(subjects::ORDERS_KV_BUCKET)
+            .await
+            .map_err(|e| ServiceError::Setup {
+                what: "KV bucket bridge_orders",
+                source: e.into(),
+            })?;
+        let executions = js
+            .get_stream(subjects::EXECUTIONS_STREAM)
+            .await
+            .map_err(|e| ServiceError::Setup {
+                what: "stream EXECUTIONS",
+                source: e.into(),
+            })?;
+        let consumer: PullConsumer = js
+            .get_consumer_from_stream(subjects::ENGINE_CONSUMER, subjects::ORDERS_STREAM)
+            .await
+            .map_err(|e| ServiceError::Setup {
+                what: "consumer ORDERS/engine",
+                source: e.into(),
+            })?;
+        let limits = cfg.limits()?;
+        let max_notional = cfg.max_notional()?;
+        let venue = Venue::new(&limits)?;
+        Ok((
+            Engine {
+                cfg,
+                client,
+                js,
+                kv,
+                executions,
+                venue,
+                limits,
+                max_notional,
+                last_seq: 0,
+            },
+            consumer,
+        ))
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let now = u64::try_from(now_ns()).unwrap_or(0);
+        self.last_seq = (self.last_seq + 1).max(now);
+        self.last_seq
+    }
+
+    fn ack_for(&self, o: &LiveOrder, status: AckStatus, rej: Option<&Rejection>) -> pb::OrderAck {
+        let order = o.order();
+        pb::OrderAck {
+            client_order_id: order.client_order_id.clone(),
+            account: order.account.clone(),
+            engine_order_id: o.record.engine_order_id.clone(),
+            status: status as i32,
+            reason: rej.map_or(RejectReason::Unspecified, |r| r.reason) as i32,
+            field_errors: rej.map(|r| r.errors.clone()).unwrap_or_default(),
+            order_status: o.record.status,
+            duplicate: false,
+            ack_time_unix_ns: now_ns(),
+            engine_id: self.cfg.engine_id.clone(),
+            text: rej.map(Rejection::text).unwrap_or_default(),
+        }
+    }
+
+    fn unkeyed_reject(&self, order: &pb::NewOrder, rej: &Rejection) -> pb::OrderAck {
+        pb::OrderAck {
+            client_order_id: order.client_order_id.clone(),
+            account: order.account.clone(),
+            status: AckStatus::Rejected as i32,
+            reason: rej.reason as i32,
+            field_errors: rej.errors.clone(),
+            order_status: OrderStatus::Rejected as i32,
+            ack_time_unix_ns: now_ns(),
+            engine_id: self.cfg.engine_id.clone(),
+            text: rej.text(),
+            ..Default::default()
+        }
+    }
+
+    /// Steps 1 (and for rejections, 3-4) of the protocol. Returns the ack to answer.
+    async fn intake(
+        &mut self,
+        order: pb::NewOrder,
+        rejection: Option<Rejection>,
+        correlation_id: &str,
+        origin: &Origin<'_>,
+    ) -> Result<(pb::OrderAck, Intake), ServiceError> {
+        let now = now_ns();
+        let validator = Validator {
+            symbols: &self.limits,
+            max_notional: self.max_notional,
+        };
+        let checked = match rejection {
+            Some(r) => Err(r),
+            None => validator.check(&order, now),
+        };
+        let keyed = checked.as_ref().err().is_none_or(|r| {
+            !r.errors
+                .iter()
+                .any(|e| e.field == "client_order_id" || e.field == "account")
+        });
+        if !keyed {
+            // Without a valid account and id there is no key and no report subject: answer only.
+            let rej = checked.err().unwrap_or_else(|| Rejection {
+                reason: RejectReason::InvalidField,
+                errors: vec![],
+            });
+            warn!(client_order_id = %order.client_order_id, correlation_id, reason = %rej.text(), "order rejected (unkeyed)");
+            return Ok((self.unkeyed_reject(&order, &rej), Intake::Answered));
+        }
+        let key = subjects::order_key(&order.account, &order.client_order_id);
+        let seq = self.next_seq();
+        let mut live = LiveOrder::new(key.clone(), order, &self.cfg.engine_id, seq, correlation_id);
+        match checked {
+            Err(rej) => {
+                let text = rej.text();
+                let mut touched = Venue::reject(live, rej.reason, &rej.errors, &text, now)?;
+                let ack = self.ack_for(&touched.order, AckStatus::Rejected, Some(&rej));
+                touched.order.record.ack = Some(ack.clone());
+                match self.create(&key, &touched.order.record).await? {
+                    Some(_) => {
+                        self.publish(&[touched], correlation_id).await?;
+                        info!(client_order_id = %ack.client_order_id, correlation_id, reason = %text, "order rejected");
+                        Ok((ack, Intake::Answered))
+                    }
+                    None => Ok((
+                        self.duplicate(&key, origin, correlation_id).await?,
+                        Intake::Answered,
+                    )),
+                }
+            }
+            Ok(valid) => {
+                let ack = self.ack_for(&live, AckStatus::Accepted, None);
+                live.record.ack = Some(ack.clone());
+                match self.create(&key, &live.record).await? {
+                    Some(revision) => {
+                        live.revision = revision;
+                        Ok((ack, Intake::Accepted(Box::new(live), valid)))
+                    }
+                    None => Ok((
+                        self.duplicate(&key, origin, correlation_id).await?,
+                        Intake::Answered,
+                    )),
+                }
+            }
+        }
+    }
+
+    /// `kv.create`; `None` when the key already exists (a duplicate client order id).
+    async fn create(&self, key: &str, record: &OrderRecord) -> Result<Option<u64>, ServiceError> {
+        match self
+            .kv
+            .create(key, Bytes::from(record.encode_to_vec()))
+            .await
+        {
+            Ok(rev) => Ok(Some(rev)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(ServiceError::Journal {
+                key: key.into(),
+                source: e.into(),
+            }),
+        }
+    }
+
+    async fn load(&self, key: &str) -> Result<Option<(OrderRecord, u64)>, ServiceError> {
+        let entry = self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|e| ServiceError::Journal {
+                key: key.into(),
+                source: e.into(),
+            })?;
+        Ok(entry.and_then(|e| match e.operation {
+            kv::Operation::Put => OrderRecord::decode(e.value).ok().map(|r| (r, e.revision)),
+            _ => None,
+        }))
+    }
+
+    /// Answers a re-sent client order id with the original ack. A redelivered queued message
+    /// also re-publishes the latest report (idempotent: same exec id, same Nats-Msg-Id), in case
+    /// the first delivery's engine died between its journal write and its publish.
+    async fn duplicate(
+        &self,
+        key: &str,
+        origin: &Origin<'_>,
+        correlation_id: &str,
+    ) -> Result<pb::OrderAck, ServiceError> {
+        let (record, _) = self.load(key).await?.ok_or_else(|| ServiceError::Journal {
+            key: key.into(),
+            source: "record vanished after create reported it exists".into(),
+        })?;
+        if let Origin::Queue(msg) = origin {
+            let redelivered = msg.info().map(|i| i.delivered > 1).unwrap_or(false);
+            if let (true, Some(report)) = (redelivered, record.last_report.clone()) {
+                self.publish_reports(std::slice::from_ref(&report), correlation_id)
+                    .await?;
+            }
+        }
+        let mut ack = record.ack.unwrap_or_default();
+        ack.duplicate = true;
+        ack.order_status = record.status;
+        info!(
+            key,
+            correlation_id, "duplicate client order id answered with the original outcome"
+        );
+        Ok(ack)
+    }
+
+    /// Steps 3-4: execute, publish, journal.
+    async fn execute(
+        &mut self,
+        live: LiveOrder,
+        valid: &crate::validate::ValidOrder,
+        correlation_id: &str,
+    ) -> Result<(), ServiceError> {
+        let touched = self.venue.execute(live, valid, now_ns())?;
+        self.publish(&touched, correlation_id).await?;
+        self.journal(touched).await
+    }
+
+    async fn journal(&mut self, touched: Vec<Touched>) -> Result<(), ServiceError> {
+        let kv = &self.kv;
+        let writes = touched.iter().map(|t| async move {
+            kv.update(
+                &t.order.key,
+                Bytes::from(t.order.record.encode_to_vec()),
+                t.order.revision,
+            )
+            .await
+            .map(|rev| (t.order.key.clone(), rev))
+            .map_err(|e| ServiceError::Journal {
+                key: t.order.key.clone(),
+                source: e.into(),
+            })
+        });
+        for (key, rev) in try_join_all(writes).await? {
+            self.venue.set_revision(&key, rev);
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, touched: &[Touched], correlation_id: &str) -> Result<(), ServiceError> {
+        let reports: Vec<pb::ExecutionReport> = touched
+            .iter()
+            .flat_map(|t| t.reports.iter().cloned())
+            .collect();
+        self.publish_reports(&reports, correlation_id).await
+    }
+
+    /// Publishes reports pipelined (all sent, then all acks awaited), deduplicated by exec id.
+    async fn publish_reports(
+        &self,
+        reports: &[pb::ExecutionReport],
+        correlation_id: &str,
+    ) -> Result<(), ServiceError> {
+        let mut acks = Vec::with_capacity(reports.len());
+        for r in reports {
+            let mut headers = HeaderMap::new();
+            headers.insert(subjects::HEADER_MSG_ID, r.exec_id.as_str());
+            headers.insert(subjects::HEADER_CORRELATION_ID, correlation_id);
+            let subject = subjects::executions(&r.account, &r.client_order_id);
+            let ack = self
+                .js
+                .publish_with_headers(subject, headers, Bytes::from(r.encode_to_vec()))
+                .await
+                .map_err(|e| ServiceError::Publish(e.into()))?;
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(|e| ServiceError::Publish(e.into()))?;
+        }
+        for r in reports {
+            debug!(exec_id = %r.exec_id, client_order_id = %r.client_order_id, correlation_id, exec_type = r.exec_type, "report published");
+        }
+        Ok(())
+    }
+
+    async fn respond(&self, reply: Option<&async_nats::Subject>, payload: Vec<u8>) {
+        if let Some(reply) = reply {
+            if let Err(e) = self
+                .client
+                .publish(reply.clone(), Bytes::from(payload))
+                .await
+            {
+                warn!(error = %e, "could not send reply");
+            }
+        }
+    }
+
+    /// Synchronous submit: ack once durable, then execute.
+    pub async fn on_submit(&mut self, msg: Message) -> Result<(), ServiceError> {
+        let cid = correlation_id(msg.headers.as_ref());
+        let order = match pb::NewOrder::decode(msg.payload.clone()) {
+            Ok(o) => o,
+            Err(e) => {
+                // Nothing in the bytes can be trusted to name the order: answer only.
+                let rej = malformed(&e);
+                warn!(correlation_id = %cid, reason = %rej.text(), "malformed order rejected");
+                let ack = self.unkeyed_reject(&pb::NewOrder::default(), &rej);
+                self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+                return Ok(());
+            }
+        };
+        let (ack, intake) = self.intake(order, None, &cid, &Origin::Request).await?;
+        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        if let Intake::Accepted(live, valid) = intake {
+            self.execute(*live, &valid, &cid).await?;
+        }
+        Ok(())
+    }
+
+    /// Queued order: same protocol; the ORDERS message is acked only after the reports are
+    /// published and the journal is updated.
+    pub async fn on_queued(&mut self, msg: jetstream::Message) -> Result<(), ServiceError> {
+        let cid = correlation_id(msg.headers.as_ref());
+        let (order, rejection) = match pb::NewOrder::decode(msg.payload.clone()) {
+            Ok(o) => (o, None),
+            Err(e) => {
+                // Attribute a malformed message through its subject and Nats-Msg-Id so the
+                // orchestrator still gets a REJECTED report for it.
+                let order = pb::NewOrder {
+                    account: subjects::account_of_queue_subject(msg.subject.as_str())
+                        .unwrap_or("")
+                        .into(),
+                    client_order_id: msg
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(subjects::HEADER_MSG_ID))
+                        .map(|v| v.as_str().to_string())
+                        .unwrap_or_default(),
+                    ..Default::default()
+                };
+                (order, Some(malformed(&e)))
+            }
+        };
+        let (_, intake) = self
+            .intake(order, rejection, &cid, &Origin::Queue(&msg))
+            .await?;
+        if let Intake::Accepted(live, valid) = intake {
+            self.execute(*live, &valid, &cid).await?;
+        }
+        msg.double_ack().await.map_err(ServiceError::Publish)?;
+        Ok(())
+    }
+
+    /// Cancel: here if the order rests in this engine's book, else forwarded to its owner.
+    pub async fn on_cancel(&mut self, msg: Message, forwarded: bool) -> Result<(), ServiceError> {
+        let cid = correlation_id(msg.headers.as_ref());
+        let req = match pb::CancelRequest::decode(msg.payload.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                let ack = self.unkeyed_reject(&pb::NewOrder::default(), &malformed(&e));
+                self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+                return Ok(());
+            }
+        };
+        let key = subjects::order_key(&req.account, &req.client_order_id);
+        let reply = |reason: RejectReason, status: i32, text: &str| pb::OrderAck {
+            client_order_id: req.client_order_id.clone(),
+            account: req.account.clone(),
+            status: if reason == RejectReason::Unspecified {
+                AckStatus::Accepted
+            } else {
+                AckStatus::Rejected
+            } as i32,
+            reason: reason as i32,
+            order_status: status,
+            ack_time_unix_ns: now_ns(),
+            engine_id: self.cfg.engine_id.clone(),
+            text: text.into(),
+            ..Default::default()
+        };
+        if let Some(touched) = self.venue.cancel(&key, now_ns())? {
+            let mut ack = reply(
+                RejectReason::Unspecified,
+                OrderStatus::Canceled as i32,
+                "canceled",
+            );
+            ack.engine_order_id = touched.order.record.engine_order_id.clone();
+            self.publish(std::slice::from_ref(&touched), &cid).await?;
+            self.journal(vec![touched]).await?;
+            info!(key, correlation_id = %cid, "order canceled");
+            self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+            return Ok(());
+        }
+        let ack = match self.load(&key).await? {
+            None => reply(RejectReason::UnknownOrder, 0, "no such order"),
+            Some((r, _))
+                if is_final(
+                    OrderStatus::try_from(r.status).unwrap_or(OrderStatus::Unspecified),
+                ) =>
+            {
+                reply(RejectReason::TooLate, r.status, "order is already final")
+            }
+            Some((r, _)) if r.engine_id != self.cfg.engine_id && !forwarded => {
+                // The order rests in another engine's book: relay the request to its owner.
+                let subject = subjects::engine_cancel(&r.engine_id);
+                match self.client.request(subject, msg.payload.clone()).await {
+                    Ok(answer) => {
+                        self.respond(msg.reply.as_ref(), answer.payload.to_vec())
+                            .await;
+                        return Ok(());
+                    }
+                    Err(e) => reply(
+                        RejectReason::EngineUnavailable,
+                        r.status,
+                        &format!("owner engine {} unreachable: {e}", r.engine_id),
+                    ),
+                }
+            }
+            Some((r, _)) => reply(
+                RejectReason::TooLate,
+                r.status,
+                "order is not resting in a book",
+            ),
+        };
+        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        Ok(())
+    }
+
+    /// Status: the journal is authoritative (written before any ack).
+    pub async fn on_status(&mut self, msg: Message) -> Result<(), ServiceError> {
+        let reply = match pb::OrderStatusRequest::decode(msg.payload.clone()) {
+            Err(e) => pb::OrderStatusReply {
+                reason: RejectReason::Malformed as i32,
+                text: format!("undecodable OrderStatusRequest: {e}"),
+                ..Default::default()
+            },
+            Ok(req) => match self
+                .load(&subjects::order_key(&req.account, &req.client_order_id))
+                .await?
+            {
+                None => pb::OrderStatusReply {
+                    found: false,
+                    reason: RejectReason::UnknownOrder as i32,
+                    ..Default::default()
+                },
+                Some((r, _)) => pb::OrderStatusReply {
+                    found: true,
+                    order_status: r.status,
+                    last_report: r.last_report,
+                    ..Default::default()
+                },
+            },
+        };
+        self.respond(msg.reply.as_ref(), reply.encode_to_vec())
+            .await;
+        Ok(())
+    }
+
+    /// Restores this engine's open orders after a restart (see the module docs).
+    pub async fn recover(&mut self) -> Result<usize, ServiceError> {
+        let status = self.kv.status().await.map_err(|e| ServiceError::Setup {
+            what: "KV status",
+            source: e.into(),
+        })?;
+        if status.values() == 0 {
+            return Ok(0);
+        }
+        let mut watch = self
+            .kv
+            .watch_with_history(">")
+            .await
+            .map_err(|e| ServiceError::Setup {
+                what: "KV watch",
+                source: e.into(),
+            })?;
+        let mut mine = Vec::new();
+        while let Some(entry) = watch.next().await {
+            let entry = entry.map_err(|e| ServiceError::Setup {
+                what: "KV watch",
+                source: e.into(),
+            })?;
+            if entry.operation == kv::Operation::Put {
+                if let Ok(record) = OrderRecord::decode(entry.value.clone()) {
+                    let st =
+                        OrderStatus::try_from(record.status).unwrap_or(OrderStatus::Unspecified);
+                    if record.engine_id == self.cfg.engine_id && !is_final(st) {
+                        mine.push(LiveOrder::from_record(
+                            entry.key.clone(),
+                            record,
+                            entry.revision,
+                        ));
+                    }
+                }
+            }
+            if entry.delta == 0 {
+                break;
+            }
+        }
+        mine.sort_by_key(|o| o.record.seq);
+        let n = mine.len();
+        for mut live in mine {
+            self.last_seq = self.last_seq.max(live.record.seq);
+            let order = live.order().clone();
+            let subject = subjects::executions(&order.account, &order.client_order_id);
+            if let Ok(m) = self
+                .executions
+                .get_last_raw_message_by_subject(&subject)
+                .await
+            {
+                if let Ok(report) = pb::ExecutionReport::decode(m.payload.clone()) {
+                    if report.seq > live.report_seq {
+                        let avg = report
+                            .avg_px
+                            .as_ref()
+                            .and_then(|d| fixed::from_decimal(d).ok())
+                            .unwrap_or(0);
+                        let cum = report
+                            .cum_qty
+                            .as_ref()
+                            .and_then(|d| fixed::from_decimal(d).ok())
+                            .unwrap_or(0);
+                        live.adopt(report, fixed::notional_e16(avg, cum));
+                    }
+                }
+            }
+            let cid = live.record.correlation_id.clone();
+            let st = live.status();
+            let validator = Validator {
+                symbols: &self.limits,
+                max_notional: self.max_notional,
+            };
+            let touched = match validator.check(&order, now_ns()) {
+                _ if is_final(st) => vec![Touched {
+                    order: live,
+                    reports: vec![],
+                }],
+                Ok(valid) => self.venue.execute(live, &valid, now_ns())?,
+                Err(rej)
+                    if st == OrderStatus::PendingNew
+                        || rej.reason == RejectReason::DeadlineExceeded =>
+                {
+                    vec![Venue::reject(
+                        live,
+                        rej.reason,
+                        &rej.errors,
+                        &rej.text(),
+                        now_ns(),
+                    )?]
+                }
+                Err(rej) => {
+                    warn!(key = %live.key, reason = %rej.text(), "recovered order no longer valid; left as is");
+                    continue;
+                }
+            };
+            info!(key = %touched[0].order.key, status = ?touched[0].order.status(), "recovered order");
+            self.publish(&touched, &cid).await?;
+            self.journal(touched).await?;
+        }
+        Ok(n)
+    }
+}
+
+fn correlation_id(headers: Option<&HeaderMap>) -> String {
+    headers
+        .and_then(|h| h.get(subjects::HEADER_CORRELATION_ID))
+        .map(|v| v.as_str().to_string())
+        .unwrap_or_default()
+}
+
+fn malformed(e: &prost::DecodeError) -> Rejection {
+    Rejection {
+        reason: RejectReason::Malformed,
+        errors: vec![field_error(
+            "<message>",
+            "decodable",
+            format!("not a bridge.v1.NewOrder: {e}"),
+        )],
+    }
+}
+
+/// Runs the engine until `shutdown` resolves: recover, subscribe, serve; then stop intake,
+/// finish in-flight orders, flush and return.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServiceError> {
+    let client = connect(&cfg).await?;
+    let (mut engine, consumer) = Engine::new(cfg.clone(), client.clone()).await?;
+    let recovered = engine.recover().await?;
+    info!(engine_id = %cfg.engine_id, recovered, "engine ready");
+
+    let group = subjects::ENGINE_QUEUE_GROUP.to_string();
+    let sub = |s: &'static str| {
+        let client = client.clone();
+        let group = group.clone();
+        async move { client.queue_subscribe(s, group).await }
+    };
+    let setup = |e: async_nats::SubscribeError| ServiceError::Setup {
+        what: "subscribe",
+        source: e.into(),
+    };
+    let mut submits: Subscriber = sub(subjects::SUBMIT).await.map_err(setup)?;
+    let mut cancels: Subscriber = sub(subjects::CANCEL).await.map_err(setup)?;
+    let mut statuses: Subscriber = sub(subjects::STATUS).await.map_err(setup)?;
+    let mut forwarded: Subscriber = client
+        .subscribe(subjects::engine_cancel(&cfg.engine_id))
+        .await
+        .map_err(setup)?;
+    client
+        .flush()
+        .await
+        .map_err(|e| ServiceError::Connect(e.to_string()))?;
+
+    tokio::pin!(shutdown);
+    let mut stopping = false;
+    loop {
+        // One pull request at a time: at most `pull_batch` queued orders are in this process,
+        // and at most max_ack_pending unacked across all engines (server side).
+        let mut batch = if stopping {
+            None
+        } else {
+            Some(
+                consumer
+                    .batch()
+                    .max_messages(cfg.pull_batch)
+                    .expires(Duration::from_millis(cfg.pull_expires_ms))
+                    .messages()
+                    .await
+                    .map_err(|e| ServiceError::Setup {
+                        what: "pull",
+                        source: e.into(),
+                    })?,
+            )
+        };
+        loop {
+            tokio::select! {
+                m = async { match batch.as_mut() { Some(b) => b.next().await, None => std::future::pending().await } } => match m {
+                    Some(Ok(m)) => engine.on_queued(m).await?,
+                    Some(Err(e)) => { warn!(error = %e, "pull error"); break; }
+                    None => break,
+                },
+                Some(m) = submits.next() => engine.on_submit(m).await?,
+                Some(m) = cancels.next() => engine.on_cancel(m, false).await?,
+                Some(m) = forwarded.next() => engine.on_cancel(m, true).await?,
+                Some(m) = statuses.next() => engine.on_status(m).await?,
+                () = &mut shutdown, if !stopping => {
+                    info!("shutdown requested: stopping intake");
+                    stopping = true;
+                    for s in [&mut submits, &mut cancels, &mut statuses, &mut forwarded] {
+                        // Drain: the server stops routing to us; already delivered requests
+                        // are still served below.
+                        let _ = s.drain().await;
+                    }
+                    if batch.is_none() { break; }
+                }
+                else => break,
+            }
+        }
+        if stopping {
+            // Serve requests delivered before the drain took effect; each stream ends once the
+            // server has confirmed its UNSUB (drain = UNSUB + PING/PONG).
+            let deadline = tokio::time::sleep(Duration::from_millis(cfg.shutdown_timeout_ms));
+            tokio::pin!(deadline);
+            let mut open = [true; 4];
+            while open.iter().any(|o| *o) {
+                tokio::select! {
+                    m = submits.next(), if open[0] => match m { Some(m) => engine.on_submit(m).await?, None => open[0] = false },
+                    m = cancels.next(), if open[1] => match m { Some(m) => engine.on_cancel(m, false).await?, None => open[1] = false },
+                    m = forwarded.next(), if open[2] => match m { Some(m) => engine.on_cancel(m, true).await?, None => open[2] = false },
+                    m = statuses.next(), if open[3] => match m { Some(m) => engine.on_status(m).await?, None => open[3] = false },
+                    () = &mut deadline => { warn!("shutdown timeout: leaving remaining requests"); break; }
+                }
+            }
+            break;
+        }
+    }
+    client
+        .flush()
+        .await
+        .map_err(|e| ServiceError::Connect(e.to_string()))?;
+    info!("engine stopped cleanly");
+    Ok(())
+}
