@@ -1,0 +1,427 @@
+"""``BridgeClient``: the one object an orchestrator holds. The only module that imports nats.
+
+::
+
+    async with BridgeClient(settings) as bridge:
+        async with bridge.reports(account="ACC1") as reports:    # pub-sub, subscribe first
+            ack = await bridge.submit(order)                        # request-reply, urgent
+            queued = await bridge.enqueue_batch(orders)             # JetStream, batches
+            async for report in reports: ...
+
+Synchronous ``submit`` is a core NATS request to the engines' queue group: when no engine is
+subscribed the server answers "no responders" at once and ``EngineUnavailableError`` is raised
+well before the timeout. Queued orders go to the ORDERS stream with ``Nats-Msg-Id`` set to the
+client order id, so JetStream deduplicates re-sends inside its window and the engine's own
+record of seen orders deduplicates them forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Self
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from google.protobuf.message import DecodeError, Message
+from nats.aio.client import Client as NatsConnection
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
+from bridge import subjects
+from bridge.config import BridgeSettings
+from bridge.errors import (
+    ClientClosedError,
+    ConnectionFailedError,
+    EngineUnavailableError,
+    OutcomeUnknownError,
+    ProtocolError,
+    PublishError,
+    StreamFullError,
+)
+from bridge.models import ExecutionReport, Order, OrderAck, OrderState, QueuedOrder
+from bridge.v1 import orders_pb2
+
+log = structlog.get_logger("bridge.client")
+
+# JetStream error codes that mean "the stream is at its limits and discard: new refused this".
+_STREAM_FULL_CODES = frozenset({10077})  # JSStreamStoreFailedF: maximum messages/bytes exceeded
+_STREAM_FULL_WORDS = ("maximum messages", "maximum bytes", "resource limits exceeded")
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def new_correlation_id() -> str:
+    """A fresh correlation id (joins client and engine log lines of one request)."""
+    return uuid.uuid4().hex
+
+
+def tls_context(settings: BridgeSettings) -> ssl.SSLContext | None:
+    """Mutual-TLS context (TLS 1.3 only) from the settings, or None when TLS is not configured."""
+    if settings.tls_ca_file is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(settings.tls_ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    if settings.tls_cert_file is not None:
+        key = str(settings.tls_key_file) if settings.tls_key_file else None
+        ctx.load_cert_chain(str(settings.tls_cert_file), key)
+    return ctx
+
+
+class BridgeClient:
+    """Submit orders, await acks and fills, subscribe to execution reports."""
+
+    def __init__(self, settings: BridgeSettings | None = None) -> None:
+        self._settings = settings or BridgeSettings()
+        self._state = _State.UNOPENED
+        self._nc: NatsConnection | None = None
+        self._js: JetStreamContext | None = None
+
+    @property
+    def settings(self) -> BridgeSettings:
+        return self._settings
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Connect to NATS with mTLS and the role's NKey. A client is opened once."""
+        if self._state is not _State.UNOPENED:
+            raise ClientClosedError(f"client is {self._state.value}; create a new BridgeClient")
+        s = self._settings
+        seed = s.nkey_seed.get_secret_value() if s.nkey_seed is not None else None
+        try:
+            self._nc = await nats.connect(
+                servers=[u.strip() for u in s.nats_url.split(",") if u.strip()],
+                name=s.client_name,
+                tls=tls_context(s),
+                tls_hostname=None,
+                nkeys_seed=str(s.nkey_seed_file) if s.nkey_seed_file else None,
+                nkeys_seed_str=seed,
+                inbox_prefix=s.inbox_prefix,
+                connect_timeout=max(1, s.connect_timeout_ms // 1000),
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                error_cb=self._on_error,
+                disconnected_cb=self._on_disconnected,
+                reconnected_cb=self._on_reconnected,
+            )
+        except (OSError, ssl.SSLError, nats.errors.Error, asyncio.TimeoutError) as exc:
+            self._state = _State.CLOSED
+            raise ConnectionFailedError(f"cannot connect to {s.nats_url}: {exc!r}") from exc
+        self._js = self._nc.jetstream(
+            timeout=s.publish_timeout_ms / 1000, publish_async_max_pending=s.max_inflight
+        )
+        self._state = _State.OPEN
+        log.info("bridge.connected", servers=s.nats_url, client_name=s.client_name)
+
+    async def close(self) -> None:
+        """Drain subscriptions and close. Idempotent."""
+        if self._state is _State.OPEN and self._nc is not None:
+            try:
+                await self._nc.drain()
+            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+                log.warning("bridge.drain_failed", error=repr(exc))
+                await self._nc.close()
+        self._state = _State.CLOSED
+
+    def _conn(self) -> NatsConnection:
+        if self._state is not _State.OPEN or self._nc is None:
+            raise ClientClosedError(f"client is {self._state.value}; use it inside `async with`")
+        return self._nc
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.error("bridge.nats_error", error=str(exc))
+
+    async def _on_disconnected(self) -> None:
+        log.warning("bridge.disconnected")
+
+    async def _on_reconnected(self) -> None:
+        log.info("bridge.reconnected")
+
+    # -- synchronous request-reply -----------------------------------------------------------
+
+    async def _request(
+        self,
+        subject: str,
+        msg: Message,
+        *,
+        client_order_id: str,
+        correlation_id: str,
+        timeout: float | None,
+    ) -> bytes:
+        nc = self._conn()
+        wait = timeout if timeout is not None else self._settings.request_timeout_ms / 1000
+        headers = {
+            subjects.HEADER_CORRELATION_ID: correlation_id,
+            subjects.HEADER_SCHEMA: msg.DESCRIPTOR.full_name,
+        }
+        try:
+            reply = await nc.request(subject, msg.SerializeToString(), timeout=wait, headers=headers)
+        except nats.errors.NoRespondersError as exc:
+            raise EngineUnavailableError(
+                f"no engine is serving {subject}",
+                client_order_id=client_order_id,
+                correlation_id=correlation_id,
+            ) from exc
+        except (nats.errors.TimeoutError, asyncio.TimeoutError) as exc:
+            raise OutcomeUnknownError(
+                f"no answer on {subject} within {wait:.3f}s; query the order status",
+                client_order_id=client_order_id,
+                correlation_id=correlation_id,
+            ) from exc
+        except nats.errors.Error as exc:
+            raise OutcomeUnknownError(
+                f"request on {subject} failed after sending: {exc!r}",
+                client_order_id=client_order_id,
+                correlation_id=correlation_id,
+            ) from exc
+        return reply.data
+
+    async def submit(
+        self, order: Order, *, timeout: float | None = None, correlation_id: str | None = None
+    ) -> OrderAck:
+        """Send an urgent order and wait for the engine's ack (ACCEPTED or REJECTED).
+
+        ACCEPTED means the engine recorded the order durably before answering. Raises
+        ``EngineUnavailableError`` at once when no engine listens, ``OutcomeUnknownError``
+        when the answer does not arrive in time.
+        """
+        cid = correlation_id or new_correlation_id()
+        data = await self._request(
+            subjects.SUBMIT,
+            order.to_proto(),
+            client_order_id=order.client_order_id,
+            correlation_id=cid,
+            timeout=timeout,
+        )
+        ack = _decode_ack(data, order.client_order_id, cid)
+        log.debug(
+            "bridge.ack",
+            client_order_id=order.client_order_id,
+            correlation_id=cid,
+            status=ack.status.value,
+            duplicate=ack.duplicate,
+        )
+        return ack
+
+    async def cancel(
+        self, account: str, client_order_id: str, *, timeout: float | None = None
+    ) -> OrderAck:
+        """Ask the engine to cancel a resting order; the ack says whether it did."""
+        cid = new_correlation_id()
+        req = orders_pb2.CancelRequest(account=account, client_order_id=client_order_id)
+        data = await self._request(
+            subjects.CANCEL, req, client_order_id=client_order_id, correlation_id=cid,
+            timeout=timeout,
+        )
+        return _decode_ack(data, client_order_id, cid)
+
+    async def status(
+        self, account: str, client_order_id: str, *, timeout: float | None = None
+    ) -> OrderState:
+        """The engine's record of an order (``found=False`` if it never reached the engine)."""
+        cid = new_correlation_id()
+        req = orders_pb2.OrderStatusRequest(account=account, client_order_id=client_order_id)
+        data = await self._request(
+            subjects.STATUS, req, client_order_id=client_order_id, correlation_id=cid,
+            timeout=timeout,
+        )
+        reply = orders_pb2.OrderStatusReply()
+        try:
+            reply.ParseFromString(data)
+            return OrderState.from_proto(account, client_order_id, reply)
+        except (DecodeError, ValueError) as exc:
+            raise ProtocolError(
+                f"undecodable OrderStatusReply: {exc}",
+                client_order_id=client_order_id,
+                correlation_id=cid,
+            ) from exc
+
+    # -- asynchronous JetStream queueing -----------------------------------------------------
+
+    async def enqueue(self, order: Order, *, correlation_id: str | None = None) -> QueuedOrder:
+        """Queue one order in the ORDERS stream; returns JetStream's acknowledgement."""
+        (queued,) = await self.enqueue_batch([order], correlation_id=correlation_id)
+        return queued
+
+    async def enqueue_batch(
+        self, orders: Sequence[Order], *, correlation_id: str | None = None
+    ) -> list[QueuedOrder]:
+        """Queue orders, pipelined (at most ``max_inflight`` unacknowledged), in input order.
+
+        Every order is published with ``Nats-Msg-Id`` = its client order id. Raises
+        ``StreamFullError`` / ``PublishError`` for the first order JetStream refused; orders
+        before it in the batch are stored (their acks are in ``exc.stored``... see the log).
+        """
+        self._conn()
+        js = self._js
+        assert js is not None
+        cid = correlation_id or new_correlation_id()
+        wait = self._settings.publish_timeout_ms / 1000
+        futures: list[asyncio.Future[nats.js.api.PubAck]] = []
+        try:
+            for order in orders:
+                headers = {
+                    subjects.HEADER_MSG_ID: order.client_order_id,
+                    subjects.HEADER_CORRELATION_ID: cid,
+                    subjects.HEADER_SCHEMA: "bridge.v1.NewOrder",
+                }
+                fut = await js.publish_async(
+                    subjects.queue(order.account),
+                    order.to_proto().SerializeToString(),
+                    wait_stall=wait,
+                    headers=headers,
+                )
+                futures.append(fut)
+            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=wait)
+        except nats.js.errors.APIError as exc:
+            for fut in futures:
+                fut.cancel()
+            failed = _first_failed(orders, futures)
+            raise _publish_error(exc, failed, cid) from exc
+        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            for fut in futures:
+                fut.cancel()
+            failed = _first_failed(orders, futures)
+            raise OutcomeUnknownError(
+                f"JetStream did not confirm the queued order within {wait:.3f}s: {exc!r}; "
+                "re-send it (the same client order id cannot create a second order)",
+                client_order_id=failed,
+                correlation_id=cid,
+            ) from exc
+        return [
+            QueuedOrder.model_construct(
+                client_order_id=o.client_order_id, stream=a.stream, seq=a.seq,
+                duplicate=bool(a.duplicate),
+            )
+            for o, a in zip(orders, acks, strict=True)
+        ]
+
+    # -- publish-subscribe of execution reports ---------------------------------------------
+
+    def reports(self, account: str, client_order_id: str | None = None) -> ReportStream:
+        """Execution reports of ``account`` (or of one order), as they are published.
+
+        Use as ``async with bridge.reports("ACC1") as stream: async for r in stream: ...``.
+        Any number of subscribers may watch the same flow.
+        """
+        subject = (
+            subjects.executions(account, client_order_id)
+            if client_order_id
+            else subjects.executions_for_account(account)
+        )
+        return ReportStream(self, subject)
+
+
+class ReportStream:
+    """An open subscription to execution reports; iterate it with ``async for``."""
+
+    def __init__(self, client: BridgeClient, subject: str) -> None:
+        self._client = client
+        self.subject = subject
+        self._sub: Subscription | None = None
+
+    async def __aenter__(self) -> Self:
+        nc = self._client._conn()
+        limit = self._client.settings.report_buffer
+        self._sub = await nc.subscribe(self.subject, pending_msgs_limit=limit)
+        # The subscription must be registered server-side before the caller sends orders.
+        await nc.flush()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except nats.errors.Error:
+                pass  # connection already closed: nothing left to unsubscribe
+
+    def __aiter__(self) -> AsyncIterator[ExecutionReport]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[ExecutionReport]:
+        if self._sub is None:
+            raise ClientClosedError("use `async with bridge.reports(...)` before iterating")
+        async for msg in self._sub.messages:
+            yield _decode_report(msg)
+
+    async def next(self, timeout: float) -> ExecutionReport:
+        """The next report, or ``asyncio.TimeoutError`` after ``timeout`` seconds."""
+        if self._sub is None:
+            raise ClientClosedError("use `async with bridge.reports(...)` first")
+        msg = await self._sub.next_msg(timeout=timeout)
+        return _decode_report(msg)
+
+
+def _decode_ack(data: bytes, client_order_id: str, correlation_id: str) -> OrderAck:
+    msg = orders_pb2.OrderAck()
+    try:
+        msg.ParseFromString(data)
+        return OrderAck.from_proto(msg)
+    except (DecodeError, ValueError) as exc:
+        raise ProtocolError(
+            f"engine answered with an undecodable OrderAck: {exc}",
+            client_order_id=client_order_id,
+            correlation_id=correlation_id,
+        ) from exc
+
+
+def _decode_report(msg: Msg) -> ExecutionReport:
+    report = orders_pb2.ExecutionReport()
+    try:
+        report.ParseFromString(msg.data)
+        return ExecutionReport.from_proto(report)
+    except (DecodeError, ValueError) as exc:
+        raise ProtocolError(f"undecodable ExecutionReport on {msg.subject}: {exc}") from exc
+
+
+def _first_failed(
+    orders: Sequence[Order], futures: Sequence[asyncio.Future[nats.js.api.PubAck]]
+) -> str | None:
+    for order, fut in zip(orders, futures, strict=False):
+        if not fut.done() or fut.cancelled() or fut.exception() is not None:
+            return order.client_order_id
+    return orders[len(futures)].client_order_id if len(futures) < len(orders) else None
+
+
+def _publish_error(
+    exc: nats.js.errors.APIError, client_order_id: str | None, correlation_id: str
+) -> PublishError:
+    text = f"JetStream refused the order: {exc.description or exc!r} (err_code={exc.err_code})"
+    description = (exc.description or "").lower()
+    full = exc.err_code in _STREAM_FULL_CODES or any(w in description for w in _STREAM_FULL_WORDS)
+    cls = StreamFullError if full else PublishError
+    return cls(
+        text,
+        client_order_id=client_order_id,
+        correlation_id=correlation_id,
+        err_code=exc.err_code,
+    )

@@ -1,0 +1,72 @@
+"""Client settings: every default in one place, overridden by a TOML file, then by environment.
+
+Precedence (lowest to highest): defaults here < the TOML file named by ``BRIDGE_CONFIG_FILE``
+< ``BRIDGE_*`` environment variables < keyword arguments. Unknown keys are an error. Knob names
+match the engine's (``engine-rs/src/config.rs``) wherever both sides have the knob.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from bridge import subjects
+
+
+class BridgeSettings(BaseSettings):
+    """Connection and behaviour settings of a ``BridgeClient``."""
+
+    model_config = SettingsConfigDict(env_prefix="BRIDGE_", extra="forbid", frozen=True)
+
+    nats_url: str = Field(
+        default="tls://127.0.0.1:4222",
+        description="Comma-separated NATS server URLs.",
+    )
+    tls_ca_file: Path | None = Field(default=None, description="CA bundle that signed the server.")
+    tls_cert_file: Path | None = Field(default=None, description="Client certificate (mTLS).")
+    tls_key_file: Path | None = Field(default=None, description="Client private key (mTLS).")
+    nkey_seed_file: Path | None = Field(default=None, description="NKey user seed file.")
+    nkey_seed: SecretStr | None = Field(
+        default=None, description="NKey user seed given inline (prefer nkey_seed_file)."
+    )
+    inbox_prefix: str = Field(
+        default=subjects.inbox_prefix("orchestrator"),
+        description="Inbox prefix; must match the role's subscribe permission.",
+    )
+    client_name: str = Field(default="bridge-orchestrator", description="Name shown by the server.")
+    connect_timeout_ms: int = Field(default=2000, gt=0, description="Per-attempt connect timeout.")
+    request_timeout_ms: int = Field(
+        default=2000, gt=0, description="How long submit/cancel/status wait for the engine."
+    )
+    publish_timeout_ms: int = Field(
+        default=5000, gt=0, description="How long a queued publish waits for JetStream's ack."
+    )
+    max_inflight: int = Field(
+        default=1024, gt=0, description="Queued publishes awaiting a JetStream ack at once."
+    )
+    report_buffer: int = Field(
+        default=65536, gt=0, description="Execution reports buffered per subscription."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = os.environ.get("BRIDGE_CONFIG_FILE")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)

@@ -1,0 +1,185 @@
+"""Start and stop the real engine binary against a local server (demo, tests, benchmarks).
+
+Readiness is an event, not a sleep: a reader thread follows the engine's JSON log on stderr,
+tees it to a log file and signals when the engine logs ``engine ready`` (after recovery and
+after its subscriptions are registered). The engine is configured like in production: its
+TOML file plus ``BRIDGE_*`` environment variables for the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Self
+
+from bridge.config import BridgeSettings
+from bridge.dev.pki import DevCredentials
+from bridge.dev.server import REPO_ROOT, ServerHandle
+
+ENGINE_DIR = REPO_ROOT / "engine-rs"
+DEFAULT_ENGINE_CONFIG = ENGINE_DIR / "config" / "dev.toml"
+
+
+class EngineError(RuntimeError):
+    """The engine did not start, or did not stop cleanly (message includes its log tail)."""
+
+
+def engine_binary() -> Path:
+    """``BRIDGE_ENGINE_BIN``, else the release build, else the debug build."""
+    override = os.environ.get("BRIDGE_ENGINE_BIN")
+    candidates = [Path(override)] if override else []
+    candidates += [
+        ENGINE_DIR / "target" / "release" / "bridge-engine",
+        ENGINE_DIR / "target" / "debug" / "bridge-engine",
+    ]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise EngineError(
+        "engine binary not found; build it with `cargo build --release` in engine-rs/ "
+        "(./dev setup does this)"
+    )
+
+
+def client_settings(handle: ServerHandle, role: str = "orchestrator", **extra: object) -> BridgeSettings:
+    """Settings for a ``BridgeClient`` of ``role`` against a local server."""
+    creds = handle.creds.role(role)
+    return BridgeSettings(
+        nats_url=handle.url,
+        tls_ca_file=handle.creds.ca_file,
+        tls_cert_file=creds.cert_file,
+        tls_key_file=creds.key_file,
+        nkey_seed_file=creds.seed_file,
+        inbox_prefix=f"_INBOX.{role}",
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def engine_env(url: str, creds: DevCredentials, engine_id: str) -> dict[str, str]:
+    """The ``BRIDGE_*`` connection variables of an engine."""
+    role = creds.role("engine")
+    return {
+        "BRIDGE_NATS_URL": url,
+        "BRIDGE_TLS_CA_FILE": str(creds.ca_file),
+        "BRIDGE_TLS_CERT_FILE": str(role.cert_file),
+        "BRIDGE_TLS_KEY_FILE": str(role.key_file),
+        "BRIDGE_NKEY_SEED_FILE": str(role.seed_file),
+        "BRIDGE_ENGINE_ID": engine_id,
+        "BRIDGE_LOG_FORMAT": "json",
+    }
+
+
+class EngineProcess:
+    """One engine process. ``start()`` returns once it is serving; ``stop()`` sends SIGTERM."""
+
+    def __init__(
+        self,
+        handle: ServerHandle,
+        *,
+        engine_id: str = "engine-1",
+        config_file: Path = DEFAULT_ENGINE_CONFIG,
+        log_file: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.handle = handle
+        self.engine_id = engine_id
+        self.config_file = config_file
+        self.log_file = log_file
+        self._env = dict(env or {})
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
+        self.recovered: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self, timeout: float = 30.0) -> Self:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+        env.update(engine_env(self.handle.url, self.handle.creds, self.engine_id))
+        env.update(self._env)
+        self._ready.clear()
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(
+            [str(engine_binary()), "--config", str(self.config_file)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert self._proc.stderr is not None
+        self._reader = threading.Thread(
+            target=self._follow, args=(self._proc.stderr,), daemon=True, name="engine-log"
+        )
+        self._reader.start()
+        if not self._ready.wait(timeout) or self._proc.poll() is not None:
+            code = self._proc.poll()
+            self.kill()
+            raise EngineError(
+                f"engine did not become ready in {timeout}s (exit={code}); log tail:\n"
+                + self.log_tail()
+            )
+        return self
+
+    def _follow(self, stream: IO[bytes]) -> None:
+        with self.log_file.open("ab") as out:
+            for line in stream:
+                out.write(line)
+                out.flush()
+                if not self._ready.is_set() and b"engine ready" in line:
+                    try:
+                        self.recovered = int(json.loads(line).get("recovered", 0))
+                    except (ValueError, TypeError):
+                        self.recovered = None
+                    self._ready.set()
+        self._ready.set()  # process ended: wake a waiter so it can report the failure
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, wait for a clean exit; returns the exit code (SIGKILL after ``timeout``)."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return proc.returncode if proc else 0
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        self._join()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL (crash simulation); idempotent."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._join()
+
+    def _join(self) -> None:
+        if self._reader is not None:
+            self._reader.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

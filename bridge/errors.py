@@ -1,0 +1,112 @@
+"""The bridge's exception tree. Every error the client raises is a ``BridgeError``.
+
+::
+
+    BridgeError
+    ├── InvalidOrderError        (also ValueError) input failed validation before anything was sent;
+    │                            .errors lists (field, rule, message)
+    ├── ClientClosedError        the client was used before ``async with`` or after it closed
+    ├── ConnectionFailedError    NATS unreachable, TLS handshake or authorization refused
+    ├── EngineUnavailableError   no engine is subscribed: NATS answered "no responders" at once
+    ├── OutcomeUnknownError      a request timed out after it was sent: the order may or may not
+    │                            exist; resolve with ``BridgeClient.status()``, never assume
+    ├── PublishError             JetStream refused or did not confirm a queued order
+    │   └── StreamFullError      ORDERS is at its limits (discard: new): the order was NOT stored
+    └── ProtocolError            the engine answered with something that is not a valid message
+
+A rejected order is not an exception: the engine's ``OrderAck`` carries ``status=REJECTED`` with
+a reason and field errors. Errors that concern one order carry its ``client_order_id`` and the
+``correlation_id`` of the request, so a log line can be joined with the engine's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldIssue:
+    """One field that failed validation: dotted path, machine-readable rule, explanation."""
+
+    field: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message} [{self.rule}]"
+
+
+class BridgeError(Exception):
+    """Base of every error raised by the bridge client."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        client_order_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.client_order_id = client_order_id
+        self.correlation_id = correlation_id
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        ids = [
+            f"{name}={value}"
+            for name, value in (
+                ("client_order_id", self.client_order_id),
+                ("correlation_id", self.correlation_id),
+            )
+            if value
+        ]
+        return f"{base} ({', '.join(ids)})" if ids else base
+
+
+class InvalidOrderError(BridgeError, ValueError):
+    """The input failed validation; nothing was sent. ``errors`` names every bad field."""
+
+    def __init__(self, errors: Sequence[FieldIssue], *, model: str = "order") -> None:
+        self.errors = tuple(errors)
+        detail = "; ".join(str(e) for e in self.errors)
+        super().__init__(f"invalid {model}: {detail}")
+
+
+class ClientClosedError(BridgeError):
+    """The client is not open: use it inside ``async with BridgeClient(...)``."""
+
+
+class ConnectionFailedError(BridgeError):
+    """NATS could not be reached, or refused us (TLS handshake, authorization)."""
+
+
+class EngineUnavailableError(BridgeError):
+    """No engine is listening: the request was not delivered, so it is safe to retry later."""
+
+
+class OutcomeUnknownError(BridgeError):
+    """The request was sent but no answer arrived in time; query the order's status."""
+
+
+class PublishError(BridgeError):
+    """JetStream did not store the queued order (see the message for the server's reason)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        client_order_id: str | None = None,
+        correlation_id: str | None = None,
+        err_code: int | None = None,
+    ) -> None:
+        super().__init__(message, client_order_id=client_order_id, correlation_id=correlation_id)
+        self.err_code = err_code
+
+
+class StreamFullError(PublishError):
+    """The ORDERS stream is full (discard: new): this order was refused, older ones are kept."""
+
+
+class ProtocolError(BridgeError):
+    """A peer sent bytes that do not decode as the expected bridge.v1 message."""

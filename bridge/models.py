@@ -1,0 +1,384 @@
+"""Orchestrator-facing models (pydantic) and their conversion to and from bridge.v1 protobuf.
+
+Models are immutable once created and validated on construction: bad input raises
+``InvalidOrderError`` naming every bad field, before anything is sent. Money and quantities are
+``decimal.Decimal`` (at most 8 decimal places, the engine's fixed point); floats are refused.
+No NATS imports here.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Self, TypeVar
+
+import pydantic
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from bridge.errors import FieldIssue, InvalidOrderError
+from bridge.v1 import common_pb2, orders_pb2
+
+MAX_SCALE = 8
+_INT64_MAX = 2**63 - 1
+ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _no_float(value: object) -> object:
+    if isinstance(value, float):
+        raise ValueError("floats are not accepted for money or quantities; pass a Decimal or str")
+    return value
+
+
+ExactDecimal = Annotated[Decimal, BeforeValidator(_no_float)]
+
+
+def decimal_to_proto(value: Decimal) -> common_pb2.Decimal:
+    """Exact conversion to ``{units, scale}``; ``Decimal('101.25')`` -> ``{10125, 2}``."""
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int):
+        raise ValueError(f"{value} is not a finite decimal")
+    scale = max(0, -exponent)
+    units = int(value.scaleb(scale))
+    if abs(units) > _INT64_MAX:
+        raise ValueError(f"{value} does not fit in 64-bit fixed point")
+    return common_pb2.Decimal(units=units, scale=scale)
+
+
+def decimal_from_proto(value: common_pb2.Decimal) -> Decimal:
+    """Exact conversion from ``{units, scale}``."""
+    return Decimal(value.units).scaleb(-value.scale)
+
+
+def _issues_from(exc: pydantic.ValidationError) -> list[FieldIssue]:
+    issues = []
+    for err in exc.errors(include_url=False):
+        ctx = err.get("ctx") or {}
+        field = str(ctx.get("field") or ".".join(str(p) for p in err["loc"]) or "<order>")
+        message = err["msg"].removeprefix("Value error, ")
+        issues.append(FieldIssue(field=field, rule=err["type"], message=message))
+    return issues
+
+
+class _Model(BaseModel):
+    """Immutable, strict about unknown fields, raising ``InvalidOrderError`` on bad input."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_enum_values=False)
+
+    if not TYPE_CHECKING:  # keep pydantic's typed signature for mypy; wrap the error at runtime
+
+        def __init__(self, **data: Any) -> None:
+            try:
+                super().__init__(**data)
+            except pydantic.ValidationError as exc:
+                raise InvalidOrderError(
+                    _issues_from(exc), model=type(self).__name__
+                ) from exc
+
+
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(StrEnum):
+    MARKET = "MARKET"
+    LIMIT = "LIMIT"
+
+
+class TimeInForce(StrEnum):
+    DAY = "DAY"
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+
+
+class AckStatus(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+
+
+class OrderStatus(StrEnum):
+    PENDING_NEW = "PENDING_NEW"
+    NEW = "NEW"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def is_final(self) -> bool:
+        """True when no further execution can happen to the order."""
+        return self in _FINAL_STATUSES
+
+
+_FINAL_STATUSES = frozenset(
+    {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
+)
+
+
+class ExecType(StrEnum):
+    NEW = "NEW"
+    TRADE = "TRADE"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+
+
+class RejectReason(StrEnum):
+    NONE = "NONE"
+    MALFORMED = "MALFORMED"
+    INVALID_FIELD = "INVALID_FIELD"
+    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
+    RISK_LIMIT = "RISK_LIMIT"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    UNKNOWN_ORDER = "UNKNOWN_ORDER"
+    TOO_LATE = "TOO_LATE"
+    ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
+
+
+def _proto_enum(prefix: str, name: str, enum: Any) -> int:
+    return int(enum.Value(f"{prefix}_{name}"))
+
+
+def _enum_from_proto(cls: type[_E], prefix: str, value: int, enum: Any) -> _E:
+    name = str(enum.Name(value)).removeprefix(f"{prefix}_")
+    return cls(name)
+
+
+def _reason_from_proto(value: int) -> RejectReason:
+    if value == orders_pb2.REJECT_REASON_UNSPECIFIED:
+        return RejectReason.NONE
+    return _enum_from_proto(RejectReason, "REJECT_REASON", value, orders_pb2.RejectReason)
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
+Account = Annotated[str, Field(min_length=1, max_length=32, pattern=ID_PATTERN)]
+Symbol = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._/-]+$")]
+
+
+class Order(_Model):
+    """A new order (FIX NewOrderSingle) as the orchestrator builds it."""
+
+    client_order_id: Identifier
+    account: Account
+    symbol: Symbol
+    side: Side
+    order_type: OrderType
+    quantity: Annotated[ExactDecimal, Field(gt=0, decimal_places=MAX_SCALE)]
+    limit_price: Annotated[ExactDecimal | None, Field(gt=0, decimal_places=MAX_SCALE)] = None
+    time_in_force: TimeInForce = TimeInForce.DAY
+    created_at_unix_ns: int = Field(default_factory=time.time_ns, ge=0)
+    deadline_unix_ns: int | None = Field(
+        default=None, ge=0, description="The engine must not act on the order after this."
+    )
+    tags: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+    @model_validator(mode="after")
+    def _price_matches_type(self) -> Self:
+        if self.order_type is OrderType.LIMIT and self.limit_price is None:
+            raise _field_error("limit_price", "required_for_limit", "a LIMIT order needs a price")
+        if self.order_type is OrderType.MARKET and self.limit_price is not None:
+            raise _field_error(
+                "limit_price", "forbidden_for_market", "a MARKET order must not carry a price"
+            )
+        return self
+
+    def to_proto(self) -> orders_pb2.NewOrder:
+        msg = orders_pb2.NewOrder(
+            client_order_id=self.client_order_id,
+            account=self.account,
+            symbol=self.symbol,
+            side=_proto_enum("SIDE", self.side, orders_pb2.Side),
+            order_type=_proto_enum("ORDER_TYPE", self.order_type, orders_pb2.OrderType),
+            quantity=decimal_to_proto(self.quantity),
+            time_in_force=_proto_enum("TIME_IN_FORCE", self.time_in_force, orders_pb2.TimeInForce),
+            created_at_unix_ns=self.created_at_unix_ns,
+            deadline_unix_ns=self.deadline_unix_ns or 0,
+            tags=self.tags,
+        )
+        if self.limit_price is not None:
+            msg.limit_price.CopyFrom(decimal_to_proto(self.limit_price))
+        return msg
+
+    @classmethod
+    def from_proto(cls, msg: orders_pb2.NewOrder) -> Order:
+        return cls(
+            client_order_id=msg.client_order_id,
+            account=msg.account,
+            symbol=msg.symbol,
+            side=_enum_from_proto(Side, "SIDE", msg.side, orders_pb2.Side),
+            order_type=_enum_from_proto(OrderType, "ORDER_TYPE", msg.order_type, orders_pb2.OrderType),
+            quantity=decimal_from_proto(msg.quantity),
+            limit_price=decimal_from_proto(msg.limit_price) if msg.HasField("limit_price") else None,
+            time_in_force=_enum_from_proto(
+                TimeInForce, "TIME_IN_FORCE", msg.time_in_force, orders_pb2.TimeInForce
+            ),
+            created_at_unix_ns=msg.created_at_unix_ns,
+            deadline_unix_ns=msg.deadline_unix_ns or None,
+            tags=dict(msg.tags),
+        )
+
+
+def _field_error(field: str, rule: str, message: str) -> PydanticCustomError:
+    # A model-level check reports the field it concerns through the error context.
+    return PydanticCustomError(rule, "{message}", {"message": message, "field": field})
+
+
+class FieldError(_Model):
+    """A field the engine refused: dotted path, rule, explanation."""
+
+    field: str
+    rule: str
+    message: str
+
+
+class OrderAck(_Model):
+    """The engine's synchronous answer. ACCEPTED means the order is durably recorded."""
+
+    client_order_id: str
+    account: str
+    engine_order_id: str
+    status: AckStatus
+    reason: RejectReason
+    field_errors: tuple[FieldError, ...]
+    order_status: OrderStatus | None
+    duplicate: bool
+    ack_time_unix_ns: int
+    engine_id: str
+    text: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.status is AckStatus.ACCEPTED
+
+    @classmethod
+    def from_proto(cls, msg: orders_pb2.OrderAck) -> OrderAck:
+        if msg.status == orders_pb2.ACK_STATUS_UNSPECIFIED:
+            raise ValueError("OrderAck.status is unspecified")
+        return cls.model_construct(
+            client_order_id=msg.client_order_id,
+            account=msg.account,
+            engine_order_id=msg.engine_order_id,
+            status=_enum_from_proto(AckStatus, "ACK_STATUS", msg.status, orders_pb2.AckStatus),
+            reason=_reason_from_proto(msg.reason),
+            field_errors=tuple(
+                FieldError.model_construct(field=e.field, rule=e.rule, message=e.message)
+                for e in msg.field_errors
+            ),
+            order_status=_status_from_proto(msg.order_status),
+            duplicate=msg.duplicate,
+            ack_time_unix_ns=msg.ack_time_unix_ns,
+            engine_id=msg.engine_id,
+            text=msg.text,
+        )
+
+
+def _status_from_proto(value: int) -> OrderStatus | None:
+    if value == orders_pb2.ORDER_STATUS_UNSPECIFIED:
+        return None
+    return _enum_from_proto(OrderStatus, "ORDER_STATUS", value, orders_pb2.OrderStatus)
+
+
+class ExecutionReport(_Model):
+    """One execution report (FIX 35=8). ``exec_id`` is unique per execution event."""
+
+    exec_id: str
+    engine_order_id: str
+    client_order_id: str
+    account: str
+    symbol: str
+    side: Side | None
+    exec_type: ExecType
+    order_status: OrderStatus
+    order_qty: Decimal
+    last_qty: Decimal
+    last_px: Decimal
+    cum_qty: Decimal
+    leaves_qty: Decimal
+    avg_px: Decimal
+    transact_time_unix_ns: int
+    reason: RejectReason
+    field_errors: tuple[FieldError, ...]
+    text: str
+    seq: int
+    engine_id: str
+    tags: dict[str, str]
+
+    @property
+    def is_final(self) -> bool:
+        return self.order_status.is_final
+
+    @classmethod
+    def from_proto(cls, msg: orders_pb2.ExecutionReport) -> ExecutionReport:
+        status = _status_from_proto(msg.order_status)
+        if status is None or msg.exec_type == orders_pb2.EXEC_TYPE_UNSPECIFIED:
+            raise ValueError("ExecutionReport without exec_type or order_status")
+        return cls.model_construct(
+            exec_id=msg.exec_id,
+            engine_order_id=msg.engine_order_id,
+            client_order_id=msg.client_order_id,
+            account=msg.account,
+            symbol=msg.symbol,
+            side=(
+                None
+                if msg.side == orders_pb2.SIDE_UNSPECIFIED
+                else _enum_from_proto(Side, "SIDE", msg.side, orders_pb2.Side)
+            ),
+            exec_type=_enum_from_proto(ExecType, "EXEC_TYPE", msg.exec_type, orders_pb2.ExecType),
+            order_status=status,
+            order_qty=decimal_from_proto(msg.order_qty),
+            last_qty=decimal_from_proto(msg.last_qty),
+            last_px=decimal_from_proto(msg.last_px),
+            cum_qty=decimal_from_proto(msg.cum_qty),
+            leaves_qty=decimal_from_proto(msg.leaves_qty),
+            avg_px=decimal_from_proto(msg.avg_px),
+            transact_time_unix_ns=msg.transact_time_unix_ns,
+            reason=_reason_from_proto(msg.reason),
+            field_errors=tuple(
+                FieldError.model_construct(field=e.field, rule=e.rule, message=e.message)
+                for e in msg.field_errors
+            ),
+            text=msg.text,
+            seq=msg.seq,
+            engine_id=msg.engine_id,
+            tags=dict(msg.tags),
+        )
+
+
+class OrderState(_Model):
+    """Answer to a status query: ``found`` and, when found, the order's latest report."""
+
+    account: str
+    client_order_id: str
+    found: bool
+    last_report: ExecutionReport | None
+
+    @classmethod
+    def from_proto(
+        cls, account: str, client_order_id: str, msg: orders_pb2.OrderStatusReply
+    ) -> OrderState:
+        return cls.model_construct(
+            account=account,
+            client_order_id=client_order_id,
+            found=msg.found,
+            last_report=(
+                ExecutionReport.from_proto(msg.last_report) if msg.HasField("last_report") else None
+            ),
+        )
+
+
+class QueuedOrder(_Model):
+    """JetStream's acknowledgement of a queued order: stored in ``stream`` at ``seq``.
+
+    ``duplicate`` is true when JetStream recognised the ``Nats-Msg-Id`` (= client order id)
+    within its duplicate window and did not store the order again.
+    """
+
+    client_order_id: str
+    stream: str
+    seq: int
+    duplicate: bool
