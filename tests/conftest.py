@@ -1,0 +1,115 @@
+"""Shared pytest fixtures: dev credentials and a real, provisioned nats-server.
+
+``nats_server`` runs the committed ``nats/server.conf`` either in Docker (testcontainers,
+only when a Docker engine answers a ping) or, normally, as the pip-installed nats-server
+binary via :class:`bridge.dev.server.LocalNatsServer`. It always stops what it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import importlib
+import os
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from bridge.dev.pki import DevCredentials, ensure_dev_credentials
+from bridge.dev.provision import provision
+from bridge.dev.server import (
+    LocalNatsServer,
+    ServerHandle,
+    connect_as,
+    server_config_file,
+    server_env,
+)
+
+
+@pytest.fixture(scope="session")
+def dev_creds(tmp_path_factory: pytest.TempPathFactory) -> DevCredentials:
+    """Dev CA, server/client certificates and NKeys in a per-session temp dir."""
+    return ensure_dev_credentials(tmp_path_factory.mktemp("pki"))
+
+
+def _docker_available() -> bool:
+    """True only if a Docker engine answers a ping within a couple of seconds."""
+    if not os.environ.get("DOCKER_HOST") and not Path("/var/run/docker.sock").exists():
+        return False
+    with warnings.catch_warnings():
+        # docker-py leaks its socket when the engine does not answer; keep that
+        # ResourceWarning (an error under filterwarnings=error) inside the probe.
+        warnings.simplefilter("ignore", ResourceWarning)
+        try:
+            docker = importlib.import_module("docker")  # untyped SDK, only needed here
+            client = docker.from_env(timeout=2)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:  # no SDK, no daemon, no permission: use the local binary
+            return False
+        finally:
+            gc.collect()
+
+
+@contextmanager
+def _nats_in_docker(creds: DevCredentials) -> Iterator[ServerHandle]:
+    """Run nats/server.conf in the official image with the PKI mounted read-only."""
+    from testcontainers.community.nats import NatsContainer
+
+    env = server_env(
+        creds,
+        host="0.0.0.0",  # inside the container; the host side is port-mapped
+        port=4222,
+        http_port=8222,
+        store_dir="/data",
+        name="bridge-test",
+        pki_dir="/etc/bridge/pki",
+    )
+    container = (
+        NatsContainer("nats:2.15")
+        .with_volume_mapping(server_config_file().parent, "/etc/bridge/nats")
+        .with_volume_mapping(creds.root / "pki", "/etc/bridge/pki")
+        .with_envs(**env)
+        .with_command(["-c", "/etc/bridge/nats/server.conf"])
+    )
+    with container:
+        host = container.get_container_host_ip()
+        yield ServerHandle(
+            url=f"tls://{host}:{container.get_exposed_port(4222)}",
+            monitor_url=f"http://{host}:{container.get_exposed_port(8222)}",
+            store_dir=Path("/data"),
+            creds=creds,
+            pid=0,  # not a local process
+        )
+
+
+@contextmanager
+def _nats_local(creds: DevCredentials) -> Iterator[ServerHandle]:
+    with LocalNatsServer(creds, name="bridge-test") as server:
+        yield server.handle
+
+
+async def _provision(handle: ServerHandle) -> list[str]:
+    nc = await connect_as(handle.url, handle.creds, "operator")
+    try:
+        return await provision(nc)
+    finally:
+        await nc.close()
+
+
+@pytest.fixture(scope="module")
+def nats_server(dev_creds: DevCredentials) -> Iterator[ServerHandle]:
+    """A running nats-server with streams, consumer and KV provisioned (one per module)."""
+    runner = _nats_in_docker if _docker_available() else _nats_local
+    with runner(dev_creds) as handle:
+        # Provision on a private event loop in a worker thread so it never touches the
+        # loops pytest-asyncio manages for the tests.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, _provision(handle)).result(timeout=30)
+        yield handle
