@@ -18,6 +18,7 @@ record of seen orders deduplicates them forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import ssl
 import uuid
@@ -128,7 +129,7 @@ class BridgeClient:
                 disconnected_cb=self._on_disconnected,
                 reconnected_cb=self._on_reconnected,
             )
-        except (OSError, ssl.SSLError, nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError, nats.errors.Error) as exc:
             self._state = _State.CLOSED
             raise ConnectionFailedError(f"cannot connect to {s.nats_url}: {exc!r}") from exc
         self._js = self._nc.jetstream(
@@ -142,7 +143,7 @@ class BridgeClient:
         if self._state is _State.OPEN and self._nc is not None:
             try:
                 await self._nc.drain()
-            except (nats.errors.Error, asyncio.TimeoutError) as exc:
+            except (TimeoutError, nats.errors.Error) as exc:
                 log.warning("bridge.drain_failed", error=repr(exc))
                 await self._nc.close()
         self._state = _State.CLOSED
@@ -179,14 +180,16 @@ class BridgeClient:
             subjects.HEADER_SCHEMA: msg.DESCRIPTOR.full_name,
         }
         try:
-            reply = await nc.request(subject, msg.SerializeToString(), timeout=wait, headers=headers)
+            reply = await nc.request(
+                subject, msg.SerializeToString(), timeout=wait, headers=headers
+            )
         except nats.errors.NoRespondersError as exc:
             raise EngineUnavailableError(
                 f"no engine is serving {subject}",
                 client_order_id=client_order_id,
                 correlation_id=correlation_id,
             ) from exc
-        except (nats.errors.TimeoutError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
             raise OutcomeUnknownError(
                 f"no answer on {subject} within {wait:.3f}s; query the order status",
                 client_order_id=client_order_id,
@@ -234,7 +237,10 @@ class BridgeClient:
         cid = new_correlation_id()
         req = orders_pb2.CancelRequest(account=account, client_order_id=client_order_id)
         data = await self._request(
-            subjects.CANCEL, req, client_order_id=client_order_id, correlation_id=cid,
+            subjects.CANCEL,
+            req,
+            client_order_id=client_order_id,
+            correlation_id=cid,
             timeout=timeout,
         )
         return _decode_ack(data, client_order_id, cid)
@@ -246,7 +252,10 @@ class BridgeClient:
         cid = new_correlation_id()
         req = orders_pb2.OrderStatusRequest(account=account, client_order_id=client_order_id)
         data = await self._request(
-            subjects.STATUS, req, client_order_id=client_order_id, correlation_id=cid,
+            subjects.STATUS,
+            req,
+            client_order_id=client_order_id,
+            correlation_id=cid,
             timeout=timeout,
         )
         reply = orders_pb2.OrderStatusReply()
@@ -273,8 +282,10 @@ class BridgeClient:
         """Queue orders, pipelined (at most ``max_inflight`` unacknowledged), in input order.
 
         Every order is published with ``Nats-Msg-Id`` = its client order id. Raises
-        ``StreamFullError`` / ``PublishError`` for the first order JetStream refused; orders
-        before it in the batch are stored (their acks are in ``exc.stored``... see the log).
+        ``StreamFullError`` / ``PublishError`` naming the first order JetStream refused, or
+        ``OutcomeUnknownError`` when acks did not arrive; earlier orders of the batch may be
+        stored. Re-sending the whole batch is always safe: a client order id cannot create a
+        second order (JetStream's duplicate window, then the engine's own record).
         """
         self._conn()
         js = self._js
@@ -302,7 +313,7 @@ class BridgeClient:
                 fut.cancel()
             failed = _first_failed(orders, futures)
             raise _publish_error(exc, failed, cid) from exc
-        except (nats.errors.Error, asyncio.TimeoutError) as exc:
+        except (TimeoutError, nats.errors.Error) as exc:
             for fut in futures:
                 fut.cancel()
             failed = _first_failed(orders, futures)
@@ -314,7 +325,9 @@ class BridgeClient:
             ) from exc
         return [
             QueuedOrder.model_construct(
-                client_order_id=o.client_order_id, stream=a.stream, seq=a.seq,
+                client_order_id=o.client_order_id,
+                stream=a.stream,
+                seq=a.seq,
                 duplicate=bool(a.duplicate),
             )
             for o, a in zip(orders, acks, strict=True)
@@ -359,10 +372,9 @@ class ReportStream:
         tb: TracebackType | None,
     ) -> None:
         if self._sub is not None:
-            try:
+            # A closed connection has nothing left to unsubscribe.
+            with contextlib.suppress(nats.errors.Error):
                 await self._sub.unsubscribe()
-            except nats.errors.Error:
-                pass  # connection already closed: nothing left to unsubscribe
 
     def __aiter__(self) -> AsyncIterator[ExecutionReport]:
         return self._iterate()

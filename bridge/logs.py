@@ -19,7 +19,8 @@ import structlog
 _SECRET_KEY = re.compile(r"(seed|secret|password|passwd|token|private|key_pem|nkey)", re.I)
 # NKey seeds ("SU...", "SO...", "SA...") and PEM private keys, wherever they appear in a value.
 _SECRET_VALUE = re.compile(
-    r"\bS[UOAN][A-Z2-7]{40,}\b|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
+    r"\bS[UOAN][A-Z2-7]{40,}\b"
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
 )
 REDACTED = "***"
 

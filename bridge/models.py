@@ -73,9 +73,7 @@ class _Model(BaseModel):
             try:
                 super().__init__(**data)
             except pydantic.ValidationError as exc:
-                raise InvalidOrderError(
-                    _issues_from(exc), model=type(self).__name__
-                ) from exc
+                raise InvalidOrderError(_issues_from(exc), model=type(self).__name__) from exc
 
 
 class Side(StrEnum):
@@ -93,6 +91,22 @@ class TimeInForce(StrEnum):
     GTC = "GTC"
     IOC = "IOC"
     FOK = "FOK"
+
+
+_SIDE_PB: dict[Side, orders_pb2.Side.ValueType] = {
+    Side.BUY: orders_pb2.SIDE_BUY,
+    Side.SELL: orders_pb2.SIDE_SELL,
+}
+_TYPE_PB: dict[OrderType, orders_pb2.OrderType.ValueType] = {
+    OrderType.MARKET: orders_pb2.ORDER_TYPE_MARKET,
+    OrderType.LIMIT: orders_pb2.ORDER_TYPE_LIMIT,
+}
+_TIF_PB: dict[TimeInForce, orders_pb2.TimeInForce.ValueType] = {
+    TimeInForce.DAY: orders_pb2.TIME_IN_FORCE_DAY,
+    TimeInForce.GTC: orders_pb2.TIME_IN_FORCE_GTC,
+    TimeInForce.IOC: orders_pb2.TIME_IN_FORCE_IOC,
+    TimeInForce.FOK: orders_pb2.TIME_IN_FORCE_FOK,
+}
 
 
 class AckStatus(StrEnum):
@@ -138,10 +152,6 @@ class RejectReason(StrEnum):
     UNKNOWN_ORDER = "UNKNOWN_ORDER"
     TOO_LATE = "TOO_LATE"
     ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
-
-
-def _proto_enum(prefix: str, name: str, enum: Any) -> int:
-    return int(enum.Value(f"{prefix}_{name}"))
 
 
 def _enum_from_proto(cls: type[_E], prefix: str, value: int, enum: Any) -> _E:
@@ -192,10 +202,10 @@ class Order(_Model):
             client_order_id=self.client_order_id,
             account=self.account,
             symbol=self.symbol,
-            side=_proto_enum("SIDE", self.side, orders_pb2.Side),
-            order_type=_proto_enum("ORDER_TYPE", self.order_type, orders_pb2.OrderType),
+            side=_SIDE_PB[self.side],
+            order_type=_TYPE_PB[self.order_type],
             quantity=decimal_to_proto(self.quantity),
-            time_in_force=_proto_enum("TIME_IN_FORCE", self.time_in_force, orders_pb2.TimeInForce),
+            time_in_force=_TIF_PB[self.time_in_force],
             created_at_unix_ns=self.created_at_unix_ns,
             deadline_unix_ns=self.deadline_unix_ns or 0,
             tags=self.tags,
@@ -211,9 +221,13 @@ class Order(_Model):
             account=msg.account,
             symbol=msg.symbol,
             side=_enum_from_proto(Side, "SIDE", msg.side, orders_pb2.Side),
-            order_type=_enum_from_proto(OrderType, "ORDER_TYPE", msg.order_type, orders_pb2.OrderType),
+            order_type=_enum_from_proto(
+                OrderType, "ORDER_TYPE", msg.order_type, orders_pb2.OrderType
+            ),
             quantity=decimal_from_proto(msg.quantity),
-            limit_price=decimal_from_proto(msg.limit_price) if msg.HasField("limit_price") else None,
+            limit_price=decimal_from_proto(msg.limit_price)
+            if msg.HasField("limit_price")
+            else None,
             time_in_force=_enum_from_proto(
                 TimeInForce, "TIME_IN_FORCE", msg.time_in_force, orders_pb2.TimeInForce
             ),

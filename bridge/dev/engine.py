@@ -47,7 +47,9 @@ def engine_binary() -> Path:
     )
 
 
-def client_settings(handle: ServerHandle, role: str = "orchestrator", **extra: object) -> BridgeSettings:
+def client_settings(
+    handle: ServerHandle, role: str = "orchestrator", **extra: object
+) -> BridgeSettings:
     """Settings for a ``BridgeClient`` of ``role`` against a local server."""
     creds = handle.creds.role(role)
     return BridgeSettings(
