@@ -38,6 +38,9 @@ pub struct Config {
     pub log_format: Option<String>,
     /// Risk: maximum notional (price x quantity) of one order, as a decimal string.
     pub max_order_notional: String,
+    /// Fault injection for crash tests only: "after_ack" aborts the process right after a
+    /// synchronous ack is sent, "after_journal" right after a queued order is journaled.
+    pub failpoint: Option<String>,
     pub symbols: BTreeMap<String, SymbolConfig>,
 }
 
@@ -102,6 +105,7 @@ impl Default for Config {
             shutdown_timeout_ms: 10_000,
             log_format: None,
             max_order_notional: "10000000".into(),
+            failpoint: None,
             symbols: BTreeMap::new(),
         }
     }
@@ -134,12 +138,24 @@ impl Config {
         if let Some(path) = file {
             fig = fig.merge(Toml::file_exact(path));
         }
-        // BRIDGE_CONFIG_FILE names the file itself and is not a knob.
-        fig = fig.merge(Env::prefixed("BRIDGE_").ignore(&["CONFIG_FILE"]));
+        // Only variables naming one of our knobs: the Python client shares the BRIDGE_ prefix
+        // (and BRIDGE_CONFIG_FILE / BRIDGE_LOG are not knobs). Unknown keys in the file are
+        // still an error.
+        let knobs = Config::knob_names();
+        fig = fig
+            .merge(Env::prefixed("BRIDGE_").filter(move |k| knobs.iter().any(|n| k == n.as_str())));
         let cfg: Config = fig.extract().map_err(Box::new)?;
         cfg.limits()?;
         cfg.max_notional()?;
         Ok(cfg)
+    }
+
+    /// Top-level knob names (the keys of the defaults), lower case.
+    fn knob_names() -> Vec<String> {
+        match serde_json::to_value(Config::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
     }
 
     pub fn max_notional(&self) -> Result<i64, ConfigError> {
@@ -211,6 +227,8 @@ mod tests {
                 "engine_id = \"from-file\"\npull_batch = 7\n[symbols.AAPL]\nmax_order_qty = \"100\"\nreference_price = \"190.5\"\nseed = [{side = \"sell\", price = \"191\", qty = \"10\", orders = 2}]\n",
             )?;
             jail.set_env("BRIDGE_ENGINE_ID", "from-env");
+            jail.set_env("BRIDGE_MAX_INFLIGHT", "7"); // a Python-only knob: ignored here
+            jail.set_env("BRIDGE_LOG", "debug");
             let cfg = Config::load(Some(Path::new("e.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(cfg.engine_id, "from-env");
             assert_eq!(cfg.pull_batch, 7);
