@@ -26,7 +26,7 @@ use bytes::Bytes;
 use futures::future::try_join_all;
 use futures::StreamExt;
 use prost::Message as _;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, SymbolLimits};
 use crate::fixed;
@@ -408,6 +408,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Crash here if the configured failpoint is `name` (tests of crash recovery only).
+    async fn failpoint(&self, name: &str) {
+        if self.cfg.failpoint.as_deref() == Some(name) {
+            let _ = self.client.flush().await;
+            error!(failpoint = name, "failpoint reached: aborting");
+            std::process::abort();
+        }
+    }
+
     async fn respond(&self, reply: Option<&async_nats::Subject>, payload: Vec<u8>) {
         if let Some(reply) = reply {
             if let Err(e) = self
@@ -436,6 +445,7 @@ impl Engine {
         };
         let (ack, intake) = self.intake(order, None, &cid, &Origin::Request).await?;
         self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        self.failpoint("after_ack").await;
         if let Intake::Accepted(live, valid) = intake {
             self.execute(*live, &valid, &cid).await?;
         }
@@ -469,6 +479,7 @@ impl Engine {
         let (_, intake) = self
             .intake(order, rejection, &cid, &Origin::Queue(&msg))
             .await?;
+        self.failpoint("after_journal").await;
         if let Intake::Accepted(live, valid) = intake {
             self.execute(*live, &valid, &cid).await?;
         }
