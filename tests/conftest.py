@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.config import BridgeSettings
+from bridge.dev.engine import EngineProcess, client_settings
 from bridge.dev.pki import DevCredentials, ensure_dev_credentials
 from bridge.dev.provision import provision
 from bridge.dev.server import (
@@ -113,3 +115,20 @@ def nats_server(dev_creds: DevCredentials) -> Iterator[ServerHandle]:
         with ThreadPoolExecutor(max_workers=1) as pool:
             pool.submit(asyncio.run, _provision(handle)).result(timeout=30)
         yield handle
+
+
+@pytest.fixture
+def engine(nats_server: ServerHandle, tmp_path: Path) -> Iterator[EngineProcess]:
+    """The real engine binary, serving; on teardown it must stop cleanly (exit 0)."""
+    proc = EngineProcess(nats_server, log_file=tmp_path / "engine.log").start()
+    try:
+        yield proc
+    finally:
+        code = proc.stop()
+    assert code == 0, f"engine exited with {code}; log tail:\n{proc.log_tail()}"
+
+
+@pytest.fixture
+def settings(nats_server: ServerHandle) -> BridgeSettings:
+    """Orchestrator settings for the module's server (short timeouts keep failures quick)."""
+    return client_settings(nats_server, request_timeout_ms=5000)

@@ -131,7 +131,7 @@ class EngineProcess:
         return self
 
     def _follow(self, stream: IO[bytes]) -> None:
-        with self.log_file.open("ab") as out:
+        with stream, self.log_file.open("ab") as out:
             for line in stream:
                 out.write(line)
                 out.flush()
@@ -160,6 +160,17 @@ class EngineProcess:
         except subprocess.TimeoutExpired:
             proc.kill()
             code = proc.wait()
+        self._join()
+        return code
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to exit on its own (e.g. at a failpoint); its exit code."""
+        if self._proc is None:
+            raise EngineError("engine was never started")
+        try:
+            code = self._proc.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise EngineError(f"engine still running after {timeout}s") from exc
         self._join()
         return code
 

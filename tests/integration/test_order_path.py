@@ -1,0 +1,368 @@
+"""The order path end to end: Python bridge -> real nats-server (mTLS + NKeys) -> real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+from collections import Counter, defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from nats.js.api import DeliverPolicy
+
+from bridge import (
+    AckStatus,
+    BridgeClient,
+    BridgeSettings,
+    EngineUnavailableError,
+    ExecType,
+    ExecutionReport,
+    Order,
+    OrderStatus,
+    OrderType,
+    RejectReason,
+    ReportStream,
+    Side,
+    TimeInForce,
+    subjects,
+)
+from bridge.dev.engine import EngineProcess
+from bridge.dev.server import ServerHandle, connect_as
+from bridge.v1 import common_pb2, orders_pb2
+
+pytestmark = pytest.mark.integration
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def market(account: str, qty: str = "10", side: Side = Side.BUY, symbol: str = "AAPL") -> Order:
+    return Order(
+        client_order_id=new_id("m"),
+        account=account,
+        symbol=symbol,
+        side=side,
+        order_type=OrderType.MARKET,
+        quantity=Decimal(qty),
+        time_in_force=TimeInForce.IOC,
+    )
+
+
+async def collect_until_final(
+    stream: ReportStream, want: set[str], timeout: float = 60
+) -> dict[str, list[ExecutionReport]]:
+    """Read an open report stream until every order in ``want`` has a final report."""
+    got: dict[str, list[ExecutionReport]] = defaultdict(list)
+    pending = set(want)
+    async with asyncio.timeout(timeout):
+        async for report in stream:
+            got[report.client_order_id].append(report)
+            if report.is_final:
+                pending.discard(report.client_order_id)
+            if not pending:
+                break
+    return got
+
+
+async def stored_reports(handle: ServerHandle, account: str) -> list[orders_pb2.ExecutionReport]:
+    """Every report the EXECUTIONS stream holds for ``account`` (the durable record)."""
+    nc = await connect_as(handle.url, handle.creds, "operator")
+    out: list[orders_pb2.ExecutionReport] = []
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(
+            subjects.executions_for_account(account),
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        async with asyncio.timeout(30):
+            async for m in sub.messages:
+                out.append(orders_pb2.ExecutionReport.FromString(m.data))
+                if m.metadata.num_pending == 0:
+                    break
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return out
+
+
+async def test_sync_market_order_is_acked_then_filled(
+    engine: EngineProcess, settings: BridgeSettings
+) -> None:
+    """A synchronous market order gets an ACCEPTED ack, then NEW and TRADE reports to FILLED."""
+    account = new_id("A")
+    order = market(account, qty="250")
+    async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
+        ack = await bridge.submit(order)
+        assert ack.status is AckStatus.ACCEPTED, ack
+        assert ack.client_order_id == order.client_order_id
+        assert ack.order_status is OrderStatus.PENDING_NEW
+        assert not ack.duplicate
+        reports = [await stream.next(timeout=10)]
+        while not reports[-1].is_final:
+            reports.append(await stream.next(timeout=10))
+    assert next(r.exec_type for r in reports) is ExecType.NEW
+    assert all(r.exec_type is ExecType.TRADE for r in reports[1:])
+    final = reports[-1]
+    assert final.order_status is OrderStatus.FILLED
+    assert final.cum_qty == Decimal(250)
+    assert final.leaves_qty == 0
+    assert sum(r.last_qty for r in reports) == Decimal(250)
+    notional = sum(r.last_qty * r.last_px for r in reports)
+    assert final.avg_px == (notional / final.cum_qty).quantize(Decimal("0.00000001"))
+    assert [r.seq for r in reports] == list(range(1, len(reports) + 1))
+    assert all(r.engine_order_id == ack.engine_order_id for r in reports)
+
+
+async def test_thousand_queued_orders_each_get_exactly_one_final_report(
+    engine: EngineProcess, settings: BridgeSettings, nats_server: ServerHandle
+) -> None:
+    """1,000 queued orders: every one reaches exactly one final report; none lost or doubled."""
+    account = new_id("Q")
+    orders = []
+    for i in range(1000):
+        side = Side.BUY if i % 2 else Side.SELL
+        if i % 3 == 0:
+            price = Decimal("190.02") if side is Side.BUY else Decimal("189.98")
+            orders.append(
+                Order(
+                    client_order_id=f"q{i}-{uuid.uuid4().hex[:6]}",
+                    account=account,
+                    symbol="AAPL",
+                    side=side,
+                    order_type=OrderType.LIMIT,
+                    limit_price=price,
+                    quantity=Decimal(7),
+                    time_in_force=TimeInForce.IOC,
+                )
+            )
+        else:
+            orders.append(market(account, qty=str(1 + i % 40), side=side))
+    want = {o.client_order_id for o in orders}
+    async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
+        stored = await bridge.enqueue_batch(orders)
+        live = await collect_until_final(stream, want)
+    assert len(stored) == 1000
+    assert not any(s.duplicate for s in stored)
+    assert len({s.seq for s in stored}) == 1000
+    assert set(live) == want, f"missing: {len(want - set(live))}"
+
+    durable = await stored_reports(nats_server, account)
+    finals = Counter(r.client_order_id for r in durable if _is_final(r.order_status))
+    exec_ids = Counter(r.exec_id for r in durable)
+    assert set(finals) == want
+    assert max(finals.values()) == 1, "an order has two final reports"
+    assert max(exec_ids.values()) == 1, "an exec id was published twice"
+    qty = {o.client_order_id: o.quantity for o in orders}
+    for r in durable:
+        cum = Decimal(r.cum_qty.units).scaleb(-r.cum_qty.scale)
+        assert cum <= qty[r.client_order_id]
+
+
+def _is_final(status: int) -> bool:
+    return status in (
+        orders_pb2.ORDER_STATUS_FILLED,
+        orders_pb2.ORDER_STATUS_CANCELED,
+        orders_pb2.ORDER_STATUS_REJECTED,
+        orders_pb2.ORDER_STATUS_EXPIRED,
+    )
+
+
+async def test_duplicate_submission_is_not_executed_twice(
+    engine: EngineProcess, settings: BridgeSettings, nats_server: ServerHandle
+) -> None:
+    """Re-sending a client order id (sync and queued) returns the original outcome, no new fill."""
+    account = new_id("D")
+    order = market(account, qty="30")
+    async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
+        first = await bridge.submit(order)
+        again = await bridge.submit(order)
+        queued_again = await bridge.enqueue(order)
+        # A fresh order after the duplicates proves the engine processed them (FIFO per path).
+        marker = market(account, qty="1")
+        await bridge.enqueue(marker)
+        await collect_until_final(stream, {marker.client_order_id})
+        state = await bridge.status(account, order.client_order_id)
+    assert first.status is AckStatus.ACCEPTED
+    assert not first.duplicate
+    assert again.duplicate
+    assert again.engine_order_id == first.engine_order_id
+    assert again.status is AckStatus.ACCEPTED
+    assert not queued_again.duplicate  # JetStream stored it: the engine must deduplicate
+    durable = await stored_reports(nats_server, account)
+    trades = [r for r in durable if r.client_order_id == order.client_order_id]
+    assert sum(1 for r in trades if r.exec_type == orders_pb2.EXEC_TYPE_TRADE) >= 1
+    assert sum(1 for r in trades if _is_final(r.order_status)) == 1
+    assert state.found
+    assert state.last_report is not None
+    assert state.last_report.cum_qty == Decimal(30)
+
+
+async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
+    engine: EngineProcess, settings: BridgeSettings, nats_server: ServerHandle
+) -> None:
+    """Garbage bytes and invalid orders are REJECTED with field paths; the engine keeps serving."""
+    account = new_id("M")
+    nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
+    try:
+        reply = await nc.request(subjects.SUBMIT, b"\xff\xff\xff not protobuf", timeout=5)
+        ack = orders_pb2.OrderAck.FromString(reply.data)
+        assert ack.status == orders_pb2.ACK_STATUS_REJECTED
+        assert ack.reason == orders_pb2.REJECT_REASON_MALFORMED
+        assert [(e.field, e.rule) for e in ack.field_errors] == [("<message>", "decodable")]
+
+        bad = orders_pb2.NewOrder(
+            client_order_id=new_id("bad"),
+            account=account,
+            symbol="AAPL",
+            order_type=orders_pb2.ORDER_TYPE_LIMIT,
+            quantity=common_pb2.Decimal(units=0, scale=0),
+            time_in_force=orders_pb2.TIME_IN_FORCE_GTC,
+        )
+        reply = await nc.request(subjects.SUBMIT, bad.SerializeToString(), timeout=5)
+        ack = orders_pb2.OrderAck.FromString(reply.data)
+        assert ack.status == orders_pb2.ACK_STATUS_REJECTED
+        assert ack.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
+        assert {(e.field, e.rule) for e in ack.field_errors} == {
+            ("side", "required"),
+            ("quantity", "positive"),
+            ("limit_price", "required_for_limit"),
+        }
+        assert all(e.message for e in ack.field_errors)
+
+        # A malformed queued message is attributed through its subject and Nats-Msg-Id.
+        js = nc.jetstream()
+        garbage_id = new_id("garbage")
+        async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
+            await js.publish(
+                subjects.queue(account), b"\x08\x96\x01\xff", headers={"Nats-Msg-Id": garbage_id}
+            )
+            report = await stream.next(timeout=10)
+            assert report.client_order_id == garbage_id
+            assert report.exec_type is ExecType.REJECTED
+            assert report.reason is RejectReason.MALFORMED
+            assert report.field_errors[0].field == "<message>"
+
+            unknown = market(account, symbol="NOPE")
+            ack2 = await bridge.submit(unknown)
+            assert ack2.status is AckStatus.REJECTED
+            assert ack2.reason is RejectReason.UNKNOWN_SYMBOL
+            assert ack2.field_errors[0].field == "symbol"
+            risky = market(account, qty="6000")
+            ack3 = await bridge.submit(risky)
+            assert (ack3.reason, ack3.field_errors[0].rule) == (
+                RejectReason.RISK_LIMIT,
+                "max_order_qty",
+            )
+            # ...and the engine still serves good orders.
+            good = await bridge.submit(market(account, qty="1"))
+            assert good.status is AckStatus.ACCEPTED
+    finally:
+        await nc.close()
+    assert engine.pid is not None
+
+
+async def test_engine_absent_fails_fast_with_engine_unavailable(
+    nats_server: ServerHandle, settings: BridgeSettings
+) -> None:
+    """With no engine subscribed, submit raises EngineUnavailableError (not a timeout)."""
+    patient = settings.model_copy(update={"request_timeout_ms": 60_000})
+    async with BridgeClient(patient) as bridge:
+        order = market(new_id("U"))
+        with pytest.raises(EngineUnavailableError) as info:
+            async with asyncio.timeout(30):  # far below the 60 s request timeout
+                await bridge.submit(order)
+    assert info.value.client_order_id == order.client_order_id
+    assert info.value.correlation_id
+
+
+async def test_acked_order_survives_engine_crash_right_after_ack(
+    nats_server: ServerHandle, settings: BridgeSettings, tmp_path: Path
+) -> None:
+    """Killed the instant after its ack, the engine executes the order when it restarts."""
+    account = new_id("K")
+    crashing = EngineProcess(
+        nats_server, log_file=tmp_path / "crash.log", env={"BRIDGE_FAILPOINT": "after_ack"}
+    ).start()
+    order = market(account, qty="40")
+    async with BridgeClient(settings) as bridge:
+        ack = await bridge.submit(order)
+        assert ack.status is AckStatus.ACCEPTED
+        assert crashing.wait(timeout=20) == -signal.SIGABRT  # died right after the ack
+        with EngineProcess(nats_server, log_file=tmp_path / "restart.log") as restarted:
+            assert restarted.recovered is not None
+            assert restarted.recovered >= 1
+            async with asyncio.timeout(20):
+                while True:
+                    state = await bridge.status(account, order.client_order_id)
+                    if state.last_report is not None and state.last_report.is_final:
+                        break
+                    await asyncio.sleep(0.05)  # polling the real status API, bounded above
+    assert state.last_report.order_status is OrderStatus.FILLED
+    assert state.last_report.cum_qty == Decimal(40)
+    durable = await stored_reports(nats_server, account)
+    assert sum(1 for r in durable if _is_final(r.order_status)) == 1
+
+
+async def test_cancel_and_status(engine: EngineProcess, settings: BridgeSettings) -> None:
+    """A resting GTC order can be queried and canceled; canceling it again is TOO_LATE."""
+    account = new_id("C")
+    order = Order(
+        client_order_id=new_id("gtc"),
+        account=account,
+        symbol="MSFT",
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        limit_price=Decimal("300.00"),
+        quantity=Decimal(5),
+        time_in_force=TimeInForce.GTC,
+    )
+    async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
+        ack = await bridge.submit(order)
+        assert ack.accepted
+        new = await stream.next(timeout=10)
+        assert (new.exec_type, new.order_status) == (ExecType.NEW, OrderStatus.NEW)
+        state = await bridge.status(account, order.client_order_id)
+        assert state.found
+        assert state.last_report is not None
+        assert state.last_report.order_status is OrderStatus.NEW
+        canceled = await bridge.cancel(account, order.client_order_id)
+        assert canceled.accepted, canceled
+        report = await stream.next(timeout=10)
+        assert (report.exec_type, report.order_status) == (ExecType.CANCELED, OrderStatus.CANCELED)
+        assert report.leaves_qty == 0
+        again = await bridge.cancel(account, order.client_order_id)
+        assert (again.status, again.reason) == (AckStatus.REJECTED, RejectReason.TOO_LATE)
+        unknown = await bridge.cancel(account, "never-sent")
+        assert unknown.reason is RejectReason.UNKNOWN_ORDER
+        missing = await bridge.status(account, "never-sent")
+        assert missing.found is False
+
+
+async def test_queued_order_journaled_then_crash_is_executed_once_after_restart(
+    nats_server: ServerHandle, settings: BridgeSettings, tmp_path: Path
+) -> None:
+    """Killed after journaling a queued order, the restarted engine finishes it exactly once."""
+    account = new_id("J")
+    crashing = EngineProcess(
+        nats_server, log_file=tmp_path / "crash.log", env={"BRIDGE_FAILPOINT": "after_journal"}
+    ).start()
+    order = market(account, qty="12", side=Side.SELL)
+    async with BridgeClient(settings) as bridge:
+        stored = await bridge.enqueue(order)
+        assert stored.stream == subjects.ORDERS_STREAM
+        code = await asyncio.to_thread(crashing.wait, 20)
+        assert code == -signal.SIGABRT  # died right after journaling, before executing
+        async with bridge.reports(account) as stream:
+            with EngineProcess(nats_server, log_file=tmp_path / "restart.log") as restarted:
+                assert restarted.recovered == 1
+                live = await collect_until_final(stream, {order.client_order_id})
+    finals = [r for r in live[order.client_order_id] if r.is_final]
+    assert len(finals) == 1
+    assert finals[0].order_status is OrderStatus.FILLED
+    durable = await stored_reports(nats_server, account)
+    assert sum(1 for r in durable if _is_final(r.order_status)) == 1
+    assert len({r.exec_id for r in durable}) == len(durable)
