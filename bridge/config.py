@@ -68,5 +68,9 @@ class BridgeSettings(BaseSettings):
         config_file = os.environ.get("BRIDGE_CONFIG_FILE")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+            path = Path(config_file)
+            if not path.is_file():
+                # A typo in the path must not silently fall back to the defaults.
+                raise FileNotFoundError(f"BRIDGE_CONFIG_FILE={config_file!r} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)

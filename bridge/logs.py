@@ -16,10 +16,13 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEY = re.compile(r"(seed|secret|password|passwd|token|private|key_pem|nkey)", re.I)
-# NKey seeds ("SU...", "SO...", "SA...") and PEM private keys, wherever they appear in a value.
+_SECRET_KEY = re.compile(
+    r"(seed|secret|password|passwd|token|private|key_pem|nkey|api_key|credential|authorization)",
+    re.I,
+)
+# NKey seeds ("SU...", "SO...", "SA...", ...) and PEM private keys, wherever they appear in a value.
 _SECRET_VALUE = re.compile(
-    r"\bS[UOAN][A-Z2-7]{40,}\b"
+    r"\bS[UOANCXP][A-Z2-7]{40,}\b"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
 )
 REDACTED = "***"
@@ -48,8 +51,8 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
             structlog.processors.format_exc_info,
+            redact_secrets,  # after format_exc_info so exception text is redacted too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -9,12 +9,22 @@ No NATS imports here.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any, Self, TypeVar
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from bridge.errors import FieldIssue, InvalidOrderError
@@ -22,6 +32,8 @@ from bridge.v1 import common_pb2, orders_pb2
 
 MAX_SCALE = 8
 _INT64_MAX = 2**63 - 1
+MAX_VALUE = Decimal(_INT64_MAX).scaleb(-MAX_SCALE)
+"""Largest quantity or price the engine's 64-bit fixed point (1e-8) can hold."""
 ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -35,8 +47,24 @@ def _no_float(value: object) -> object:
 ExactDecimal = Annotated[Decimal, BeforeValidator(_no_float)]
 
 
+def _freeze(value: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(value))
+
+
+Tags = Annotated[
+    Mapping[str, str],
+    AfterValidator(_freeze),  # a frozen model must not have a mutable dict inside
+    PlainSerializer(dict, return_type=dict[str, str]),
+]
+
+
 def decimal_to_proto(value: Decimal) -> common_pb2.Decimal:
-    """Exact conversion to ``{units, scale}``; ``Decimal('101.25')`` -> ``{10125, 2}``."""
+    """Exact conversion to ``{units, scale}``; ``Decimal('101.25')`` -> ``{10125, 2}``.
+
+    Trailing zeros are dropped first, so ``1.000000000`` travels as ``{1, 0}``.
+    """
+    if value.is_finite() and value != 0:
+        value = value.normalize()
     exponent = value.as_tuple().exponent
     if not isinstance(exponent, int):
         raise ValueError(f"{value} is not a finite decimal")
@@ -77,16 +105,26 @@ class _Model(BaseModel):
 
 
 class Side(StrEnum):
+    """Buy or sell."""
+
     BUY = "BUY"
     SELL = "SELL"
 
 
 class OrderType(StrEnum):
+    """MARKET takes liquidity at any price; LIMIT never trades worse than its price."""
+
     MARKET = "MARKET"
     LIMIT = "LIMIT"
 
 
 class TimeInForce(StrEnum):
+    """How long an order may work.
+
+    DAY and GTC rest until canceled (the simulator has no session end); IOC cancels the unfilled
+    rest at once; FOK fills completely or not at all.
+    """
+
     DAY = "DAY"
     GTC = "GTC"
     IOC = "IOC"
@@ -110,11 +148,15 @@ _TIF_PB: dict[TimeInForce, orders_pb2.TimeInForce.ValueType] = {
 
 
 class AckStatus(StrEnum):
+    """The engine's answer to a request: ACCEPTED (durably recorded) or REJECTED."""
+
     ACCEPTED = "ACCEPTED"
     REJECTED = "REJECTED"
 
 
 class OrderStatus(StrEnum):
+    """FIX OrdStatus of an order; PENDING_NEW is recorded but not yet executed."""
+
     PENDING_NEW = "PENDING_NEW"
     NEW = "NEW"
     PARTIALLY_FILLED = "PARTIALLY_FILLED"
@@ -135,6 +177,8 @@ _FINAL_STATUSES = frozenset(
 
 
 class ExecType(StrEnum):
+    """FIX ExecType: what an execution report reports."""
+
     NEW = "NEW"
     TRADE = "TRADE"
     CANCELED = "CANCELED"
@@ -143,6 +187,8 @@ class ExecType(StrEnum):
 
 
 class RejectReason(StrEnum):
+    """Why a request was refused; NONE when it was not."""
+
     NONE = "NONE"
     MALFORMED = "MALFORMED"
     INVALID_FIELD = "INVALID_FIELD"
@@ -178,14 +224,16 @@ class Order(_Model):
     symbol: Symbol
     side: Side
     order_type: OrderType
-    quantity: Annotated[ExactDecimal, Field(gt=0, decimal_places=MAX_SCALE)]
-    limit_price: Annotated[ExactDecimal | None, Field(gt=0, decimal_places=MAX_SCALE)] = None
+    quantity: Annotated[ExactDecimal, Field(gt=0, le=MAX_VALUE, decimal_places=MAX_SCALE)]
+    limit_price: Annotated[
+        ExactDecimal | None, Field(gt=0, le=MAX_VALUE, decimal_places=MAX_SCALE)
+    ] = None
     time_in_force: TimeInForce = TimeInForce.DAY
     created_at_unix_ns: int = Field(default_factory=time.time_ns, ge=0)
     deadline_unix_ns: int | None = Field(
         default=None, ge=0, description="The engine must not act on the order after this."
     )
-    tags: dict[str, str] = Field(default_factory=dict, max_length=32)
+    tags: Tags = Field(default_factory=dict, max_length=32)
 
     @model_validator(mode="after")
     def _price_matches_type(self) -> Self:
@@ -208,7 +256,7 @@ class Order(_Model):
             time_in_force=_TIF_PB[self.time_in_force],
             created_at_unix_ns=self.created_at_unix_ns,
             deadline_unix_ns=self.deadline_unix_ns or 0,
-            tags=self.tags,
+            tags=dict(self.tags),
         )
         if self.limit_price is not None:
             msg.limit_price.CopyFrom(decimal_to_proto(self.limit_price))
@@ -320,7 +368,7 @@ class ExecutionReport(_Model):
     text: str
     seq: int
     engine_id: str
-    tags: dict[str, str]
+    tags: Tags
 
     @property
     def is_final(self) -> bool:
@@ -359,7 +407,7 @@ class ExecutionReport(_Model):
             text=msg.text,
             seq=msg.seq,
             engine_id=msg.engine_id,
-            tags=dict(msg.tags),
+            tags=MappingProxyType(dict(msg.tags)),
         )
 
 

@@ -14,6 +14,8 @@ pub const ENGINE_QUEUE_GROUP: &str = "bridge-engine";
 
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 pub const HEADER_CORRELATION_ID: &str = "Bridge-Correlation-Id";
+/// Full protobuf name of the payload (e.g. `bridge.v1.NewOrder`); informational for operators.
+pub const HEADER_SCHEMA: &str = "Bridge-Schema";
 
 /// Subject of execution reports for one order (captured by the EXECUTIONS stream).
 pub fn executions(account: &str, client_order_id: &str) -> String {
