@@ -514,6 +514,15 @@ impl Engine {
             text: text.into(),
             ..Default::default()
         };
+        if !valid_key(&req.account, &req.client_order_id) {
+            let ack = reply(
+                RejectReason::InvalidField,
+                0,
+                "account and client_order_id must be [A-Za-z0-9_-]",
+            );
+            self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+            return Ok(());
+        }
         if let Some(touched) = self.venue.cancel(&key, now_ns())? {
             let mut ack = reply(
                 RejectReason::Unspecified,
@@ -568,6 +577,14 @@ impl Engine {
             Err(e) => pb::OrderStatusReply {
                 reason: RejectReason::Malformed as i32,
                 text: format!("undecodable OrderStatusRequest: {e}"),
+                ..Default::default()
+            },
+            Ok(req) if !valid_key(&req.account, &req.client_order_id) => pb::OrderStatusReply {
+                reason: RejectReason::InvalidField as i32,
+                text: format!(
+                    "account {:?} / client_order_id {:?} must be [A-Za-z0-9_-]",
+                    req.account, req.client_order_id
+                ),
                 ..Default::default()
             },
             Ok(req) => match self
@@ -694,6 +711,12 @@ impl Engine {
         }
         Ok(n)
     }
+}
+
+/// True when account and client order id can form a KV key (and a subject token). Requests
+/// naming anything else are answered, never looked up: a bad key must not stop the engine.
+fn valid_key(account: &str, client_order_id: &str) -> bool {
+    crate::validate::valid_id(account, 32) && crate::validate::valid_id(client_order_id, 64)
 }
 
 fn correlation_id(headers: Option<&HeaderMap>) -> String {

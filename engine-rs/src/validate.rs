@@ -54,7 +54,7 @@ pub fn field_error(field: &str, rule: &str, message: String) -> FieldError {
 const MAX_TAGS: usize = 32;
 
 /// `[A-Za-z0-9_-]{1,max}`: ids are subject tokens and KV key parts.
-fn valid_id(s: &str, max: usize) -> bool {
+pub fn valid_id(s: &str, max: usize) -> bool {
     !s.is_empty()
         && s.len() <= max
         && s.bytes()
