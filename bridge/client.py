@@ -39,6 +39,7 @@ from nats.js import JetStreamContext
 from bridge import subjects
 from bridge.config import BridgeSettings
 from bridge.errors import (
+    BridgeError,
     ClientClosedError,
     ConnectionFailedError,
     EngineUnavailableError,
@@ -61,6 +62,21 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
+
+
+async def flush_ordered(nc: NatsConnection, timeout: float = 5.0) -> None:
+    """``nc.flush()`` made to mean what it says: on return the server has processed every
+    command this connection sent before the call (e.g. a SUB is registered).
+
+    nats-py 2.16 writes the flush PING straight to the socket while earlier commands still wait
+    in its pending buffer for the flusher task, so the PONG can come back before the server has
+    seen them (the bug nats.py2 fixed in 2017, PR #24). A subscriber on one connection would then
+    miss messages published on another right after ``flush()``; we measured ~3% of such first
+    messages lost. Pushing the pending buffer out first restores the guarantee
+    (tests/integration/test_flush_ordering.py).
+    """
+    await nc._flush_pending(force_flush=True)  # private: the only way to drain the buffer
+    await nc.flush(timeout=max(1, int(timeout)))
 
 
 def new_correlation_id() -> str:
@@ -88,6 +104,7 @@ class BridgeClient:
         self._state = _State.UNOPENED
         self._nc: NatsConnection | None = None
         self._js: JetStreamContext | None = None
+        self._inflight: asyncio.Semaphore | None = None
 
     @property
     def settings(self) -> BridgeSettings:
@@ -132,9 +149,8 @@ class BridgeClient:
         except (TimeoutError, OSError, ssl.SSLError, nats.errors.Error) as exc:
             self._state = _State.CLOSED
             raise ConnectionFailedError(f"cannot connect to {s.nats_url}: {exc!r}") from exc
-        self._js = self._nc.jetstream(
-            timeout=s.publish_timeout_ms / 1000, publish_async_max_pending=s.max_inflight
-        )
+        self._js = self._nc.jetstream(timeout=s.publish_timeout_ms / 1000)
+        self._inflight = asyncio.Semaphore(s.max_inflight)
         self._state = _State.OPEN
         log.info("bridge.connected", servers=s.nats_url, client_name=s.client_name)
 
@@ -288,50 +304,42 @@ class BridgeClient:
         second order (JetStream's duplicate window, then the engine's own record).
         """
         self._conn()
-        js = self._js
+        js, inflight = self._js, self._inflight
         assert js is not None
+        assert inflight is not None
         cid = correlation_id or new_correlation_id()
         wait = self._settings.publish_timeout_ms / 1000
-        futures: list[asyncio.Future[nats.js.api.PubAck]] = []
-        try:
-            for order in orders:
-                headers = {
-                    subjects.HEADER_MSG_ID: order.client_order_id,
-                    subjects.HEADER_CORRELATION_ID: cid,
-                    subjects.HEADER_SCHEMA: "bridge.v1.NewOrder",
-                }
-                fut = await js.publish_async(
+
+        async def publish(order: Order) -> nats.js.api.PubAck:
+            headers = {
+                subjects.HEADER_MSG_ID: order.client_order_id,
+                subjects.HEADER_CORRELATION_ID: cid,
+                subjects.HEADER_SCHEMA: "bridge.v1.NewOrder",
+            }
+            async with inflight:  # backpressure: at most max_inflight unconfirmed publishes
+                return await js.publish(
                     subjects.queue(order.account),
                     order.to_proto().SerializeToString(),
-                    wait_stall=wait,
+                    timeout=wait,
                     headers=headers,
                 )
-                futures.append(fut)
-            acks = await asyncio.wait_for(asyncio.gather(*futures), timeout=wait)
-        except nats.js.errors.APIError as exc:
-            for fut in futures:
-                fut.cancel()
-            failed = _first_failed(orders, futures)
-            raise _publish_error(exc, failed, cid) from exc
-        except (TimeoutError, nats.errors.Error) as exc:
-            for fut in futures:
-                fut.cancel()
-            failed = _first_failed(orders, futures)
-            raise OutcomeUnknownError(
-                f"JetStream did not confirm the queued order within {wait:.3f}s: {exc!r}; "
-                "re-send it (the same client order id cannot create a second order)",
-                client_order_id=failed,
-                correlation_id=cid,
-            ) from exc
-        return [
-            QueuedOrder.model_construct(
-                client_order_id=o.client_order_id,
-                stream=a.stream,
-                seq=a.seq,
-                duplicate=bool(a.duplicate),
+
+        # Not nats-py's publish_async: in 2.16 a JetStream error reply (e.g. stream full) is
+        # raised inside its reply handler and the order's future never resolves.
+        results = await asyncio.gather(*(publish(o) for o in orders), return_exceptions=True)
+        queued: list[QueuedOrder] = []
+        for order, result in zip(orders, results, strict=True):
+            if isinstance(result, BaseException):
+                raise _publish_failure(result, order.client_order_id, cid, wait) from result
+            queued.append(
+                QueuedOrder.model_construct(
+                    client_order_id=order.client_order_id,
+                    stream=result.stream,
+                    seq=result.seq,
+                    duplicate=bool(result.duplicate),
+                )
             )
-            for o, a in zip(orders, acks, strict=True)
-        ]
+        return queued
 
     # -- publish-subscribe of execution reports ---------------------------------------------
 
@@ -361,8 +369,9 @@ class ReportStream:
         nc = self._client._conn()
         limit = self._client.settings.report_buffer
         self._sub = await nc.subscribe(self.subject, pending_msgs_limit=limit)
-        # The subscription must be registered server-side before the caller sends orders.
-        await nc.flush()
+        # The subscription must be registered server-side before the caller sends orders,
+        # possibly from another connection.
+        await flush_ordered(nc)
         return self
 
     async def __aexit__(
@@ -415,25 +424,33 @@ def _decode_report(msg: Msg) -> ExecutionReport:
         raise ProtocolError(f"undecodable ExecutionReport on {msg.subject}: {exc}") from exc
 
 
-def _first_failed(
-    orders: Sequence[Order], futures: Sequence[asyncio.Future[nats.js.api.PubAck]]
-) -> str | None:
-    for order, fut in zip(orders, futures, strict=False):
-        if not fut.done() or fut.cancelled() or fut.exception() is not None:
-            return order.client_order_id
-    return orders[len(futures)].client_order_id if len(futures) < len(orders) else None
-
-
-def _publish_error(
-    exc: nats.js.errors.APIError, client_order_id: str | None, correlation_id: str
-) -> PublishError:
-    text = f"JetStream refused the order: {exc.description or exc!r} (err_code={exc.err_code})"
-    description = (exc.description or "").lower()
-    full = exc.err_code in _STREAM_FULL_CODES or any(w in description for w in _STREAM_FULL_WORDS)
-    cls = StreamFullError if full else PublishError
-    return cls(
-        text,
-        client_order_id=client_order_id,
-        correlation_id=correlation_id,
-        err_code=exc.err_code,
-    )
+def _publish_failure(
+    exc: BaseException, client_order_id: str, correlation_id: str, wait: float
+) -> BridgeError:
+    """Maps a failed JetStream publish to the bridge's error tree."""
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        return PublishError(
+            "no JetStream stream answered for the ORDERS subject (not provisioned?)",
+            client_order_id=client_order_id,
+            correlation_id=correlation_id,
+        )
+    if isinstance(exc, nats.js.errors.APIError):
+        description = (exc.description or "").lower()
+        full = exc.err_code in _STREAM_FULL_CODES or any(
+            w in description for w in _STREAM_FULL_WORDS
+        )
+        cls = StreamFullError if full else PublishError
+        return cls(
+            f"JetStream refused the order: {exc.description or exc!r} (err_code={exc.err_code})",
+            client_order_id=client_order_id,
+            correlation_id=correlation_id,
+            err_code=exc.err_code,
+        )
+    if isinstance(exc, nats.errors.Error | asyncio.TimeoutError):
+        return OutcomeUnknownError(
+            f"JetStream did not confirm the queued order within {wait:.3f}s: {exc!r}; "
+            "re-send it (the same client order id cannot create a second order)",
+            client_order_id=client_order_id,
+            correlation_id=correlation_id,
+        )
+    raise exc

@@ -13,6 +13,7 @@ import pytest
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from bridge.client import flush_ordered
 from bridge.dev.pki import DevCredentials, issue_cert, make_ca, write_nkey_seed
 from bridge.dev.server import ServerHandle, client_ssl_context, connect_as
 
@@ -160,11 +161,11 @@ async def test_orchestrator_cannot_publish_execution_reports(nats_server: Server
     try:
         exec_sub = await observer.subscribe("bridge.v1.exec.>")
         queue_sub = await observer.subscribe("bridge.v1.orders.queue.>")
-        await observer.flush()  # subscriptions are registered before anything is published
+        await flush_ordered(observer)  # subscriptions registered before anything is published
 
         await orchestrator.publish("bridge.v1.exec.ACC.X", b"forged fill")
         await orchestrator.publish("bridge.v1.orders.queue.ACC", b"order")
-        await orchestrator.flush()
+        await flush_ordered(orchestrator)
 
         allowed = await queue_sub.next_msg(timeout=5)
         assert allowed.subject == "bridge.v1.orders.queue.ACC"
