@@ -233,6 +233,16 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
         }
         assert all(e.message for e in ack.field_errors)
 
+        # Status and cancel requests naming no order are answered, and do not stop the engine.
+        reply = await nc.request(subjects.STATUS, b"", timeout=5)
+        status_reply = orders_pb2.OrderStatusReply.FromString(reply.data)
+        assert not status_reply.found
+        assert status_reply.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
+        reply = await nc.request(subjects.CANCEL, b"", timeout=5)
+        cancel_ack = orders_pb2.OrderAck.FromString(reply.data)
+        assert cancel_ack.status == orders_pb2.ACK_STATUS_REJECTED
+        assert cancel_ack.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
+
         # A malformed queued message is attributed through its subject and Nats-Msg-Id.
         js = nc.jetstream()
         garbage_id = new_id("garbage")
