@@ -61,6 +61,7 @@ _STREAM_FULL_WORDS = ("maximum messages", "maximum bytes", "resource limits exce
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
+    CLOSING = "closing"
     CLOSED = "closed"
 
 
@@ -157,6 +158,7 @@ class BridgeClient:
     async def close(self) -> None:
         """Drain subscriptions and close. Idempotent."""
         if self._state is _State.OPEN and self._nc is not None:
+            self._state = _State.CLOSING
             try:
                 await self._nc.drain()
             except (TimeoutError, nats.errors.Error) as exc:
@@ -173,7 +175,10 @@ class BridgeClient:
         log.error("bridge.nats_error", error=str(exc))
 
     async def _on_disconnected(self) -> None:
-        log.warning("bridge.disconnected")
+        if self._state is _State.CLOSING:
+            log.debug("bridge.disconnected", reason="closed by the application")
+        else:
+            log.warning("bridge.disconnected")
 
     async def _on_reconnected(self) -> None:
         log.info("bridge.reconnected")
