@@ -22,9 +22,9 @@ import contextlib
 import enum
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import nats
 import nats.errors
@@ -52,6 +52,8 @@ from bridge.models import ExecutionReport, Order, OrderAck, OrderState, QueuedOr
 from bridge.v1 import orders_pb2
 
 log = structlog.get_logger("bridge.client")
+_P = TypeVar("_P", bound=Message)
+_T = TypeVar("_T")
 
 # JetStream error codes that mean "the stream is at its limits and discard: new refused this".
 _STREAM_FULL_CODES = frozenset({10077})  # JSStreamStoreFailedF: maximum messages/bytes exceeded
@@ -279,16 +281,13 @@ class BridgeClient:
             correlation_id=cid,
             timeout=timeout,
         )
-        reply = orders_pb2.OrderStatusReply()
-        try:
-            reply.ParseFromString(data)
-            return OrderState.from_proto(account, client_order_id, reply)
-        except (DecodeError, ValueError) as exc:
-            raise ProtocolError(
-                f"undecodable OrderStatusReply: {exc}",
-                client_order_id=client_order_id,
-                correlation_id=cid,
-            ) from exc
+        return _decode(
+            data,
+            orders_pb2.OrderStatusReply,
+            lambda m: OrderState.from_proto(account, client_order_id, m),
+            client_order_id,
+            cid,
+        )
 
     # -- asynchronous JetStream queueing -----------------------------------------------------
 
@@ -407,26 +406,32 @@ class ReportStream:
         return _decode_report(msg)
 
 
-def _decode_ack(data: bytes, client_order_id: str, correlation_id: str) -> OrderAck:
-    msg = orders_pb2.OrderAck()
+def _decode(
+    data: bytes,
+    proto: Callable[[], _P],
+    convert: Callable[[_P], _T],
+    client_order_id: str | None,
+    correlation_id: str | None,
+) -> _T:
+    """Parse an engine answer; anything undecodable is a ``ProtocolError`` naming the ids."""
+    msg = proto()
     try:
         msg.ParseFromString(data)
-        return OrderAck.from_proto(msg)
+        return convert(msg)
     except (DecodeError, ValueError) as exc:
         raise ProtocolError(
-            f"engine answered with an undecodable OrderAck: {exc}",
+            f"undecodable {msg.DESCRIPTOR.full_name}: {exc}",
             client_order_id=client_order_id,
             correlation_id=correlation_id,
         ) from exc
 
 
+def _decode_ack(data: bytes, client_order_id: str, correlation_id: str) -> OrderAck:
+    return _decode(data, orders_pb2.OrderAck, OrderAck.from_proto, client_order_id, correlation_id)
+
+
 def _decode_report(msg: Msg) -> ExecutionReport:
-    report = orders_pb2.ExecutionReport()
-    try:
-        report.ParseFromString(msg.data)
-        return ExecutionReport.from_proto(report)
-    except (DecodeError, ValueError) as exc:
-        raise ProtocolError(f"undecodable ExecutionReport on {msg.subject}: {exc}") from exc
+    return _decode(msg.data, orders_pb2.ExecutionReport, ExecutionReport.from_proto, None, None)
 
 
 def _publish_failure(
