@@ -743,7 +743,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let client = connect(&cfg).await?;
     let (mut engine, consumer) = Engine::new(cfg.clone(), client.clone()).await?;
     let recovered = engine.recover().await?;
-    info!(engine_id = %cfg.engine_id, recovered, "engine ready");
 
     let group = subjects::ENGINE_QUEUE_GROUP.to_string();
     let sub = |s: &'static str| {
@@ -766,6 +765,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .flush()
         .await
         .map_err(|e| ServiceError::Connect(e.to_string()))?;
+
+    // Ready only once the request subscriptions are registered server-side (flushed above):
+    // tooling and operators take this line to mean "requests will be answered".
+    info!(engine_id = %cfg.engine_id, recovered, "engine ready");
 
     tokio::pin!(shutdown);
     let mut stopping = false;
