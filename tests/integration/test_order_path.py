@@ -372,3 +372,28 @@ async def test_queued_order_journaled_then_crash_is_executed_once_after_restart(
     durable = await stored_reports(nats_server, account)
     assert sum(1 for r in durable if _is_final(r.order_status)) == 1
     assert len({r.exec_id for r in durable}) == len(durable)
+
+
+async def test_several_subscribers_see_the_same_flow(
+    engine: EngineProcess, settings: BridgeSettings
+) -> None:
+    """Account-wide and per-order subscribers, on separate clients, see identical reports."""
+    account = new_id("S")
+    watched, other = market(account, qty="15"), market(account, qty="5", side=Side.SELL)
+    async with (
+        BridgeClient(settings) as sender,
+        BridgeClient(settings) as watcher,
+        watcher.reports(account) as everything,
+        watcher.reports(account, watched.client_order_id) as one_order,
+        sender.reports(account) as senders_view,
+    ):
+        await sender.submit(watched)
+        await sender.submit(other)
+        want = {watched.client_order_id, other.client_order_id}
+        seen_all = await collect_until_final(everything, want)
+        seen_sender = await collect_until_final(senders_view, want)
+        seen_one = await collect_until_final(one_order, {watched.client_order_id})
+    assert set(seen_one) == {watched.client_order_id}  # the order filter holds
+    ids = {cid: [r.exec_id for r in reports] for cid, reports in seen_all.items()}
+    assert ids == {cid: [r.exec_id for r in reports] for cid, reports in seen_sender.items()}
+    assert [r.exec_id for r in seen_one[watched.client_order_id]] == ids[watched.client_order_id]
