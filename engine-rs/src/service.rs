@@ -226,17 +226,17 @@ impl Engine {
             Some(r) => Err(r),
             None => validator.check(&order, now),
         };
-        let keyed = checked.as_ref().err().is_none_or(|r| {
-            !r.errors
-                .iter()
-                .any(|e| e.field == "client_order_id" || e.field == "account")
-        });
-        if !keyed {
+        if !valid_key(&order.account, &order.client_order_id) {
             // Without a valid account and id there is no key and no report subject: answer only.
-            let rej = checked.err().unwrap_or_else(|| Rejection {
-                reason: RejectReason::InvalidField,
-                errors: vec![],
-            });
+            let rej = match checked {
+                Err(r) => r,
+                Ok(_) => Rejection::single(
+                    RejectReason::InvalidField,
+                    "client_order_id",
+                    "pattern",
+                    "account and client_order_id must be [A-Za-z0-9_-]".into(),
+                ),
+            };
             warn!(client_order_id = %order.client_order_id, correlation_id, reason = %rej.text(), "order rejected (unkeyed)");
             return Ok((self.unkeyed_reject(&order, &rej), Intake::Answered));
         }
