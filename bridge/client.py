@@ -191,11 +191,13 @@ class BridgeClient:
         self,
         subject: str,
         msg: Message,
+        answer: Callable[[bytes], _T],
         *,
         client_order_id: str,
         correlation_id: str,
         timeout: float | None,
-    ) -> bytes:
+    ) -> _T:
+        """One request-reply round trip; the engine's answer decoded by ``answer``."""
         nc = self._conn()
         wait = timeout if timeout is not None else self._settings.request_timeout_ms / 1000
         headers = {
@@ -224,7 +226,7 @@ class BridgeClient:
                 client_order_id=client_order_id,
                 correlation_id=correlation_id,
             ) from exc
-        return reply.data
+        return answer(reply.data)
 
     async def submit(
         self, order: Order, *, timeout: float | None = None, correlation_id: str | None = None
@@ -236,14 +238,14 @@ class BridgeClient:
         when the answer does not arrive in time.
         """
         cid = correlation_id or new_correlation_id()
-        data = await self._request(
+        ack = await self._request(
             subjects.SUBMIT,
             order.to_proto(),
+            _answer(orders_pb2.OrderAck, OrderAck.from_proto, order.client_order_id, cid),
             client_order_id=order.client_order_id,
             correlation_id=cid,
             timeout=timeout,
         )
-        ack = _decode_ack(data, order.client_order_id, cid)
         log.debug(
             "bridge.ack",
             client_order_id=order.client_order_id,
@@ -258,35 +260,31 @@ class BridgeClient:
     ) -> OrderAck:
         """Ask the engine to cancel a resting order; the ack says whether it did."""
         cid = new_correlation_id()
-        req = orders_pb2.CancelRequest(account=account, client_order_id=client_order_id)
-        data = await self._request(
+        return await self._request(
             subjects.CANCEL,
-            req,
+            orders_pb2.CancelRequest(account=account, client_order_id=client_order_id),
+            _answer(orders_pb2.OrderAck, OrderAck.from_proto, client_order_id, cid),
             client_order_id=client_order_id,
             correlation_id=cid,
             timeout=timeout,
         )
-        return _decode_ack(data, client_order_id, cid)
 
     async def status(
         self, account: str, client_order_id: str, *, timeout: float | None = None
     ) -> OrderState:
         """The engine's record of an order (``found=False`` if it never reached the engine)."""
         cid = new_correlation_id()
-        req = orders_pb2.OrderStatusRequest(account=account, client_order_id=client_order_id)
-        data = await self._request(
+
+        def state(m: orders_pb2.OrderStatusReply) -> OrderState:
+            return OrderState.from_proto(account, client_order_id, m)
+
+        return await self._request(
             subjects.STATUS,
-            req,
+            orders_pb2.OrderStatusRequest(account=account, client_order_id=client_order_id),
+            _answer(orders_pb2.OrderStatusReply, state, client_order_id, cid),
             client_order_id=client_order_id,
             correlation_id=cid,
             timeout=timeout,
-        )
-        return _decode(
-            data,
-            orders_pb2.OrderStatusReply,
-            lambda m: OrderState.from_proto(account, client_order_id, m),
-            client_order_id,
-            cid,
         )
 
     # -- asynchronous JetStream queueing -----------------------------------------------------
@@ -426,8 +424,14 @@ def _decode(
         ) from exc
 
 
-def _decode_ack(data: bytes, client_order_id: str, correlation_id: str) -> OrderAck:
-    return _decode(data, orders_pb2.OrderAck, OrderAck.from_proto, client_order_id, correlation_id)
+def _answer(
+    proto: Callable[[], _P],
+    convert: Callable[[_P], _T],
+    client_order_id: str,
+    correlation_id: str,
+) -> Callable[[bytes], _T]:
+    """A decoder for one engine answer, bound to the ids its errors must carry."""
+    return lambda data: _decode(data, proto, convert, client_order_id, correlation_id)
 
 
 def _decode_report(msg: Msg) -> ExecutionReport:
