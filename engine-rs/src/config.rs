@@ -26,8 +26,33 @@ pub struct Config {
     /// Stable identity of this engine; it recovers the orders it owns after a restart.
     /// Every engine sharing a deployment needs a distinct id.
     pub engine_id: String,
+    /// Per-attempt connect timeout.
     pub connect_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    /// Reconnect and retry backoff (see `retry.rs`): the n-th consecutive failure waits
+    /// min(reconnect_max_delay_ms, reconnect_initial_delay_ms * 2^n) + uniform(0, reconnect_jitter_ms).
+    pub reconnect_initial_delay_ms: u64,
+    pub reconnect_max_delay_ms: u64,
+    pub reconnect_jitter_ms: u64,
+    /// Consecutive failed reconnect attempts before the connection is given up (the engine then
+    /// exits non-zero); -1 = never give up.
+    pub max_reconnect_attempts: i64,
+    /// How long start-up keeps retrying the first connection (same backoff) before failing.
+    pub connect_deadline_ms: u64,
+    /// Client PINGs; two unanswered ones mark the server dead and trigger a reconnect.
+    pub ping_interval_ms: u64,
+    /// JetStream operations (journal writes, report publishes, acks) that time out or find no
+    /// responder are retried (idempotently) up to this many attempts in total...
+    pub retry_max_attempts: u32,
+    /// ...and for at most this long; then the engine stops (exit non-zero) and recovery on
+    /// restart restores consistency.
+    pub retry_deadline_ms: u64,
+    /// A pull request that yields neither a message nor its end for pull_expires_ms plus this
+    /// long is stalled (e.g. its server or consumer leader died): it is abandoned, the consumer
+    /// re-bound (re-created from its definition if deleted) and a new pull issued.
+    pub consumer_stall_timeout_ms: u64,
+    /// Messages buffered per subscription inside the engine (bounded channel).
+    pub subscription_capacity: usize,
     /// Queued orders fetched per pull request (the server also bounds them by the consumer's
     /// max_ack_pending, see nats/jetstream/orders-engine.consumer.json).
     pub pull_batch: usize,
@@ -100,6 +125,16 @@ impl Default for Config {
             engine_id: "engine-1".into(),
             connect_timeout_ms: 2000,
             request_timeout_ms: 2000,
+            reconnect_initial_delay_ms: 50,
+            reconnect_max_delay_ms: 2000,
+            reconnect_jitter_ms: 100,
+            max_reconnect_attempts: -1,
+            connect_deadline_ms: 10_000,
+            ping_interval_ms: 5000,
+            retry_max_attempts: 1000,
+            retry_deadline_ms: 30_000,
+            consumer_stall_timeout_ms: 2000,
+            subscription_capacity: 8192,
             pull_batch: 64,
             pull_expires_ms: 500,
             shutdown_timeout_ms: 10_000,
@@ -147,6 +182,7 @@ impl Config {
         let cfg: Config = fig.extract().map_err(Box::new)?;
         cfg.limits()?;
         cfg.max_notional()?;
+        cfg.check_retry_knobs()?;
         Ok(cfg)
     }
 
@@ -156,6 +192,35 @@ impl Config {
             Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
             _ => Vec::new(),
         }
+    }
+
+    /// The reconnect/retry knobs must describe a usable policy (same rules as the Python side).
+    fn check_retry_knobs(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, value: String, reason: &str| {
+            Err(ConfigError::Value {
+                field: field.into(),
+                value,
+                reason: reason.into(),
+            })
+        };
+        if self.max_reconnect_attempts == 0 || self.max_reconnect_attempts < -1 {
+            return bad(
+                "max_reconnect_attempts",
+                self.max_reconnect_attempts.to_string(),
+                "must be -1 (never give up) or at least 1",
+            );
+        }
+        if self.retry_max_attempts == 0 {
+            return bad("retry_max_attempts", "0".into(), "must be at least 1");
+        }
+        if self.reconnect_initial_delay_ms > self.reconnect_max_delay_ms {
+            return bad(
+                "reconnect_initial_delay_ms",
+                self.reconnect_initial_delay_ms.to_string(),
+                "must not exceed reconnect_max_delay_ms",
+            );
+        }
+        Ok(())
     }
 
     pub fn max_notional(&self) -> Result<i64, ConfigError> {
@@ -240,6 +305,23 @@ mod tests {
                 aapl.seed,
                 vec![(Side::Sell, fixed::units(191), fixed::units(10), 2)]
             );
+            Ok(())
+        });
+    }
+
+    /// Retry knobs that make no sense are refused, naming the knob.
+    #[test]
+    fn nonsensical_retry_knobs_are_rejected() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BRIDGE_MAX_RECONNECT_ATTEMPTS", "0");
+            let err = Config::load(None).map(|_| ());
+            assert!(format!("{err:?}").contains("max_reconnect_attempts"));
+            jail.set_env("BRIDGE_MAX_RECONNECT_ATTEMPTS", "-1");
+            jail.set_env("BRIDGE_RECONNECT_INITIAL_DELAY_MS", "5000");
+            let err = Config::load(None).map(|_| ());
+            assert!(format!("{err:?}").contains("reconnect_initial_delay_ms"));
+            jail.set_env("BRIDGE_RECONNECT_INITIAL_DELAY_MS", "10");
+            assert!(Config::load(None).is_ok());
             Ok(())
         });
     }

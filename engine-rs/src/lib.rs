@@ -6,6 +6,7 @@
 //! - [`validate`]: field, symbol, risk and deadline checks (pure).
 //! - [`fixed`]: exact fixed-point (1e-8) arithmetic and wire decimals.
 //! - [`config`]: defaults < TOML file < `BRIDGE_*` environment.
+//! - [`retry`]: the backoff policy of reconnects and JetStream retries.
 //! - [`subjects`]: every subject, stream, consumer and bucket name.
 //! - [`service`]: the NATS side: request-reply, the ORDERS pull consumer, the KV journal,
 //!   report publishing, recovery and graceful shutdown.
@@ -15,6 +16,7 @@ pub mod book;
 pub mod config;
 pub mod fixed;
 pub mod proto;
+pub mod retry;
 pub mod service;
 pub mod subjects;
 pub mod validate;

@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, kv, stream::Stream as JsStream};
 use async_nats::{Client, HeaderMap, Message, Subscriber};
+use backon::Retryable;
 use bytes::Bytes;
 use futures::future::try_join_all;
 use futures::StreamExt;
@@ -32,6 +33,7 @@ use crate::config::{Config, SymbolLimits};
 use crate::fixed;
 use crate::proto::state::OrderRecord;
 use crate::proto::v1::{self as pb, AckStatus, OrderStatus, RejectReason};
+use crate::retry;
 use crate::subjects;
 use crate::validate::{field_error, Rejection, Validator};
 use crate::venue::{is_final, LiveOrder, Touched, Venue, VenueError};
@@ -66,16 +68,50 @@ fn now_ns() -> i64 {
 }
 
 /// Connects with mutual TLS and the engine's NKey, using the engine role's inbox prefix.
+///
+/// Reconnects (and the first connection, `retry_on_initial_connect`) back off exponentially
+/// with jitter ([`retry::Policy`]); subscriptions are re-established by async-nats itself.
+/// Start-up fails with a clear error if no connection is up within `connect_deadline_ms`.
 pub async fn connect(cfg: &Config) -> Result<Client, ServiceError> {
+    let policy = retry::Policy::from_config(cfg);
+    let (state_tx, mut state_rx) = tokio::sync::watch::channel(ConnState::Connecting);
     let mut opts = async_nats::ConnectOptions::new()
         .name(&cfg.client_name)
         .custom_inbox_prefix(&cfg.inbox_prefix)
         .connection_timeout(Duration::from_millis(cfg.connect_timeout_ms))
         .request_timeout(Some(Duration::from_millis(cfg.request_timeout_ms)))
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => info!(%event, "nats connection event"),
-                _ => warn!(%event, "nats connection event"),
+        .ping_interval(Duration::from_millis(cfg.ping_interval_ms))
+        .subscription_capacity(cfg.subscription_capacity)
+        .reconnect_delay_callback(move |attempts| policy.delay(attempts.saturating_sub(1)))
+        .max_reconnects(match cfg.max_reconnect_attempts {
+            n if n < 0 => None,
+            n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        })
+        .retry_on_initial_connect()
+        .event_callback(move |event| {
+            let state_tx = state_tx.clone();
+            async move {
+                match &event {
+                    async_nats::Event::Connected => {
+                        info!(%event, "nats connection event");
+                        state_tx.send_replace(ConnState::Connected);
+                    }
+                    async_nats::Event::Closed => {
+                        error!(%event, "nats connection event");
+                        state_tx.send_replace(ConnState::Closed);
+                    }
+                    async_nats::Event::ClientError(_) | async_nats::Event::ServerError(_) => {
+                        warn!(%event, "nats connection event");
+                        state_tx.send_if_modified(|s| match s {
+                            ConnState::Connecting | ConnState::Failing(_) => {
+                                *s = ConnState::Failing(event.to_string());
+                                true
+                            }
+                            _ => false,
+                        });
+                    }
+                    _ => warn!(%event, "nats connection event"),
+                }
             }
         });
     if let Some(seed_file) = &cfg.nkey_seed_file {
@@ -95,9 +131,42 @@ pub async fn connect(cfg: &Config) -> Result<Client, ServiceError> {
         .map(|s| s.parse())
         .collect::<Result<_, _>>()
         .map_err(|e| ServiceError::Connect(format!("{:?}: {e}", cfg.nats_url)))?;
-    opts.connect(addrs)
+    let client = opts
+        .connect(addrs)
         .await
-        .map_err(|e| ServiceError::Connect(e.to_string()))
+        .map_err(|e| ServiceError::Connect(e.to_string()))?;
+    let deadline = Duration::from_millis(cfg.connect_deadline_ms);
+    let settled = tokio::time::timeout(deadline, async {
+        state_rx
+            .wait_for(|s| matches!(s, ConnState::Connected | ConnState::Closed))
+            .await
+            .map(|s| s.clone())
+    })
+    .await;
+    match settled {
+        Ok(Ok(ConnState::Connected)) => Ok(client),
+        _ => {
+            let last = match &*state_rx.borrow() {
+                ConnState::Failing(e) => e.clone(),
+                ConnState::Closed => "connection closed (max_reconnect_attempts reached)".into(),
+                _ => "no answer".into(),
+            };
+            Err(ServiceError::Connect(format!(
+                "no connection to {} within connect_deadline_ms={}: {last}",
+                cfg.nats_url, cfg.connect_deadline_ms
+            )))
+        }
+    }
+}
+
+/// Connection state as seen by the start-up wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ConnState {
+    Connecting,
+    /// Still trying; the last error event.
+    Failing(String),
+    Connected,
+    Closed,
 }
 
 /// Where an order came from, and so how it is answered.
@@ -145,13 +214,7 @@ impl Engine {
                 what: "stream EXECUTIONS",
                 source: e.into(),
             })?;
-        let consumer: PullConsumer = js
-            .get_consumer_from_stream(subjects::ENGINE_CONSUMER, subjects::ORDERS_STREAM)
-            .await
-            .map_err(|e| ServiceError::Setup {
-                what: "consumer ORDERS/engine",
-                source: e.into(),
-            })?;
+        let consumer = bind_consumer(&js).await?;
         let limits = cfg.limits()?;
         let max_notional = cfg.max_notional()?;
         let venue = Venue::new(&limits)?;
@@ -278,15 +341,36 @@ impl Engine {
         }
     }
 
-    /// `kv.create`; `None` when the key already exists (a duplicate client order id).
+    /// The backoff of one retried JetStream operation.
+    fn backoff(&self) -> retry::Backoff {
+        retry::Backoff::from_config(&self.cfg)
+    }
+
+    /// `kv.create`, retried; `None` when the key already exists (a duplicate client order id).
+    ///
+    /// A retried create whose earlier attempt was stored (only its answer was lost) finds the
+    /// key taken by its own record: same engine order id, so it is ours, not a duplicate.
     async fn create(&self, key: &str, record: &OrderRecord) -> Result<Option<u64>, ServiceError> {
-        match self
-            .kv
-            .create(key, Bytes::from(record.encode_to_vec()))
-            .await
-        {
+        let value = Bytes::from(record.encode_to_vec());
+        let created = (|| self.kv.create(key, value.clone()))
+            .retry(self.backoff())
+            .when(|e: &kv::CreateError| {
+                !matches!(
+                    e.kind(),
+                    kv::CreateErrorKind::AlreadyExists | kv::CreateErrorKind::InvalidKey
+                )
+            })
+            .notify(|e, delay| retrying("kv create", key, e, delay))
+            .await;
+        match created {
             Ok(rev) => Ok(Some(rev)),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match self.load(key).await?
+            {
+                Some((stored, rev)) if stored.engine_order_id == record.engine_order_id => {
+                    Ok(Some(rev))
+                }
+                _ => Ok(None),
+            },
             Err(e) => Err(ServiceError::Journal {
                 key: key.into(),
                 source: e.into(),
@@ -294,10 +378,11 @@ impl Engine {
         }
     }
 
+    /// The journal entry of `key`, retried.
     async fn load(&self, key: &str) -> Result<Option<(OrderRecord, u64)>, ServiceError> {
-        let entry = self
-            .kv
-            .entry(key)
+        let entry = (|| self.kv.entry(key))
+            .retry(self.backoff())
+            .notify(|e, delay| retrying("kv entry", key, e, delay))
             .await
             .map_err(|e| ServiceError::Journal {
                 key: key.into(),
@@ -307,6 +392,37 @@ impl Engine {
             kv::Operation::Put => OrderRecord::decode(e.value).ok().map(|r| (r, e.revision)),
             _ => None,
         }))
+    }
+
+    /// `kv.update` at `revision`, retried. A retry whose earlier attempt was stored finds the
+    /// revision moved on with exactly our bytes: that is success, not a conflict.
+    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, ServiceError> {
+        let updated = (|| self.kv.update(key, value.clone(), revision))
+            .retry(self.backoff())
+            .when(|e: &kv::UpdateError| {
+                !matches!(
+                    e.kind(),
+                    kv::UpdateErrorKind::WrongLastRevision | kv::UpdateErrorKind::InvalidKey
+                )
+            })
+            .notify(|e, delay| retrying("kv update", key, e, delay))
+            .await;
+        match updated {
+            Ok(rev) => Ok(rev),
+            Err(e) => {
+                if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
+                    if let Some((stored, rev)) = self.load(key).await? {
+                        if stored.encode_to_vec() == value {
+                            return Ok(rev);
+                        }
+                    }
+                }
+                Err(ServiceError::Journal {
+                    key: key.into(),
+                    source: e.into(),
+                })
+            }
+        }
     }
 
     /// Answers a re-sent client order id with the original ack. A redelivered queued message
@@ -352,19 +468,15 @@ impl Engine {
     }
 
     async fn journal(&mut self, touched: Vec<Touched>) -> Result<(), ServiceError> {
-        let kv = &self.kv;
+        let this = &*self;
         let writes = touched.iter().map(|t| async move {
-            kv.update(
+            this.update(
                 &t.order.key,
                 Bytes::from(t.order.record.encode_to_vec()),
                 t.order.revision,
             )
             .await
             .map(|rev| (t.order.key.clone(), rev))
-            .map_err(|e| ServiceError::Journal {
-                key: t.order.key.clone(),
-                source: e.into(),
-            })
         });
         for (key, rev) in try_join_all(writes).await? {
             self.venue.set_revision(&key, rev);
@@ -381,27 +493,36 @@ impl Engine {
     }
 
     /// Publishes reports pipelined (all sent, then all acks awaited), deduplicated by exec id.
+    /// Retried as a whole: a report stored by an earlier attempt is a duplicate (same
+    /// `Nats-Msg-Id`) inside EXECUTIONS' window, so a retry never stores a fill twice.
     async fn publish_reports(
         &self,
         reports: &[pb::ExecutionReport],
         correlation_id: &str,
     ) -> Result<(), ServiceError> {
-        let mut acks = Vec::with_capacity(reports.len());
-        for r in reports {
-            let mut headers = HeaderMap::new();
-            headers.insert(subjects::HEADER_MSG_ID, r.exec_id.as_str());
-            headers.insert(subjects::HEADER_CORRELATION_ID, correlation_id);
-            let subject = subjects::executions(&r.account, &r.client_order_id);
-            let ack = self
-                .js
-                .publish_with_headers(subject, headers, Bytes::from(r.encode_to_vec()))
-                .await
-                .map_err(|e| ServiceError::Publish(e.into()))?;
-            acks.push(ack);
-        }
-        for ack in acks {
-            ack.await.map_err(|e| ServiceError::Publish(e.into()))?;
-        }
+        let attempt = || async {
+            let mut acks = Vec::with_capacity(reports.len());
+            for r in reports {
+                let mut headers = HeaderMap::new();
+                headers.insert(subjects::HEADER_MSG_ID, r.exec_id.as_str());
+                headers.insert(subjects::HEADER_CORRELATION_ID, correlation_id);
+                let subject = subjects::executions(&r.account, &r.client_order_id);
+                let ack = self
+                    .js
+                    .publish_with_headers(subject, headers, Bytes::from(r.encode_to_vec()))
+                    .await?;
+                acks.push(ack);
+            }
+            for ack in acks {
+                ack.await?;
+            }
+            Ok::<(), jetstream::context::PublishError>(())
+        };
+        attempt
+            .retry(self.backoff())
+            .notify(|e, delay| retrying("publish reports", correlation_id, e, delay))
+            .await
+            .map_err(|e| ServiceError::Publish(e.into()))?;
         for r in reports {
             debug!(exec_id = %r.exec_id, client_order_id = %r.client_order_id, correlation_id, exec_type = r.exec_type, "report published");
         }
@@ -483,7 +604,12 @@ impl Engine {
         if let Intake::Accepted(live, valid) = intake {
             self.execute(*live, &valid, &cid).await?;
         }
-        msg.double_ack().await.map_err(ServiceError::Publish)?;
+        // Acking twice is harmless, so the ack is retried like the journal writes.
+        (|| msg.double_ack())
+            .retry(self.backoff())
+            .notify(|e, delay| retrying("ack queued order", &cid, e, delay))
+            .await
+            .map_err(ServiceError::Publish)?;
         Ok(())
     }
 
@@ -715,6 +841,67 @@ impl Engine {
 
 /// True when account and client order id can form a KV key (and a subject token). Requests
 /// naming anything else are answered, never looked up: a bad key must not stop the engine.
+/// The committed definition of the engine's durable consumer (provisioning applies the same
+/// file); used to re-create the consumer if it has disappeared.
+const CONSUMER_DEFINITION: &str = include_str!("../../nats/jetstream/orders-engine.consumer.json");
+
+/// Binds to the durable ORDERS consumer. If it is missing (deleted, or lost with a stream
+/// leader) it is re-created from its committed definition, which the engine role may do.
+async fn bind_consumer(js: &jetstream::Context) -> Result<PullConsumer, ServiceError> {
+    let setup = |e: async_nats::Error| ServiceError::Setup {
+        what: "consumer ORDERS/engine",
+        source: e,
+    };
+    match js
+        .get_consumer_from_stream(subjects::ENGINE_CONSUMER, subjects::ORDERS_STREAM)
+        .await
+    {
+        Ok(c) => Ok(c),
+        Err(e)
+            if matches!(e.kind(), jetstream::stream::ConsumerErrorKind::JetStream(ref j)
+                if j.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) =>
+        {
+            let config: jetstream::consumer::pull::Config =
+                serde_json::from_str(CONSUMER_DEFINITION).map_err(|e| setup(e.into()))?;
+            error!(
+                "consumer ORDERS/engine is missing: re-creating it from its committed definition"
+            );
+            let stream = js
+                .get_stream(subjects::ORDERS_STREAM)
+                .await
+                .map_err(|e| setup(e.into()))?;
+            stream
+                .get_or_create_consumer(subjects::ENGINE_CONSUMER, config)
+                .await
+                .map_err(|e| setup(e.into()))
+        }
+        Err(e) => Err(setup(e.into())),
+    }
+}
+
+/// [`bind_consumer`], retried with the engine's backoff (the server may be restarting or
+/// electing a leader).
+async fn rebind_consumer(
+    js: &jetstream::Context,
+    cfg: &Config,
+) -> Result<PullConsumer, ServiceError> {
+    (|| bind_consumer(js))
+        .retry(retry::Backoff::from_config(cfg))
+        .notify(|e, delay| retrying("bind consumer", subjects::ENGINE_CONSUMER, e, delay))
+        .await
+}
+
+/// Logs one retry of a JetStream operation (`what` on `about`: a key or a correlation id).
+fn retrying(what: &str, about: &str, error: &dyn std::fmt::Display, delay: Duration) {
+    warn!(
+        operation = what,
+        about,
+        error = %error,
+        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        "JetStream operation failed; retrying"
+    );
+}
+
 fn valid_key(account: &str, client_order_id: &str) -> bool {
     crate::validate::valid_id(account, 32) && crate::validate::valid_id(client_order_id, 64)
 }
@@ -772,31 +959,45 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
 
     tokio::pin!(shutdown);
     let mut stopping = false;
+    let mut consumer = consumer;
+    let js = jetstream::new(client.clone());
+    // A pull ends with messages or the server's 408 within pull_expires_ms; waiting longer than
+    // this for its next item means it is stalled (its server or consumer leader is gone, or the
+    // request was lost in a reconnect).
+    let stall_after = Duration::from_millis(cfg.pull_expires_ms + cfg.consumer_stall_timeout_ms);
     loop {
         // One pull request at a time: at most `pull_batch` queued orders are in this process,
         // and at most max_ack_pending unacked across all engines (server side).
         let mut batch = if stopping {
             None
         } else {
-            Some(
-                consumer
-                    .batch()
-                    .max_messages(cfg.pull_batch)
-                    .expires(Duration::from_millis(cfg.pull_expires_ms))
-                    .messages()
-                    .await
-                    .map_err(|e| ServiceError::Setup {
-                        what: "pull",
-                        source: e.into(),
-                    })?,
-            )
+            match consumer
+                .batch()
+                .max_messages(cfg.pull_batch)
+                .expires(Duration::from_millis(cfg.pull_expires_ms))
+                .messages()
+                .await
+            {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    warn!(error = %e, "pull request failed: re-binding the consumer");
+                    consumer = rebind_consumer(&js, &cfg).await?;
+                    continue;
+                }
+            }
         };
+        let mut rebind = false;
         loop {
             tokio::select! {
-                m = async { match batch.as_mut() { Some(b) => b.next().await, None => std::future::pending().await } } => match m {
-                    Some(Ok(m)) => engine.on_queued(m).await?,
-                    Some(Err(e)) => { warn!(error = %e, "pull error"); break; }
-                    None => break,
+                m = async { match batch.as_mut() { Some(b) => tokio::time::timeout(stall_after, b.next()).await, None => std::future::pending().await } } => match m {
+                    Ok(Some(Ok(m))) => engine.on_queued(m).await?,
+                    Ok(Some(Err(e))) => { warn!(error = %e, "pull ended with an error: re-binding the consumer"); rebind = true; break; }
+                    Ok(None) => break,
+                    Err(_) => {
+                        warn!(stalled_ms = u64::try_from(stall_after.as_millis()).unwrap_or(u64::MAX), "consumer stalled: pull neither delivered nor ended; re-binding the consumer");
+                        rebind = true;
+                        break;
+                    }
                 },
                 Some(m) = submits.next() => engine.on_submit(m).await?,
                 Some(m) = cancels.next() => engine.on_cancel(m, false).await?,
@@ -814,6 +1015,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 }
                 else => break,
             }
+        }
+        if rebind && !stopping {
+            consumer = rebind_consumer(&js, &cfg).await?;
+            info!("consumer re-bound: pulling again");
         }
         if stopping {
             // Serve requests delivered before the drain took effect; each stream ends once the
@@ -839,4 +1044,22 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .map_err(|e| ServiceError::Connect(e.to_string()))?;
     info!("engine stopped cleanly");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The embedded consumer definition (the committed JSON provisioning applies) parses into
+    /// the consumer async-nats would create, with its limits intact.
+    #[test]
+    fn consumer_definition_parses() {
+        let c: jetstream::consumer::pull::Config =
+            serde_json::from_str(CONSUMER_DEFINITION).expect("definition parses");
+        assert_eq!(c.durable_name.as_deref(), Some(subjects::ENGINE_CONSUMER));
+        assert_eq!(c.ack_policy, jetstream::consumer::AckPolicy::Explicit);
+        assert_eq!(c.ack_wait, Duration::from_secs(30));
+        assert_eq!(c.max_ack_pending, 1024);
+        assert_eq!(c.filter_subject, "bridge.v1.orders.queue.>");
+    }
 }
