@@ -3,20 +3,23 @@
 See README.md for the subjects, streams and roles; ``bridge.errors`` for the exception tree.
 """
 
-from bridge.client import BridgeClient, ReportStream
+from bridge.client import BridgeClient, ConnectionEvent, ConnectionState, ReportStream
 from bridge.config import BridgeSettings
 from bridge.errors import (
+    BackpressureError,
     BridgeError,
     ClientClosedError,
     ConnectionFailedError,
     EngineUnavailableError,
     FieldIssue,
     InvalidOrderError,
+    OrderRejectedError,
     OutcomeUnknownError,
     ProtocolError,
     PublishError,
     StreamFullError,
 )
+from bridge.journal import OrderJournal, PendingOrder
 from bridge.models import (
     AckStatus,
     ExecType,
@@ -35,11 +38,14 @@ from bridge.models import (
 
 __all__ = [
     "AckStatus",
+    "BackpressureError",
     "BridgeClient",
     "BridgeError",
     "BridgeSettings",
     "ClientClosedError",
+    "ConnectionEvent",
     "ConnectionFailedError",
+    "ConnectionState",
     "EngineUnavailableError",
     "ExecType",
     "ExecutionReport",
@@ -48,10 +54,13 @@ __all__ = [
     "InvalidOrderError",
     "Order",
     "OrderAck",
+    "OrderJournal",
+    "OrderRejectedError",
     "OrderState",
     "OrderStatus",
     "OrderType",
     "OutcomeUnknownError",
+    "PendingOrder",
     "ProtocolError",
     "PublishError",
     "QueuedOrder",

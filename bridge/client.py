@@ -13,6 +13,13 @@ subscribed the server answers "no responders" at once and ``EngineUnavailableErr
 well before the timeout. Queued orders go to the ORDERS stream with ``Nats-Msg-Id`` set to the
 client order id, so JetStream deduplicates re-sends inside its window and the engine's own
 record of seen orders deduplicates them forever.
+
+Faults: the connection reconnects forever (or ``max_reconnect_attempts`` times) with
+exponential backoff and jitter, re-subscribing by itself; transient failures of an order
+operation are retried with the same ids (``bridge.retry``); the typed errors of
+``bridge.errors`` reach the caller only when retries are exhausted. Connection changes are
+observable: ``bridge.connection_state``, ``bridge.engine_available`` and
+``bridge.on_connection_event(callback)``.
 """
 
 from __future__ import annotations
@@ -20,11 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import inspect
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import nats
 import nats.errors
@@ -32,6 +41,7 @@ import nats.js.errors
 import structlog
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NatsConnection
+from nats.aio.client import Server as NatsServer
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
@@ -39,6 +49,7 @@ from nats.js import JetStreamContext
 from bridge import subjects
 from bridge.config import BridgeSettings
 from bridge.errors import (
+    BackpressureError,
     BridgeError,
     ClientClosedError,
     ConnectionFailedError,
@@ -48,7 +59,9 @@ from bridge.errors import (
     PublishError,
     StreamFullError,
 )
+from bridge.journal import OrderJournal
 from bridge.models import ExecutionReport, Order, OrderAck, OrderState, QueuedOrder
+from bridge.retry import backoff_delay, connect_retrying, request_retrying
 from bridge.v1 import orders_pb2
 
 log = structlog.get_logger("bridge.client")
@@ -58,6 +71,7 @@ _T = TypeVar("_T")
 # JetStream error codes that mean "the stream is at its limits and discard: new refused this".
 _STREAM_FULL_CODES = frozenset({10077})  # JSStreamStoreFailedF: maximum messages/bytes exceeded
 _STREAM_FULL_WORDS = ("maximum messages", "maximum bytes", "resource limits exceeded")
+_JS_UNAVAILABLE = 10008  # JSClusterNotAvailErr: JetStream system temporarily unavailable
 
 
 class _State(enum.Enum):
@@ -65,6 +79,29 @@ class _State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
+
+
+class ConnectionState(enum.Enum):
+    """Where the NATS connection is (``BridgeClient.connection_state``)."""
+
+    DISCONNECTED = "disconnected"  # not opened yet, or closed
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"  # lost; reconnecting with backoff, nothing is sent meanwhile
+    CLOSED = "closed"
+
+
+class ConnectionEvent(enum.Enum):
+    """What ``on_connection_event`` callbacks receive."""
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    RECONNECTED = "reconnected"
+    ENGINE_UNAVAILABLE = "engine_unavailable"  # a request found no engine subscribed
+    ENGINE_AVAILABLE = "engine_available"  # an engine answered again after that
+    CLOSED = "closed"
+
+
+ConnectionListener = Callable[[ConnectionEvent], Awaitable[None] | None]
 
 
 async def flush_ordered(nc: NatsConnection, timeout: float = 5.0) -> None:
@@ -102,16 +139,59 @@ def tls_context(settings: BridgeSettings) -> ssl.SSLContext | None:
 class BridgeClient:
     """Submit orders, await acks and fills, subscribe to execution reports."""
 
-    def __init__(self, settings: BridgeSettings | None = None) -> None:
+    def __init__(
+        self, settings: BridgeSettings | None = None, *, journal: OrderJournal | None = None
+    ) -> None:
+        """``journal``: optional local record of orders sent and their outcomes, so that after
+        a restart of this process ``resubmit_pending()`` can re-send what has no outcome."""
         self._settings = settings or BridgeSettings()
+        self._journal = journal
         self._state = _State.UNOPENED
         self._nc: NatsConnection | None = None
         self._js: JetStreamContext | None = None
         self._inflight: asyncio.Semaphore | None = None
+        self._conn_state = ConnectionState.DISCONNECTED
+        self._engine_available: bool | None = None
+        self._listeners: list[ConnectionListener] = []
 
     @property
     def settings(self) -> BridgeSettings:
         return self._settings
+
+    @property
+    def connection_state(self) -> ConnectionState:
+        return self._conn_state
+
+    @property
+    def engine_available(self) -> bool | None:
+        """False after a request found no engine, True once one answered, None before either."""
+        return self._engine_available
+
+    def on_connection_event(self, listener: ConnectionListener) -> Callable[[], None]:
+        """Call ``listener`` (plain or async) on every ``ConnectionEvent``; returns a function
+        that removes it. A listener that raises is logged and kept."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    async def _emit(self, event: ConnectionEvent) -> None:
+        log.info("bridge.connection_event", connection_event=event.value)
+        for listener in list(self._listeners):
+            try:
+                result = listener(event)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                log.error("bridge.listener_failed", connection_event=event.value, error=repr(exc))
+
+    async def _engine_seen(self, available: bool) -> None:
+        if self._engine_available is available:
+            return
+        was_known = self._engine_available is not None
+        self._engine_available = available
+        if not available:
+            await self._emit(ConnectionEvent.ENGINE_UNAVAILABLE)
+        elif was_known:
+            await self._emit(ConnectionEvent.ENGINE_AVAILABLE)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -128,34 +208,70 @@ class BridgeClient:
         await self.close()
 
     async def connect(self) -> None:
-        """Connect to NATS with mTLS and the role's NKey. A client is opened once."""
+        """Connect to NATS with mTLS and the role's NKey. A client is opened once.
+
+        The first connection is retried with backoff until ``connect_deadline_ms``; refused
+        credentials or certificates are not retried. ``ConnectionFailedError`` if it fails.
+        """
         if self._state is not _State.UNOPENED:
             raise ClientClosedError(f"client is {self._state.value}; create a new BridgeClient")
         s = self._settings
-        seed = s.nkey_seed.get_secret_value() if s.nkey_seed is not None else None
         try:
-            self._nc = await nats.connect(
-                servers=[u.strip() for u in s.nats_url.split(",") if u.strip()],
-                name=s.client_name,
-                tls=tls_context(s),
-                tls_hostname=None,
-                nkeys_seed=str(s.nkey_seed_file) if s.nkey_seed_file else None,
-                nkeys_seed_str=seed,
-                inbox_prefix=s.inbox_prefix,
-                connect_timeout=max(1, s.connect_timeout_ms // 1000),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                error_cb=self._on_error,
-                disconnected_cb=self._on_disconnected,
-                reconnected_cb=self._on_reconnected,
-            )
+            async for attempt in connect_retrying(s, _connect_error_is_transient):
+                with attempt:
+                    self._nc = await self._open()
         except (TimeoutError, OSError, ssl.SSLError, nats.errors.Error) as exc:
             self._state = _State.CLOSED
+            self._conn_state = ConnectionState.CLOSED
             raise ConnectionFailedError(f"cannot connect to {s.nats_url}: {exc!r}") from exc
+        assert self._nc is not None
+        # Connected: from now on nats-py reconnects by itself, paced by _reconnect_to(). The
+        # first connect ran with reconnects off so that tenacity, not nats-py's fixed-wait
+        # loop, governs it.
+        self._nc.options["allow_reconnect"] = True
         self._js = self._nc.jetstream(timeout=s.publish_timeout_ms / 1000)
         self._inflight = asyncio.Semaphore(s.max_inflight)
         self._state = _State.OPEN
+        self._conn_state = ConnectionState.CONNECTED
         log.info("bridge.connected", servers=s.nats_url, client_name=s.client_name)
+        await self._emit(ConnectionEvent.CONNECTED)
+
+    async def _open(self) -> NatsConnection:
+        s = self._settings
+        seed = s.nkey_seed.get_secret_value() if s.nkey_seed is not None else None
+        return await nats.connect(
+            servers=[u.strip() for u in s.nats_url.split(",") if u.strip()],
+            name=s.client_name,
+            tls=tls_context(s),
+            tls_hostname=None,
+            nkeys_seed=str(s.nkey_seed_file) if s.nkey_seed_file else None,
+            nkeys_seed_str=seed,
+            inbox_prefix=s.inbox_prefix,
+            connect_timeout=max(1, s.connect_timeout_ms // 1000),
+            allow_reconnect=False,
+            max_reconnect_attempts=s.max_reconnect_attempts,
+            reconnect_to_server_handler=self._reconnect_to,
+            ping_interval=max(1, s.ping_interval_ms // 1000),
+            max_outstanding_pings=2,
+            error_cb=self._on_error,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+            closed_cb=self._on_closed,
+        )
+
+    def _reconnect_to(
+        self, servers: list[NatsServer], _info: dict[str, Any]
+    ) -> tuple[NatsServer | None, float]:
+        """nats-py's reconnect hook: the least-tried server, after the backoff delay."""
+        target = min(servers, key=lambda srv: srv.reconnects)
+        delay = backoff_delay(self._settings, target.reconnects)
+        log.info(
+            "bridge.reconnecting",
+            server=target.uri.netloc,
+            attempt=target.reconnects + 1,
+            delay_s=round(delay, 3),
+        )
+        return target, delay
 
     async def close(self) -> None:
         """Drain subscriptions and close. Idempotent."""
@@ -173,17 +289,49 @@ class BridgeClient:
             raise ClientClosedError(f"client is {self._state.value}; use it inside `async with`")
         return self._nc
 
+    def _connected(self, client_order_id: str, correlation_id: str) -> NatsConnection:
+        """The connection, if it is up: while it is down nothing is sent (not even buffered)."""
+        nc = self._conn()
+        if not nc.is_connected:
+            raise ConnectionFailedError(
+                f"NATS connection is {self._conn_state.value}; nothing was sent",
+                client_order_id=client_order_id,
+                correlation_id=correlation_id,
+            )
+        return nc
+
     async def _on_error(self, exc: Exception) -> None:
         log.error("bridge.nats_error", error=str(exc))
 
     async def _on_disconnected(self) -> None:
         if self._state is _State.CLOSING:
             log.debug("bridge.disconnected", reason="closed by the application")
-        else:
-            log.warning("bridge.disconnected")
+            return
+        if self._state is not _State.OPEN:
+            return  # a failed first-connect attempt
+        log.warning("bridge.disconnected")
+        self._conn_state = ConnectionState.RECONNECTING
+        await self._emit(ConnectionEvent.DISCONNECTED)
 
     async def _on_reconnected(self) -> None:
-        log.info("bridge.reconnected")
+        self._conn_state = ConnectionState.CONNECTED
+        await self._emit(ConnectionEvent.RECONNECTED)
+
+    async def _on_closed(self) -> None:
+        if self._state in (_State.OPEN, _State.CLOSING):
+            if self._state is _State.OPEN:
+                # Not asked for: max_reconnect_attempts ran out.
+                log.error("bridge.connection_closed", reason="reconnect attempts exhausted")
+                self._state = _State.CLOSED
+            self._conn_state = ConnectionState.CLOSED
+            await self._emit(ConnectionEvent.CLOSED)
+
+    async def _with_retries(self, what: str, op: Callable[[], Awaitable[_T]]) -> _T:
+        """``op`` under the retry policy of ``bridge.retry`` (same ids on every attempt)."""
+        async for attempt in request_retrying(self._settings, what):
+            with attempt:
+                return await op()
+        raise AssertionError("unreachable: tenacity re-raises the last error")
 
     # -- synchronous request-reply -----------------------------------------------------------
 
@@ -198,7 +346,7 @@ class BridgeClient:
         timeout: float | None,
     ) -> _T:
         """One request-reply round trip; the engine's answer decoded by ``answer``."""
-        nc = self._conn()
+        nc = self._connected(client_order_id, correlation_id)
         wait = timeout if timeout is not None else self._settings.request_timeout_ms / 1000
         headers = {
             subjects.HEADER_CORRELATION_ID: correlation_id,
@@ -209,6 +357,7 @@ class BridgeClient:
                 subject, msg.SerializeToString(), timeout=wait, headers=headers
             )
         except nats.errors.NoRespondersError as exc:
+            await self._engine_seen(False)
             raise EngineUnavailableError(
                 f"no engine is serving {subject}",
                 client_order_id=client_order_id,
@@ -226,6 +375,7 @@ class BridgeClient:
                 client_order_id=client_order_id,
                 correlation_id=correlation_id,
             ) from exc
+        await self._engine_seen(True)
         return answer(reply.data)
 
     async def submit(
@@ -233,19 +383,30 @@ class BridgeClient:
     ) -> OrderAck:
         """Send an urgent order and wait for the engine's ack (ACCEPTED or REJECTED).
 
-        ACCEPTED means the engine recorded the order durably before answering. Raises
-        ``EngineUnavailableError`` at once when no engine listens, ``OutcomeUnknownError``
-        when the answer does not arrive in time.
+        ACCEPTED means the engine recorded the order durably before answering. Transient
+        failures are retried with the same client order id (a re-sent order is answered with
+        its original ack, ``duplicate=True``). When retries run out: ``EngineUnavailableError``
+        (no engine listens), ``ConnectionFailedError`` (NATS down; nothing sent) or
+        ``OutcomeUnknownError`` (sent, unanswered: resolve it with ``status()``).
         """
         cid = correlation_id or new_correlation_id()
-        ack = await self._request(
-            subjects.SUBMIT,
-            order.to_proto(),
-            _answer(orders_pb2.OrderAck, OrderAck.from_proto, order.client_order_id, cid),
-            client_order_id=order.client_order_id,
-            correlation_id=cid,
-            timeout=timeout,
+        if self._journal is not None:
+            self._journal.record([order], route="submit")
+        request = order.to_proto()
+        decode = _answer(orders_pb2.OrderAck, OrderAck.from_proto, order.client_order_id, cid)
+        ack = await self._with_retries(
+            "submit",
+            lambda: self._request(
+                subjects.SUBMIT,
+                request,
+                decode,
+                client_order_id=order.client_order_id,
+                correlation_id=cid,
+                timeout=timeout,
+            ),
         )
+        if self._journal is not None:
+            self._journal.resolve({order.client_order_id: f"ack:{ack.status.value}"})
         log.debug(
             "bridge.ack",
             client_order_id=order.client_order_id,
@@ -260,31 +421,41 @@ class BridgeClient:
     ) -> OrderAck:
         """Ask the engine to cancel a resting order; the ack says whether it did."""
         cid = new_correlation_id()
-        return await self._request(
-            subjects.CANCEL,
-            orders_pb2.CancelRequest(account=account, client_order_id=client_order_id),
-            _answer(orders_pb2.OrderAck, OrderAck.from_proto, client_order_id, cid),
-            client_order_id=client_order_id,
-            correlation_id=cid,
-            timeout=timeout,
+        return await self._with_retries(
+            "cancel",
+            lambda: self._request(
+                subjects.CANCEL,
+                orders_pb2.CancelRequest(account=account, client_order_id=client_order_id),
+                _answer(orders_pb2.OrderAck, OrderAck.from_proto, client_order_id, cid),
+                client_order_id=client_order_id,
+                correlation_id=cid,
+                timeout=timeout,
+            ),
         )
 
     async def status(
         self, account: str, client_order_id: str, *, timeout: float | None = None
     ) -> OrderState:
-        """The engine's record of an order (``found=False`` if it never reached the engine)."""
+        """The engine's record of an order (``found=False`` if it never reached the engine).
+
+        This is how an ``OutcomeUnknownError`` is resolved: the answer comes from the engine's
+        durable journal, which every engine sharing the deployment reads.
+        """
         cid = new_correlation_id()
 
         def state(m: orders_pb2.OrderStatusReply) -> OrderState:
             return OrderState.from_proto(account, client_order_id, m)
 
-        return await self._request(
-            subjects.STATUS,
-            orders_pb2.OrderStatusRequest(account=account, client_order_id=client_order_id),
-            _answer(orders_pb2.OrderStatusReply, state, client_order_id, cid),
-            client_order_id=client_order_id,
-            correlation_id=cid,
-            timeout=timeout,
+        return await self._with_retries(
+            "status",
+            lambda: self._request(
+                subjects.STATUS,
+                orders_pb2.OrderStatusRequest(account=account, client_order_id=client_order_id),
+                _answer(orders_pb2.OrderStatusReply, state, client_order_id, cid),
+                client_order_id=client_order_id,
+                correlation_id=cid,
+                timeout=timeout,
+            ),
         )
 
     # -- asynchronous JetStream queueing -----------------------------------------------------
@@ -297,51 +468,128 @@ class BridgeClient:
     async def enqueue_batch(
         self, orders: Sequence[Order], *, correlation_id: str | None = None
     ) -> list[QueuedOrder]:
-        """Queue orders, pipelined (at most ``max_inflight`` unacknowledged), in input order.
+        """Queue orders, pipelined (at most ``max_inflight`` unconfirmed), in input order.
 
-        Every order is published with ``Nats-Msg-Id`` = its client order id. Raises
-        ``StreamFullError`` / ``PublishError`` naming the first order JetStream refused, or
-        ``OutcomeUnknownError`` when acks did not arrive; earlier orders of the batch may be
-        stored. Re-sending the whole batch is always safe: a client order id cannot create a
-        second order (JetStream's duplicate window, then the engine's own record).
+        Every order is published with ``Nats-Msg-Id`` = its client order id; transient
+        failures are retried per order with the same id. At most ``max_inflight`` publishes
+        (of all callers) are unconfirmed at once: a caller waits for a slot up to
+        ``backpressure_wait_ms``, then gets ``BackpressureError``. After the first failure no
+        further order of the batch is sent, and the first failure is raised
+        (``StreamFullError``, ``BackpressureError``, ``PublishError``, ``OutcomeUnknownError``,
+        ``ConnectionFailedError``), naming its order; earlier orders may be stored. Re-sending
+        the whole batch is always safe: a client order id cannot create a second order
+        (JetStream's duplicate window, then the engine's own record).
         """
         self._conn()
-        js, inflight = self._js, self._inflight
-        assert js is not None
+        inflight = self._inflight
         assert inflight is not None
         cid = correlation_id or new_correlation_id()
+        if self._journal is not None:
+            self._journal.record(orders, route="queue")
+        tasks: list[asyncio.Task[QueuedOrder]] = []
+        failure: BridgeError | None = None
+        try:
+            for order in orders:
+                if any(t.done() and not t.cancelled() and t.exception() for t in tasks):
+                    break  # stop sending after the first failure
+                try:
+                    await self._acquire_slot(inflight, order.client_order_id, cid)
+                except BackpressureError as exc:
+                    failure = exc
+                    break
+                tasks.append(asyncio.create_task(self._publish_queued(inflight, order, cid)))
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
+        queued: list[QueuedOrder] = []
+        outcomes: dict[str, str] = {}
+        for result in results:
+            if isinstance(result, QueuedOrder):
+                queued.append(result)
+                outcomes[result.client_order_id] = "queued"
+            elif failure is None:
+                failure = _as_bridge_error(result)
+            if isinstance(result, StreamFullError) and result.client_order_id:
+                outcomes[result.client_order_id] = "refused:stream_full"
+        if self._journal is not None:
+            self._journal.resolve(outcomes)
+        if failure is not None:
+            raise failure
+        return queued
+
+    async def _acquire_slot(
+        self, inflight: asyncio.Semaphore, client_order_id: str, correlation_id: str
+    ) -> None:
+        """Backpressure: wait for one of ``max_inflight`` slots, or raise."""
+        wait_ms = self._settings.backpressure_wait_ms
+        try:
+            if wait_ms == 0 and inflight.locked():
+                raise TimeoutError
+            async with asyncio.timeout(wait_ms / 1000 if wait_ms else None):
+                await inflight.acquire()
+        except TimeoutError:
+            raise BackpressureError(
+                f"max_inflight={self._settings.max_inflight} queued publishes are awaiting "
+                f"JetStream acks and none completed within backpressure_wait_ms={wait_ms}; "
+                "the order was not sent",
+                client_order_id=client_order_id,
+                correlation_id=correlation_id,
+            ) from None
+
+    async def _publish_queued(
+        self, inflight: asyncio.Semaphore, order: Order, correlation_id: str
+    ) -> QueuedOrder:
+        """One order to ORDERS, retried on transient failures; releases its slot at the end."""
+        try:
+            return await self._with_retries(
+                "enqueue", lambda: self._publish_once(order, correlation_id)
+            )
+        finally:
+            inflight.release()
+
+    async def _publish_once(self, order: Order, correlation_id: str) -> QueuedOrder:
+        js = self._js
+        assert js is not None
+        self._connected(order.client_order_id, correlation_id)
         wait = self._settings.publish_timeout_ms / 1000
-
-        async def publish(order: Order) -> nats.js.api.PubAck:
-            headers = {
-                subjects.HEADER_MSG_ID: order.client_order_id,
-                subjects.HEADER_CORRELATION_ID: cid,
-                subjects.HEADER_SCHEMA: "bridge.v1.NewOrder",
-            }
-            async with inflight:  # backpressure: at most max_inflight unconfirmed publishes
-                return await js.publish(
-                    subjects.queue(order.account),
-                    order.to_proto().SerializeToString(),
-                    timeout=wait,
-                    headers=headers,
-                )
-
+        headers = {
+            subjects.HEADER_MSG_ID: order.client_order_id,
+            subjects.HEADER_CORRELATION_ID: correlation_id,
+            subjects.HEADER_SCHEMA: "bridge.v1.NewOrder",
+        }
         # Not nats-py's publish_async: in 2.16 a JetStream error reply (e.g. stream full) is
         # raised inside its reply handler and the order's future never resolves.
-        results = await asyncio.gather(*(publish(o) for o in orders), return_exceptions=True)
-        queued: list[QueuedOrder] = []
-        for order, result in zip(orders, results, strict=True):
-            if isinstance(result, BaseException):
-                raise _publish_failure(result, order.client_order_id, cid, wait) from result
-            queued.append(
-                QueuedOrder.model_construct(
-                    client_order_id=order.client_order_id,
-                    stream=result.stream,
-                    seq=result.seq,
-                    duplicate=bool(result.duplicate),
-                )
+        try:
+            ack = await js.publish(
+                subjects.queue(order.account),
+                order.to_proto().SerializeToString(),
+                timeout=wait,
+                headers=headers,
             )
-        return queued
+        except Exception as exc:
+            raise _publish_failure(exc, order.client_order_id, correlation_id, wait) from exc
+        return QueuedOrder.model_construct(
+            client_order_id=order.client_order_id,
+            stream=ack.stream,
+            seq=ack.seq,
+            duplicate=bool(ack.duplicate),
+        )
+
+    async def resubmit_pending(self) -> tuple[list[OrderAck], list[QueuedOrder]]:
+        """Re-send, by their original route and ids, the journal's orders without an outcome.
+
+        For after a restart of this process: orders that did reach the engine are answered as
+        duplicates (``OrderAck.duplicate`` / ``QueuedOrder.duplicate`` or the engine's record)
+        and are not executed twice. Raises like ``submit``/``enqueue_batch``.
+        """
+        if self._journal is None:
+            raise BridgeError("resubmit_pending() needs BridgeClient(..., journal=...)")
+        pending = self._journal.pending()
+        acks = [await self.submit(p.order) for p in pending if p.route == "submit"]
+        queued = await self.enqueue_batch([p.order for p in pending if p.route == "queue"])
+        return acks, queued
 
     # -- publish-subscribe of execution reports ---------------------------------------------
 
@@ -360,12 +608,31 @@ class BridgeClient:
 
 
 class ReportStream:
-    """An open subscription to execution reports; iterate it with ``async for``."""
+    """An open subscription to execution reports; iterate it with ``async for``.
+
+    Each exec id is yielded once: an engine that crashed and replays its last reports
+    re-publishes them with the same exec ids (JetStream stores them once, but live
+    subscribers see every publish), and the stream drops those repeats. ``duplicates`` counts
+    them.
+    """
 
     def __init__(self, client: BridgeClient, subject: str) -> None:
         self._client = client
         self.subject = subject
         self._sub: Subscription | None = None
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen_limit = client.settings.report_buffer
+        self.duplicates = 0
+
+    def _first_time(self, report: ExecutionReport) -> bool:
+        if report.exec_id in self._seen:
+            self.duplicates += 1
+            log.info("bridge.duplicate_report_dropped", exec_id=report.exec_id)
+            return False
+        self._seen[report.exec_id] = None
+        if len(self._seen) > self._seen_limit:
+            self._seen.popitem(last=False)
+        return True
 
     async def __aenter__(self) -> Self:
         nc = self._client._conn()
@@ -394,14 +661,20 @@ class ReportStream:
         if self._sub is None:
             raise ClientClosedError("use `async with bridge.reports(...)` before iterating")
         async for msg in self._sub.messages:
-            yield _decode_report(msg)
+            report = _decode_report(msg)
+            if self._first_time(report):
+                yield report
 
     async def next(self, timeout: float) -> ExecutionReport:
-        """The next report, or ``asyncio.TimeoutError`` after ``timeout`` seconds."""
+        """The next report, or ``TimeoutError`` after ``timeout`` seconds."""
         if self._sub is None:
             raise ClientClosedError("use `async with bridge.reports(...)` first")
-        msg = await self._sub.next_msg(timeout=timeout)
-        return _decode_report(msg)
+        sub = self._sub
+        async with asyncio.timeout(timeout):
+            while True:
+                report = _decode_report(await sub.next_msg(timeout=None))
+                if self._first_time(report):
+                    return report
 
 
 def _decode(
@@ -438,15 +711,34 @@ def _decode_report(msg: Msg) -> ExecutionReport:
     return _decode(msg.data, orders_pb2.ExecutionReport, ExecutionReport.from_proto, None, None)
 
 
+def _as_bridge_error(exc: BaseException) -> BridgeError:
+    if isinstance(exc, BridgeError):
+        return exc
+    raise exc
+
+
+def _connect_error_is_transient(exc: BaseException) -> bool:
+    """Retry the first connect on unreachable/refused sockets and timeouts, not on
+    certificate or authorization failures (a retry cannot fix those)."""
+    if isinstance(exc, ssl.SSLError | nats.errors.AuthorizationError):
+        return False
+    if isinstance(exc, nats.errors.Error) and "authorization" in str(exc).lower():
+        return False
+    return isinstance(exc, OSError | TimeoutError | nats.errors.Error)
+
+
 def _publish_failure(
     exc: BaseException, client_order_id: str, correlation_id: str, wait: float
 ) -> BridgeError:
     """Maps a failed JetStream publish to the bridge's error tree."""
     if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        # 503: no stream server answered: not provisioned, or (cluster) no leader right now.
         return PublishError(
-            "no JetStream stream answered for the ORDERS subject (not provisioned?)",
+            "no JetStream stream answered for the ORDERS subject (leader election in "
+            "progress, or the stream is not provisioned)",
             client_order_id=client_order_id,
             correlation_id=correlation_id,
+            transient=True,
         )
     if isinstance(exc, nats.js.errors.APIError):
         description = (exc.description or "").lower()
@@ -459,6 +751,8 @@ def _publish_failure(
             client_order_id=client_order_id,
             correlation_id=correlation_id,
             err_code=exc.err_code,
+            # 503 / "temporarily unavailable": the stream is between leaders.
+            transient=not full and (exc.code == 503 or exc.err_code == _JS_UNAVAILABLE),
         )
     if isinstance(exc, nats.errors.Error | asyncio.TimeoutError):
         return OutcomeUnknownError(

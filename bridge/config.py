@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -43,6 +44,30 @@ class BridgeSettings(BaseSettings):
     )
     client_name: str = Field(default="bridge-orchestrator", description="Name shown by the server.")
     connect_timeout_ms: int = Field(default=2000, gt=0, description="Per-attempt connect timeout.")
+    connect_deadline_ms: int = Field(
+        default=10000, gt=0, description="How long the first connect keeps retrying (backoff)."
+    )
+    reconnect_initial_delay_ms: int = Field(
+        default=50, ge=0, description="Backoff: first delay after a failed (re)connect or request."
+    )
+    reconnect_max_delay_ms: int = Field(default=2000, ge=0, description="Backoff: delay cap.")
+    reconnect_jitter_ms: int = Field(
+        default=100, ge=0, description="Backoff: uniform random extra delay, up to this."
+    )
+    max_reconnect_attempts: int = Field(
+        default=-1,
+        ge=-1,
+        description="Consecutive failed reconnects before giving up; -1 = never give up.",
+    )
+    ping_interval_ms: int = Field(
+        default=5000, gt=0, description="Client PINGs; 2 unanswered ones trigger a reconnect."
+    )
+    retry_max_attempts: int = Field(
+        default=3, ge=1, description="Attempts of one order operation (1 = no retry)."
+    )
+    retry_deadline_ms: int = Field(
+        default=10000, gt=0, description="Retries of one operation stop after this long."
+    )
     request_timeout_ms: int = Field(
         default=2000, gt=0, description="How long submit/cancel/status wait for the engine."
     )
@@ -52,9 +77,23 @@ class BridgeSettings(BaseSettings):
     max_inflight: int = Field(
         default=1024, gt=0, description="Queued publishes awaiting a JetStream ack at once."
     )
+    backpressure_wait_ms: int = Field(
+        default=5000,
+        ge=0,
+        description="How long a queued publish waits for an in-flight slot before "
+        "BackpressureError (0 = fail at once).",
+    )
     report_buffer: int = Field(
         default=65536, gt=0, description="Execution reports buffered per subscription."
     )
+
+    @model_validator(mode="after")
+    def _check_retry_knobs(self) -> Self:
+        if self.max_reconnect_attempts == 0:
+            raise ValueError("max_reconnect_attempts must be -1 (never give up) or at least 1")
+        if self.reconnect_initial_delay_ms > self.reconnect_max_delay_ms:
+            raise ValueError("reconnect_initial_delay_ms must not exceed reconnect_max_delay_ms")
+        return self
 
     @classmethod
     def settings_customise_sources(

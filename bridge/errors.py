@@ -6,16 +6,27 @@
     ├── InvalidOrderError        (also ValueError) input failed validation before anything was sent;
     │                            .errors lists (field, rule, message)
     ├── ClientClosedError        the client was used before ``async with`` or after it closed
-    ├── ConnectionFailedError    NATS unreachable, TLS handshake or authorization refused
-    ├── EngineUnavailableError   no engine is subscribed: NATS answered "no responders" at once
+    ├── ConnectionFailedError    NATS unreachable: the connect failed (refused, TLS handshake,
+    │                            authorization) or the connection is down and did not come back
+    │                            within the retry deadline. Nothing was sent.
+    ├── EngineUnavailableError   no engine is subscribed: NATS answered "no responders" at once.
+    │                            Nothing was delivered, so re-sending later is safe.
     ├── OutcomeUnknownError      a request timed out after it was sent: the order may or may not
-    │                            exist; resolve with ``BridgeClient.status()``, never assume
+    │                            exist. Resolve it with ``BridgeClient.status()`` (or re-send the
+    │                            same order: it is answered with the original ack); never assume
+    ├── BackpressureError        ``max_inflight`` queued publishes were unconfirmed and no slot
+    │                            freed within ``backpressure_wait_ms``. The order was NOT sent.
     ├── PublishError             JetStream refused or did not confirm a queued order
     │   └── StreamFullError      ORDERS is at its limits (discard: new): the order was NOT stored
+    ├── OrderRejectedError       the engine rejected the order (``OrderAck.raise_for_status()``):
+    │                            reason, field errors and the engine's text
     └── ProtocolError            the engine answered with something that is not a valid message
 
-A rejected order is not an exception: the engine's ``OrderAck`` carries ``status=REJECTED`` with
-a reason and field errors. Errors that concern one order carry its ``client_order_id`` and the
+Transient errors (timeouts, no responders, a connection that is down) are retried by the client
+with the same client order id before they reach the caller; see ``bridge.retry``. A rejection is
+an answer, not a failure: ``submit`` returns the ``OrderAck`` (``status=REJECTED``, reason, field
+errors) and ``ack.raise_for_status()`` turns it into ``OrderRejectedError`` for callers who
+prefer exceptions. Every error that concerns one order carries its ``client_order_id`` and the
 ``correlation_id`` of the request, so a log line can be joined with the engine's.
 """
 
@@ -89,8 +100,16 @@ class OutcomeUnknownError(BridgeError):
     """The request was sent but no answer arrived in time; query the order's status."""
 
 
+class BackpressureError(BridgeError):
+    """Too many queued publishes are unconfirmed; this order was not sent. Slow down or retry."""
+
+
 class PublishError(BridgeError):
-    """JetStream did not store the queued order (see the message for the server's reason)."""
+    """JetStream did not store the queued order (see the message for the server's reason).
+
+    ``transient`` is true when a re-send may succeed (e.g. the stream had no responder while
+    its leader was being elected); the client retries those itself.
+    """
 
     def __init__(
         self,
@@ -99,13 +118,32 @@ class PublishError(BridgeError):
         client_order_id: str | None = None,
         correlation_id: str | None = None,
         err_code: int | None = None,
+        transient: bool = False,
     ) -> None:
         super().__init__(message, client_order_id=client_order_id, correlation_id=correlation_id)
         self.err_code = err_code
+        self.transient = transient
 
 
 class StreamFullError(PublishError):
     """The ORDERS stream is full (discard: new): this order was refused, older ones are kept."""
+
+
+class OrderRejectedError(BridgeError):
+    """The engine rejected the order; ``reason`` and ``errors`` say why (nothing executed)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        errors: Sequence[FieldIssue] = (),
+        client_order_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(message, client_order_id=client_order_id, correlation_id=correlation_id)
+        self.reason = reason
+        self.errors = tuple(errors)
 
 
 class ProtocolError(BridgeError):

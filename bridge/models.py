@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from bridge.errors import FieldIssue, InvalidOrderError
+from bridge.errors import FieldIssue, InvalidOrderError, OrderRejectedError
 from bridge.v1 import common_pb2, orders_pb2
 
 MAX_SCALE = 8
@@ -316,6 +316,18 @@ class OrderAck(_Model):
     @property
     def accepted(self) -> bool:
         return self.status is AckStatus.ACCEPTED
+
+    def raise_for_status(self, correlation_id: str | None = None) -> Self:
+        """Returns the ack if ACCEPTED, else raises ``OrderRejectedError`` with the reason."""
+        if self.accepted:
+            return self
+        raise OrderRejectedError(
+            f"order rejected: {self.reason.value}: {self.text or 'no detail'}",
+            reason=self.reason.value,
+            errors=[FieldIssue(e.field, e.rule, e.message) for e in self.field_errors],
+            client_order_id=self.client_order_id,
+            correlation_id=correlation_id,
+        )
 
     @classmethod
     def from_proto(cls, msg: orders_pb2.OrderAck) -> OrderAck:

@@ -1,0 +1,111 @@
+"""Every retry and backoff decision of the client, in one place.
+
+Backoff (same formula and knob names as the engine's ``engine-rs/src/retry.rs``): the n-th
+consecutive failure (n = 0, 1, ...) waits ::
+
+    min(reconnect_max_delay_ms, reconnect_initial_delay_ms * 2**n) + uniform(0, reconnect_jitter_ms)
+
+It paces NATS reconnects (nats-py's reconnect hook), the initial connect and request retries.
+
+What is retried (``is_transient``), always with the same client order id / ``Nats-Msg-Id``, so a
+retry can never create a second order:
+
+* the engine did not answer in time (``OutcomeUnknownError`` from a timeout): a re-send of the
+  same order is answered with the original ack if the first one arrived;
+* no engine is subscribed (``EngineUnavailableError``, NATS "no responders", e.g. mid-restart);
+* JetStream did not confirm, or its stream had no responder (503) (``OutcomeUnknownError``,
+  ``PublishError`` with ``transient=True``);
+* the NATS connection is down (``ConnectionFailedError``; nothing was sent).
+
+Never retried: validation (``InvalidOrderError``), a full stream (``StreamFullError``), an
+engine rejection, authorization or permission errors, protocol errors, a closed client.
+Retries stop after ``retry_max_attempts`` attempts or once ``retry_deadline_ms`` has passed
+since the first attempt; the last error is raised.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+)
+
+from bridge.config import BridgeSettings
+from bridge.errors import (
+    ConnectionFailedError,
+    EngineUnavailableError,
+    OutcomeUnknownError,
+    PublishError,
+)
+
+
+def backoff_delay(settings: BridgeSettings, failures: int) -> float:
+    """Seconds to wait after ``failures`` + 1 consecutive failures (``failures`` >= 0)."""
+    base = settings.reconnect_initial_delay_ms << min(failures, 32)
+    capped = min(settings.reconnect_max_delay_ms, base)
+    jitter = random.uniform(0, settings.reconnect_jitter_ms)  # not crypto: spreads reconnects
+    return (capped + jitter) / 1000
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures a re-send of the same order id may cure (see the module docstring)."""
+    if isinstance(exc, PublishError):
+        return exc.transient
+    return isinstance(exc, OutcomeUnknownError | EngineUnavailableError | ConnectionFailedError)
+
+
+log = structlog.get_logger("bridge.retry")
+
+
+def _log_retry(what: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "bridge.retrying",
+            operation=what,
+            attempt=state.attempt_number,
+            retry_in_s=round(state.upcoming_sleep, 3),
+            error=str(exc),
+            client_order_id=getattr(exc, "client_order_id", None),
+            correlation_id=getattr(exc, "correlation_id", None),
+        )
+
+    return before_sleep
+
+
+def request_retrying(settings: BridgeSettings, what: str) -> AsyncRetrying:
+    """The policy for one order operation (submit, enqueue, cancel, status)."""
+    return AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(settings.retry_max_attempts)
+        | stop_after_delay(settings.retry_deadline_ms / 1000),
+        wait=lambda state: backoff_delay(settings, state.attempt_number - 1),
+        before_sleep=_log_retry(what),
+        reraise=True,
+    )
+
+
+def connect_retrying(
+    settings: BridgeSettings, retry_on: Callable[[BaseException], bool]
+) -> AsyncRetrying:
+    """The policy of the initial connect: same backoff, bounded by ``connect_deadline_ms`` and,
+    if set, ``max_reconnect_attempts``."""
+    stop: Any = stop_after_delay(settings.connect_deadline_ms / 1000)
+    if settings.max_reconnect_attempts > 0:
+        stop = stop | stop_after_attempt(settings.max_reconnect_attempts + 1)
+    return AsyncRetrying(
+        retry=retry_if_exception(retry_on),
+        stop=stop,
+        wait=lambda state: backoff_delay(settings, state.attempt_number - 1),
+        before_sleep=_log_retry("connect"),
+        reraise=True,
+    )
+
