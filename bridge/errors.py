@@ -34,6 +34,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bridge.models import QueuedOrder
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,8 @@ class BridgeError(Exception):
         super().__init__(message)
         self.client_order_id = client_order_id
         self.correlation_id = correlation_id
+        # Set when ``enqueue_batch`` fails: the orders of the batch JetStream did store.
+        self.queued: tuple[QueuedOrder, ...] = ()
 
     def __str__(self) -> str:
         base = super().__str__()

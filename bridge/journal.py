@@ -92,12 +92,14 @@ class OrderJournal:
         rows: Iterable[tuple[str, bytes]] = self._db.execute(
             "SELECT route, payload FROM orders WHERE outcome IS NULL ORDER BY recorded_ns, rowid"
         )
-        out: list[PendingOrder] = []
-        for route, payload in rows:
-            msg = orders_pb2.NewOrder()
-            msg.ParseFromString(payload)
-            out.append(PendingOrder(order=Order.from_proto(msg), route=_route(route)))
-        return out
+        return [PendingOrder(_decode(payload), _route(route)) for route, payload in rows]
+
+    def entries(self) -> list[tuple[Order, Route, str | None]]:
+        """Every recorded order with its route and outcome (None = pending), oldest first."""
+        rows: Iterable[tuple[str, bytes, str | None]] = self._db.execute(
+            "SELECT route, payload, outcome FROM orders ORDER BY recorded_ns, rowid"
+        )
+        return [(_decode(payload), _route(route), outcome) for route, payload, outcome in rows]
 
     def outcomes(self) -> dict[str, str | None]:
         """Every recorded client order id and its outcome (None = pending)."""
@@ -105,6 +107,12 @@ class OrderJournal:
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _decode(payload: bytes) -> Order:
+    msg = orders_pb2.NewOrder()
+    msg.ParseFromString(payload)
+    return Order.from_proto(msg)
 
 
 def _route(value: str) -> Route:

@@ -132,3 +132,34 @@ def engine(nats_server: ServerHandle, tmp_path: Path) -> Iterator[EngineProcess]
 def settings(nats_server: ServerHandle) -> BridgeSettings:
     """Orchestrator settings for the module's server (short timeouts keep failures quick)."""
     return client_settings(nats_server, request_timeout_ms=5000)
+
+
+@pytest.fixture
+def fresh_server(dev_creds: DevCredentials, tmp_path: Path) -> Iterator[LocalNatsServer]:
+    """A provisioned nats-server of its own, for tests that kill, pause or reconfigure it."""
+    server = LocalNatsServer(dev_creds, name="bridge-fault", log_file=tmp_path / "nats.log")
+    with server:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, _provision(server.handle)).result(timeout=30)
+        yield server
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what the fault-injection tests measured (tests/faults/harness.py)."""
+    from tests.faults.harness import RESULTS
+
+    if not RESULTS:
+        return
+    tr = terminalreporter
+    tr.section("fault injection: orders sent / acked / lost / duplicated, recovery")
+    tr.write_line(
+        f"{'fault':<44} {'sent':>6} {'acked':>6} {'lost':>5} {'dup':>4} {'over':>5} "
+        f"{'refused':>7} {'recovery_s':>10}  notes"
+    )
+    for r in RESULTS:
+        rec = f"{r.recovery_s:.3f}" if r.recovery_s is not None else "-"
+        notes = ", ".join(f"{k}={v}" for k, v in r.notes.items())
+        tr.write_line(
+            f"{r.fault:<44} {r.sent:>6} {r.acked:>6} {r.lost:>5} {r.duplicated:>4} "
+            f"{r.overfilled:>5} {r.refused:>7} {rec:>10}  {notes}"
+        )

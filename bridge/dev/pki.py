@@ -213,6 +213,12 @@ def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def _usages(client: bool) -> list[x509.ObjectIdentifier]:
+    if client:
+        return [ExtendedKeyUsageOID.CLIENT_AUTH]
+    return [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+
+
 def issue_cert(
     directory: Path,
     name: str,
@@ -224,7 +230,8 @@ def issue_cert(
 ) -> tuple[Path, Path]:
     """Issue a leaf ``<directory>/<name>.pem`` + ``<name>-key.pem`` signed by the given CA.
 
-    ``client=True`` gives a clientAuth certificate, otherwise serverAuth. ``hosts`` become
+    ``client=True`` gives a clientAuth certificate, otherwise serverAuth + clientAuth (a
+    cluster node also dials its peers' routes with it, under mutual TLS). ``hosts`` become
     subjectAltName entries (IP addresses or DNS names); CN is ``name``. Overwrites.
     """
     cert_path, key_path = _pem_paths(directory, name)
@@ -233,7 +240,7 @@ def issue_cert(
     key = ec.generate_private_key(ec.SECP256R1())
     now = _now()
     not_after = min(now + LEAF_VALIDITY, issuer.not_valid_after_utc)
-    eku = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    eku = _usages(client)
     builder = (
         x509.CertificateBuilder()
         .subject_name(
@@ -264,7 +271,7 @@ def issue_cert(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([eku]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
@@ -340,8 +347,7 @@ def _leaf_usable(
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         return False
-    wanted = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-    if wanted not in eku:
+    if any(usage not in eku for usage in _usages(client)):
         return False
     if hosts:
         try:

@@ -155,9 +155,11 @@ def connect_options(creds: DevCredentials, role: str) -> dict[str, object]:
 
 
 async def connect_as(url: str, creds: DevCredentials, role: str, **extra: Any) -> Client:
-    """Connect to ``url`` as ``role`` (:func:`connect_options` plus ``extra`` kwargs)."""
+    """Connect to ``url`` (comma-separated for a cluster) as ``role`` (:func:`connect_options`
+    plus ``extra`` kwargs)."""
     nc = Client()
-    await nc.connect(url, **{**connect_options(creds, role), **extra})
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    await nc.connect(servers=servers, **{**connect_options(creds, role), **extra})
     return nc
 
 
@@ -199,9 +201,15 @@ class LocalNatsServer:
         store_dir: Path | None = None,
         name: str = "bridge-dev",
         log_file: Path | None = None,
+        config_file: Path | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
+        """``config_file`` defaults to :func:`server_config_file`; ``extra_env`` adds variables
+        it needs (e.g. a cluster node's, see ``bridge.dev.cluster``)."""
         self.creds = creds
         self.name = name
+        self._config_file = config_file
+        self._extra_env = dict(extra_env or {})
         self._port = port
         self._http_port = http_port
         self._res = _Resources()
@@ -246,6 +254,7 @@ class LocalNatsServer:
                 store_dir=str(self.store_dir),
                 name=self.name,
             ),
+            **self._extra_env,
         }
         binary = nats_server_binary()
         # nats-server names the file after its argv[0]: <name>_<pid>.ports
@@ -253,7 +262,7 @@ class LocalNatsServer:
         cmd = [
             str(binary),
             "-c",
-            str(server_config_file()),
+            str(self._config_file or server_config_file()),
             "--ports_file_dir",
             str(self._run_dir),
         ]
@@ -341,10 +350,23 @@ class LocalNatsServer:
             proc.kill()
             proc.wait()
 
+    def pause(self) -> None:
+        """SIGSTOP the server: it keeps its sockets but answers nothing (a hung node)."""
+        proc = self._res.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        proc = self._res.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)
+
     def _terminate(self, timeout: float) -> None:
         proc = self._res.proc
         if proc is None or proc.poll() is not None:
             return
+        proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
         proc.terminate()
         try:
             proc.wait(timeout=timeout)

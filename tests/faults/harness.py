@@ -1,0 +1,248 @@
+"""Shared machinery of the fault-injection tests: order flows, the ledger check, the report.
+
+Every fault test ends with :func:`verify`, which reads the durable EXECUTIONS stream (not a
+live subscription, which a reconnect could have interrupted) and counts, for the orders whose
+publish or submit was acknowledged: lost (no final report), duplicated (more than one final
+report, or an exec id stored twice), over-filled (cum qty above order qty). The test then
+asserts lost = duplicated = over-filled = 0 and records the figures, which
+``pytest_terminal_summary`` (tests/conftest.py) prints as the fault-injection table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import nats.errors
+from nats.js.api import DeliverPolicy
+
+from bridge import (
+    BridgeClient,
+    BridgeError,
+    Order,
+    OrderType,
+    Side,
+    StreamFullError,
+    TimeInForce,
+    subjects,
+)
+from bridge.dev.server import ServerHandle, connect_as
+from bridge.models import decimal_from_proto
+from bridge.v1 import orders_pb2
+
+FINAL = {
+    orders_pb2.ORDER_STATUS_FILLED,
+    orders_pb2.ORDER_STATUS_CANCELED,
+    orders_pb2.ORDER_STATUS_REJECTED,
+    orders_pb2.ORDER_STATUS_EXPIRED,
+}
+
+
+@dataclass
+class FaultResult:
+    """One row of the fault-injection table."""
+
+    fault: str
+    sent: int = 0
+    acked: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    overfilled: int = 0
+    refused: int = 0
+    recovery_s: float | None = None
+    notes: dict[str, object] = field(default_factory=dict)
+
+
+RESULTS: list[FaultResult] = []
+
+
+def new_account(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}".upper()
+
+
+def order_flow(account: str, count: int, seed: int) -> list[Order]:
+    """``count`` orders that each reach a final state: market and IOC limit, both sides."""
+    rng = random.Random(seed)
+    orders: list[Order] = []
+    for i in range(count):
+        side = Side.BUY if rng.random() < 0.5 else Side.SELL
+        qty = Decimal(rng.choice((1, 5, 10, 25, 50)))
+        if rng.random() < 0.5:
+            o = Order(
+                client_order_id=f"f{i}-{uuid.uuid4().hex[:10]}",
+                account=account,
+                symbol="AAPL",
+                side=side,
+                order_type=OrderType.MARKET,
+                quantity=qty,
+                time_in_force=TimeInForce.IOC,
+            )
+        else:
+            offset = Decimal(rng.randint(-3, 3)) / 100
+            o = Order(
+                client_order_id=f"f{i}-{uuid.uuid4().hex[:10]}",
+                account=account,
+                symbol="AAPL",
+                side=side,
+                order_type=OrderType.LIMIT,
+                quantity=qty,
+                limit_price=Decimal("190.00") + offset,
+                time_in_force=TimeInForce.IOC,
+            )
+        orders.append(o)
+    return orders
+
+
+async def stored_reports(
+    handle: ServerHandle, account: str, timeout: float = 60
+) -> list[orders_pb2.ExecutionReport]:
+    """Every report EXECUTIONS holds for ``account`` (the durable record), read to its end."""
+    nc = await connect_as(handle.url, handle.creds, "operator")
+    out: list[orders_pb2.ExecutionReport] = []
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(subjects.EXECUTIONS_STREAM)
+        if not info.state.messages:
+            return out
+        sub = await js.subscribe(
+            subjects.executions_for_account(account),
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    try:
+                        m = await sub.next_msg(timeout=2)
+                    except TimeoutError:
+                        break  # nothing (more) for this account
+                    out.append(orders_pb2.ExecutionReport.FromString(m.data))
+                    if m.metadata.num_pending == 0:
+                        break
+        finally:
+            await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return out
+
+
+def finals_by_order(reports: Sequence[orders_pb2.ExecutionReport]) -> Counter[str]:
+    return Counter(r.client_order_id for r in reports if r.order_status in FINAL)
+
+
+async def wait_for_finals(
+    handle: ServerHandle, account: str, ids: set[str], timeout: float
+) -> list[orders_pb2.ExecutionReport]:
+    """Poll the durable stream until every order of ``ids`` has a final report."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reports = await stored_reports(handle, account)
+        except (nats.errors.Error, TimeoutError, OSError):
+            # The cluster may still be electing leaders after a fault (503): read again.
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+            continue
+        missing = ids - set(finals_by_order(reports))
+        if not missing:
+            return reports
+        if time.monotonic() > deadline:
+            return reports  # verify() reports what is missing
+        await asyncio.sleep(0.5)  # polling interval of a durable store, not a synchronisation
+
+
+def verify(
+    result: FaultResult,
+    orders: Sequence[Order],
+    acked: set[str],
+    reports: Sequence[orders_pb2.ExecutionReport],
+) -> FaultResult:
+    """Fill in lost / duplicated / over-filled from the stored reports and record the row."""
+    finals = finals_by_order(reports)
+    exec_ids = Counter(r.exec_id for r in reports)
+    qty = {o.client_order_id: o.quantity for o in orders}
+    cum: dict[str, Decimal] = defaultdict(Decimal)
+    for r in reports:
+        cum[r.client_order_id] = max(cum[r.client_order_id], decimal_from_proto(r.cum_qty))
+    result.acked = len(acked)
+    result.lost = sum(1 for cid in acked if finals[cid] == 0)
+    result.duplicated = sum(1 for n in finals.values() if n > 1) + sum(
+        1 for n in exec_ids.values() if n > 1
+    )
+    result.overfilled = sum(1 for cid, c in cum.items() if cid in qty and c > qty[cid])
+    unknown = {r.client_order_id for r in reports} - set(qty)
+    result.notes["reports"] = len(reports)
+    if unknown:
+        result.notes["unknown_orders"] = len(unknown)
+    RESULTS.append(result)
+    return result
+
+
+def assert_clean(result: FaultResult) -> None:
+    assert (result.lost, result.duplicated, result.overfilled) == (0, 0, 0), result
+    assert "unknown_orders" not in result.notes, result
+
+
+class Publisher:
+    """Queues ``orders`` with ``workers`` concurrent callers, one order per call, recording
+    when each JetStream ack arrived (to measure publish gaps during a fault). Like a real
+    orchestrator it re-sends an order that failed transiently, a bounded number of times:
+    re-sending the same client order id is safe by design."""
+
+    def __init__(self, bridge: BridgeClient, orders: Sequence[Order], workers: int = 8) -> None:
+        self.bridge = bridge
+        self.orders = list(orders)
+        self.workers = workers
+        self.acked: set[str] = set()
+        self.refused: set[str] = set()
+        self.ack_times: list[float] = []
+        self.errors: Counter[str] = Counter()
+
+    async def run(self) -> None:
+        todo = iter(self.orders)
+        await asyncio.gather(*(self._worker(todo) for _ in range(self.workers)))
+
+    async def _worker(self, todo: Iterator[Order]) -> None:
+        for order in todo:
+            await self._one(order)
+
+    async def _one(self, order: Order) -> None:
+        for _ in range(30):
+            try:
+                await self.bridge.enqueue(order)
+            except StreamFullError:
+                self.refused.add(order.client_order_id)
+                return
+            except BridgeError as exc:
+                self.errors[type(exc).__name__] += 1
+                continue
+            self.acked.add(order.client_order_id)
+            self.ack_times.append(time.monotonic())
+            return
+        raise AssertionError(f"{order.client_order_id} not acked after 30 attempts")
+
+    def acked_count(self) -> int:
+        return len(self.acked)
+
+    def max_gap(self, since: float) -> float:
+        """The longest interval without any publish ack, from ``since`` to the last ack."""
+        times = sorted(t for t in self.ack_times if t >= since)
+        points = [since, *times]
+        return max((b - a for a, b in itertools.pairwise(points)), default=0.0)
+
+
+async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait (bounded) until ``predicate()`` holds; it watches state other tasks update."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.01)

@@ -1,0 +1,84 @@
+"""kill -9 and restart of a single nats-server (file store, fsync always) mid-run.
+
+The client and the engine reconnect with backoff and resume by themselves (subscriptions,
+the pull consumer); no order whose publish was acknowledged is lost, none is executed twice.
+The client's connection listener sees DISCONNECTED then RECONNECTED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge import BridgeClient, ConnectionEvent, ConnectionState
+from bridge.dev.engine import EngineProcess, client_settings
+from bridge.dev.server import LocalNatsServer
+from tests.faults.harness import (
+    FaultResult,
+    Publisher,
+    assert_clean,
+    new_account,
+    order_flow,
+    until,
+    verify,
+    wait_for_finals,
+)
+
+pytestmark = pytest.mark.integration
+
+ORDERS = 2000
+
+
+async def test_server_killed_and_restarted_mid_run_loses_no_acked_order(
+    fresh_server: LocalNatsServer, tmp_path: Path
+) -> None:
+    handle = fresh_server.handle
+    account = new_account("SK")
+    orders = order_flow(account, ORDERS, seed=7)
+    settings = client_settings(handle, request_timeout_ms=2000, publish_timeout_ms=2000)
+    events: list[ConnectionEvent] = []
+    engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
+    try:
+        async with BridgeClient(settings) as bridge:
+            bridge.on_connection_event(events.append)
+            publisher = Publisher(bridge, orders)
+            publishing = asyncio.create_task(publisher.run())
+            await until(lambda: publisher.acked_count() >= ORDERS // 4, 60, "a quarter acked")
+            fresh_server.kill()
+            killed_at = time.monotonic()
+            await asyncio.to_thread(fresh_server.start)
+            restarted_at = time.monotonic()
+            await until(
+                lambda: any(t > restarted_at for t in publisher.ack_times)
+                and bridge.connection_state is ConnectionState.CONNECTED,
+                60,
+                "a publish acked after the restart",
+            )
+            await publishing
+            first_ack_after = min(t for t in publisher.ack_times if t > restarted_at)
+            reports = await wait_for_finals(handle, account, publisher.acked, timeout=120)
+    finally:
+        code = engine.stop()
+    result = verify(
+        FaultResult(
+            "nats-server kill -9 + restart (single node)",
+            sent=ORDERS,
+            recovery_s=first_ack_after - killed_at,
+            notes={
+                "server_down_s": round(restarted_at - killed_at, 3),
+                "publish_gap_s": round(publisher.max_gap(killed_at - 1), 3),
+                "client_retries": dict(publisher.errors),
+            },
+        ),
+        orders,
+        publisher.acked,
+        reports,
+    )
+    assert code == 0, engine.log_tail()
+    assert result.acked == ORDERS
+    assert_clean(result)
+    assert ConnectionEvent.DISCONNECTED in events
+    assert events.index(ConnectionEvent.RECONNECTED) > events.index(ConnectionEvent.DISCONNECTED)
