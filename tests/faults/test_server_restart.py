@@ -2,7 +2,8 @@
 
 The client and the engine reconnect with backoff and resume by themselves (subscriptions,
 the pull consumer); no order whose publish was acknowledged is lost, none is executed twice.
-The client's connection listener sees DISCONNECTED then RECONNECTED.
+The client's connection listener sees DISCONNECTED then RECONNECTED, and a report subscription
+opened before the crash keeps delivering after it.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ async def test_server_killed_and_restarted_mid_run_loses_no_acked_order(
     events: list[ConnectionEvent] = []
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
     try:
-        async with BridgeClient(settings) as bridge:
+        async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
             bridge.on_connection_event(events.append)
             publisher = Publisher(bridge, orders)
             publishing = asyncio.create_task(publisher.run())
@@ -59,6 +60,13 @@ async def test_server_killed_and_restarted_mid_run_loses_no_acked_order(
             )
             await publishing
             first_ack_after = min(t for t in publisher.ack_times if t > restarted_at)
+            # The subscription opened before the crash was re-established by the client itself:
+            # it delivers the reports of the run's last order.
+            last = orders[-1].client_order_id
+            async with asyncio.timeout(60):
+                while (report := await stream.next(timeout=60)).client_order_id != last:
+                    pass
+            assert report.client_order_id == last
             reports = await wait_for_finals(handle, account, publisher.acked, timeout=120)
     finally:
         code = engine.stop()
