@@ -604,13 +604,19 @@ impl Engine {
         if let Intake::Accepted(live, valid) = intake {
             self.execute(*live, &valid, &cid).await?;
         }
-        // Acking twice is harmless, so the ack is retried like the journal writes.
-        (|| msg.double_ack())
-            .retry(self.backoff())
-            .notify(|e, delay| retrying("ack queued order", &cid, e, delay))
-            .await
-            .map_err(ServiceError::Publish)?;
+        self.ack_queued(&msg, &cid).await;
         Ok(())
+    }
+
+    /// Acks a queued message whose order is journaled and reported, without waiting for the
+    /// server's confirmation. If the ack is lost (e.g. the server restarted and no longer knows
+    /// this delivery; such an ack is never answered) the message is redelivered after the
+    /// consumer's ack_wait, finds the order's record and is answered as a duplicate: a lost ack
+    /// delays the message's removal but can never re-execute the order.
+    async fn ack_queued(&self, msg: &jetstream::Message, correlation_id: &str) {
+        if let Err(e) = msg.ack().await {
+            warn!(correlation_id, error = %e, "ack of a queued order not sent; a redelivery will be answered as a duplicate");
+        }
     }
 
     /// Cancel: here if the order rests in this engine's book, else forwarded to its owner.

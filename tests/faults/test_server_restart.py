@@ -21,8 +21,10 @@ from tests.faults.harness import (
     FaultResult,
     Publisher,
     assert_clean,
+    finals_by_order,
     new_account,
     order_flow,
+    stored_reports,
     until,
     verify,
     wait_for_finals,
@@ -63,10 +65,16 @@ async def test_server_killed_and_restarted_mid_run_loses_no_acked_order(
             # The subscription opened before the crash was re-established by the client itself:
             # it delivers the reports of the run's last order.
             last = orders[-1].client_order_id
-            async with asyncio.timeout(60):
-                while (report := await stream.next(timeout=60)).client_order_id != last:
-                    pass
-            assert report.client_order_id == last
+            try:
+                async with asyncio.timeout(60):
+                    while (await stream.next(timeout=60)).client_order_id != last:
+                        pass
+            except TimeoutError:
+                stored = finals_by_order(await stored_reports(handle, account))
+                raise AssertionError(
+                    f"no live report for {last} (stored finals: {len(stored)}, of it: "
+                    f"{stored[last]}); engine log:\n{engine.log_tail(60)}"
+                ) from None
             reports = await wait_for_finals(handle, account, publisher.acked, timeout=120)
     finally:
         code = engine.stop()
