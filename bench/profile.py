@@ -71,3 +71,18 @@ QUICK = Profile(
     grpc=Budget(warmup=100, count=2000, seconds=1.0),
     tcp=Budget(warmup=100, count=2000, seconds=1.0),
 )
+
+
+def scenario_ids(profile: Profile, loops: list[str]) -> list[str]:
+    """Every result id a run of ``profile`` under ``loops`` produces, in order."""
+    ids = [f"baseline.a1.nats_request.{loop}" for loop in loops]
+    ids += ["baseline.a2.js_answered.asyncio", "baseline.b.js_publish"]
+    ids += ["bridge.queued.publish", "bridge.engine.drain"]
+    for loop in loops:
+        ids += [f"bridge.sync.ack.{loop}", f"bridge.sync.fill.{loop}"]
+        ids.append(f"bridge.sync.ack_b2b.{loop}")
+    ids += [f"bridge.queued.open_loop.{rate}" for rate in profile.open_rates]
+    ids += ["baseline.c.grpc_aio", "baseline.c.grpc_blocking"]
+    ids += [f"baseline.d.tcp_tls.{loop}" for loop in loops]
+    ids.append("baseline.d.tcp_plain.asyncio")
+    return ids

@@ -33,8 +33,8 @@ from rich.console import Console
 from bench import baselines, bridge_paths, report
 from bench.environment import describe
 from bench.measure import Result
-from bench.procs import RustServer
-from bench.profile import FULL, QUICK, Profile
+from bench.procs import BenchError, RustServer
+from bench.profile import FULL, QUICK, Profile, scenario_ids
 from bridge import subjects
 from bridge.dev.pki import DevCredentials, default_root, ensure_dev_credentials
 from bridge.dev.provision import provision
@@ -281,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException:
         console.print(f"[red]benchmark failed; server stores and logs kept in {work}[/red]")
         raise
+    missing = set(scenario_ids(profile, bench.loops)) - {r.id for r in results}
+    if missing:
+        raise BenchError(f"scenarios without a result: {sorted(missing)}")
     goals = report.targets(results)
     meta: dict[str, Any] = {
         **describe(),
