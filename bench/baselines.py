@@ -18,6 +18,7 @@ server with the committed ``nats/server.conf`` (same roles and permissions).
 from __future__ import annotations
 
 import asyncio
+import os
 import struct
 import time
 from pathlib import Path
@@ -151,7 +152,7 @@ async def js_publish_answered(
         count=count,
         seconds=meter.wall_s,
         rate=count / meter.wall_s,
-        notes="durable: file storage, fsync always",
+        notes="durable (file, fsync)",
     )
     res.add_costs(meter, count)
     return res
@@ -196,7 +197,7 @@ async def grpc_aio(
         count=count,
         seconds=meter.wall_s,
         rate=count / meter.wall_s,
-        notes="HTTP/2, mutual TLS, not durable",
+        notes="not durable",
     )
     res.add_costs(meter, count)
     return res
@@ -233,7 +234,7 @@ def grpc_blocking(
         count=count,
         seconds=meter.wall_s,
         rate=count / meter.wall_s,
-        notes="HTTP/2, mutual TLS, not durable",
+        notes="not durable",
     )
     res.add_costs(meter, count)
     return res
@@ -294,7 +295,45 @@ async def tcp_ping_pong(
         count=count,
         seconds=meter.wall_s,
         rate=count / meter.wall_s,
-        notes="length-prefixed frames, not durable",
+        notes="not durable",
     )
     res.add_costs(meter, count)
     return res
+
+
+def disk_fsync(directory: Path, budget: Budget) -> Result:
+    """Context, not a transport: one 512-byte append + fsync on the filesystem of the JetStream
+    stores, the unit of work every durable write waits for (``sync_interval: always``)."""
+    hist = new_histogram()
+    block = b"\0" * 512
+    count = 0
+    fd = os.open(directory / "fsync-probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(budget.warmup):
+            os.write(fd, block)
+            os.fsync(fd)
+        with CpuMeter({}) as meter:
+            deadline = time.perf_counter() + budget.seconds
+            for _ in range(budget.count):
+                t0 = time.perf_counter_ns()
+                os.write(fd, block)
+                os.fsync(fd)
+                record_ns(hist, time.perf_counter_ns() - t0)
+                count += 1
+                if time.perf_counter() > deadline:
+                    break
+    finally:
+        os.close(fd)
+        (directory / "fsync-probe").unlink(missing_ok=True)
+    return Result(
+        id="context.disk_fsync",
+        label="(ctx) disk: 512 B append + fsync",
+        group="baseline",
+        kind="latency",
+        loop="-",
+        histogram=hist,
+        count=count,
+        seconds=meter.wall_s,
+        rate=count / meter.wall_s,
+        notes="what each JetStream write waits for",
+    )

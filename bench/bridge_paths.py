@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import time
-from collections.abc import AsyncIterator
+import timeit
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from decimal import Decimal
 from pathlib import Path
@@ -37,9 +38,12 @@ from bridge import (
     TimeInForce,
     subjects,
 )
+from bridge.client import new_correlation_id
 from bridge.config import BridgeSettings
 from bridge.dev.engine import EngineProcess, client_settings
 from bridge.dev.server import ServerHandle, connect_as
+from bridge.models import OrderAck
+from bridge.v1 import orders_pb2
 
 SYMBOL = "BENCH"
 SYNC_ACCOUNT = "BENCH"
@@ -179,7 +183,7 @@ async def publish_raw(handle: ServerHandle, budget: Budget, payload: bytes, run:
         count=count,
         seconds=meter.wall_s,
         rate=count / meter.wall_s if meter.wall_s > 0 else None,
-        notes="same payload, Nats-Msg-Id per message, 1024 in flight",
+        notes="Nats-Msg-Id each, 1024 in flight",
         extra={"errors": errors},
     )
     res.add_costs(meter, count)
@@ -209,7 +213,7 @@ async def enqueue_throughput(handle: ServerHandle, budget: Budget, run: str) -> 
         count=count,
         seconds=meter.wall_s,
         rate=count / meter.wall_s if meter.wall_s > 0 else None,
-        notes=f"batches of {ENQUEUE_CHUNK}, max_inflight 1024",
+        notes=f"batches of {ENQUEUE_CHUNK}, 1024 in flight",
     )
     res.add_costs(meter, count)
     await purge_orders(handle)
@@ -266,13 +270,14 @@ async def drain(handle: ServerHandle, engine: Engine, queued: int, timeout: floa
         rate=done / seconds if seconds > 0 else None,
         peer_cpu_us=engine_cpu * 1e6 / done if done else None,
         nats_cpu_us=None,
-        notes=f"'engine ready' -> last final report; {done}/{queued} final",
+        notes=f"ready -> last final report, {done}/{queued} final",
         extra={"queued": queued, "nats_server_cpu_s_total": round(nats_cpu, 3)},
     )
     if done:
         res.nats_cpu_us = nats_cpu * 1e6 / done
     if done < queued:
         await asyncio.to_thread(engine.restart_empty)
+        res.extra["engine_restarted_after"] = True
     return res
 
 
@@ -347,18 +352,14 @@ async def open_loop(
     unfinished = n - done
     res = Result(
         id=f"bridge.queued.open_loop.{rate}",
-        label=f"queued: order -> final report, {rate}/s offered",
+        label=f"queued: order -> final, {rate}/s offered",
         group="bridge",
         kind="latency",
         histogram=hist,
         count=n,
         seconds=seconds,
         rate=n / ((published_ns - start) / 1e9),
-        notes=(
-            "all final"
-            if unfinished == 0
-            else f"{unfinished} not final after +{grace:.1f}s: lower bounds, backlog purged"
-        ),
+        notes=("all final" if unfinished == 0 else f"{unfinished}/{n} not final: lower bounds"),
         extra={
             "offered_per_s": rate,
             "published_per_s": round(n / ((published_ns - start) / 1e9), 1),
@@ -371,6 +372,7 @@ async def open_loop(
     res.add_costs(meter, n)
     if unfinished:
         await asyncio.to_thread(engine.restart_empty)
+        res.extra["engine_restarted_after"] = True
     return res
 
 
@@ -424,14 +426,14 @@ async def sync_isolated(
             id=f"bridge.sync.ack.{loop}",
             label="sync: submit -> ack",
             histogram=ack_h,
-            notes="engine idle; ack after its KV journal write (fsync)",
+            notes="idle engine; durable (KV, fsync)",
             **common,  # type: ignore[arg-type]
         ),
         Result(
             id=f"bridge.sync.fill.{loop}",
             label="sync: submit -> first fill report",
             histogram=fill_h,
-            notes="engine idle; TRADE report via reports()",
+            notes="idle engine; via reports()",
             **common,  # type: ignore[arg-type]
         ),
     ]
@@ -443,9 +445,7 @@ async def sync_back_to_back(
     """submit -> ack with the next order sent as soon as the ack arrives (no report
     subscription): the engine may still be publishing/journaling the previous order.
     Python, engine and nats-server CPU per order are measured over this loop."""
-    build0 = time.process_time()
     orders = make_orders(f"{run}{loop[0]}b", budget.warmup + budget.count)
-    build_us = (time.process_time() - build0) * 1e6 / len(orders)
     hist = new_histogram()
     async with BridgeClient(settings_for(handle)) as bridge:
         for order in orders[: budget.warmup]:
@@ -472,11 +472,83 @@ async def sync_back_to_back(
         count=count,
         seconds=meter.wall_s,
         rate=count / meter.wall_s if meter.wall_s > 0 else None,
-        notes="waits for the engine to finish the previous order",
-        extra={"order_model_build_us": round(build_us, 2)},
+        notes="queues behind the previous order",
+        extra=client_codec_us(run),
     )
     res.add_costs(meter, count)
     return res
+
+
+async def raw_request_to_engine(
+    handle: ServerHandle, engine: Engine, budget: Budget, run: str
+) -> Result:
+    """Diagnostic: the back-to-back loop without ``BridgeClient``: plain nats-py requests with
+    pre-serialized NewOrders (no headers) to the same engine. The difference to the bridge's
+    back-to-back row is the client library; the difference to (a1) is the engine's work."""
+    orders = make_orders(f"{run}r", budget.warmup + budget.count)
+    payloads = [o.to_proto().SerializeToString() for o in orders]
+    hist = new_histogram()
+    count = 0
+    nc = await connect_as(handle.url, handle.creds, "orchestrator")
+    try:
+        for p in payloads[: budget.warmup]:
+            await nc.request(subjects.SUBMIT, p, timeout=REPLY_TIMEOUT)
+        with CpuMeter({"peer": engine.pid, "nats": _pid(handle)}) as meter:
+            deadline = time.perf_counter() + budget.seconds
+            for p in payloads[budget.warmup :]:
+                t0 = time.perf_counter_ns()
+                await nc.request(subjects.SUBMIT, p, timeout=REPLY_TIMEOUT)
+                record_ns(hist, time.perf_counter_ns() - t0)
+                count += 1
+                if time.perf_counter() > deadline:
+                    break
+    finally:
+        await nc.close()
+    res = Result(
+        id="bridge.diag.raw_request_engine.asyncio",
+        label="diag: raw nats-py request -> engine, back to back",
+        group="bridge",
+        kind="latency",
+        histogram=hist,
+        count=count,
+        seconds=meter.wall_s,
+        rate=count / meter.wall_s if meter.wall_s > 0 else None,
+        notes="no BridgeClient, no headers",
+    )
+    res.add_costs(meter, count)
+    return res
+
+
+def client_codec_us(run: str, n: int = 2000) -> dict[str, float]:
+    """Pure-Python work ``submit`` adds per order (no I/O), mean microseconds: building the
+    Order model, Order -> NewOrder bytes, a correlation id, OrderAck bytes -> model."""
+    orders = make_orders(f"{run}c", n)
+    ack = orders_pb2.OrderAck(
+        client_order_id=orders[0].client_order_id,
+        account=SYNC_ACCOUNT,
+        engine_order_id="engine-1-1784000000000000000",
+        status=orders_pb2.ACK_STATUS_ACCEPTED,
+        order_status=orders_pb2.ORDER_STATUS_PENDING_NEW,
+        ack_time_unix_ns=time.time_ns(),
+        engine_id="engine-1",
+    ).SerializeToString()
+
+    def decode() -> OrderAck:
+        msg = orders_pb2.OrderAck()
+        msg.ParseFromString(ack)
+        return OrderAck.from_proto(msg)
+
+    def mean_us(fn: Callable[[], object]) -> float:
+        return timeit.timeit(fn, number=n) * 1e6 / n
+
+    return {
+        "order_model_build_us": round(mean_us(lambda: make_orders(f"{run}m", 1)), 2),
+        "to_proto_serialize_us": round(
+            mean_us(lambda: orders[0].to_proto().SerializeToString()), 2
+        ),
+        "correlation_id_us": round(mean_us(new_correlation_id), 2),
+        "ack_decode_us": round(mean_us(decode), 2),
+    }
 
 
 def _pid(handle: ServerHandle) -> int:

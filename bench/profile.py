@@ -34,6 +34,7 @@ class Profile:
     open_seconds: float
     open_grace: float
     """After the last intended send, how long final reports are awaited before the level ends."""
+    fsync: Budget
     nats_echo: Budget
     js_echo: Budget
     grpc: Budget
@@ -50,6 +51,7 @@ FULL = Profile(
     open_rates=(250, 1000, 5000),
     open_seconds=2.0,
     open_grace=4.0,
+    fsync=Budget(warmup=20, count=1000, seconds=2.0),
     nats_echo=Budget(warmup=1000, count=20000, seconds=4.0),
     js_echo=Budget(warmup=100, count=3000, seconds=6.0),
     grpc=Budget(warmup=1000, count=20000, seconds=4.0),
@@ -66,6 +68,7 @@ QUICK = Profile(
     open_rates=(250, 1000),
     open_seconds=0.5,
     open_grace=1.5,
+    fsync=Budget(warmup=10, count=200, seconds=0.5),
     nats_echo=Budget(warmup=100, count=2000, seconds=1.0),
     js_echo=Budget(warmup=20, count=300, seconds=1.0),
     grpc=Budget(warmup=100, count=2000, seconds=1.0),
@@ -75,12 +78,14 @@ QUICK = Profile(
 
 def scenario_ids(profile: Profile, loops: list[str]) -> list[str]:
     """Every result id a run of ``profile`` under ``loops`` produces, in order."""
-    ids = [f"baseline.a1.nats_request.{loop}" for loop in loops]
+    ids = ["context.disk_fsync"]
+    ids += [f"baseline.a1.nats_request.{loop}" for loop in loops]
     ids += ["baseline.a2.js_answered.asyncio", "baseline.b.js_publish"]
     ids += ["bridge.queued.publish", "bridge.engine.drain"]
     for loop in loops:
         ids += [f"bridge.sync.ack.{loop}", f"bridge.sync.fill.{loop}"]
         ids.append(f"bridge.sync.ack_b2b.{loop}")
+    ids.append("bridge.diag.raw_request_engine.asyncio")
     ids += [f"bridge.queued.open_loop.{rate}" for rate in profile.open_rates]
     ids += ["baseline.c.grpc_aio", "baseline.c.grpc_blocking"]
     ids += [f"baseline.d.tcp_tls.{loop}" for loop in loops]

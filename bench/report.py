@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: render to a file
 import matplotlib.pyplot as plt
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -187,12 +188,13 @@ def _lat(value: float | None) -> str:
 
 def render(console: Console, results: Sequence[Result], goals: Sequence[Target]) -> None:
     lat = Table(
-        title="Latency (ms; closed loop, one request at a time, unless 'offered')",
+        title="Latency in ms (closed loop, one at a time, unless 'offered'); CPU in us per op",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
     )
     for col in ("scenario", "loop", "n", "p50", "p90", "p99", "p99.9", "max"):
         lat.add_column(col, justify="left" if col in ("scenario", "loop") else "right")
-    for col in ("py CPU us/op", "Rust CPU us/op", "nats CPU us/op", "Rust RSS MB", "notes"):
+    for col in ("py CPU", "Rust CPU", "nats CPU", "Rust RSS MB", "notes"):
         lat.add_column(col, justify="left" if col == "notes" else "right")
     for r in results:
         if r.kind != "latency":
@@ -210,10 +212,10 @@ def render(console: Console, results: Sequence[Result], goals: Sequence[Target])
             escape(r.notes),
         )
     console.print(lat)
-    thr = Table(title="Throughput", title_justify="left")
-    for col in ("scenario", "n", "seconds", "per second", "py CPU us/op", "Rust CPU us/op"):
+    thr = Table(title="Throughput; CPU in us per order", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("scenario", "n", "seconds", "per second", "py CPU", "Rust CPU"):
         thr.add_column(col, justify="left" if col == "scenario" else "right")
-    thr.add_column("nats CPU us/op", justify="right")
+    thr.add_column("nats CPU", justify="right")
     thr.add_column("Rust RSS MB", justify="right")
     thr.add_column("notes")
     for r in results:
@@ -231,7 +233,7 @@ def render(console: Console, results: Sequence[Result], goals: Sequence[Target])
             escape(r.notes),
         )
     console.print(thr)
-    tgt = Table(title="Targets", title_justify="left")
+    tgt = Table(title="Targets", title_justify="left", box=box.SIMPLE_HEAD)
     for col in ("target", "measured", "goal", "result", "numbers"):
         tgt.add_column(col, justify="right" if col == "measured" else "left")
     for t in goals:
@@ -276,6 +278,7 @@ PLOTTED: tuple[tuple[str, str], ...] = (
     ("baseline.c.grpc_blocking", "(c') gRPC blocking stub/tonic"),
     ("baseline.d.tcp_tls.asyncio", "(d) TCP+mTLS ping-pong/tokio"),
     ("bridge.queued.open_loop.250", "bridge queued order->final, open loop 250/s"),
+    ("context.disk_fsync", "(context) disk: 512 B append + fsync"),
 )
 _TICKS = ((1.0, "0%"), (10.0, "90%"), (100.0, "99%"), (1000.0, "99.9%"), (10000.0, "99.99%"))
 
@@ -304,7 +307,8 @@ def write_plot(path: Path, results: Sequence[Result], title: str) -> None:
             ys,
             label=f"{label} (n={r.count})",
             linewidth=2.2 if bridge else 1.4,
-            linestyle="-" if bridge else "--",
+            linestyle="-" if bridge else (":" if rid.startswith("context") else "--"),
+            color="black" if rid.startswith("context") else None,
         )
     ax.set_xscale("log")
     ax.set_yscale("log")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import sys
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 from bench import baselines, bridge_paths, report
 from bench.environment import describe
@@ -39,6 +41,7 @@ from bridge import subjects
 from bridge.dev.pki import DevCredentials, default_root, ensure_dev_credentials
 from bridge.dev.provision import provision
 from bridge.dev.server import REPO_ROOT, LocalNatsServer, ServerHandle, connect_as
+from bridge.logs import configure_logging
 
 T = TypeVar("T")
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -123,6 +126,8 @@ class Bench:
 
     def nats_baselines(self) -> list[Result]:
         p, out = self.profile, []
+        self.step("context: disk append + fsync")
+        out.append(baselines.disk_fsync(self.work, p.fsync))
         with _server(self.creds, self.work, "bench-baseline") as server:
             handle = server.handle
             run_async(_provision(handle, drop_executions=True))
@@ -196,6 +201,12 @@ class Bench:
                             loop,
                         )
                     )
+                self.step("diagnostic: raw nats-py requests -> engine, back to back")
+                engine_rows.append(
+                    run_async(
+                        bridge_paths.raw_request_to_engine(handle, engine, p.sync_b2b, self.run_id)
+                    )
+                )
                 for rate in p.open_rates:
                     self.step(f"bridge queued path, open loop at {rate}/s")
                     engine_rows.append(
@@ -209,8 +220,6 @@ class Bench:
                 engine.stop()
             for r in engine_rows:
                 r.peer_rss_mb = engine.peak_rss / MIB
-                if engine.restarts:
-                    r.extra["engine_restarts_in_phase"] = engine.restarts
             out += engine_rows
         return out
 
@@ -251,6 +260,14 @@ class Bench:
         return out
 
 
+class _DropSslEofNotice(logging.Filter):
+    """asyncio warns on every TLS connection nats-py closes ("returning true from
+    eof_received() has no effect when using ssl"); it says nothing about the measurement."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received()" not in record.getMessage()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -263,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--keep-work", action="store_true", help="keep server stores and logs (temp dir)"
     )
     ns = parser.parse_args(argv)
+    # As an orchestrator would run: structlog configured once. Per-order bridge logs are debug
+    # level, a no-op at INFO and above; without this, structlog's default prints every one.
+    configure_logging("WARNING", json=True)
+    logging.getLogger("asyncio").addFilter(_DropSslEofNotice())
     # Wide enough for the table when piped (e.g. into a file for the README).
     console = Console(width=None if sys.stdout.isatty() else 200)
     profile = QUICK if ns.quick else FULL
@@ -300,6 +321,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{meta['machine']['logical_cores']} cores, payload {len(bench.payload)} B"
     )
     report.render(console, results, goals)
+    for note in METHOD_NOTES:
+        console.print(f"[dim]- {escape(note)}[/dim]")
     json_path, png_path = out_dir / "latest.json", out_dir / "latency.png"
     report.write_json(json_path, meta, results, goals)
     report.write_plot(
