@@ -72,7 +72,7 @@ def make_orders(prefix: str, n: int, account: str = SYNC_ACCOUNT) -> list[Order]
 
 def order_payload(run: str) -> bytes:
     """The serialized NewOrder the baselines send: same size as the bridge's sync orders."""
-    return make_orders(f"{run}s", 1)[0].to_proto().SerializeToString()
+    return make_orders(f"{run}px", 1)[0].to_proto().SerializeToString()
 
 
 def settings_for(handle: ServerHandle) -> BridgeSettings:

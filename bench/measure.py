@@ -104,3 +104,37 @@ class Result:
 
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def merge_throughput(parts: list[Result]) -> Result:
+    """One throughput row from repeated runs of the same scenario: total operations over total
+    time; CPU per operation weighted by each run's count; ``extra`` counters (all numeric)
+    summed, and the runs' own rates."""
+    first = parts[0]
+    count = sum(p.count for p in parts)
+    seconds = sum(p.seconds for p in parts)
+
+    def weighted(values: list[float | None]) -> float | None:
+        known = [(v, p.count) for v, p in zip(values, parts, strict=True) if v is not None]
+        if count == 0 or len(known) < len(parts):
+            return None
+        return sum(v * n for v, n in known) / count
+
+    return Result(
+        id=first.id,
+        label=first.label,
+        group=first.group,
+        kind="throughput",
+        loop=first.loop,
+        count=count,
+        seconds=seconds,
+        rate=count / seconds if seconds > 0 else None,
+        python_cpu_us=weighted([p.python_cpu_us for p in parts]),
+        peer_cpu_us=weighted([p.peer_cpu_us for p in parts]),
+        nats_cpu_us=weighted([p.nats_cpu_us for p in parts]),
+        notes=first.notes,
+        extra={
+            **{k: sum(p.extra.get(k, 0) for p in parts) for k in first.extra},  # counters
+            "runs_per_s": [round(p.rate or 0.0, 1) for p in parts],
+        },
+    )

@@ -24,7 +24,7 @@ class Profile:
     sync_b2b: Budget
     """Bridge submit -> ack, orders back to back (also the CPU-per-order measurement)."""
     publish: Budget
-    """(b) raw JetStream publish and the bridge's enqueue_batch; counts are orders."""
+    """(b) raw JetStream publish and the bridge's enqueue_batch, each run twice (ABBA)."""
     drain_orders: int
     """Orders queued before the engine starts (its drain rate is measured on them)."""
     drain_timeout: float
@@ -45,7 +45,7 @@ FULL = Profile(
     name="full",
     sync=Budget(warmup=200, count=2000, seconds=10.0),
     sync_b2b=Budget(warmup=200, count=2000, seconds=8.0),
-    publish=Budget(warmup=500, count=10000, seconds=3.0),
+    publish=Budget(warmup=300, count=6000, seconds=2.0),
     drain_orders=3000,
     drain_timeout=30.0,
     open_rates=(250, 1000, 5000),
@@ -62,7 +62,7 @@ QUICK = Profile(
     name="quick",
     sync=Budget(warmup=20, count=300, seconds=1.0),
     sync_b2b=Budget(warmup=20, count=300, seconds=1.0),
-    publish=Budget(warmup=50, count=1000, seconds=1.0),
+    publish=Budget(warmup=50, count=600, seconds=0.5),
     drain_orders=300,
     drain_timeout=10.0,
     open_rates=(250, 1000),

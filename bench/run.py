@@ -34,7 +34,7 @@ from rich.markup import escape
 
 from bench import baselines, bridge_paths, report
 from bench.environment import describe
-from bench.measure import Result
+from bench.measure import Result, merge_throughput
 from bench.procs import BenchError, RustServer
 from bench.profile import FULL, QUICK, Profile, scenario_ids
 from bridge import subjects
@@ -172,19 +172,30 @@ class Bench:
         with _server(self.creds, self.work, "bench-bridge") as server:
             handle = server.handle
             run_async(_provision(handle, drop_executions=False))
-            self.step("(b) raw js.publish_async throughput -> ORDERS")
-            out.append(
-                run_async(bridge_paths.publish_raw(handle, p.publish, self.payload, self.run_id))
-            )
-            self.step("bridge enqueue_batch throughput -> ORDERS")
-            out.append(run_async(bridge_paths.enqueue_throughput(handle, p.publish, self.run_id)))
-            queued = run_async(bridge_paths.prequeue(handle, p.drain_orders, self.run_id))
+            # ABBA order (raw, bridge, bridge, raw), so that drift during the phase (disk, other
+            # load on the machine) weighs on both sides alike.
+            raw: list[Result] = []
+            queued: list[Result] = []
+            for i, kind in enumerate(("raw", "bridge", "bridge", "raw")):
+                tag = f"{self.run_id}{i}"
+                if kind == "raw":
+                    self.step(f"(b) raw js.publish_async throughput -> ORDERS, run {len(raw) + 1}")
+                    raw.append(
+                        run_async(bridge_paths.publish_raw(handle, p.publish, self.payload, tag))
+                    )
+                else:
+                    self.step(f"bridge enqueue_batch throughput -> ORDERS, run {len(queued) + 1}")
+                    queued.append(
+                        run_async(bridge_paths.enqueue_throughput(handle, p.publish, tag))
+                    )
+            out += [merge_throughput(raw), merge_throughput(queued)]
+            backlog = run_async(bridge_paths.prequeue(handle, p.drain_orders, self.run_id))
             engine = bridge_paths.Engine(handle, ENGINE_CONFIG, self.work / "engine.log")
             engine_rows: list[Result] = []
             try:
-                self.step(f"engine drain of {queued} queued orders")
+                self.step(f"engine drain of {backlog} queued orders")
                 engine_rows.append(
-                    run_async(bridge_paths.drain(handle, engine, queued, p.drain_timeout))
+                    run_async(bridge_paths.drain(handle, engine, backlog, p.drain_timeout))
                 )
                 for loop in self.loops:
                     self.step(f"bridge sync submit -> ack / fill, engine idle [{loop}]")
