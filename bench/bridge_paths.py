@@ -122,8 +122,7 @@ class Engine:
             return
         proc, self.proc = self.proc, None
         if proc.pid is not None:
-            with suppress(OSError, ProcessLookupError):
-                self.peak_rss = max(self.peak_rss, peak_rss_bytes(proc.pid))
+            self.peak_rss = max(self.peak_rss, peak_rss_bytes(proc.pid))
         code = proc.stop()
         if code != 0:
             raise BenchError(f"engine exited with {code}; log tail:\n{proc.log_tail()}")

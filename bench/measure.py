@@ -102,6 +102,28 @@ class Result:
         return out
 
 
+def result_from_json(doc: dict[str, Any]) -> Result:
+    """The inverse of :meth:`Result.to_json` (histogram decoded; CPU figures as rounded)."""
+    encoded = doc.get("hdr_histogram")
+    return Result(
+        id=doc["id"],
+        label=doc["label"],
+        group=doc["group"],
+        kind=doc["kind"],
+        loop=doc["loop"],
+        histogram=HdrHistogram.decode(encoded) if encoded else None,
+        count=doc["count"],
+        seconds=doc["seconds"],
+        rate=doc["rate_per_s"],
+        python_cpu_us=doc["python_cpu_us_per_op"],
+        peer_cpu_us=doc["peer_cpu_us_per_op"],
+        nats_cpu_us=doc["nats_server_cpu_us_per_op"],
+        peer_rss_mb=doc["peer_peak_rss_mb"],
+        notes=doc["notes"],
+        extra=doc["extra"],
+    )
+
+
 def _round(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
 

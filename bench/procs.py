@@ -48,7 +48,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def peak_rss_bytes(pid: int) -> int:
-    """High-water mark of the resident set (``VmHWM``); current RSS where /proc has no peak."""
+    """High-water mark of the resident set (``VmHWM``); current RSS where /proc has no peak;
+    0 once the process is gone."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
@@ -56,7 +57,10 @@ def peak_rss_bytes(pid: int) -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return int(psutil.Process(pid).memory_info().rss)
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:
+        return 0  # the process is gone: no figure
 
 
 @dataclass

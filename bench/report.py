@@ -192,8 +192,9 @@ def render(console: Console, results: Sequence[Result], goals: Sequence[Target])
         title_justify="left",
         box=box.SIMPLE_HEAD,
     )
-    for col in ("scenario", "loop", "n", "p50", "p90", "p99", "p99.9", "max"):
-        lat.add_column(col, justify="left" if col in ("scenario", "loop") else "right")
+    lat.add_column("scenario", no_wrap=True)
+    for col in ("loop", "n", "p50", "p90", "p99", "p99.9", "max"):
+        lat.add_column(col, justify="left" if col == "loop" else "right")
     for col in ("py CPU", "Rust CPU", "nats CPU", "Rust RSS MB", "notes"):
         lat.add_column(col, justify="left" if col == "notes" else "right")
     for r in results:
@@ -213,8 +214,9 @@ def render(console: Console, results: Sequence[Result], goals: Sequence[Target])
         )
     console.print(lat)
     thr = Table(title="Throughput; CPU in us per order", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("scenario", "n", "seconds", "per second", "py CPU", "Rust CPU"):
-        thr.add_column(col, justify="left" if col == "scenario" else "right")
+    thr.add_column("scenario", no_wrap=True)
+    for col in ("n", "seconds", "per second", "py CPU", "Rust CPU"):
+        thr.add_column(col, justify="right")
     thr.add_column("nats CPU", justify="right")
     thr.add_column("Rust RSS MB", justify="right")
     thr.add_column("notes")
@@ -234,7 +236,8 @@ def render(console: Console, results: Sequence[Result], goals: Sequence[Target])
         )
     console.print(thr)
     tgt = Table(title="Targets", title_justify="left", box=box.SIMPLE_HEAD)
-    for col in ("target", "measured", "goal", "result", "numbers"):
+    tgt.add_column("target", no_wrap=True)
+    for col in ("measured", "goal", "result", "numbers"):
         tgt.add_column(col, justify="right" if col == "measured" else "left")
     for t in goals:
         if t.measured is None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -34,7 +35,7 @@ from rich.markup import escape
 
 from bench import baselines, bridge_paths, report
 from bench.environment import describe
-from bench.measure import Result, merge_throughput
+from bench.measure import Result, merge_throughput, result_from_json
 from bench.procs import BenchError, RustServer
 from bench.profile import FULL, QUICK, Profile, scenario_ids
 from bridge import subjects
@@ -271,6 +272,18 @@ class Bench:
         return out
 
 
+def show(console: Console, path: Path) -> None:
+    """Render the tables of a results file written by an earlier run."""
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    results = [result_from_json(s) for s in doc["scenarios"]]
+    meta = doc["meta"]
+    console.rule(
+        f"[bold]bench ({meta['profile']}, {meta['date']}): {meta['machine']['cpu_model']}, "
+        f"{meta['machine']['logical_cores']} cores, payload {meta['payload_bytes']} B"
+    )
+    report.render(console, results, report.targets(results))
+
+
 class _DropSslEofNotice(logging.Filter):
     """asyncio warns on every TLS connection nats-py closes ("returning true from
     eof_received() has no effect when using ssl"); it says nothing about the measurement."""
@@ -290,13 +303,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keep-work", action="store_true", help="keep server stores and logs (temp dir)"
     )
+    parser.add_argument(
+        "--show",
+        type=Path,
+        metavar="JSON",
+        help="print the tables of a saved results file (e.g. bench/results/latest.json), no run",
+    )
     ns = parser.parse_args(argv)
     # As an orchestrator would run: structlog configured once. Per-order bridge logs are debug
     # level, a no-op at INFO and above; without this, structlog's default prints every one.
     configure_logging("WARNING", json=True)
     logging.getLogger("asyncio").addFilter(_DropSslEofNotice())
     # Wide enough for the table when piped (e.g. into a file for the README).
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    console = Console(width=None if sys.stdout.isatty() else 220)
+    if ns.show is not None:
+        show(console, ns.show)
+        return 0
     profile = QUICK if ns.quick else FULL
     creds = ensure_dev_credentials(ns.creds if ns.creds is not None else default_root())
     out_dir: Path = ns.out
