@@ -1,0 +1,339 @@
+"""Baselines: the same serialized NewOrder through bare transports, closed loop, one at a time.
+
+(a1) nats-py core request -> Rust async-nats echo responder (``bridge.v1.orders.submit``,
+     orchestrator and engine roles, no engine running on that server);
+(a2) nats-py JetStream publish to ORDERS (file storage, fsync always) -> Rust pull consumer on
+     the engine's durable consumer, which answers with a core publish on
+     ``bridge.v1.exec.BENCH.<msg id>`` (the publisher's role may subscribe there): the floor of
+     an order that is durable *and* answered, what the bridge's synchronous ack guarantees;
+(c)  grpcio unary call -> Rust tonic echo, mutual TLS with the dev PKI (``grpc.aio`` on the
+     event loop, and the blocking stub);
+(d)  asyncio TCP ping-pong of length-prefixed frames -> Rust tokio echo, mutual TLS 1.3 (and
+     without TLS, for reference).
+
+All use TLS with the same dev CA and certificates as the bridge; the NATS ones run on a
+server with the committed ``nats/server.conf`` (same roles and permissions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import time
+from pathlib import Path
+
+import grpc
+import grpc.aio
+
+from bench.measure import Result, new_histogram, record_ns
+from bench.procs import BenchError, CpuMeter
+from bench.profile import Budget
+from bridge import subjects
+from bridge.dev.pki import DevCredentials
+from bridge.dev.server import ServerHandle, client_ssl_context, connect_as
+
+GRPC_METHOD = "/bridge.bench.v1.OrderEcho/Submit"
+JS_REPLY_ACCOUNT = "BENCH"
+TIMEOUT = 5.0
+
+
+def engine_args(handle: ServerHandle) -> list[str]:
+    """``bridge-bench`` NATS options: the engine role's mTLS files and NKey seed."""
+    role = handle.creds.role("engine")
+    return [
+        "--url",
+        handle.url,
+        "--ca",
+        str(handle.creds.ca_file),
+        "--cert",
+        str(role.cert_file),
+        "--key",
+        str(role.key_file),
+        "--seed",
+        str(role.seed_file),
+        "--inbox-prefix",
+        subjects.inbox_prefix("engine"),
+    ]
+
+
+def server_tls_args(creds: DevCredentials) -> list[str]:
+    """``bridge-bench`` listener options: the dev server certificate and the CA for clients."""
+    return [
+        "--ca",
+        str(creds.ca_file),
+        "--cert",
+        str(creds.server_cert),
+        "--key",
+        str(creds.server_key),
+    ]
+
+
+async def nats_request(
+    handle: ServerHandle, peer_pid: int, budget: Budget, payload: bytes, loop: str
+) -> Result:
+    """(a1) ``nc.request`` on bridge.v1.orders.submit, answered by the Rust echo."""
+    nc = await connect_as(handle.url, handle.creds, "orchestrator")
+    hist = new_histogram()
+    count = 0
+    try:
+        for _ in range(budget.warmup):
+            await nc.request(subjects.SUBMIT, payload, timeout=TIMEOUT)
+        with CpuMeter({"peer": peer_pid, "nats": handle.pid}) as meter:
+            deadline = time.perf_counter() + budget.seconds
+            for _ in range(budget.count):
+                t0 = time.perf_counter_ns()
+                reply = await nc.request(subjects.SUBMIT, payload, timeout=TIMEOUT)
+                record_ns(hist, time.perf_counter_ns() - t0)
+                if reply.data != payload:
+                    raise BenchError("nats echo answered with different bytes")
+                count += 1
+                if time.perf_counter() > deadline:
+                    break
+    finally:
+        await nc.close()
+    res = Result(
+        id=f"baseline.a1.nats_request.{loop}",
+        label="(a1) NATS request -> async-nats echo",
+        group="baseline",
+        kind="latency",
+        loop=loop,
+        histogram=hist,
+        count=count,
+        seconds=meter.wall_s,
+        rate=count / meter.wall_s,
+        notes="core NATS, not durable",
+    )
+    res.add_costs(meter, count)
+    return res
+
+
+async def js_publish_answered(
+    handle: ServerHandle, peer_pid: int, budget: Budget, payload: bytes, run: str, loop: str
+) -> Result:
+    """(a2) ``js.publish`` to ORDERS, then the consumer's answer: done when both the PubAck
+    (stored and fsynced) and the answer from the Rust consumer have arrived."""
+    nc = await connect_as(handle.url, handle.creds, "orchestrator")
+    js = nc.jetstream(timeout=TIMEOUT)
+    sub = await nc.subscribe(subjects.executions_for_account(JS_REPLY_ACCOUNT))
+    await nc.flush()
+    subject = subjects.queue(JS_REPLY_ACCOUNT)
+    hist = new_histogram()
+    count = 0
+
+    async def one(i: int) -> None:
+        msg_id = f"{run}j-{i:07d}"
+        await js.publish(subject, payload, headers={subjects.HEADER_MSG_ID: msg_id})
+        answer = await sub.next_msg(timeout=TIMEOUT)
+        if not answer.subject.endswith(msg_id) or answer.data != payload:
+            raise BenchError(f"JetStream consumer answered {answer.subject} for {msg_id}")
+
+    try:
+        for i in range(budget.warmup):
+            await one(i)
+        with CpuMeter({"peer": peer_pid, "nats": handle.pid}) as meter:
+            deadline = time.perf_counter() + budget.seconds
+            for i in range(budget.warmup, budget.warmup + budget.count):
+                t0 = time.perf_counter_ns()
+                await one(i)
+                record_ns(hist, time.perf_counter_ns() - t0)
+                count += 1
+                if time.perf_counter() > deadline:
+                    break
+    finally:
+        await nc.close()
+    res = Result(
+        id=f"baseline.a2.js_answered.{loop}",
+        label="(a2) JetStream publish -> consumer answer",
+        group="baseline",
+        kind="latency",
+        loop=loop,
+        histogram=hist,
+        count=count,
+        seconds=meter.wall_s,
+        rate=count / meter.wall_s,
+        notes="durable (file, fsync)",
+    )
+    res.add_costs(meter, count)
+    return res
+
+
+def grpc_credentials(creds: DevCredentials) -> grpc.ChannelCredentials:
+    role = creds.role("orchestrator")
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(creds.ca_file).read_bytes(),
+        private_key=Path(role.key_file).read_bytes(),
+        certificate_chain=Path(role.cert_file).read_bytes(),
+    )
+
+
+async def grpc_aio(
+    address: str, tls: grpc.ChannelCredentials, peer_pid: int, budget: Budget, payload: bytes
+) -> Result:
+    """(c) grpc.aio unary call with the NewOrder bytes (no (de)serializer: bytes as they are)."""
+    hist = new_histogram()
+    count = 0
+    async with grpc.aio.secure_channel(address, tls) as channel:
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GRPC_METHOD)
+        for _ in range(budget.warmup):
+            await call(payload, timeout=TIMEOUT)
+        with CpuMeter({"peer": peer_pid}) as meter:
+            deadline = time.perf_counter() + budget.seconds
+            for _ in range(budget.count):
+                t0 = time.perf_counter_ns()
+                answer = await call(payload, timeout=TIMEOUT)
+                record_ns(hist, time.perf_counter_ns() - t0)
+                if answer != payload:
+                    raise BenchError("gRPC echo answered with different bytes")
+                count += 1
+                if time.perf_counter() > deadline:
+                    break
+    res = Result(
+        id="baseline.c.grpc_aio",
+        label="(c) gRPC grpc.aio unary -> tonic echo",
+        group="baseline",
+        kind="latency",
+        histogram=hist,
+        count=count,
+        seconds=meter.wall_s,
+        rate=count / meter.wall_s,
+        notes="not durable",
+    )
+    res.add_costs(meter, count)
+    return res
+
+
+def grpc_blocking(
+    address: str, tls: grpc.ChannelCredentials, peer_pid: int, budget: Budget, payload: bytes
+) -> Result:
+    """(c') the same call through grpcio's blocking stub (no event loop)."""
+    hist = new_histogram()
+    count = 0
+    with grpc.secure_channel(address, tls) as channel:
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GRPC_METHOD)
+        for _ in range(budget.warmup):
+            call(payload, timeout=TIMEOUT)
+        with CpuMeter({"peer": peer_pid}) as meter:
+            deadline = time.perf_counter() + budget.seconds
+            for _ in range(budget.count):
+                t0 = time.perf_counter_ns()
+                answer = call(payload, timeout=TIMEOUT)
+                record_ns(hist, time.perf_counter_ns() - t0)
+                if answer != payload:
+                    raise BenchError("gRPC echo answered with different bytes")
+                count += 1
+                if time.perf_counter() > deadline:
+                    break
+    res = Result(
+        id="baseline.c.grpc_blocking",
+        label="(c') gRPC blocking unary -> tonic echo",
+        group="baseline",
+        kind="latency",
+        loop="-",
+        histogram=hist,
+        count=count,
+        seconds=meter.wall_s,
+        rate=count / meter.wall_s,
+        notes="not durable",
+    )
+    res.add_costs(meter, count)
+    return res
+
+
+async def tcp_ping_pong(
+    address: str,
+    creds: DevCredentials | None,
+    peer_pid: int,
+    budget: Budget,
+    payload: bytes,
+    loop: str,
+) -> Result:
+    """(d) u32 length + payload, echoed; TLS 1.3 with the orchestrator's client certificate
+    unless ``creds`` is None."""
+    host, port = address.rsplit(":", 1)
+    ctx = None
+    if creds is not None:
+        role = creds.role("orchestrator")
+        ctx = client_ssl_context(creds.ca_file, role.cert_file, role.key_file)
+    reader, writer = await asyncio.open_connection(
+        host, int(port), ssl=ctx, server_hostname=host if ctx else None
+    )
+    frame = struct.pack(">I", len(payload)) + payload
+    hist = new_histogram()
+    count = 0
+
+    async def one() -> None:
+        writer.write(frame)
+        await writer.drain()
+        (n,) = struct.unpack(">I", await reader.readexactly(4))
+        if await reader.readexactly(n) != payload:
+            raise BenchError("TCP echo answered with different bytes")
+
+    try:
+        for _ in range(budget.warmup):
+            await one()
+        with CpuMeter({"peer": peer_pid}) as meter:
+            deadline = time.perf_counter() + budget.seconds
+            for _ in range(budget.count):
+                t0 = time.perf_counter_ns()
+                await one()
+                record_ns(hist, time.perf_counter_ns() - t0)
+                count += 1
+                if time.perf_counter() > deadline:
+                    break
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    tls = creds is not None
+    res = Result(
+        id=f"baseline.d.tcp{'_tls' if tls else '_plain'}.{loop}",
+        label=f"(d) TCP ping-pong -> tokio echo{', mTLS 1.3' if tls else ', no TLS'}",
+        group="baseline",
+        kind="latency",
+        loop=loop,
+        histogram=hist,
+        count=count,
+        seconds=meter.wall_s,
+        rate=count / meter.wall_s,
+        notes="not durable",
+    )
+    res.add_costs(meter, count)
+    return res
+
+
+def disk_fsync(directory: Path, budget: Budget) -> Result:
+    """Context, not a transport: one 512-byte append + fsync on the filesystem of the JetStream
+    stores, the unit of work every durable write waits for (``sync_interval: always``)."""
+    hist = new_histogram()
+    block = b"\0" * 512
+    count = 0
+    fd = os.open(directory / "fsync-probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(budget.warmup):
+            os.write(fd, block)
+            os.fsync(fd)
+        with CpuMeter({}) as meter:
+            deadline = time.perf_counter() + budget.seconds
+            for _ in range(budget.count):
+                t0 = time.perf_counter_ns()
+                os.write(fd, block)
+                os.fsync(fd)
+                record_ns(hist, time.perf_counter_ns() - t0)
+                count += 1
+                if time.perf_counter() > deadline:
+                    break
+    finally:
+        os.close(fd)
+        (directory / "fsync-probe").unlink(missing_ok=True)
+    return Result(
+        id="context.disk_fsync",
+        label="(ctx) disk: 512 B append + fsync",
+        group="baseline",
+        kind="latency",
+        loop="-",
+        histogram=hist,
+        count=count,
+        seconds=meter.wall_s,
+        rate=count / meter.wall_s,
+        notes="what each JetStream write waits for",
+    )

@@ -1,0 +1,93 @@
+"""How much each scenario runs: the full profile (``./dev bench``) and the smoke profile
+(``--quick``). Every loop is bounded twice: by a count and by wall time, whichever ends first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Budget:
+    """``warmup`` unmeasured operations, then at most ``count`` measured ones or ``seconds``."""
+
+    warmup: int
+    count: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    sync: Budget
+    """Bridge submit -> ack/fill, one order at a time, engine idle before each order."""
+    sync_b2b: Budget
+    """Bridge submit -> ack, orders back to back (also the CPU-per-order measurement)."""
+    publish: Budget
+    """(b) raw JetStream publish and the bridge's enqueue_batch, each run twice (ABBA)."""
+    drain_orders: int
+    """Orders queued before the engine starts (its drain rate is measured on them)."""
+    drain_timeout: float
+    """Longest wait for the engine to work off that backlog."""
+    open_rates: tuple[int, ...]
+    """Offered loads (orders/s) of the open-loop queued-path measurement."""
+    open_seconds: float
+    open_grace: float
+    """After the last intended send, how long final reports are awaited before the level ends."""
+    fsync: Budget
+    nats_echo: Budget
+    js_echo: Budget
+    grpc: Budget
+    tcp: Budget
+
+
+FULL = Profile(
+    name="full",
+    sync=Budget(warmup=200, count=2000, seconds=10.0),
+    sync_b2b=Budget(warmup=200, count=2000, seconds=8.0),
+    publish=Budget(warmup=300, count=6000, seconds=2.0),
+    drain_orders=3000,
+    drain_timeout=30.0,
+    open_rates=(250, 1000, 5000),
+    open_seconds=2.0,
+    open_grace=4.0,
+    fsync=Budget(warmup=20, count=1000, seconds=2.0),
+    nats_echo=Budget(warmup=1000, count=20000, seconds=4.0),
+    js_echo=Budget(warmup=100, count=3000, seconds=6.0),
+    grpc=Budget(warmup=1000, count=20000, seconds=4.0),
+    tcp=Budget(warmup=1000, count=20000, seconds=3.0),
+)
+
+QUICK = Profile(
+    name="quick",
+    sync=Budget(warmup=20, count=300, seconds=1.0),
+    sync_b2b=Budget(warmup=20, count=300, seconds=1.0),
+    publish=Budget(warmup=50, count=600, seconds=0.5),
+    drain_orders=300,
+    drain_timeout=10.0,
+    open_rates=(250, 1000),
+    open_seconds=0.5,
+    open_grace=1.5,
+    fsync=Budget(warmup=10, count=200, seconds=0.5),
+    nats_echo=Budget(warmup=100, count=2000, seconds=1.0),
+    js_echo=Budget(warmup=20, count=300, seconds=1.0),
+    grpc=Budget(warmup=100, count=2000, seconds=1.0),
+    tcp=Budget(warmup=100, count=2000, seconds=1.0),
+)
+
+
+def scenario_ids(profile: Profile, loops: list[str]) -> list[str]:
+    """Every result id a run of ``profile`` under ``loops`` produces, in order."""
+    ids = ["context.disk_fsync"]
+    ids += [f"baseline.a1.nats_request.{loop}" for loop in loops]
+    ids += ["baseline.a2.js_answered.asyncio", "baseline.b.js_publish"]
+    ids += ["bridge.queued.publish", "bridge.engine.drain"]
+    for loop in loops:
+        ids += [f"bridge.sync.ack.{loop}", f"bridge.sync.fill.{loop}"]
+        ids.append(f"bridge.sync.ack_b2b.{loop}")
+    ids.append("bridge.diag.raw_request_engine.asyncio")
+    ids += [f"bridge.queued.open_loop.{rate}" for rate in profile.open_rates]
+    ids += ["baseline.c.grpc_aio", "baseline.c.grpc_blocking"]
+    ids += [f"baseline.d.tcp_tls.{loop}" for loop in loops]
+    ids.append("baseline.d.tcp_plain.asyncio")
+    return ids

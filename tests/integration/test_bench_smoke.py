@@ -1,0 +1,80 @@
+"""Smoke test of the benchmark suite: ``python -m bench --quick`` runs end to end (real
+nats-server, engine and Rust baseline servers) and writes sane results.
+
+Sanity only, never timing: every scenario is present with a positive count, percentiles are
+ordered, the targets were computed, the JSON parses and the plot is a non-empty PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.procs import BenchError, bench_binary
+from bench.profile import QUICK, scenario_ids
+from bridge.dev.pki import DevCredentials
+from bridge.dev.server import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_bench_writes_sane_results(tmp_path: Path, dev_creds: DevCredentials) -> None:
+    try:
+        bench_binary()
+    except BenchError as exc:
+        pytest.skip(f"bench Rust binaries not built ({exc})")
+    out = tmp_path / "results"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--quick",
+            "--out",
+            str(out),
+            "--creds",
+            str(dev_creds.root),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-5000:]}\nstderr:\n{proc.stderr[-5000:]}"
+
+    doc = json.loads((out / "latest.json").read_text(encoding="utf-8"))
+    loops = doc["meta"]["event_loops"]
+    assert "asyncio" in loops
+    scenarios = {s["id"]: s for s in doc["scenarios"]}
+    assert set(scenarios) == set(scenario_ids(QUICK, loops))
+    for sid, s in scenarios.items():
+        assert s["count"] > 0, sid
+        if s["kind"] == "latency":
+            lat = s["latency_us"]
+            assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"], sid
+        else:
+            assert s["rate_per_s"] > 0, sid
+    assert doc["targets"], "no targets computed"
+    for target in doc["targets"]:
+        assert target["measured"] is not None, target
+        assert target["passed"] in (True, False), target
+    for key in ("nats_server", "rustc", "python", "date", "machine"):
+        assert doc["meta"][key], key
+
+    png = out / "latency.png"
+    assert png.stat().st_size > 0
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert not list(out.glob("*.tmp")), "temporary files left behind"
