@@ -64,8 +64,14 @@ async def _run_with_fault(
     handle = cluster.handle
     account = new_account("CL")
     orders = order_flow(account, ORDERS, seed=11)
+    # Retries sized to ride out a leader election (up to ~9 s), as runbooks/cluster.md advises.
     settings = client_settings(
-        handle, ping_interval_ms=1000, request_timeout_ms=2000, publish_timeout_ms=2000
+        handle,
+        ping_interval_ms=1000,
+        request_timeout_ms=2000,
+        publish_timeout_ms=2000,
+        retry_max_attempts=20,
+        retry_deadline_ms=15000,
     )
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log", env=FAST_PINGS).start()
     try:
