@@ -29,6 +29,7 @@ import contextlib
 import enum
 import inspect
 import ssl
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -61,7 +62,13 @@ from bridge.errors import (
 )
 from bridge.journal import OrderJournal
 from bridge.models import ExecutionReport, Order, OrderAck, OrderState, QueuedOrder
-from bridge.retry import backoff_delay, connect_retrying, request_retrying
+from bridge.retry import (
+    backoff_delay,
+    connect_retrying,
+    is_transient,
+    log_first_retry,
+    request_retrying,
+)
 from bridge.v1 import orders_pb2
 
 log = structlog.get_logger("bridge.client")
@@ -337,8 +344,22 @@ class BridgeClient:
             await self._emit(ConnectionEvent.CLOSED)
 
     async def _with_retries(self, what: str, op: Callable[[], Awaitable[_T]]) -> _T:
-        """``op`` under the retry policy of ``bridge.retry`` (same ids on every attempt)."""
-        async for attempt in request_retrying(self._settings, what):
+        """``op`` under the retry policy of ``bridge.retry`` (same ids on every attempt).
+
+        The first attempt runs without the retry machinery (the hot path of every order);
+        only a transient failure enters it.
+        """
+        started = time.monotonic()
+        try:
+            return await op()
+        except BridgeError as exc:
+            if not is_transient(exc) or self._settings.retry_max_attempts == 1:
+                raise
+            delay = backoff_delay(self._settings, 0)
+            log_first_retry(what, exc, delay)
+        await asyncio.sleep(delay)  # the backoff before the second attempt
+        elapsed = time.monotonic() - started
+        async for attempt in request_retrying(self._settings, what, done=1, elapsed_s=elapsed):
             with attempt:
                 return await op()
         raise AssertionError("unreachable: tenacity re-raises the last error")

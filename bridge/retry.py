@@ -81,15 +81,34 @@ def _log_retry(what: str) -> Callable[[RetryCallState], None]:
     return before_sleep
 
 
-def request_retrying(settings: BridgeSettings, what: str) -> AsyncRetrying:
-    """The policy for one order operation (submit, enqueue, cancel, status)."""
+def request_retrying(
+    settings: BridgeSettings, what: str, *, done: int = 0, elapsed_s: float = 0.0
+) -> AsyncRetrying:
+    """The policy for one order operation (submit, enqueue, cancel, status).
+
+    ``done`` attempts already failed outside the policy, ``elapsed_s`` ago in total: they
+    count against ``retry_max_attempts`` and ``retry_deadline_ms``.
+    """
     return AsyncRetrying(
         retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(settings.retry_max_attempts)
-        | stop_after_delay(settings.retry_deadline_ms / 1000),
-        wait=lambda state: backoff_delay(settings, state.attempt_number - 1),
+        stop=stop_after_attempt(max(1, settings.retry_max_attempts - done))
+        | stop_after_delay(max(0.0, settings.retry_deadline_ms / 1000 - elapsed_s)),
+        wait=lambda state: backoff_delay(settings, state.attempt_number - 1 + done),
         before_sleep=_log_retry(what),
         reraise=True,
+    )
+
+
+def log_first_retry(what: str, exc: BaseException, delay_s: float) -> None:
+    """The ``bridge.retrying`` line for a failure that happened before the policy started."""
+    log.warning(
+        "bridge.retrying",
+        operation=what,
+        attempt=1,
+        retry_in_s=round(delay_s, 3),
+        error=str(exc),
+        client_order_id=getattr(exc, "client_order_id", None),
+        correlation_id=getattr(exc, "correlation_id", None),
     )
 
 

@@ -153,3 +153,29 @@ def test_rejected_ack_raises_with_reason_and_fields() -> None:
     assert caught.value.errors == (FieldIssue("quantity", "max", "too big"),)
     assert caught.value.client_order_id == "c1"
     assert caught.value.correlation_id == "k1"
+
+
+async def test_client_makes_exactly_retry_max_attempts_with_the_same_ids() -> None:
+    """The client's first attempt runs outside tenacity; the total is still the limit."""
+    from bridge import BridgeClient
+
+    seen: list[str] = []
+
+    async def unanswered() -> None:
+        seen.append("o1")
+        raise OutcomeUnknownError("no answer", client_order_id="o1", correlation_id="k1")
+
+    client = BridgeClient(settings(retry_max_attempts=4, reconnect_initial_delay_ms=1))
+    with pytest.raises(OutcomeUnknownError):
+        await client._with_retries("test", unanswered)
+    assert seen == ["o1"] * 4
+
+    seen.clear()
+
+    async def full() -> None:
+        seen.append("o2")
+        raise StreamFullError("full", client_order_id="o2")
+
+    with pytest.raises(StreamFullError):
+        await client._with_retries("test", full)
+    assert seen == ["o2"]
