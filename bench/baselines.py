@@ -20,14 +20,13 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-import time
 from pathlib import Path
 
 import grpc
 import grpc.aio
 
-from bench.measure import Result, new_histogram, record_ns
-from bench.procs import BenchError, CpuMeter
+from bench.measure import Result, closed_loop, closed_loop_blocking
+from bench.procs import BenchError
 from bench.profile import Budget
 from bridge import subjects
 from bridge.dev.pki import DevCredentials
@@ -74,38 +73,24 @@ async def nats_request(
 ) -> Result:
     """(a1) ``nc.request`` on bridge.v1.orders.submit, answered by the Rust echo."""
     nc = await connect_as(handle.url, handle.creds, "orchestrator")
-    hist = new_histogram()
-    count = 0
+
+    async def one(_: int) -> None:
+        reply = await nc.request(subjects.SUBMIT, payload, timeout=TIMEOUT)
+        if reply.data != payload:
+            raise BenchError("nats echo answered with different bytes")
+
     try:
-        for _ in range(budget.warmup):
-            await nc.request(subjects.SUBMIT, payload, timeout=TIMEOUT)
-        with CpuMeter({"peer": peer_pid, "nats": handle.pid}) as meter:
-            deadline = time.perf_counter() + budget.seconds
-            for _ in range(budget.count):
-                t0 = time.perf_counter_ns()
-                reply = await nc.request(subjects.SUBMIT, payload, timeout=TIMEOUT)
-                record_ns(hist, time.perf_counter_ns() - t0)
-                if reply.data != payload:
-                    raise BenchError("nats echo answered with different bytes")
-                count += 1
-                if time.perf_counter() > deadline:
-                    break
+        timed = await closed_loop(one, budget, {"peer": peer_pid, "nats": handle.pid})
     finally:
         await nc.close()
-    res = Result(
+    return Result.latency(
+        timed,
         id=f"baseline.a1.nats_request.{loop}",
         label="(a1) NATS request -> async-nats echo",
         group="baseline",
-        kind="latency",
         loop=loop,
-        histogram=hist,
-        count=count,
-        seconds=meter.wall_s,
-        rate=count / meter.wall_s,
         notes="core NATS, not durable",
     )
-    res.add_costs(meter, count)
-    return res
 
 
 async def js_publish_answered(
@@ -118,8 +103,6 @@ async def js_publish_answered(
     sub = await nc.subscribe(subjects.executions_for_account(JS_REPLY_ACCOUNT))
     await nc.flush()
     subject = subjects.queue(JS_REPLY_ACCOUNT)
-    hist = new_histogram()
-    count = 0
 
     async def one(i: int) -> None:
         msg_id = f"{run}j-{i:07d}"
@@ -129,33 +112,17 @@ async def js_publish_answered(
             raise BenchError(f"JetStream consumer answered {answer.subject} for {msg_id}")
 
     try:
-        for i in range(budget.warmup):
-            await one(i)
-        with CpuMeter({"peer": peer_pid, "nats": handle.pid}) as meter:
-            deadline = time.perf_counter() + budget.seconds
-            for i in range(budget.warmup, budget.warmup + budget.count):
-                t0 = time.perf_counter_ns()
-                await one(i)
-                record_ns(hist, time.perf_counter_ns() - t0)
-                count += 1
-                if time.perf_counter() > deadline:
-                    break
+        timed = await closed_loop(one, budget, {"peer": peer_pid, "nats": handle.pid})
     finally:
         await nc.close()
-    res = Result(
+    return Result.latency(
+        timed,
         id=f"baseline.a2.js_answered.{loop}",
         label="(a2) JetStream publish -> consumer answer",
         group="baseline",
-        kind="latency",
         loop=loop,
-        histogram=hist,
-        count=count,
-        seconds=meter.wall_s,
-        rate=count / meter.wall_s,
         notes="durable (file, fsync)",
     )
-    res.add_costs(meter, count)
-    return res
 
 
 def grpc_credentials(creds: DevCredentials) -> grpc.ChannelCredentials:
@@ -171,73 +138,43 @@ async def grpc_aio(
     address: str, tls: grpc.ChannelCredentials, peer_pid: int, budget: Budget, payload: bytes
 ) -> Result:
     """(c) grpc.aio unary call with the NewOrder bytes (no (de)serializer: bytes as they are)."""
-    hist = new_histogram()
-    count = 0
     async with grpc.aio.secure_channel(address, tls) as channel:
         call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GRPC_METHOD)
-        for _ in range(budget.warmup):
-            await call(payload, timeout=TIMEOUT)
-        with CpuMeter({"peer": peer_pid}) as meter:
-            deadline = time.perf_counter() + budget.seconds
-            for _ in range(budget.count):
-                t0 = time.perf_counter_ns()
-                answer = await call(payload, timeout=TIMEOUT)
-                record_ns(hist, time.perf_counter_ns() - t0)
-                if answer != payload:
-                    raise BenchError("gRPC echo answered with different bytes")
-                count += 1
-                if time.perf_counter() > deadline:
-                    break
-    res = Result(
+
+        async def one(_: int) -> None:
+            if await call(payload, timeout=TIMEOUT) != payload:
+                raise BenchError("gRPC echo answered with different bytes")
+
+        timed = await closed_loop(one, budget, {"peer": peer_pid})
+    return Result.latency(
+        timed,
         id="baseline.c.grpc_aio",
         label="(c) gRPC grpc.aio unary -> tonic echo",
         group="baseline",
-        kind="latency",
-        histogram=hist,
-        count=count,
-        seconds=meter.wall_s,
-        rate=count / meter.wall_s,
         notes="not durable",
     )
-    res.add_costs(meter, count)
-    return res
 
 
 def grpc_blocking(
     address: str, tls: grpc.ChannelCredentials, peer_pid: int, budget: Budget, payload: bytes
 ) -> Result:
     """(c') the same call through grpcio's blocking stub (no event loop)."""
-    hist = new_histogram()
-    count = 0
     with grpc.secure_channel(address, tls) as channel:
         call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(GRPC_METHOD)
-        for _ in range(budget.warmup):
-            call(payload, timeout=TIMEOUT)
-        with CpuMeter({"peer": peer_pid}) as meter:
-            deadline = time.perf_counter() + budget.seconds
-            for _ in range(budget.count):
-                t0 = time.perf_counter_ns()
-                answer = call(payload, timeout=TIMEOUT)
-                record_ns(hist, time.perf_counter_ns() - t0)
-                if answer != payload:
-                    raise BenchError("gRPC echo answered with different bytes")
-                count += 1
-                if time.perf_counter() > deadline:
-                    break
-    res = Result(
+
+        def one(_: int) -> None:
+            if call(payload, timeout=TIMEOUT) != payload:
+                raise BenchError("gRPC echo answered with different bytes")
+
+        timed = closed_loop_blocking(one, budget, {"peer": peer_pid})
+    return Result.latency(
+        timed,
         id="baseline.c.grpc_blocking",
         label="(c') gRPC blocking unary -> tonic echo",
         group="baseline",
-        kind="latency",
         loop="-",
-        histogram=hist,
-        count=count,
-        seconds=meter.wall_s,
-        rate=count / meter.wall_s,
         notes="not durable",
     )
-    res.add_costs(meter, count)
-    return res
 
 
 async def tcp_ping_pong(
@@ -259,10 +196,8 @@ async def tcp_ping_pong(
         host, int(port), ssl=ctx, server_hostname=host if ctx else None
     )
     frame = struct.pack(">I", len(payload)) + payload
-    hist = new_histogram()
-    count = 0
 
-    async def one() -> None:
+    async def one(_: int) -> None:
         writer.write(frame)
         await writer.drain()
         (n,) = struct.unpack(">I", await reader.readexactly(4))
@@ -270,70 +205,42 @@ async def tcp_ping_pong(
             raise BenchError("TCP echo answered with different bytes")
 
     try:
-        for _ in range(budget.warmup):
-            await one()
-        with CpuMeter({"peer": peer_pid}) as meter:
-            deadline = time.perf_counter() + budget.seconds
-            for _ in range(budget.count):
-                t0 = time.perf_counter_ns()
-                await one()
-                record_ns(hist, time.perf_counter_ns() - t0)
-                count += 1
-                if time.perf_counter() > deadline:
-                    break
+        timed = await closed_loop(one, budget, {"peer": peer_pid})
     finally:
         writer.close()
         await writer.wait_closed()
     tls = creds is not None
-    res = Result(
+    return Result.latency(
+        timed,
         id=f"baseline.d.tcp{'_tls' if tls else '_plain'}.{loop}",
         label=f"(d) TCP ping-pong -> tokio echo{', mTLS 1.3' if tls else ', no TLS'}",
         group="baseline",
-        kind="latency",
         loop=loop,
-        histogram=hist,
-        count=count,
-        seconds=meter.wall_s,
-        rate=count / meter.wall_s,
         notes="not durable",
     )
-    res.add_costs(meter, count)
-    return res
 
 
 def disk_fsync(directory: Path, budget: Budget) -> Result:
     """Context, not a transport: one 512-byte append + fsync on the filesystem of the JetStream
     stores, the unit of work every durable write waits for (``sync_interval: always``)."""
-    hist = new_histogram()
     block = b"\0" * 512
-    count = 0
     fd = os.open(directory / "fsync-probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+
+    def one(_: int) -> None:
+        os.write(fd, block)
+        os.fsync(fd)
+
     try:
-        for _ in range(budget.warmup):
-            os.write(fd, block)
-            os.fsync(fd)
-        with CpuMeter({}) as meter:
-            deadline = time.perf_counter() + budget.seconds
-            for _ in range(budget.count):
-                t0 = time.perf_counter_ns()
-                os.write(fd, block)
-                os.fsync(fd)
-                record_ns(hist, time.perf_counter_ns() - t0)
-                count += 1
-                if time.perf_counter() > deadline:
-                    break
+        timed = closed_loop_blocking(one, budget, {})
     finally:
         os.close(fd)
         (directory / "fsync-probe").unlink(missing_ok=True)
-    return Result(
+    return Result.latency(
+        timed,
         id="context.disk_fsync",
         label="(ctx) disk: 512 B append + fsync",
         group="baseline",
-        kind="latency",
         loop="-",
-        histogram=hist,
-        count=count,
-        seconds=meter.wall_s,
-        rate=count / meter.wall_s,
         notes="what each JetStream write waits for",
+        costs=False,
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 from nats.js.api import PubAck
 from nats.js.manager import JetStreamManager
 
-from bench.measure import Result, new_histogram, record_ns
+from bench.measure import Result, closed_loop, new_histogram, record_ns
 from bench.procs import BenchError, CpuMeter, cpu_seconds, peak_rss_bytes
 from bench.profile import Budget
 from bridge import (
@@ -445,37 +445,23 @@ async def sync_back_to_back(
     subscription): the engine may still be publishing/journaling the previous order.
     Python, engine and nats-server CPU per order are measured over this loop."""
     orders = make_orders(f"{run}{loop[0]}b", budget.warmup + budget.count)
-    hist = new_histogram()
     async with BridgeClient(settings_for(handle)) as bridge:
-        for order in orders[: budget.warmup]:
-            await bridge.submit(order)
-        count = 0
-        with CpuMeter({"peer": engine.pid, "nats": _pid(handle)}) as meter:
-            deadline = time.perf_counter() + budget.seconds
-            for order in orders[budget.warmup :]:
-                t0 = time.perf_counter_ns()
-                ack = await bridge.submit(order)
-                record_ns(hist, time.perf_counter_ns() - t0)
-                if ack.status is not AckStatus.ACCEPTED:
-                    raise BenchError(f"order {order.client_order_id} not accepted: {ack!r}")
-                count += 1
-                if time.perf_counter() > deadline:
-                    break
-    res = Result(
+
+        async def one(i: int) -> None:
+            ack = await bridge.submit(orders[i])
+            if ack.status is not AckStatus.ACCEPTED:
+                raise BenchError(f"order {orders[i].client_order_id} not accepted: {ack!r}")
+
+        timed = await closed_loop(one, budget, {"peer": engine.pid, "nats": _pid(handle)})
+    return Result.latency(
+        timed,
         id=f"bridge.sync.ack_b2b.{loop}",
         label="sync: submit -> ack, back to back",
         group="bridge",
-        kind="latency",
         loop=loop,
-        histogram=hist,
-        count=count,
-        seconds=meter.wall_s,
-        rate=count / meter.wall_s if meter.wall_s > 0 else None,
         notes="queues behind the previous order",
         extra=client_codec_us(run),
     )
-    res.add_costs(meter, count)
-    return res
 
 
 async def raw_request_to_engine(
@@ -486,36 +472,22 @@ async def raw_request_to_engine(
     back-to-back row is the client library; the difference to (a1) is the engine's work."""
     orders = make_orders(f"{run}r", budget.warmup + budget.count)
     payloads = [o.to_proto().SerializeToString() for o in orders]
-    hist = new_histogram()
-    count = 0
     nc = await connect_as(handle.url, handle.creds, "orchestrator")
+
+    async def one(i: int) -> None:
+        await nc.request(subjects.SUBMIT, payloads[i], timeout=REPLY_TIMEOUT)
+
     try:
-        for p in payloads[: budget.warmup]:
-            await nc.request(subjects.SUBMIT, p, timeout=REPLY_TIMEOUT)
-        with CpuMeter({"peer": engine.pid, "nats": _pid(handle)}) as meter:
-            deadline = time.perf_counter() + budget.seconds
-            for p in payloads[budget.warmup :]:
-                t0 = time.perf_counter_ns()
-                await nc.request(subjects.SUBMIT, p, timeout=REPLY_TIMEOUT)
-                record_ns(hist, time.perf_counter_ns() - t0)
-                count += 1
-                if time.perf_counter() > deadline:
-                    break
+        timed = await closed_loop(one, budget, {"peer": engine.pid, "nats": _pid(handle)})
     finally:
         await nc.close()
-    res = Result(
+    return Result.latency(
+        timed,
         id="bridge.diag.raw_request_engine.asyncio",
         label="diag: raw nats-py request -> engine, back to back",
         group="bridge",
-        kind="latency",
-        histogram=hist,
-        count=count,
-        seconds=meter.wall_s,
-        rate=count / meter.wall_s if meter.wall_s > 0 else None,
         notes="no BridgeClient, no headers",
     )
-    res.add_costs(meter, count)
-    return res
 
 
 def client_codec_us(run: str, n: int = 2000) -> dict[str, float]:

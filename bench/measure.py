@@ -6,12 +6,15 @@ digits); percentiles come from the histogram, never from hand-rolled code.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hdrh.histogram import HdrHistogram
 
 from bench.procs import CpuMeter
+from bench.profile import Budget
 
 LOWEST_US = 1
 HIGHEST_US = 600_000_000
@@ -32,6 +35,56 @@ def new_histogram() -> HdrHistogram:
 def record_ns(hist: HdrHistogram, elapsed_ns: int) -> None:
     """Record an interval measured with ``time.perf_counter_ns()`` (as whole microseconds)."""
     hist.record_value(min(HIGHEST_US, max(LOWEST_US, elapsed_ns // 1000)))
+
+
+@dataclass
+class Timed:
+    """A closed loop's measurements: latencies, operations done, CPU over the loop."""
+
+    histogram: HdrHistogram
+    count: int
+    meter: CpuMeter
+
+
+async def closed_loop(
+    op: Callable[[int], Awaitable[object]], budget: Budget, pids: dict[str, int]
+) -> Timed:
+    """``op(i)`` for i < ``budget.warmup`` unmeasured, then one at a time, timed, until
+    ``budget.count`` operations or ``budget.seconds`` have passed; CPU of ``pids`` metered."""
+    for i in range(budget.warmup):
+        await op(i)
+    hist = new_histogram()
+    count = 0
+    with CpuMeter(pids) as meter:
+        deadline = time.perf_counter() + budget.seconds
+        for i in range(budget.warmup, budget.warmup + budget.count):
+            t0 = time.perf_counter_ns()
+            await op(i)
+            record_ns(hist, time.perf_counter_ns() - t0)
+            count += 1
+            if time.perf_counter() > deadline:
+                break
+    return Timed(hist, count, meter)
+
+
+def closed_loop_blocking(
+    op: Callable[[int], object], budget: Budget, pids: dict[str, int]
+) -> Timed:
+    """:func:`closed_loop` for a blocking ``op`` (no event loop)."""
+    for i in range(budget.warmup):
+        op(i)
+    hist = new_histogram()
+    count = 0
+    with CpuMeter(pids) as meter:
+        deadline = time.perf_counter() + budget.seconds
+        for i in range(budget.warmup, budget.warmup + budget.count):
+            t0 = time.perf_counter_ns()
+            op(i)
+            record_ns(hist, time.perf_counter_ns() - t0)
+            count += 1
+            if time.perf_counter() > deadline:
+                break
+    return Timed(hist, count, meter)
 
 
 def summary_us(hist: HdrHistogram) -> dict[str, float]:
@@ -73,6 +126,38 @@ class Result:
         self.python_cpu_us = meter.per_op_us(count)
         self.peer_cpu_us = meter.per_op_us(count, "peer")
         self.nats_cpu_us = meter.per_op_us(count, "nats")
+
+    @classmethod
+    def latency(
+        cls,
+        timed: Timed,
+        *,
+        id: str,
+        label: str,
+        group: Literal["bridge", "baseline"],
+        loop: str = "asyncio",
+        notes: str = "",
+        extra: dict[str, Any] | None = None,
+        costs: bool = True,
+    ) -> Result:
+        """The row of a closed loop (with its CPU costs unless ``costs`` is False)."""
+        wall = timed.meter.wall_s
+        res = cls(
+            id=id,
+            label=label,
+            group=group,
+            kind="latency",
+            loop=loop,
+            histogram=timed.histogram,
+            count=timed.count,
+            seconds=wall,
+            rate=timed.count / wall if wall > 0 else None,
+            notes=notes,
+            extra=extra or {},
+        )
+        if costs:
+            res.add_costs(timed.meter, timed.count)
+        return res
 
     def summary(self) -> dict[str, float]:
         if self.histogram is None or self.histogram.get_total_count() == 0:
