@@ -520,16 +520,24 @@ class BridgeClient:
             self._journal.record(orders, route="queue")
         tasks: list[asyncio.Task[QueuedOrder]] = []
         failure: BridgeError | None = None
+        failed = False
+
+        def note_failure(task: asyncio.Task[QueuedOrder]) -> None:
+            nonlocal failed
+            failed = failed or (not task.cancelled() and task.exception() is not None)
+
         try:
             for order in orders:
-                if any(t.done() and not t.cancelled() and t.exception() for t in tasks):
+                if failed:
                     break  # stop sending after the first failure
                 try:
                     await self._acquire_slot(inflight, order.client_order_id, cid)
                 except BackpressureError as exc:
                     failure = exc
                     break
-                tasks.append(asyncio.create_task(self._publish_queued(inflight, order, cid)))
+                task = asyncio.create_task(self._publish_queued(inflight, order, cid))
+                task.add_done_callback(note_failure)
+                tasks.append(task)
             results = await asyncio.gather(*tasks, return_exceptions=True)
         except BaseException:
             for t in tasks:

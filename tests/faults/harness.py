@@ -100,6 +100,17 @@ def order_flow(account: str, count: int, seed: int) -> list[Order]:
     return orders
 
 
+async def update_orders_stream(handle: ServerHandle, **changes: object) -> None:
+    """Change the ORDERS stream's configuration as the operator (e.g. ``max_msgs=300``)."""
+    nc = await connect_as(handle.url, handle.creds, "operator")
+    try:
+        js = nc.jetstream()
+        config = (await js.stream_info(subjects.ORDERS_STREAM)).config
+        await js.update_stream(config.evolve(**changes))
+    finally:
+        await nc.close()
+
+
 async def stored_reports(
     handle: ServerHandle, account: str, timeout: float = 60
 ) -> list[orders_pb2.ExecutionReport]:
@@ -205,6 +216,7 @@ class Publisher:
         self.refused: set[str] = set()
         self.ack_times: list[float] = []
         self.errors: Counter[str] = Counter()
+        self._progress = asyncio.Condition()
 
     async def run(self) -> None:
         todo = iter(self.orders)
@@ -226,23 +238,24 @@ class Publisher:
                 continue
             self.acked.add(order.client_order_id)
             self.ack_times.append(time.monotonic())
+            async with self._progress:
+                self._progress.notify_all()
             return
         raise AssertionError(f"{order.client_order_id} not acked after 30 attempts")
 
     def acked_count(self) -> int:
         return len(self.acked)
 
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        """Until ``predicate()`` holds, re-checked at every publish ack (bounded)."""
+        try:
+            async with asyncio.timeout(timeout), self._progress:
+                await self._progress.wait_for(predicate)
+        except TimeoutError:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}") from None
+
     def max_gap(self, since: float) -> float:
         """The longest interval without any publish ack, from ``since`` to the last ack."""
         times = sorted(t for t in self.ack_times if t >= since)
         points = [since, *times]
         return max((b - a for a, b in itertools.pairwise(points)), default=0.0)
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait (bounded) until ``predicate()`` holds; it watches state other tasks update."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.01)

@@ -29,7 +29,6 @@ from tests.faults.harness import (
     assert_clean,
     new_account,
     order_flow,
-    until,
     verify,
     wait_for_finals,
 )
@@ -78,7 +77,9 @@ async def _run_with_fault(
         async with BridgeClient(settings) as bridge:
             publisher = Publisher(bridge, orders)
             publishing = asyncio.create_task(publisher.run())
-            await until(lambda: publisher.acked_count() >= ORDERS // 3, 120, "a third acked")
+            await publisher.wait_until(
+                lambda: publisher.acked_count() >= ORDERS // 3, 120, "a third acked"
+            )
             leader = cluster.stream_leader("ORDERS")
             connected_to = bridge.connected_server
             acked_before = publisher.acked_count()
@@ -89,7 +90,7 @@ async def _run_with_fault(
                 cluster.resume(leader)
             else:
                 cluster.kill(leader)
-            await until(
+            await publisher.wait_until(
                 lambda: publisher.acked_count() > acked_before + 50, 120, "publishing resumed"
             )
             new_leader = cluster.stream_leader("ORDERS")

@@ -14,26 +14,15 @@ from bridge.dev.engine import EngineProcess, client_settings
 from bridge.dev.server import LocalNatsServer, ServerHandle, connect_as
 from tests.faults.harness import (
     FaultResult,
-    Publisher,
     assert_clean,
     new_account,
     order_flow,
+    update_orders_stream,
     verify,
     wait_for_finals,
 )
 
 pytestmark = pytest.mark.integration
-
-
-async def _limit_orders(handle: ServerHandle, max_msgs: int) -> None:
-    nc = await connect_as(handle.url, handle.creds, "operator")
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(subjects.ORDERS_STREAM)
-        info.config.max_msgs = max_msgs
-        await js.update_stream(info.config)
-    finally:
-        await nc.close()
 
 
 async def _stored_orders(handle: ServerHandle) -> int:
@@ -58,7 +47,7 @@ async def test_stopped_engine_fills_orders_then_refusal_is_immediate_and_all_dra
     timeout); after the engine restarts, every stored order is executed exactly once."""
     capacity = 300
     handle = fresh_server.handle
-    await _limit_orders(handle, capacity)
+    await update_orders_stream(handle, max_msgs=capacity)
     account = new_account("SF")
     orders = order_flow(account, capacity + 100, seed=3)
     settings = client_settings(handle, publish_timeout_ms=5000)
@@ -101,6 +90,7 @@ async def test_stopped_engine_fills_orders_then_refusal_is_immediate_and_all_dra
     assert len(refused) == len(orders) - capacity
     assert {e.client_order_id for e in refused}.isdisjoint(acked)
     assert all(e.err_code == 10077 for e in refused)
+    assert "maximum messages" in str(refused[0])
     assert max(refusal_s) < 1.0, "a full stream must refuse at once, not time out"
     assert not {r.client_order_id for r in reports} & {e.client_order_id for e in refused}
     assert_clean(result)
@@ -114,7 +104,7 @@ async def test_tenfold_overload_keeps_memory_bounded_and_loses_nothing(
     more than max_ack_pending orders out at the engine, and every accepted order executes."""
     duration_s = 6.0
     handle = fresh_server.handle
-    await _limit_orders(handle, 3000)
+    await update_orders_stream(handle, max_msgs=3000)
     account = new_account("OL")
     batches = itertools.count()
     settings = client_settings(handle, max_inflight=256, publish_timeout_ms=5000)
@@ -125,9 +115,10 @@ async def test_tenfold_overload_keeps_memory_bounded_and_loses_nothing(
     ack_pending: list[int] = []
     offered = 0  # stored, refused, or not sent after a refusal (not kept: memory is measured)
     stored: list[Order] = []
+    acked: set[str] = set()
+    refused: set[str] = set()
     try:
         async with BridgeClient(settings) as bridge:
-            publisher = Publisher(bridge, [])
             deadline = time.monotonic() + duration_s
 
             async def offer() -> None:
@@ -141,9 +132,9 @@ async def test_tenfold_overload_keeps_memory_bounded_and_loses_nothing(
                         queued = await bridge.enqueue_batch(batch)
                     except StreamFullError as exc:
                         queued = list(exc.queued)
-                        publisher.refused.add(exc.client_order_id or "")
+                        refused.add(exc.client_order_id or "")
                     ids = {q.client_order_id for q in queued}
-                    publisher.acked.update(ids)
+                    acked.update(ids)
                     stored.extend(o for o in batch if o.client_order_id in ids)
 
             async def sample() -> None:
@@ -163,18 +154,17 @@ async def test_tenfold_overload_keeps_memory_bounded_and_loses_nothing(
             started = time.monotonic()
             await asyncio.gather(sample(), *(offer() for _ in range(8)))
             offered_s = time.monotonic() - started
-            finals_at_end = len(publisher.acked)
-            reports = await wait_for_finals(handle, account, publisher.acked, timeout=180)
+            reports = await wait_for_finals(handle, account, acked, timeout=180)
             executed_s = time.monotonic() - started
     finally:
         code = engine.stop()
     offered_rate = offered / offered_s
-    engine_rate = len(publisher.acked) / executed_s
+    engine_rate = len(acked) / executed_s
     result = verify(
         FaultResult(
             "10x overload for 6 s (ORDERS max 3000)",
             sent=offered,
-            refused=len(publisher.refused),
+            refused=len(refused),
             notes={
                 "offered_per_s": round(offered_rate),
                 "engine_per_s": round(engine_rate),
@@ -185,12 +175,11 @@ async def test_tenfold_overload_keeps_memory_bounded_and_loses_nothing(
             },
         ),
         stored,
-        publisher.acked,
+        acked,
         reports,
     )
     assert code == 0, engine.log_tail()
-    assert finals_at_end == len(publisher.acked)
-    assert publisher.refused, "the overload never filled ORDERS: not an overload"
+    assert refused, "the overload never filled ORDERS: not an overload"
     assert offered_rate / engine_rate >= 5, result
     assert max(ack_pending) <= 1024  # the consumer's max_ack_pending
     # Bounded memory: the engine holds at most one pull batch, the client at most

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from tests.faults.harness import (
     new_account,
     order_flow,
     stored_reports,
+    update_orders_stream,
     wait_for_finals,
 )
 
@@ -66,17 +66,6 @@ async def test_timed_out_order_is_resolved_by_a_status_query(
     assert len({r.exec_id for r in reports}) == len(reports)
 
 
-async def _shrink_duplicate_window(handle: ServerHandle, window: timedelta) -> None:
-    nc = await connect_as(handle.url, handle.creds, "operator")
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(subjects.ORDERS_STREAM)
-        info.config.duplicate_window = window.total_seconds()
-        await js.update_stream(info.config)
-    finally:
-        await nc.close()
-
-
 async def _consumer_idle(handle: ServerHandle) -> None:
     """Until the engine's consumer has nothing pending or unacked (bounded poll)."""
     nc = await connect_as(handle.url, handle.creds, "operator")
@@ -97,7 +86,7 @@ async def test_resend_after_the_duplicate_window_is_not_executed_again(
     """JetStream forgets a Nats-Msg-Id after its window and stores the re-sent order again;
     the engine's journal recognises the client order id and does not execute it twice."""
     handle = fresh_server.handle
-    await _shrink_duplicate_window(handle, timedelta(milliseconds=200))
+    await update_orders_stream(handle, duplicate_window=0.2)  # seconds
     account = new_account("DW")
     (order,) = order_flow(account, 1, seed=22)
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()

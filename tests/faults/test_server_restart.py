@@ -25,7 +25,6 @@ from tests.faults.harness import (
     new_account,
     order_flow,
     stored_reports,
-    until,
     verify,
     wait_for_finals,
 )
@@ -49,17 +48,17 @@ async def test_server_killed_and_restarted_mid_run_loses_no_acked_order(
             bridge.on_connection_event(events.append)
             publisher = Publisher(bridge, orders)
             publishing = asyncio.create_task(publisher.run())
-            await until(lambda: publisher.acked_count() >= ORDERS // 4, 60, "a quarter acked")
+            await publisher.wait_until(
+                lambda: publisher.acked_count() >= ORDERS // 4, 60, "a quarter acked"
+            )
             fresh_server.kill()
             killed_at = time.monotonic()
             await asyncio.to_thread(fresh_server.start)
             restarted_at = time.monotonic()
-            await until(
-                lambda: any(t > restarted_at for t in publisher.ack_times)
-                and bridge.connection_state is ConnectionState.CONNECTED,
-                60,
-                "a publish acked after the restart",
+            await publisher.wait_until(
+                lambda: publisher.ack_times[-1] > restarted_at, 60, "an ack after the restart"
             )
+            assert bridge.connection_state is ConnectionState.CONNECTED
             await publishing
             first_ack_after = min(t for t in publisher.ack_times if t > restarted_at)
             # The subscription opened before the crash was re-established by the client itself:

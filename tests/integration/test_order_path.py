@@ -10,7 +10,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from nats.js.api import DeliverPolicy
 
 from bridge import (
     AckStatus,
@@ -31,6 +30,7 @@ from bridge import (
 from bridge.dev.engine import EngineProcess
 from bridge.dev.server import ServerHandle, connect_as
 from bridge.v1 import common_pb2, orders_pb2
+from tests.faults.harness import stored_reports
 
 pytestmark = pytest.mark.integration
 
@@ -65,28 +65,6 @@ async def collect_until_final(
             if not pending:
                 break
     return got
-
-
-async def stored_reports(handle: ServerHandle, account: str) -> list[orders_pb2.ExecutionReport]:
-    """Every report the EXECUTIONS stream holds for ``account`` (the durable record)."""
-    nc = await connect_as(handle.url, handle.creds, "operator")
-    out: list[orders_pb2.ExecutionReport] = []
-    try:
-        js = nc.jetstream()
-        sub = await js.subscribe(
-            subjects.executions_for_account(account),
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-        )
-        async with asyncio.timeout(30):
-            async for m in sub.messages:
-                out.append(orders_pb2.ExecutionReport.FromString(m.data))
-                if m.metadata.num_pending == 0:
-                    break
-        await sub.unsubscribe()
-    finally:
-        await nc.close()
-    return out
 
 
 async def test_sync_market_order_is_acked_then_filled(
