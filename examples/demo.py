@@ -52,6 +52,7 @@ from bridge import (
 from bridge.dev.engine import EngineProcess, client_settings
 from bridge.dev.pki import default_root, ensure_dev_credentials
 from bridge.dev.server import LocalNatsServer, ServerHandle, _provision_as_operator
+from bridge.logs import configure_logging
 
 console = Console(stderr=False)
 ACCOUNT = "DEMO"
@@ -322,7 +323,10 @@ def main() -> int:
     parser.add_argument("--sync", type=int, default=500, help="synchronous market orders")
     parser.add_argument("--queued", type=int, default=1000, help="queued orders")
     parser.add_argument("--batch", type=int, default=100, help="queued batch size")
+    parser.add_argument("--log-level", default="WARNING", help="bridge log level (stderr)")
     ns = parser.parse_args()
+    # The demo prints its own summary; the client's per-order debug lines would drown it.
+    configure_logging(ns.log_level)
     creds = ensure_dev_credentials(default_root())
     work = Path(tempfile.mkdtemp(prefix="bridge-demo-", dir=default_root()))
     console.print(f"[dim]server store and logs: {work}[/dim]")
