@@ -25,7 +25,7 @@ use async_nats::{Client, HeaderMap, Message, Subscriber};
 use backon::Retryable;
 use bytes::Bytes;
 use futures::future::try_join_all;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use prost::Message as _;
 use tracing::{debug, error, info, warn};
 
@@ -35,7 +35,7 @@ use crate::proto::state::OrderRecord;
 use crate::proto::v1::{self as pb, AckStatus, OrderStatus, RejectReason};
 use crate::retry;
 use crate::subjects;
-use crate::validate::{field_error, Rejection, Validator};
+use crate::validate::{field_error, Rejection, ValidOrder, Validator};
 use crate::venue::{is_final, LiveOrder, Touched, Venue, VenueError};
 
 #[derive(Debug, thiserror::Error)]
@@ -175,11 +175,34 @@ enum Origin<'a> {
     Queue(&'a jetstream::Message),
 }
 
+/// An order validated and ready for its journal write.
+enum Prepared {
+    /// No valid key (account / client order id): answered, never journaled.
+    Unkeyed(pb::OrderAck),
+    /// Rejected or expired: journaled already final.
+    Rejected(Box<Touched>),
+    /// Accepted: journaled as PENDING_NEW, then executed.
+    Accepted(Box<LiveOrder>, ValidOrder),
+}
+
+impl Prepared {
+    /// The key and record to `kv.create`, if the order has a key.
+    fn journal_entry(&self) -> Option<(&str, &OrderRecord)> {
+        match self {
+            Prepared::Unkeyed(_) => None,
+            Prepared::Rejected(t) => Some((&t.order.key, &t.order.record)),
+            Prepared::Accepted(live, _) => Some((&live.key, &live.record)),
+        }
+    }
+}
+
 /// Result of taking an order in.
 enum Intake {
     /// Recorded as PENDING_NEW: execute it.
-    Accepted(Box<LiveOrder>, crate::validate::ValidOrder),
-    /// Rejected (and recorded, reports published) or a duplicate: nothing to execute.
+    Accepted(Box<LiveOrder>, ValidOrder),
+    /// Recorded as REJECTED/EXPIRED: publish these reports.
+    Rejected(Vec<pb::ExecutionReport>),
+    /// Unkeyed, or a duplicate answered with its original outcome: nothing left to do.
     Answered,
 }
 
@@ -272,14 +295,13 @@ impl Engine {
         }
     }
 
-    /// Steps 1 (and for rejections, 3-4) of the protocol. Returns the ack to answer.
-    async fn intake(
+    /// Validation and the record to journal (step 1 without its write).
+    fn prepare(
         &mut self,
         order: pb::NewOrder,
         rejection: Option<Rejection>,
         correlation_id: &str,
-        origin: &Origin<'_>,
-    ) -> Result<(pb::OrderAck, Intake), ServiceError> {
+    ) -> Result<Prepared, ServiceError> {
         let now = now_ns();
         let validator = Validator {
             symbols: &self.limits,
@@ -301,44 +323,84 @@ impl Engine {
                 ),
             };
             warn!(client_order_id = %order.client_order_id, correlation_id, reason = %rej.text(), "order rejected (unkeyed)");
-            return Ok((self.unkeyed_reject(&order, &rej), Intake::Answered));
+            return Ok(Prepared::Unkeyed(self.unkeyed_reject(&order, &rej)));
         }
         let key = subjects::order_key(&order.account, &order.client_order_id);
         let seq = self.next_seq();
-        let mut live = LiveOrder::new(key.clone(), order, &self.cfg.engine_id, seq, correlation_id);
-        match checked {
+        let mut live = LiveOrder::new(key, order, &self.cfg.engine_id, seq, correlation_id);
+        Ok(match checked {
             Err(rej) => {
                 let text = rej.text();
                 let mut touched = Venue::reject(live, rej.reason, &rej.errors, &text, now)?;
                 let ack = self.ack_for(&touched.order, AckStatus::Rejected, Some(&rej));
-                touched.order.record.ack = Some(ack.clone());
-                match self.create(&key, &touched.order.record).await? {
-                    Some(_) => {
-                        self.publish(&[touched], correlation_id).await?;
-                        info!(client_order_id = %ack.client_order_id, correlation_id, reason = %text, "order rejected");
-                        Ok((ack, Intake::Answered))
-                    }
-                    None => Ok((
-                        self.duplicate(&key, origin, correlation_id).await?,
-                        Intake::Answered,
-                    )),
-                }
+                touched.order.record.ack = Some(ack);
+                Prepared::Rejected(Box::new(touched))
             }
             Ok(valid) => {
                 let ack = self.ack_for(&live, AckStatus::Accepted, None);
-                live.record.ack = Some(ack.clone());
-                match self.create(&key, &live.record).await? {
-                    Some(revision) => {
-                        live.revision = revision;
-                        Ok((ack, Intake::Accepted(Box::new(live), valid)))
-                    }
-                    None => Ok((
-                        self.duplicate(&key, origin, correlation_id).await?,
-                        Intake::Answered,
-                    )),
-                }
+                live.record.ack = Some(ack);
+                Prepared::Accepted(Box::new(live), valid)
             }
+        })
+    }
+
+    /// Step 1's write: `kv.create` of a prepared order's record. `None`: no record (unkeyed)
+    /// or the key exists (a duplicate).
+    async fn create_prepared(&self, prepared: &Prepared) -> Result<Option<u64>, ServiceError> {
+        match prepared.journal_entry() {
+            Some((key, record)) => self.create(key, record).await,
+            None => Ok(None),
         }
+    }
+
+    /// What step 1's write decided: the ack to answer, and what is left to do.
+    async fn settle(
+        &self,
+        prepared: Prepared,
+        created: Option<u64>,
+        correlation_id: &str,
+        origin: &Origin<'_>,
+    ) -> Result<(pb::OrderAck, Intake), ServiceError> {
+        match (prepared, created) {
+            (Prepared::Unkeyed(ack), _) => Ok((ack, Intake::Answered)),
+            (Prepared::Rejected(touched), Some(_)) => {
+                let ack = touched.order.record.ack.clone().unwrap_or_default();
+                info!(client_order_id = %ack.client_order_id, correlation_id, reason = %ack.text, "order rejected");
+                Ok((ack, Intake::Rejected(touched.reports)))
+            }
+            (Prepared::Accepted(mut live, valid), Some(revision)) => {
+                live.revision = revision;
+                let ack = live.record.ack.clone().unwrap_or_default();
+                Ok((ack, Intake::Accepted(live, valid)))
+            }
+            (Prepared::Rejected(t), None) => Ok((
+                self.duplicate(&t.order.key, origin, correlation_id).await?,
+                Intake::Answered,
+            )),
+            (Prepared::Accepted(live, _), None) => Ok((
+                self.duplicate(&live.key, origin, correlation_id).await?,
+                Intake::Answered,
+            )),
+        }
+    }
+
+    /// Step 1 of the protocol for one order (and for a rejection, its report). Returns the
+    /// ack to answer.
+    async fn intake(
+        &mut self,
+        order: pb::NewOrder,
+        correlation_id: &str,
+    ) -> Result<(pb::OrderAck, Intake), ServiceError> {
+        let prepared = self.prepare(order, None, correlation_id)?;
+        let created = self.create_prepared(&prepared).await?;
+        let (ack, intake) = self
+            .settle(prepared, created, correlation_id, &Origin::Request)
+            .await?;
+        if let Intake::Rejected(reports) = &intake {
+            let tagged: Vec<_> = reports.iter().map(|r| (r, correlation_id)).collect();
+            self.publish_reports(&tagged).await?;
+        }
+        Ok((ack, intake))
     }
 
     /// The backoff of one retried JetStream operation.
@@ -441,8 +503,7 @@ impl Engine {
         if let Origin::Queue(msg) = origin {
             let redelivered = msg.info().map(|i| i.delivered > 1).unwrap_or(false);
             if let (true, Some(report)) = (redelivered, record.last_report.clone()) {
-                self.publish_reports(std::slice::from_ref(&report), correlation_id)
-                    .await?;
+                self.publish_reports(&[(&report, correlation_id)]).await?;
             }
         }
         let mut ack = record.ack.unwrap_or_default();
@@ -459,24 +520,22 @@ impl Engine {
     async fn execute(
         &mut self,
         live: LiveOrder,
-        valid: &crate::validate::ValidOrder,
+        valid: &ValidOrder,
         correlation_id: &str,
     ) -> Result<(), ServiceError> {
         let touched = self.venue.execute(live, valid, now_ns())?;
         self.publish(&touched, correlation_id).await?;
-        self.journal(touched).await
+        self.journal(touched.into_iter().map(|t| t.order).collect())
+            .await
     }
 
-    async fn journal(&mut self, touched: Vec<Touched>) -> Result<(), ServiceError> {
+    /// Step 4: `kv.update` of every record (concurrently), at most one write per key.
+    async fn journal(&mut self, orders: Vec<LiveOrder>) -> Result<(), ServiceError> {
         let this = &*self;
-        let writes = touched.iter().map(|t| async move {
-            this.update(
-                &t.order.key,
-                Bytes::from(t.order.record.encode_to_vec()),
-                t.order.revision,
-            )
-            .await
-            .map(|rev| (t.order.key.clone(), rev))
+        let writes = orders.iter().map(|o| async move {
+            this.update(&o.key, Bytes::from(o.record.encode_to_vec()), o.revision)
+                .await
+                .map(|rev| (o.key.clone(), rev))
         });
         for (key, rev) in try_join_all(writes).await? {
             self.venue.set_revision(&key, rev);
@@ -485,27 +544,30 @@ impl Engine {
     }
 
     async fn publish(&self, touched: &[Touched], correlation_id: &str) -> Result<(), ServiceError> {
-        let reports: Vec<pb::ExecutionReport> = touched
+        let reports: Vec<_> = touched
             .iter()
-            .flat_map(|t| t.reports.iter().cloned())
+            .flat_map(|t| t.reports.iter().map(|r| (r, correlation_id)))
             .collect();
-        self.publish_reports(&reports, correlation_id).await
+        self.publish_reports(&reports).await
     }
 
-    /// Publishes reports pipelined (all sent, then all acks awaited), deduplicated by exec id.
-    /// Retried as a whole: a report stored by an earlier attempt is a duplicate (same
-    /// `Nats-Msg-Id`) inside EXECUTIONS' window, so a retry never stores a fill twice.
+    /// Publishes reports, each with its correlation id, pipelined (all sent in order, then all
+    /// acks awaited), deduplicated by exec id. Retried as a whole: a report stored by an earlier
+    /// attempt is a duplicate (same `Nats-Msg-Id`) inside EXECUTIONS' window, so a retry never
+    /// stores a fill twice.
     async fn publish_reports(
         &self,
-        reports: &[pb::ExecutionReport],
-        correlation_id: &str,
+        reports: &[(&pb::ExecutionReport, &str)],
     ) -> Result<(), ServiceError> {
+        if reports.is_empty() {
+            return Ok(());
+        }
         let attempt = || async {
             let mut acks = Vec::with_capacity(reports.len());
-            for r in reports {
+            for (r, correlation_id) in reports {
                 let mut headers = HeaderMap::new();
                 headers.insert(subjects::HEADER_MSG_ID, r.exec_id.as_str());
-                headers.insert(subjects::HEADER_CORRELATION_ID, correlation_id);
+                headers.insert(subjects::HEADER_CORRELATION_ID, *correlation_id);
                 let subject = subjects::executions(&r.account, &r.client_order_id);
                 let ack = self
                     .js
@@ -518,12 +580,13 @@ impl Engine {
             }
             Ok::<(), jetstream::context::PublishError>(())
         };
+        let about = reports[0].1;
         attempt
             .retry(self.backoff())
-            .notify(|e, delay| retrying("publish reports", correlation_id, e, delay))
+            .notify(|e, delay| retrying("publish reports", about, e, delay))
             .await
             .map_err(|e| ServiceError::Publish(e.into()))?;
-        for r in reports {
+        for (r, correlation_id) in reports {
             debug!(exec_id = %r.exec_id, client_order_id = %r.client_order_id, correlation_id, exec_type = r.exec_type, "report published");
         }
         Ok(())
@@ -564,7 +627,7 @@ impl Engine {
                 return Ok(());
             }
         };
-        let (ack, intake) = self.intake(order, None, &cid, &Origin::Request).await?;
+        let (ack, intake) = self.intake(order, &cid).await?;
         self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
         self.failpoint("after_ack").await;
         if let Intake::Accepted(live, valid) = intake {
@@ -573,38 +636,57 @@ impl Engine {
         Ok(())
     }
 
-    /// Queued order: same protocol; the ORDERS message is acked only after the reports are
-    /// published and the journal is updated.
-    pub async fn on_queued(&mut self, msg: jetstream::Message) -> Result<(), ServiceError> {
-        let cid = correlation_id(msg.headers.as_ref());
-        let (order, rejection) = match pb::NewOrder::decode(msg.payload.clone()) {
-            Ok(o) => (o, None),
-            Err(e) => {
-                // Attribute a malformed message through its subject and Nats-Msg-Id so the
-                // orchestrator still gets a REJECTED report for it.
-                let order = pb::NewOrder {
-                    account: subjects::account_of_queue_subject(msg.subject.as_str())
-                        .unwrap_or("")
-                        .into(),
-                    client_order_id: msg
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(subjects::HEADER_MSG_ID))
-                        .map(|v| v.as_str().to_string())
-                        .unwrap_or_default(),
-                    ..Default::default()
-                };
-                (order, Some(malformed(&e)))
-            }
-        };
-        let (_, intake) = self
-            .intake(order, rejection, &cid, &Origin::Queue(&msg))
-            .await?;
-        self.failpoint("after_journal").await;
-        if let Intake::Accepted(live, valid) = intake {
-            self.execute(*live, &valid, &cid).await?;
+    /// Queued orders: the same protocol, applied to every message of a pull at once so that
+    /// the JetStream round trips of one step overlap instead of queuing one order behind the
+    /// next. Step 1 writes all records concurrently; step 3 executes them in delivery order
+    /// (price-time priority is the delivery order) and publishes all reports pipelined, in
+    /// that order; step 4 writes each touched record once, with its latest state. Each ORDERS
+    /// message is acked only after all of that.
+    pub async fn on_queued_batch(
+        &mut self,
+        msgs: &[jetstream::Message],
+    ) -> Result<(), ServiceError> {
+        let mut cids = Vec::with_capacity(msgs.len());
+        let mut prepared = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let cid = correlation_id(msg.headers.as_ref());
+            let (order, rejection) = decode_queued(msg);
+            prepared.push(self.prepare(order, rejection, &cid)?);
+            cids.push(cid);
         }
-        self.ack_queued(&msg, &cid).await;
+        let this = &*self;
+        let created = try_join_all(prepared.iter().map(|p| this.create_prepared(p))).await?;
+        self.failpoint("after_journal").await;
+
+        let mut reports: Vec<(pb::ExecutionReport, usize)> = Vec::new();
+        let mut writes: Vec<LiveOrder> = Vec::new();
+        for (i, (p, created)) in prepared.into_iter().zip(created).enumerate() {
+            let origin = Origin::Queue(&msgs[i]);
+            match self.settle(p, created, &cids[i], &origin).await?.1 {
+                Intake::Accepted(live, valid) => {
+                    for t in self.venue.execute(*live, &valid, now_ns())? {
+                        reports.extend(t.reports.into_iter().map(|r| (r, i)));
+                        // Every state of a record within this batch carries the revision it
+                        // had before the batch: the last state replaces the earlier ones.
+                        match writes.iter_mut().find(|w| w.key == t.order.key) {
+                            Some(w) => *w = t.order,
+                            None => writes.push(t.order),
+                        }
+                    }
+                }
+                Intake::Rejected(rs) => reports.extend(rs.into_iter().map(|r| (r, i))),
+                Intake::Answered => {}
+            }
+        }
+        let tagged: Vec<_> = reports
+            .iter()
+            .map(|(r, i)| (r, cids[*i].as_str()))
+            .collect();
+        self.publish_reports(&tagged).await?;
+        self.journal(writes).await?;
+        for (msg, cid) in msgs.iter().zip(&cids) {
+            self.ack_queued(msg, cid).await;
+        }
         Ok(())
     }
 
@@ -663,7 +745,7 @@ impl Engine {
             );
             ack.engine_order_id = touched.order.record.engine_order_id.clone();
             self.publish(std::slice::from_ref(&touched), &cid).await?;
-            self.journal(vec![touched]).await?;
+            self.journal(vec![touched.order]).await?;
             info!(key, correlation_id = %cid, "order canceled");
             self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
             return Ok(());
@@ -839,9 +921,33 @@ impl Engine {
             };
             info!(key = %touched[0].order.key, status = ?touched[0].order.status(), "recovered order");
             self.publish(&touched, &cid).await?;
-            self.journal(touched).await?;
+            self.journal(touched.into_iter().map(|t| t.order).collect())
+                .await?;
         }
         Ok(n)
+    }
+}
+
+/// The order in a queued message. A malformed one is attributed through its subject and
+/// `Nats-Msg-Id` so that the orchestrator still gets a REJECTED report for it.
+fn decode_queued(msg: &jetstream::Message) -> (pb::NewOrder, Option<Rejection>) {
+    match pb::NewOrder::decode(msg.payload.clone()) {
+        Ok(o) => (o, None),
+        Err(e) => {
+            let order = pb::NewOrder {
+                account: subjects::account_of_queue_subject(msg.subject.as_str())
+                    .unwrap_or("")
+                    .into(),
+                client_order_id: msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(subjects::HEADER_MSG_ID))
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            (order, Some(malformed(&e)))
+        }
     }
 }
 
@@ -996,7 +1102,28 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         loop {
             tokio::select! {
                 m = async { match batch.as_mut() { Some(b) => tokio::time::timeout(stall_after, b.next()).await, None => std::future::pending().await } } => match m {
-                    Ok(Some(Ok(m))) => engine.on_queued(m).await?,
+                    Ok(Some(Ok(m))) => {
+                        // Take every message of this pull that has already arrived, and run
+                        // them through the protocol together.
+                        let mut msgs = vec![m];
+                        let mut ended = None;
+                        if let Some(b) = batch.as_mut() {
+                            while msgs.len() < cfg.pull_batch {
+                                match b.next().now_or_never() {
+                                    Some(Some(Ok(m))) => msgs.push(m),
+                                    Some(Some(Err(e))) => { ended = Some(Some(e)); break; }
+                                    Some(None) => { ended = Some(None); break; }
+                                    None => break,
+                                }
+                            }
+                        }
+                        engine.on_queued_batch(&msgs).await?;
+                        match ended {
+                            Some(Some(e)) => { warn!(error = %e, "pull ended with an error: re-binding the consumer"); rebind = true; break; }
+                            Some(None) => break,
+                            None => {}
+                        }
+                    }
                     Ok(Some(Err(e))) => { warn!(error = %e, "pull ended with an error: re-binding the consumer"); rebind = true; break; }
                     Ok(None) => break,
                     Err(_) => {
