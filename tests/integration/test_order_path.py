@@ -140,6 +140,59 @@ async def test_thousand_queued_orders_each_get_exactly_one_final_report(
         assert cum <= qty[r.client_order_id]
 
 
+async def test_queued_orders_trading_with_each_other_in_one_pull(
+    engine: EngineProcess, settings: BridgeSettings, nats_server: ServerHandle
+) -> None:
+    """Queued orders arrive together (the engine journals, executes and reports a pull's
+    messages as one batch): a resting sell taken by two buys behind it ends FILLED in the
+    journal and in EXECUTIONS, with one report per fill on each side and nothing doubled."""
+    account = new_id("X")
+    price = Decimal("190.00")  # inside AAPL's seeded spread (189.99 / 190.01)
+
+    def limit(side: Side, qty: int, tif: TimeInForce) -> Order:
+        return Order(
+            client_order_id=new_id("s" if side is Side.SELL else "b"),
+            account=account,
+            symbol="AAPL",
+            side=side,
+            order_type=OrderType.LIMIT,
+            limit_price=price,
+            quantity=Decimal(qty),
+            time_in_force=tif,
+        )
+
+    groups = [
+        (
+            limit(Side.SELL, 6, TimeInForce.GTC),
+            limit(Side.BUY, 3, TimeInForce.IOC),
+            limit(Side.BUY, 3, TimeInForce.IOC),
+        )
+        for _ in range(30)
+    ]
+    orders = [o for g in groups for o in g]
+    want = {o.client_order_id for o in orders}
+    async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
+        await bridge.enqueue_batch(orders)
+        live = await collect_until_final(stream, want)
+        states = [await bridge.status(account, sell.client_order_id) for sell, _, _ in groups]
+    assert set(live) == want
+    for state in states:
+        assert state.last_report is not None
+        assert state.last_report.order_status is OrderStatus.FILLED, state
+        assert state.last_report.cum_qty == Decimal(6)
+    durable = await stored_reports(nats_server, account)
+    assert len({r.exec_id for r in durable}) == len(durable), "an exec id was stored twice"
+    by_order: dict[str, list[int]] = defaultdict(list)
+    for r in durable:
+        by_order[r.client_order_id].append(r.exec_type)
+    trade = orders_pb2.EXEC_TYPE_TRADE
+    new = orders_pb2.EXEC_TYPE_NEW
+    for sell, buy1, buy2 in groups:
+        assert by_order[sell.client_order_id] == [new, trade, trade]
+        assert by_order[buy1.client_order_id] == [new, trade]
+        assert by_order[buy2.client_order_id] == [new, trade]
+
+
 def _is_final(status: int) -> bool:
     return status in (
         orders_pb2.ORDER_STATUS_FILLED,
