@@ -29,6 +29,8 @@ class Profile:
     """Orders queued before the engine starts (its drain rate is measured on them)."""
     drain_timeout: float
     """Longest wait for the engine to work off that backlog."""
+    core_orders: int
+    """Orders per workload of the engine's in-process (no I/O) throughput measurement."""
     open_rates: tuple[int, ...]
     """Offered loads (orders/s) of the open-loop queued-path measurement."""
     open_seconds: float
@@ -48,6 +50,7 @@ FULL = Profile(
     publish=Budget(warmup=300, count=6000, seconds=2.0),
     drain_orders=3000,
     drain_timeout=30.0,
+    core_orders=200_000,
     open_rates=(250, 1000, 5000),
     open_seconds=2.0,
     open_grace=4.0,
@@ -65,6 +68,7 @@ QUICK = Profile(
     publish=Budget(warmup=50, count=600, seconds=0.5),
     drain_orders=300,
     drain_timeout=10.0,
+    core_orders=20_000,
     open_rates=(250, 1000),
     open_seconds=0.5,
     open_grace=1.5,
@@ -87,6 +91,7 @@ def scenario_ids(profile: Profile, loops: list[str]) -> list[str]:
         ids.append(f"bridge.sync.ack_b2b.{loop}")
     ids.append("bridge.diag.raw_request_engine.asyncio")
     ids += [f"bridge.queued.open_loop.{rate}" for rate in profile.open_rates]
+    ids += ["bridge.engine.core.market", "bridge.engine.core.cross"]
     ids += ["baseline.c.grpc_aio", "baseline.c.grpc_blocking"]
     ids += [f"baseline.d.tcp_tls.{loop}" for loop in loops]
     ids.append("baseline.d.tcp_plain.asyncio")

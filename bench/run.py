@@ -233,6 +233,8 @@ class Bench:
             for r in engine_rows:
                 r.peer_rss_mb = engine.peak_rss / MIB
             out += engine_rows
+        self.step("engine by itself: in-process decode/validate/match/encode, no I/O")
+        out += bridge_paths.engine_core(ENGINE_CONFIG, p.core_orders)
         return out
 
     def rpc_baselines(self) -> list[Result]:
