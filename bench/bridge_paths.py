@@ -193,19 +193,17 @@ async def publish_raw(handle: ServerHandle, budget: Budget, payload: bytes, run:
 
 
 async def enqueue_throughput(handle: ServerHandle, budget: Budget, run: str) -> Result:
-    """``enqueue_batch`` of 500-order chunks from one process (no engine runs yet); ORDERS is
-    purged afterwards, like after (b)."""
+    """``enqueue_batch`` throughput from one process (no engine runs yet), sent like (b): one
+    pipeline with up to 1024 orders in flight (the client's ``max_inflight``) for the whole run,
+    all acks awaited at the end. ORDERS is purged afterwards, like after (b)."""
     orders = make_orders(f"{run}q", budget.warmup + budget.count, "QUEUED")
     async with BridgeClient(settings_for(handle)) as bridge:
         await bridge.enqueue_batch(orders[: budget.warmup])
-        sent = budget.warmup
         with CpuMeter({"nats": _pid(handle)}) as meter:
-            deadline = time.perf_counter() + budget.seconds
-            while sent < len(orders) and time.perf_counter() < deadline:
-                chunk = orders[sent : sent + ENQUEUE_CHUNK]
-                await bridge.enqueue_batch(chunk)
-                sent += len(chunk)
-    count = sent - budget.warmup
+            stored = await asyncio.wait_for(
+                bridge.enqueue_batch(orders[budget.warmup :]), REPLY_TIMEOUT * 4
+            )
+    count = len(stored)
     res = Result(
         id="bridge.queued.publish",
         label="queued: enqueue_batch -> ORDERS",
@@ -214,7 +212,7 @@ async def enqueue_throughput(handle: ServerHandle, budget: Budget, run: str) -> 
         count=count,
         seconds=meter.wall_s,
         rate=count / meter.wall_s if meter.wall_s > 0 else None,
-        notes=f"batches of {ENQUEUE_CHUNK}, 1024 in flight",
+        notes="one enqueue_batch, 1024 in flight",
     )
     res.add_costs(meter, count)
     await purge_orders(handle)

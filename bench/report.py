@@ -113,6 +113,17 @@ def targets(results: Sequence[Result]) -> list[Target]:
                     f"bridge {_ms(b)} / a2 {_ms(a)}",
                 )
             )
+        b2b = r.get("bridge.sync.ack_b2b.asyncio")
+        if b2b is not None:
+            out.append(
+                _check(
+                    "Python CPU per sync order vs (a2) (same durability)",
+                    _ratio(b2b.python_cpu_us, a2.python_cpu_us),
+                    "<= 1.2x",
+                    _at_most(1.2),
+                    f"bridge {b2b.python_cpu_us or 0:.0f} us / a2 {a2.python_cpu_us or 0:.0f} us",
+                )
+            )
     if ack is not None:
         p99 = _pct(ack, "p99")
         out.append(

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import enum
 import inspect
+import json
 import ssl
 import time
 import uuid
@@ -38,6 +39,7 @@ from typing import Any, Self, TypeVar
 
 import nats
 import nats.errors
+import nats.js.api
 import nats.js.errors
 import structlog
 from google.protobuf.message import DecodeError, Message
@@ -78,6 +80,7 @@ _T = TypeVar("_T")
 # JetStream error codes that mean "the stream is at its limits and discard: new refused this".
 _STREAM_FULL_CODES = frozenset({10077})  # JSStreamStoreFailedF: maximum messages/bytes exceeded
 _STREAM_FULL_WORDS = ("maximum messages", "maximum bytes", "resource limits exceeded")
+_NO_RESPONDERS = "503"  # status of the answer when no stream listens on the subject
 _JS_UNAVAILABLE = 10008  # JSClusterNotAvailErr: JetStream system temporarily unavailable
 
 
@@ -157,6 +160,7 @@ class BridgeClient:
         self._nc: NatsConnection | None = None
         self._js: JetStreamContext | None = None
         self._inflight: asyncio.Semaphore | None = None
+        self._pub_acks = _PubAcks()
         self._conn_state = ConnectionState.DISCONNECTED
         self._engine_available: bool | None = None
         self._listeners: list[ConnectionListener] = []
@@ -246,6 +250,7 @@ class BridgeClient:
         self._nc.options["allow_reconnect"] = True
         self._js = self._nc.jetstream(timeout=s.publish_timeout_ms / 1000)
         self._inflight = asyncio.Semaphore(s.max_inflight)
+        await self._pub_acks.start(self._nc, s.publish_timeout_ms / 1000)
         self._state = _State.OPEN
         self._conn_state = ConnectionState.CONNECTED
         log.info("bridge.connected", servers=s.nats_url, client_name=s.client_name)
@@ -328,6 +333,7 @@ class BridgeClient:
         self._conn_state = ConnectionState.RECONNECTING
         if self._nc is not None:
             _fail_pending_requests(self._nc)
+        self._pub_acks.fail_all("the connection dropped before JetStream confirmed it")
         await self._emit(ConnectionEvent.DISCONNECTED)
 
     async def _on_reconnected(self) -> None:
@@ -353,10 +359,17 @@ class BridgeClient:
         try:
             return await op()
         except BridgeError as exc:
-            if not is_transient(exc) or self._settings.retry_max_attempts == 1:
-                raise
-            delay = backoff_delay(self._settings, 0)
-            log_first_retry(what, exc, delay)
+            return await self._retry(what, op, exc, started)
+
+    async def _retry(
+        self, what: str, op: Callable[[], Awaitable[_T]], failed: BridgeError, started: float
+    ) -> _T:
+        """Attempts 2.. of ``op``, whose first attempt (begun at ``started``) raised ``failed``;
+        re-raises ``failed`` if it is not worth retrying."""
+        if not is_transient(failed) or self._settings.retry_max_attempts == 1:
+            raise failed
+        delay = backoff_delay(self._settings, 0)
+        log_first_retry(what, failed, delay)
         await asyncio.sleep(delay)  # the backoff before the second attempt
         elapsed = time.monotonic() - started
         async for attempt in request_retrying(self._settings, what, done=1, elapsed_s=elapsed):
@@ -512,61 +525,128 @@ class BridgeClient:
         the whole batch is always safe: a client order id cannot create a second order
         (JetStream's duplicate window, then the engine's own record).
         """
-        self._conn()
+        nc = self._conn()
         inflight = self._inflight
         assert inflight is not None
         cid = correlation_id or new_correlation_id()
         if self._journal is not None:
             self._journal.record(orders, route="queue")
-        tasks: list[asyncio.Task[QueuedOrder]] = []
+        started = time.monotonic()
+        sent: list[tuple[Order, asyncio.Future[QueuedOrder]]] = []
         failure: BridgeError | None = None
         failed = False
 
-        def note_failure(task: asyncio.Task[QueuedOrder]) -> None:
+        def settled(future: asyncio.Future[QueuedOrder]) -> None:
             nonlocal failed
-            failed = failed or (not task.cancelled() and task.exception() is not None)
+            inflight.release()
+            exc = None if future.cancelled() else future.exception()
+            failed = failed or (exc is not None and not is_transient(exc))
 
         try:
+            # First attempts, pipelined: no task and no timer per order (the hot path).
             for order in orders:
                 if failed:
-                    break  # stop sending after the first failure
+                    break  # stop sending after the first failure that a retry cannot cure
                 try:
                     await self._acquire_slot(inflight, order.client_order_id, cid)
                 except BackpressureError as exc:
                     failure = exc
                     break
-                task = asyncio.create_task(self._publish_queued(inflight, order, cid))
-                task.add_done_callback(note_failure)
-                tasks.append(task)
-            results = await asyncio.gather(*tasks, return_exceptions=True)
+                future = await self._send_queued(nc, order, cid)
+                future.add_done_callback(settled)
+                sent.append((order, future))
+            await self._pub_acks.settle([f for _, f in sent])
+            outcomes: list[QueuedOrder | BaseException] = []
+            retries: dict[int, Awaitable[QueuedOrder]] = {}
+            for order, future in sent:
+                error = future.exception()
+                if error is None:
+                    outcomes.append(future.result())
+                    continue
+                if isinstance(error, BridgeError) and is_transient(error):
+                    # Timeout, reconnect, no stream leader: retried, same id, under the policy.
+                    retries[len(outcomes)] = self._retry_queued(
+                        inflight, order, error, cid, started
+                    )
+                outcomes.append(error)
+            if retries:
+                retried = await asyncio.gather(*retries.values(), return_exceptions=True)
+                for i, result in zip(retries, retried, strict=True):
+                    outcomes[i] = result
         except BaseException:
-            for t in tasks:
-                t.cancel()
+            for _, f in sent:
+                f.cancel()
             raise
         queued: list[QueuedOrder] = []
-        outcomes: dict[str, str] = {}
-        for result in results:
+        journal: dict[str, str] = {}
+        for result in outcomes:
             if isinstance(result, QueuedOrder):
                 queued.append(result)
-                outcomes[result.client_order_id] = "queued"
+                journal[result.client_order_id] = "queued"
             elif failure is None:
                 failure = _as_bridge_error(result)
             if isinstance(result, StreamFullError) and result.client_order_id:
-                outcomes[result.client_order_id] = "refused:stream_full"
+                journal[result.client_order_id] = "refused:stream_full"
         if self._journal is not None:
-            self._journal.resolve(outcomes)
+            self._journal.resolve(journal)
         if failure is not None:
             failure.queued = tuple(queued)
             raise failure
         return queued
 
+    async def _send_queued(
+        self, nc: NatsConnection, order: Order, correlation_id: str
+    ) -> asyncio.Future[QueuedOrder]:
+        """First attempt of one queued order; the future resolves with JetStream's answer."""
+        reply, future = self._pub_acks.expect(order.client_order_id, correlation_id)
+        try:
+            self._connected(order.client_order_id, correlation_id)
+            await nc.publish(
+                subjects.queue(order.account),
+                order.to_proto().SerializeToString(),
+                reply=reply,
+                headers={
+                    subjects.HEADER_MSG_ID: order.client_order_id,
+                    subjects.HEADER_CORRELATION_ID: correlation_id,
+                    subjects.HEADER_SCHEMA: "bridge.v1.NewOrder",
+                },
+            )
+        except BridgeError as exc:
+            self._pub_acks.resolve(reply, exc)
+        except nats.errors.Error as exc:
+            wait = self._settings.publish_timeout_ms / 1000
+            self._pub_acks.resolve(
+                reply, _publish_failure(exc, order.client_order_id, correlation_id, wait)
+            )
+        return future
+
+    async def _retry_queued(
+        self,
+        inflight: asyncio.Semaphore,
+        order: Order,
+        failed: BridgeError,
+        correlation_id: str,
+        started: float,
+    ) -> QueuedOrder:
+        """Retries of a queued order whose first attempt failed transiently (holding a slot)."""
+        await self._acquire_slot(inflight, order.client_order_id, correlation_id)
+        try:
+            return await self._retry(
+                "enqueue", lambda: self._publish_once(order, correlation_id), failed, started
+            )
+        finally:
+            inflight.release()
+
     async def _acquire_slot(
         self, inflight: asyncio.Semaphore, client_order_id: str, correlation_id: str
     ) -> None:
         """Backpressure: wait for one of ``max_inflight`` slots, or raise."""
+        if not inflight.locked():
+            await inflight.acquire()  # a free slot: taken at once, nothing to time out
+            return
         wait_ms = self._settings.backpressure_wait_ms
         try:
-            if wait_ms == 0 and inflight.locked():
+            if wait_ms == 0:
                 raise TimeoutError
             async with asyncio.timeout(wait_ms / 1000 if wait_ms else None):
                 await inflight.acquire()
@@ -579,17 +659,6 @@ class BridgeClient:
                 correlation_id=correlation_id,
             ) from None
 
-    async def _publish_queued(
-        self, inflight: asyncio.Semaphore, order: Order, correlation_id: str
-    ) -> QueuedOrder:
-        """One order to ORDERS, retried on transient failures; releases its slot at the end."""
-        try:
-            return await self._with_retries(
-                "enqueue", lambda: self._publish_once(order, correlation_id)
-            )
-        finally:
-            inflight.release()
-
     async def _publish_once(self, order: Order, correlation_id: str) -> QueuedOrder:
         js = self._js
         assert js is not None
@@ -600,8 +669,7 @@ class BridgeClient:
             subjects.HEADER_CORRELATION_ID: correlation_id,
             subjects.HEADER_SCHEMA: "bridge.v1.NewOrder",
         }
-        # Not nats-py's publish_async: in 2.16 a JetStream error reply (e.g. stream full) is
-        # raised inside its reply handler and the order's future never resolves.
+        # Retries only (first attempts go through _send_queued): one request per order.
         try:
             ack = await js.publish(
                 subjects.queue(order.account),
@@ -733,6 +801,111 @@ def _decode(
     except (DecodeError, ValueError) as exc:
         raise ProtocolError(
             f"undecodable {msg.DESCRIPTOR.full_name}: {exc}",
+            client_order_id=client_order_id,
+            correlation_id=correlation_id,
+        ) from exc
+
+
+class _PubAcks:
+    """JetStream's answers to queued orders, on one wildcard subscription of this client.
+
+    ``js.publish`` costs a request per order (inbox token, future, timer, ``wait_for``), three
+    times the client CPU of nats-py's ``publish_async``, whose futures in 2.16 never resolve
+    when JetStream answers with an error (stream full). Here each order is published with a
+    reply subject of its own under one subscription, and its future resolves with a
+    ``QueuedOrder`` or the ``BridgeError`` its answer means (ack, JetStream error, or the
+    no-responders status).
+    """
+
+    def __init__(self) -> None:
+        self._prefix = ""
+        self._wait_s = 0.0
+        self._count = 0
+        self._waiting: dict[str, tuple[asyncio.Future[QueuedOrder], str, str]] = {}
+
+    async def start(self, nc: NatsConnection, wait_s: float) -> None:
+        self._prefix = nc.new_inbox() + "."
+        self._wait_s = wait_s
+        await nc.subscribe(self._prefix + "*", cb=self._on_answer)
+
+    def expect(
+        self, client_order_id: str, correlation_id: str
+    ) -> tuple[str, asyncio.Future[QueuedOrder]]:
+        """A reply subject for one publish, and the future its answer resolves."""
+        self._count += 1
+        token = str(self._count)
+        future: asyncio.Future[QueuedOrder] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = (future, client_order_id, correlation_id)
+        return self._prefix + token, future
+
+    def resolve(self, reply: str, exc: BridgeError) -> None:
+        """Fail one expected answer (the publish itself failed)."""
+        entry = self._waiting.pop(reply[len(self._prefix) :], None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(exc)
+
+    async def _on_answer(self, msg: Msg) -> None:
+        entry = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if entry is None or entry[0].done():
+            return  # expired or failed already: its retry has its own answer
+        future, client_order_id, correlation_id = entry
+        try:
+            future.set_result(_queued_order(msg, client_order_id, correlation_id))
+        except BridgeError as exc:
+            future.set_exception(exc)
+
+    async def settle(self, futures: Sequence[asyncio.Future[QueuedOrder]]) -> None:
+        """Wait for ``futures`` up to the publish timeout; fail those still unanswered."""
+        if not futures:
+            return
+        _, late = await asyncio.wait(futures, timeout=self._wait_s)
+        if not late:
+            return
+        for token, (future, client_order_id, correlation_id) in list(self._waiting.items()):
+            if future in late:
+                del self._waiting[token]
+                future.set_exception(
+                    _publish_failure(
+                        nats.errors.TimeoutError(), client_order_id, correlation_id, self._wait_s
+                    )
+                )
+
+    def fail_all(self, why: str) -> None:
+        """Fail every expected answer now (the connection dropped): they are retried."""
+        waiting, self._waiting = self._waiting, {}
+        for future, client_order_id, correlation_id in waiting.values():
+            if not future.done():
+                future.set_exception(
+                    OutcomeUnknownError(
+                        f"queued order sent, {why}; re-sending it (same client order id)",
+                        client_order_id=client_order_id,
+                        correlation_id=correlation_id,
+                    )
+                )
+
+
+def _queued_order(msg: Msg, client_order_id: str, correlation_id: str) -> QueuedOrder:
+    """JetStream's answer to one queued order, or the ``BridgeError`` it amounts to."""
+    wait = 0.0  # only used in timeout messages, and an answer is not a timeout
+    if msg.headers and msg.headers.get(nats.js.api.Header.STATUS) == _NO_RESPONDERS:
+        raise _publish_failure(
+            nats.js.errors.NoStreamResponseError(), client_order_id, correlation_id, wait
+        )
+    try:
+        answer = json.loads(msg.data)
+        if "error" in answer:
+            nats.js.errors.APIError.from_error(answer["error"])  # raises its APIError subclass
+        return QueuedOrder.model_construct(
+            client_order_id=client_order_id,
+            stream=answer["stream"],
+            seq=answer["seq"],
+            duplicate=bool(answer.get("duplicate", False)),
+        )
+    except nats.js.errors.APIError as exc:
+        raise _publish_failure(exc, client_order_id, correlation_id, wait) from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PublishError(
+            f"unreadable JetStream answer {msg.data[:200]!r}: {exc!r}",
             client_order_id=client_order_id,
             correlation_id=correlation_id,
         ) from exc
