@@ -127,4 +127,3 @@ def connect_retrying(
         before_sleep=_log_retry("connect"),
         reraise=True,
     )
-
