@@ -574,8 +574,7 @@ class BridgeClient:
                 for i, result in zip(retries, retried, strict=True):
                     outcomes[i] = result
         except BaseException:
-            for _, f in sent:
-                f.cancel()
+            self._pub_acks.cancel([f for _, f in sent])
             raise
         queued: list[QueuedOrder] = []
         journal: dict[str, str] = {}
@@ -605,11 +604,7 @@ class BridgeClient:
                 subjects.queue(order.account),
                 order.to_proto().SerializeToString(),
                 reply=reply,
-                headers={
-                    subjects.HEADER_MSG_ID: order.client_order_id,
-                    subjects.HEADER_CORRELATION_ID: correlation_id,
-                    subjects.HEADER_SCHEMA: "bridge.v1.NewOrder",
-                },
+                headers=_queued_headers(order, correlation_id),
             )
         except BridgeError as exc:
             self._pub_acks.resolve(reply, exc)
@@ -664,18 +659,13 @@ class BridgeClient:
         assert js is not None
         self._connected(order.client_order_id, correlation_id)
         wait = self._settings.publish_timeout_ms / 1000
-        headers = {
-            subjects.HEADER_MSG_ID: order.client_order_id,
-            subjects.HEADER_CORRELATION_ID: correlation_id,
-            subjects.HEADER_SCHEMA: "bridge.v1.NewOrder",
-        }
         # Retries only (first attempts go through _send_queued): one request per order.
         try:
             ack = await js.publish(
                 subjects.queue(order.account),
                 order.to_proto().SerializeToString(),
                 timeout=wait,
-                headers=headers,
+                headers=_queued_headers(order, correlation_id),
             )
         except Exception as exc:
             raise _publish_failure(exc, order.client_order_id, correlation_id, wait) from exc
@@ -859,16 +849,26 @@ class _PubAcks:
         if not futures:
             return
         _, late = await asyncio.wait(futures, timeout=self._wait_s)
-        if not late:
-            return
-        for token, (future, client_order_id, correlation_id) in list(self._waiting.items()):
-            if future in late:
-                del self._waiting[token]
-                future.set_exception(
-                    _publish_failure(
-                        nats.errors.TimeoutError(), client_order_id, correlation_id, self._wait_s
-                    )
+        for future, client_order_id, correlation_id in self._drop(late):
+            future.set_exception(
+                _publish_failure(
+                    nats.errors.TimeoutError(), client_order_id, correlation_id, self._wait_s
                 )
+            )
+
+    def cancel(self, futures: Sequence[asyncio.Future[QueuedOrder]]) -> None:
+        """Stop waiting for ``futures`` (the batch was cancelled)."""
+        for future, _, _ in self._drop(set(futures)):
+            future.cancel()
+
+    def _drop(
+        self, futures: set[asyncio.Future[QueuedOrder]]
+    ) -> list[tuple[asyncio.Future[QueuedOrder], str, str]]:
+        """Forget the still-unanswered entries of ``futures``."""
+        if not futures:
+            return []
+        tokens = [t for t, entry in self._waiting.items() if entry[0] in futures]
+        return [self._waiting.pop(t) for t in tokens]
 
     def fail_all(self, why: str) -> None:
         """Fail every expected answer now (the connection dropped): they are retried."""
@@ -882,6 +882,14 @@ class _PubAcks:
                         correlation_id=correlation_id,
                     )
                 )
+
+
+def _queued_headers(order: Order, correlation_id: str) -> dict[str, str]:
+    return {
+        subjects.HEADER_MSG_ID: order.client_order_id,
+        subjects.HEADER_CORRELATION_ID: correlation_id,
+        subjects.HEADER_SCHEMA: "bridge.v1.NewOrder",
+    }
 
 
 def _queued_order(msg: Msg, client_order_id: str, correlation_id: str) -> QueuedOrder:
