@@ -176,18 +176,15 @@ async def publish_raw(handle: ServerHandle, budget: Budget, payload: bytes, run:
         await nc.close()
     errors = sum(1 for r in results if isinstance(r, BaseException))
     count = len(results) - errors
-    res = Result(
+    res = Result.throughput(
+        meter,
+        count,
         id="baseline.b.js_publish",
         label="(b) raw js.publish_async -> ORDERS",
         group="baseline",
-        kind="throughput",
-        count=count,
-        seconds=meter.wall_s,
-        rate=count / meter.wall_s if meter.wall_s > 0 else None,
         notes="Nats-Msg-Id each, 1024 in flight",
         extra={"errors": errors},
     )
-    res.add_costs(meter, count)
     await purge_orders(handle)
     return res
 
@@ -203,18 +200,14 @@ async def enqueue_throughput(handle: ServerHandle, budget: Budget, run: str) -> 
             stored = await asyncio.wait_for(
                 bridge.enqueue_batch(orders[budget.warmup :]), REPLY_TIMEOUT * 4
             )
-    count = len(stored)
-    res = Result(
+    res = Result.throughput(
+        meter,
+        len(stored),
         id="bridge.queued.publish",
         label="queued: enqueue_batch -> ORDERS",
         group="bridge",
-        kind="throughput",
-        count=count,
-        seconds=meter.wall_s,
-        rate=count / meter.wall_s if meter.wall_s > 0 else None,
         notes="one enqueue_batch, 1024 in flight",
     )
-    res.add_costs(meter, count)
     await purge_orders(handle)
     return res
 

@@ -119,6 +119,8 @@ class Result:
     """CPU per operation of the Rust side: the engine or the baseline server."""
     nats_cpu_us: float | None = None
     peer_rss_mb: float | None = None
+    python_rss_mb: float | None = None
+    """Peak RSS of the Python process while the row was measured."""
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -126,6 +128,36 @@ class Result:
         self.python_cpu_us = meter.per_op_us(count)
         self.peer_cpu_us = meter.per_op_us(count, "peer")
         self.nats_cpu_us = meter.per_op_us(count, "nats")
+        if meter.python_peak_rss:
+            self.python_rss_mb = meter.python_peak_rss / (1024 * 1024)
+
+    @classmethod
+    def throughput(
+        cls,
+        meter: CpuMeter,
+        count: int,
+        *,
+        id: str,
+        label: str,
+        group: Literal["bridge", "baseline"],
+        notes: str = "",
+        extra: dict[str, Any] | None = None,
+    ) -> Result:
+        """The row of ``count`` operations over the metered wall time, with their CPU costs."""
+        wall = meter.wall_s
+        res = cls(
+            id=id,
+            label=label,
+            group=group,
+            kind="throughput",
+            count=count,
+            seconds=wall,
+            rate=count / wall if wall > 0 else None,
+            notes=notes,
+            extra=extra or {},
+        )
+        res.add_costs(meter, count)
+        return res
 
     @classmethod
     def latency(
@@ -178,6 +210,7 @@ class Result:
             "peer_cpu_us_per_op": _round(self.peer_cpu_us),
             "nats_server_cpu_us_per_op": _round(self.nats_cpu_us),
             "peer_peak_rss_mb": _round(self.peer_rss_mb),
+            "python_peak_rss_mb": _round(self.python_rss_mb),
             "notes": self.notes,
             "extra": self.extra,
         }
@@ -204,6 +237,7 @@ def result_from_json(doc: dict[str, Any]) -> Result:
         peer_cpu_us=doc["peer_cpu_us_per_op"],
         nats_cpu_us=doc["nats_server_cpu_us_per_op"],
         peer_rss_mb=doc["peer_peak_rss_mb"],
+        python_rss_mb=doc.get("python_peak_rss_mb"),
         notes=doc["notes"],
         extra=doc["extra"],
     )
@@ -239,6 +273,7 @@ def merge_throughput(parts: list[Result]) -> Result:
         python_cpu_us=weighted([p.python_cpu_us for p in parts]),
         peer_cpu_us=weighted([p.peer_cpu_us for p in parts]),
         nats_cpu_us=weighted([p.nats_cpu_us for p in parts]),
+        python_rss_mb=max((p.python_rss_mb for p in parts if p.python_rss_mb), default=None),
         notes=first.notes,
         extra={
             **{k: sum(p.extra.get(k, 0) for p in parts) for k in first.extra},  # counters
