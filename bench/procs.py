@@ -63,17 +63,32 @@ def peak_rss_bytes(pid: int) -> int:
         return 0  # the process is gone: no figure
 
 
+def reset_own_peak_rss() -> bool:
+    """Restart this process's ``VmHWM`` from its current RSS (Linux >= 4.0, ``clear_refs`` 5),
+    so that a peak can be taken per measured interval; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as refs:
+            refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
 @dataclass
 class CpuMeter:
     """CPU used by this Python process and by other processes over a measured interval.
 
-    ``with CpuMeter({"peer": pid}) as m: ...`` then ``m.per_op_us(count)``.
+    ``with CpuMeter({"peer": pid}) as m: ...`` then ``m.per_op_us(count)``. Also this
+    process's peak RSS over the interval (``python_peak_rss``; since process start where the
+    kernel cannot reset the peak, ``python_peak_is_interval`` False).
     """
 
     pids: Mapping[str, int | None]
     wall_s: float = 0.0
     python_s: float = 0.0
     others_s: dict[str, float] = field(default_factory=dict)
+    python_peak_rss: int = 0
+    python_peak_is_interval: bool = False
     _start: tuple[float, float, dict[str, float]] | None = None
 
     def __enter__(self) -> Self:
@@ -90,6 +105,7 @@ class CpuMeter:
 
     def start(self) -> None:
         others = {k: cpu_seconds(pid) for k, pid in self.pids.items() if pid}
+        self.python_peak_is_interval = reset_own_peak_rss()
         self._start = (time.perf_counter(), time.process_time(), others)
 
     def stop(self) -> None:
@@ -99,6 +115,7 @@ class CpuMeter:
         self.wall_s = time.perf_counter() - wall0
         self.python_s = time.process_time() - py0
         self.others_s = {k: cpu_seconds(self.pids[k] or 0) - v for k, v in others0.items()}
+        self.python_peak_rss = peak_rss_bytes(os.getpid())
 
     def per_op_us(self, count: int, who: str = "python") -> float | None:
         """CPU microseconds per operation of this process (``python``) or of ``who``."""

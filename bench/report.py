@@ -226,7 +226,7 @@ def render(console: Console, results: Sequence[Result], goals: Sequence[Target])
     lat.add_column("scenario", no_wrap=True)
     for col in ("loop", "n", "p50", "p90", "p99", "p99.9", "max"):
         lat.add_column(col, justify="left" if col == "loop" else "right")
-    for col in ("py CPU", "Rust CPU", "nats CPU", "Rust RSS MB", "notes"):
+    for col in ("py CPU", "Rust CPU", "nats CPU", "py RSS MB", "Rust RSS MB", "notes"):
         lat.add_column(col, justify="left" if col == "notes" else "right")
     for r in results:
         if r.kind != "latency":
@@ -240,6 +240,7 @@ def render(console: Console, results: Sequence[Result], goals: Sequence[Target])
             _num(r.python_cpu_us),
             _num(r.peer_cpu_us),
             _num(r.nats_cpu_us),
+            _num(r.python_rss_mb, "{:.1f}"),
             _num(r.peer_rss_mb, "{:.1f}"),
             escape(r.notes),
         )
@@ -249,6 +250,7 @@ def render(console: Console, results: Sequence[Result], goals: Sequence[Target])
     for col in ("n", "seconds", "per second", "py CPU", "Rust CPU"):
         thr.add_column(col, justify="right")
     thr.add_column("nats CPU", justify="right")
+    thr.add_column("py RSS MB", justify="right")
     thr.add_column("Rust RSS MB", justify="right")
     thr.add_column("notes")
     for r in results:
@@ -262,6 +264,7 @@ def render(console: Console, results: Sequence[Result], goals: Sequence[Target])
             _num(r.python_cpu_us),
             _num(r.peer_cpu_us),
             _num(r.nats_cpu_us),
+            _num(r.python_rss_mb, "{:.1f}"),
             _num(r.peer_rss_mb, "{:.1f}"),
             escape(r.notes),
         )

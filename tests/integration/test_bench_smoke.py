@@ -67,6 +67,8 @@ def test_quick_bench_writes_sane_results(tmp_path: Path, dev_creds: DevCredentia
             assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"], sid
         else:
             assert s["rate_per_s"] > 0, sid
+        if s["python_cpu_us_per_op"] is not None:
+            assert s["python_peak_rss_mb"] > 0, sid  # the orchestrator side's memory, per row
     assert doc["targets"], "no targets computed"
     for target in doc["targets"]:
         assert target["measured"] is not None, target
