@@ -317,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("WARNING", json=True)
     logging.getLogger("asyncio").addFilter(_DropSslEofNotice())
     # Wide enough for the table when piped (e.g. into a file for the README).
-    console = Console(width=None if sys.stdout.isatty() else 220)
+    console = Console(width=None if sys.stdout.isatty() else 240)
     if ns.show is not None:
         show(console, ns.show)
         return 0
