@@ -3,7 +3,7 @@
 See README.md for the subjects, streams and roles; ``bridge.errors`` for the exception tree.
 """
 
-from bridge.client import BridgeClient, ConnectionEvent, ConnectionState, ReportStream
+from bridge.client import BridgeClient, ConnectionEvent, ConnectionState
 from bridge.config import BridgeSettings
 from bridge.errors import (
     BackpressureError,
@@ -17,6 +17,7 @@ from bridge.errors import (
     OutcomeUnknownError,
     ProtocolError,
     PublishError,
+    ReportsLostError,
     StreamFullError,
 )
 from bridge.journal import OrderJournal, PendingOrder
@@ -35,6 +36,7 @@ from bridge.models import (
     Side,
     TimeInForce,
 )
+from bridge.reports import ReportStream
 
 __all__ = [
     "AckStatus",
@@ -66,6 +68,7 @@ __all__ = [
     "QueuedOrder",
     "RejectReason",
     "ReportStream",
+    "ReportsLostError",
     "Side",
     "StreamFullError",
     "TimeInForce",

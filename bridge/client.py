@@ -25,15 +25,13 @@ observable: ``bridge.connection_state``, ``bridge.engine_available`` and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import inspect
 import json
 import ssl
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -46,7 +44,6 @@ from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NatsConnection
 from nats.aio.client import Server as NatsServer
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from bridge import subjects
@@ -63,7 +60,8 @@ from bridge.errors import (
     StreamFullError,
 )
 from bridge.journal import OrderJournal
-from bridge.models import ExecutionReport, Order, OrderAck, OrderState, QueuedOrder
+from bridge.models import Order, OrderAck, OrderState, QueuedOrder
+from bridge.reports import ReportStream
 from bridge.retry import (
     backoff_delay,
     connect_retrying,
@@ -164,6 +162,7 @@ class BridgeClient:
         self._conn_state = ConnectionState.DISCONNECTED
         self._engine_available: bool | None = None
         self._listeners: list[ConnectionListener] = []
+        self._reconnects = 0  # report streams re-create their consumers after each reconnect
 
     @property
     def settings(self) -> BridgeSettings:
@@ -338,6 +337,7 @@ class BridgeClient:
 
     async def _on_reconnected(self) -> None:
         self._conn_state = ConnectionState.CONNECTED
+        self._reconnects += 1
         await self._emit(ConnectionEvent.RECONNECTED)
 
     async def _on_closed(self) -> None:
@@ -692,88 +692,25 @@ class BridgeClient:
 
     # -- publish-subscribe of execution reports ---------------------------------------------
 
-    def reports(self, account: str, client_order_id: str | None = None) -> ReportStream:
-        """Execution reports of ``account`` (or of one order), as they are published.
+    def reports(
+        self, account: str, client_order_id: str | None = None, *, since_seq: int | None = None
+    ) -> ReportStream:
+        """Execution reports of ``account`` (or of one order), each exactly once, in order.
 
         Use as ``async with bridge.reports("ACC1") as stream: async for r in stream: ...``.
-        Any number of subscribers may watch the same flow.
+        Reports are read from the durable EXECUTIONS stream (see ``bridge.reports``): a report
+        is yielded only once JetStream has stored it, a slow reader holds at most
+        ``report_buffer`` of them while the server keeps the rest, and nothing is skipped or
+        repeated across reconnects. By default the stream starts with the reports stored
+        after it opens; ``since_seq`` starts at that EXECUTIONS sequence instead (resume with
+        ``stream.last_seq + 1``). Any number of readers may watch the same flow.
         """
         subject = (
             subjects.executions(account, client_order_id)
             if client_order_id
             else subjects.executions_for_account(account)
         )
-        return ReportStream(self, subject)
-
-
-class ReportStream:
-    """An open subscription to execution reports; iterate it with ``async for``.
-
-    Each exec id is yielded once: an engine that crashed and replays its last reports
-    re-publishes them with the same exec ids (JetStream stores them once, but live
-    subscribers see every publish), and the stream drops those repeats. ``duplicates`` counts
-    them.
-    """
-
-    def __init__(self, client: BridgeClient, subject: str) -> None:
-        self._client = client
-        self.subject = subject
-        self._sub: Subscription | None = None
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._seen_limit = client.settings.report_buffer
-        self.duplicates = 0
-
-    def _first_time(self, report: ExecutionReport) -> bool:
-        if report.exec_id in self._seen:
-            self.duplicates += 1
-            log.info("bridge.duplicate_report_dropped", exec_id=report.exec_id)
-            return False
-        self._seen[report.exec_id] = None
-        if len(self._seen) > self._seen_limit:
-            self._seen.popitem(last=False)
-        return True
-
-    async def __aenter__(self) -> Self:
-        nc = self._client._conn()
-        limit = self._client.settings.report_buffer
-        self._sub = await nc.subscribe(self.subject, pending_msgs_limit=limit)
-        # The subscription must be registered server-side before the caller sends orders,
-        # possibly from another connection.
-        await flush_ordered(nc)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._sub is not None:
-            # A closed connection has nothing left to unsubscribe.
-            with contextlib.suppress(nats.errors.Error):
-                await self._sub.unsubscribe()
-
-    def __aiter__(self) -> AsyncIterator[ExecutionReport]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[ExecutionReport]:
-        if self._sub is None:
-            raise ClientClosedError("use `async with bridge.reports(...)` before iterating")
-        async for msg in self._sub.messages:
-            report = _decode_report(msg)
-            if self._first_time(report):
-                yield report
-
-    async def next(self, timeout: float) -> ExecutionReport:
-        """The next report, or ``TimeoutError`` after ``timeout`` seconds."""
-        if self._sub is None:
-            raise ClientClosedError("use `async with bridge.reports(...)` first")
-        sub = self._sub
-        async with asyncio.timeout(timeout):
-            while True:
-                report = _decode_report(await sub.next_msg(timeout=None))
-                if self._first_time(report):
-                    return report
+        return ReportStream(self, subject, since_seq)
 
 
 def _decode(
@@ -927,10 +864,6 @@ def _answer(
 ) -> Callable[[bytes], _T]:
     """A decoder for one engine answer, bound to the ids its errors must carry."""
     return lambda data: _decode(data, proto, convert, client_order_id, correlation_id)
-
-
-def _decode_report(msg: Msg) -> ExecutionReport:
-    return _decode(msg.data, orders_pb2.ExecutionReport, ExecutionReport.from_proto, None, None)
 
 
 def _fail_pending_requests(nc: NatsConnection) -> None:

@@ -84,7 +84,11 @@ class BridgeSettings(BaseSettings):
         "BackpressureError (0 = fail at once).",
     )
     report_buffer: int = Field(
-        default=65536, gt=0, description="Execution reports buffered per subscription."
+        default=1024,
+        ge=2,
+        le=65536,
+        description="Execution reports a report stream holds at most (its pull window); a "
+        "slower reader leaves the rest in EXECUTIONS, nothing is dropped.",
     )
 
     @model_validator(mode="after")

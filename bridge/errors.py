@@ -20,7 +20,9 @@
     │   └── StreamFullError      ORDERS is at its limits (discard: new): the order was NOT stored
     ├── OrderRejectedError       the engine rejected the order (``OrderAck.raise_for_status()``):
     │                            reason, field errors and the engine's text
-    └── ProtocolError            the engine answered with something that is not a valid message
+    ├── ProtocolError            the engine answered with something that is not a valid message
+    └── ReportsLostError         a report stream's reader fell so far behind that EXECUTIONS aged
+                                 out reports it had not read: the range is named, never skipped
 
 Transient errors (timeouts, no responders, a connection that is down) are retried by the client
 with the same client order id before they reach the caller; see ``bridge.retry``. A rejection is
@@ -154,3 +156,18 @@ class OrderRejectedError(BridgeError):
 
 class ProtocolError(BridgeError):
     """A peer sent bytes that do not decode as the expected bridge.v1 message."""
+
+
+class ReportsLostError(BridgeError):
+    """EXECUTIONS no longer holds reports a ``ReportStream`` had not read yet.
+
+    Raised instead of skipping them: a report stream otherwise delivers every stored report
+    exactly once. ``first_missing_seq`` .. ``first_available_seq - 1`` is the stream range that
+    aged out (it may also hold other accounts' reports); reconcile those orders with
+    ``BridgeClient.status()``.
+    """
+
+    def __init__(self, message: str, *, first_missing_seq: int, first_available_seq: int) -> None:
+        super().__init__(message)
+        self.first_missing_seq = first_missing_seq
+        self.first_available_seq = first_available_seq

@@ -111,12 +111,13 @@ async def update_orders_stream(handle: ServerHandle, **changes: object) -> None:
         await nc.close()
 
 
-async def stored_reports(
+async def stored_entries(
     handle: ServerHandle, account: str, timeout: float = 60
-) -> list[orders_pb2.ExecutionReport]:
-    """Every report EXECUTIONS holds for ``account`` (the durable record), read to its end."""
+) -> list[tuple[int, orders_pb2.ExecutionReport]]:
+    """Every report EXECUTIONS holds for ``account`` with its stream sequence, read to the end
+    the stream had when the read started."""
     nc = await connect_as(handle.url, handle.creds, "operator")
-    out: list[orders_pb2.ExecutionReport] = []
+    out: list[tuple[int, orders_pb2.ExecutionReport]] = []
     try:
         js = nc.jetstream()
         info = await js.stream_info(subjects.EXECUTIONS_STREAM)
@@ -134,7 +135,8 @@ async def stored_reports(
                         m = await sub.next_msg(timeout=2)
                     except TimeoutError:
                         break  # nothing (more) for this account
-                    out.append(orders_pb2.ExecutionReport.FromString(m.data))
+                    seq = m.metadata.sequence.stream
+                    out.append((seq, orders_pb2.ExecutionReport.FromString(m.data)))
                     if m.metadata.num_pending == 0:
                         break
         finally:
@@ -142,6 +144,34 @@ async def stored_reports(
     finally:
         await nc.close()
     return out
+
+
+async def stored_reports(
+    handle: ServerHandle, account: str, timeout: float = 60
+) -> list[orders_pb2.ExecutionReport]:
+    """Every report EXECUTIONS holds for ``account`` (the durable record), read to its end."""
+    return [r for _, r in await stored_entries(handle, account, timeout)]
+
+
+async def wait_for_ack_floor(handle: ServerHandle, timeout: float = 60) -> int:
+    """Wait until the engine has acknowledged every ORDERS message delivered to it (nothing
+    pending, nothing awaiting an ack); returns EXECUTIONS' last sequence at that moment.
+
+    The engine acks a queued order only after JetStream confirmed the storage of every report
+    the order caused, so every such report has a sequence at or below the returned one.
+    """
+    nc = await connect_as(handle.url, handle.creds, "operator")
+    try:
+        js = nc.jetstream()
+        async with asyncio.timeout(timeout):
+            while True:  # each turn is a round trip to the server: a bounded poll
+                info = await js.consumer_info(subjects.ORDERS_STREAM, subjects.ENGINE_CONSUMER)
+                if info.num_pending == 0 and info.num_ack_pending == 0:
+                    stream = await js.stream_info(subjects.EXECUTIONS_STREAM)
+                    return stream.state.last_seq
+                await asyncio.sleep(0.05)  # polling interval of a server-side state
+    finally:
+        await nc.close()
 
 
 def finals_by_order(reports: Sequence[orders_pb2.ExecutionReport]) -> Counter[str]:

@@ -67,7 +67,7 @@ async def test_engine_killed_at_random_points_loses_and_duplicates_nothing(
             await publishing
             reports = await wait_for_finals(handle, account, publisher.acked, timeout=120)
             all_final_after_last_kill = time.monotonic() - killed_at
-            duplicates_dropped = stream.duplicates
+            stream_resets = stream.resets
     finally:
         code = engine.stop()
     result = verify(
@@ -79,7 +79,7 @@ async def test_engine_killed_at_random_points_loses_and_duplicates_nothing(
                 "seed": seed,
                 "kill_points": kill_points,
                 "kill_to_next_fill_s": [round(r, 3) for r in recoveries],
-                "live_repeats_dropped": duplicates_dropped,
+                "report_stream_resets": stream_resets,
                 # Includes the consumer's ack_wait (30 s) for orders the killed engine held.
                 "all_final_after_last_kill_s": round(all_final_after_last_kill, 1),
             },

@@ -30,7 +30,7 @@ from bridge import (
 from bridge.dev.engine import EngineProcess
 from bridge.dev.server import ServerHandle, connect_as
 from bridge.v1 import common_pb2, orders_pb2
-from tests.faults.harness import stored_reports
+from tests.faults.harness import stored_entries, stored_reports, wait_for_ack_floor
 
 pytestmark = pytest.mark.integration
 
@@ -128,10 +128,17 @@ async def test_thousand_queued_orders_each_get_exactly_one_final_report(
     assert len({s.seq for s in stored}) == 1000
     assert set(live) == want, f"missing: {len(want - set(live))}"
 
-    durable = await stored_reports(nats_server, account)
+    # Durable before acknowledged: once the engine has acked every ORDERS message, one read of
+    # EXECUTIONS holds every final report, each at or below the sequence it had at that moment.
+    acked_at = await wait_for_ack_floor(nats_server)
+    entries = await stored_entries(nats_server, account)
+    durable = [r for _, r in entries]
     finals = Counter(r.client_order_id for r in durable if _is_final(r.order_status))
     exec_ids = Counter(r.exec_id for r in durable)
-    assert set(finals) == want
+    assert set(finals) == want, f"not stored when acked: {sorted(want - set(finals))[:5]}"
+    assert all(seq <= acked_at for seq, r in entries if _is_final(r.order_status))
+    # What the live reader saw was read from EXECUTIONS: its finals were stored already.
+    assert {c for c, rs in live.items() if any(r.is_final for r in rs)} <= set(finals)
     assert max(finals.values()) == 1, "an order has two final reports"
     assert max(exec_ids.values()) == 1, "an exec id was published twice"
     qty = {o.client_order_id: o.quantity for o in orders}

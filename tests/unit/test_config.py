@@ -43,7 +43,7 @@ def test_defaults() -> None:
     assert s.request_timeout_ms == 2000
     assert s.publish_timeout_ms == 5000
     assert s.max_inflight == 1024
-    assert s.report_buffer == 65536
+    assert s.report_buffer == 1024
 
 
 def test_env_overrides_default(monkeypatch: pytest.MonkeyPatch) -> None:
