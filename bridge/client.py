@@ -518,12 +518,15 @@ class BridgeClient:
         failures are retried per order with the same id. At most ``max_inflight`` publishes
         (of all callers) are unconfirmed at once: a caller waits for a slot up to
         ``backpressure_wait_ms``, then gets ``BackpressureError``. After the first failure no
-        further order of the batch is sent, and the first failure is raised
-        (``StreamFullError``, ``BackpressureError``, ``PublishError``, ``OutcomeUnknownError``,
-        ``ConnectionFailedError``), naming its order; its ``queued`` attribute lists the orders
-        of the batch that JetStream did store (the others were refused or not sent). Re-sending
-        the whole batch is always safe: a client order id cannot create a second order
-        (JetStream's duplicate window, then the engine's own record).
+        further order of the batch is sent, and the failure of the earliest order in input
+        order is raised (``StreamFullError``, ``PublishError``, ``OutcomeUnknownError``,
+        ``ConnectionFailedError``, or ``BackpressureError`` when backpressure alone stopped the
+        batch), naming its order. The error accounts for every order of the batch:
+        ``exc.queued`` lists those JetStream stored, ``exc.unknown`` the client order ids sent
+        without a confirmation either way (resolve them with ``status()`` or re-send them), and
+        every other order was refused or never sent. Re-sending the whole batch is always safe:
+        a client order id cannot create a second order (JetStream's duplicate window, then the
+        engine's own record).
         """
         nc = self._conn()
         inflight = self._inflight
@@ -533,7 +536,7 @@ class BridgeClient:
             self._journal.record(orders, route="queue")
         started = time.monotonic()
         sent: list[tuple[Order, asyncio.Future[QueuedOrder]]] = []
-        failure: BridgeError | None = None
+        stopped: BackpressureError | None = None
         failed = False
 
         def settled(future: asyncio.Future[QueuedOrder]) -> None:
@@ -550,7 +553,7 @@ class BridgeClient:
                 try:
                     await self._acquire_slot(inflight, order.client_order_id, cid)
                 except BackpressureError as exc:
-                    failure = exc
+                    stopped = exc
                     break
                 future = await self._send_queued(nc, order, cid)
                 future.add_done_callback(settled)
@@ -576,20 +579,16 @@ class BridgeClient:
         except BaseException:
             self._pub_acks.cancel([f for _, f in sent])
             raise
-        queued: list[QueuedOrder] = []
-        journal: dict[str, str] = {}
-        for result in outcomes:
-            if isinstance(result, QueuedOrder):
-                queued.append(result)
-                journal[result.client_order_id] = "queued"
-            elif failure is None:
-                failure = _as_bridge_error(result)
-            if isinstance(result, StreamFullError) and result.client_order_id:
-                journal[result.client_order_id] = "refused:stream_full"
+        queued, unknown, failure = _batch_outcome(outcomes, stopped)
         if self._journal is not None:
+            journal = {q.client_order_id: "queued" for q in queued}
+            for result in outcomes:
+                if isinstance(result, StreamFullError) and result.client_order_id:
+                    journal[result.client_order_id] = "refused:stream_full"
             self._journal.resolve(journal)
         if failure is not None:
             failure.queued = tuple(queued)
+            failure.unknown = unknown
             raise failure
         return queued
 
@@ -878,6 +877,23 @@ def _fail_pending_requests(nc: NatsConnection) -> None:
     for future in list(nc._resp_map.values()):
         if not future.done():
             future.set_exception(nats.errors.ConnectionReconnectingError())
+
+
+def _batch_outcome(
+    outcomes: Sequence[QueuedOrder | BaseException], stopped: BackpressureError | None
+) -> tuple[list[QueuedOrder], tuple[str, ...], BridgeError | None]:
+    """What a batch's per-order outcomes (in input order) come to: the orders stored, the ids
+    whose outcome is unknown, and the error to raise: the earliest order's failure, else the
+    backpressure that stopped the batch after its last sent order, else none."""
+    queued = [r for r in outcomes if isinstance(r, QueuedOrder)]
+    failures = [_as_bridge_error(r) for r in outcomes if not isinstance(r, QueuedOrder)]
+    unknown = tuple(
+        f.client_order_id
+        for f in failures
+        if isinstance(f, OutcomeUnknownError) and f.client_order_id
+    )
+    failure: BridgeError | None = failures[0] if failures else stopped
+    return queued, unknown, failure
 
 
 def _as_bridge_error(exc: BaseException) -> BridgeError:

@@ -67,8 +67,11 @@ class BridgeError(Exception):
         super().__init__(message)
         self.client_order_id = client_order_id
         self.correlation_id = correlation_id
-        # Set when ``enqueue_batch`` fails: the orders of the batch JetStream did store.
+        # Set when ``enqueue_batch`` fails: the orders of the batch JetStream did store, and
+        # the client order ids sent without a confirmation either way (outcome unknown). Every
+        # other order of the batch was refused or never sent.
         self.queued: tuple[QueuedOrder, ...] = ()
+        self.unknown: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         base = super().__str__()

@@ -217,3 +217,23 @@ async def test_inflight_bound_gives_backpressure_error_and_sends_nothing_more(
         # did: JetStream stores it as new (not a duplicate) when it is finally sent.
         queued = await bridge.enqueue(second)
         assert not queued.duplicate
+
+
+async def test_batch_refused_by_a_full_stream_then_stopped_by_backpressure_raises_the_refusal(
+    fresh_server: LocalNatsServer,
+) -> None:
+    """ORDERS full and one in-flight slot: the first order is refused, the second finds no slot;
+    the batch raises the refusal (the earliest failure), accounting for both orders."""
+    handle = fresh_server.handle
+    await update_orders_stream(handle, max_msgs=1)
+    account = new_account("BP")
+    first, refused, stopped = order_flow(account, 3, seed=5)
+    settings = client_settings(handle, max_inflight=1, backpressure_wait_ms=0)
+    async with BridgeClient(settings) as bridge:
+        await bridge.enqueue(first)  # fills ORDERS (no engine drains it)
+        with pytest.raises(StreamFullError) as info:
+            await bridge.enqueue_batch([refused, stopped])
+    assert info.value.client_order_id == refused.client_order_id
+    assert info.value.queued == ()
+    assert info.value.unknown == ()
+    assert await _stored_orders(handle) == 1
