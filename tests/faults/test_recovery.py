@@ -20,7 +20,7 @@ from bridge import (
     subjects,
 )
 from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.server import LocalNatsServer, ServerHandle, connect_as
+from bridge.dev.server import LocalNatsServer, connect_as
 from tests.faults.harness import (
     FINAL,
     finals_by_order,
@@ -28,6 +28,7 @@ from tests.faults.harness import (
     order_flow,
     stored_reports,
     update_orders_stream,
+    wait_for_ack_floor,
     wait_for_finals,
 )
 
@@ -66,20 +67,6 @@ async def test_timed_out_order_is_resolved_by_a_status_query(
     assert len({r.exec_id for r in reports}) == len(reports)
 
 
-async def _consumer_idle(handle: ServerHandle) -> None:
-    """Until the engine's consumer has nothing pending or unacked (bounded poll)."""
-    nc = await connect_as(handle.url, handle.creds, "operator")
-    try:
-        js = nc.jetstream()
-        async with asyncio.timeout(30):
-            while True:  # each turn is a round trip to the server
-                info = await js.consumer_info(subjects.ORDERS_STREAM, subjects.ENGINE_CONSUMER)
-                if info.num_pending == 0 and info.num_ack_pending == 0:
-                    return
-    finally:
-        await nc.close()
-
-
 async def test_resend_after_the_duplicate_window_is_not_executed_again(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:
@@ -100,7 +87,7 @@ async def test_resend_after_the_duplicate_window_is_not_executed_again(
                     break
                 await asyncio.sleep(0.1)  # the window itself must pass: this is the fault
                 again = await bridge.enqueue(order)
-            await _consumer_idle(handle)  # the engine has taken the second copy
+            await wait_for_ack_floor(handle)  # the engine has taken the second copy
     finally:
         code = engine.stop()
     assert code == 0, engine.log_tail()
