@@ -175,10 +175,19 @@ impl Config {
         }
         // Only variables naming one of our knobs: the Python client shares the BRIDGE_ prefix
         // (and BRIDGE_CONFIG_FILE / BRIDGE_LOG are not knobs). Unknown keys in the file are
-        // still an error.
-        let knobs = Config::knob_names();
-        fig = fig
-            .merge(Env::prefixed("BRIDGE_").filter(move |k| knobs.iter().any(|n| k == n.as_str())));
+        // still an error. Each variable is read in its natural form: figment parses a value
+        // ("1000" -> an integer), which is right for numeric knobs but would refuse
+        // `BRIDGE_MAX_ORDER_NOTIONAL=1000` for a decimal-string knob and could turn "190.10"
+        // into a float: text knobs take the variable's text verbatim instead.
+        let (text, parsed) = Config::knob_names();
+        fig = fig.merge(
+            Env::prefixed("BRIDGE_").filter(move |k| parsed.iter().any(|n| k == n.as_str())),
+        );
+        for knob in text {
+            if let Ok(value) = std::env::var(format!("BRIDGE_{}", knob.to_uppercase())) {
+                fig = fig.merge(Serialized::default(&knob, value));
+            }
+        }
         let cfg: Config = fig.extract().map_err(Box::new)?;
         cfg.limits()?;
         cfg.max_notional()?;
@@ -186,12 +195,21 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Top-level knob names (the keys of the defaults), lower case.
-    fn knob_names() -> Vec<String> {
-        match serde_json::to_value(Config::default()) {
-            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
-            _ => Vec::new(),
+    /// Top-level knob names (the keys of the defaults), lower case: those holding text (a
+    /// string, or an optional string or path whose default is unset), then the others
+    /// (numbers, and the `symbols` table).
+    fn knob_names() -> (Vec<String>, Vec<String>) {
+        let mut text = Vec::new();
+        let mut parsed = Vec::new();
+        if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(Config::default()) {
+            for (name, default) in map {
+                match default {
+                    serde_json::Value::String(_) | serde_json::Value::Null => text.push(name),
+                    _ => parsed.push(name),
+                }
+            }
         }
+        (text, parsed)
     }
 
     /// The reconnect/retry knobs must describe a usable policy (same rules as the Python side).
@@ -304,6 +322,41 @@ mod tests {
             assert_eq!(
                 aapl.seed,
                 vec![(Side::Sell, fixed::units(191), fixed::units(10), 2)]
+            );
+            Ok(())
+        });
+    }
+
+    /// Every numeric knob can be set through its environment variable as a plain number,
+    /// and a decimal-string knob as a plain number too, kept exactly as written.
+    #[test]
+    fn every_knob_is_settable_from_the_environment_in_its_natural_form() {
+        figment::Jail::expect_with(|jail| {
+            let defaults = serde_json::to_value(Config::default()).map_err(|e| e.to_string())?;
+            let mut want = defaults.clone();
+            let (_, parsed) = Config::knob_names();
+            for knob in parsed.iter().filter(|k| k.as_str() != "symbols") {
+                let value = match &defaults[knob] {
+                    // -1 and a larger value both stay valid for every numeric knob.
+                    serde_json::Value::Number(n) if n.as_i64() == Some(-1) => 7,
+                    serde_json::Value::Number(n) => n.as_i64().unwrap_or(0) + 3,
+                    other => return Err(format!("{knob}: unexpected default {other}").into()),
+                };
+                jail.set_env(format!("BRIDGE_{}", knob.to_uppercase()), value);
+                want[knob] = value.into();
+            }
+            jail.set_env("BRIDGE_MAX_ORDER_NOTIONAL", "1000");
+            want["max_order_notional"] = "1000".into();
+            jail.set_env("BRIDGE_ENGINE_ID", "42");
+            want["engine_id"] = "42".into();
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(serde_json::to_value(&cfg).map_err(|e| e.to_string())?, want);
+            jail.set_env("BRIDGE_MAX_ORDER_NOTIONAL", "1000.10");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.max_order_notional, "1000.10");
+            assert_eq!(
+                cfg.max_notional().map_err(|e| e.to_string())?,
+                fixed::parse("1000.1").map_err(|e| e.to_string())?
             );
             Ok(())
         });
