@@ -30,12 +30,32 @@
 //! 8. **FOK is all-or-nothing.** A fill-or-kill order either fills completely or produces no fills
 //!    and leaves the book unchanged.
 //!
+//! 9. **Bounded work per order.** One incoming order makes at most [`MAX_FILLS_PER_ORDER`]
+//!    fills; what it could still trade after that is canceled (never rested: it would cross),
+//!    and a FOK order that would need more fills is killed. This bounds everything derived from
+//!    one execution (its reports, its journal batch) whatever the book holds.
+//!
 //! The book treats `Day` and `Gtc` identically; expiring `Day` orders at the end of a session is
 //! the caller's job (via [`OrderBook::cancel`]). The caller bounds quantities so that the total
 //! quantity resting at one price level fits in an `i64`.
 
 use std::collections::btree_map::{BTreeMap, Entry};
 use std::collections::{HashMap, VecDeque};
+
+/// At most this many fills per incoming order (invariant 9). The execution reports of one
+/// order's execution are committed to JetStream as one atomic batch, which the server limits
+/// to 1,000 messages: 2 reports per fill (taker and maker) plus the taker's NEW and final
+/// reports stay well inside it.
+pub const MAX_FILLS_PER_ORDER: usize = 400;
+
+/// A resting order as [`OrderBook::snapshot`] lists it, in time priority within its level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestingOrder {
+    pub id: u64,
+    pub side: Side,
+    pub price: i64,
+    pub leaves: i64,
+}
 
 /// Side of an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,13 +191,22 @@ impl OrderBook {
 
     /// Quantity on the side opposite `order` at prices the order accepts, counted up to
     /// `order.qty` (stops early once enough is found). Does not mutate.
+    /// Counts fills too: quantity that would take more than [`MAX_FILLS_PER_ORDER`] fills is
+    /// not available.
     fn available(&self, order: &Incoming) -> i64 {
         let mut found: i64 = 0;
+        let mut fills = 0;
         for (&price, level) in self.levels_from_best(order.side.opposite()) {
             if found >= order.qty || !acceptable(order.side, order.limit, price) {
                 break;
             }
-            found = found.saturating_add(level.total);
+            for maker in &level.orders {
+                if found >= order.qty || fills == MAX_FILLS_PER_ORDER {
+                    return found;
+                }
+                found = found.saturating_add(maker.leaves);
+                fills += 1;
+            }
         }
         found
     }
@@ -197,8 +226,9 @@ impl OrderBook {
         }
 
         let remaining = self.match_against(&order, &mut outcome.fills);
+        let capped = outcome.fills.len() == MAX_FILLS_PER_ORDER;
         match (order.limit, order.tif) {
-            (Some(price), TimeInForce::Day | TimeInForce::Gtc) if remaining > 0 => {
+            (Some(price), TimeInForce::Day | TimeInForce::Gtc) if remaining > 0 && !capped => {
                 self.insert(order.id, order.side, price, remaining);
                 outcome.rested = remaining;
             }
@@ -212,7 +242,7 @@ impl OrderBook {
     fn match_against(&mut self, order: &Incoming, fills: &mut Vec<Fill>) -> i64 {
         let Self { bids, asks, index } = self;
         let mut remaining = order.qty;
-        while remaining > 0 {
+        while remaining > 0 && fills.len() < MAX_FILLS_PER_ORDER {
             let best = match order.side {
                 Side::Buy => asks.first_entry(),
                 Side::Sell => bids.last_entry(),
@@ -223,7 +253,7 @@ impl OrderBook {
                 break;
             }
             let level = entry.get_mut();
-            while remaining > 0 {
+            while remaining > 0 && fills.len() < MAX_FILLS_PER_ORDER {
                 let Some(maker) = level.orders.front_mut() else {
                     break;
                 };
@@ -274,6 +304,26 @@ impl OrderBook {
         self.check_new(id, qty)?;
         self.insert(id, side, price, qty);
         Ok(())
+    }
+
+    /// Every resting order: bids from the best price down, then asks from the best price up,
+    /// each level in time priority. Resting them in this order into an empty book with
+    /// [`OrderBook::rest`] rebuilds this book exactly.
+    pub fn snapshot(&self) -> Vec<RestingOrder> {
+        [Side::Buy, Side::Sell]
+            .into_iter()
+            .flat_map(|side| {
+                self.levels_from_best(side)
+                    .flat_map(move |(&price, level)| {
+                        level.orders.iter().map(move |o| RestingOrder {
+                            id: o.id,
+                            side,
+                            price,
+                            leaves: o.leaves,
+                        })
+                    })
+            })
+            .collect()
     }
 
     /// Remove a resting order; returns its leaves quantity, None if not resting.
