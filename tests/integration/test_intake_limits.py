@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -28,8 +29,8 @@ from bridge import (
     TimeInForce,
     subjects,
 )
-from bridge.dev.engine import EngineProcess
-from bridge.dev.server import ServerHandle, connect_as
+from bridge.dev.engine import EngineProcess, client_settings
+from bridge.dev.server import LocalNatsServer, ServerHandle, connect_as
 from bridge.v1 import common_pb2, orders_pb2
 from tests.faults.harness import stored_reports
 
@@ -154,3 +155,52 @@ async def test_oversized_tags_on_the_queued_path_are_rejected_or_refused_by_the_
     assert final.order_status.is_final
     assert engine.running
     assert engine.pid == pid
+
+
+async def _set_journal_max_msg_size(handle: ServerHandle, size: int) -> None:
+    """Change the order bucket's stream limit on one message (as the operator)."""
+    nc = await connect_as(handle.url, handle.creds, "operator")
+    try:
+        js = nc.jetstream()
+        stream = f"KV_{subjects.ORDERS_KV_BUCKET}"
+        config = (await js.stream_info(stream)).config
+        await js.update_stream(config.evolve(max_msg_size=size))
+    finally:
+        await nc.close()
+
+
+async def test_a_record_the_journal_refuses_for_good_is_answered_not_retried(
+    fresh_server: LocalNatsServer, tmp_path: Path
+) -> None:
+    """With the journal's per-message limit cut below one record, a submit is answered REJECTED
+    (ENGINE_UNAVAILABLE) at once instead of being retried until the engine exits; the engine
+    logs it at ERROR and, once the limit is back, accepts the next order in the same process."""
+    handle = fresh_server.handle
+    account = new_id("JR")
+    await _set_journal_max_msg_size(handle, 128)  # every OrderRecord is larger
+    engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
+    pid = engine.pid
+    settings = client_settings(handle, request_timeout_ms=5000, retry_max_attempts=1)
+    try:
+        async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
+            refused = await bridge.submit(market(account))
+            report = await stream.next(timeout=10)
+            await _set_journal_max_msg_size(handle, -1)
+            accepted = await bridge.submit(market(account))
+        running = engine.running
+    finally:
+        code = engine.stop()
+    assert code == 0, engine.log_tail()
+    assert (refused.status, refused.reason) == (
+        AckStatus.REJECTED,
+        RejectReason.ENGINE_UNAVAILABLE,
+    ), refused
+    assert "refused" in refused.text
+    assert "10054" in refused.text  # JetStream: message size exceeds maximum allowed
+    assert (report.exec_type, report.reason) == (ExecType.REJECTED, RejectReason.ENGINE_UNAVAILABLE)
+    assert accepted.status is AckStatus.ACCEPTED, accepted
+    assert running
+    assert engine.pid == pid
+    log = engine.log_tail(200)
+    assert "journal refused an order's record for good" in log
+    assert "retrying" not in log
