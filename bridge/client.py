@@ -480,14 +480,25 @@ class BridgeClient:
     async def status(
         self, account: str, client_order_id: str, *, timeout: float | None = None
     ) -> OrderState:
-        """The engine's record of an order (``found=False`` if it never reached the engine).
+        """The engine's record of an order; ``found=False`` is definitive.
 
         This is how an ``OutcomeUnknownError`` is resolved: the answer comes from the engine's
-        durable journal, which every engine sharing the deployment reads.
+        durable journal, which every engine sharing the deployment reads. ``found=True``: that
+        is the order. ``found=False``: the engine has no order with this id and never will,
+        because it retired the id (atomically, before answering); an order with this id that
+        is still on its way is REJECTED (``UNKNOWN_ORDER``) and never executes, so re-sending
+        under a new id is safe. Raises ``OutcomeUnknownError`` (retried like a timeout) when the
+        engine could not retire the id and so cannot say "not found".
         """
         cid = new_correlation_id()
 
         def state(m: orders_pb2.OrderStatusReply) -> OrderState:
+            if not m.found and m.reason == orders_pb2.REJECT_REASON_ENGINE_UNAVAILABLE:
+                raise OutcomeUnknownError(
+                    f"status unknown: {m.text or 'the engine could not retire the id'}",
+                    client_order_id=client_order_id,
+                    correlation_id=cid,
+                )
             return OrderState.from_proto(account, client_order_id, m)
 
         return await self._with_retries(

@@ -12,8 +12,10 @@
     ├── EngineUnavailableError   no engine is subscribed: NATS answered "no responders" at once.
     │                            Nothing was delivered, so re-sending later is safe.
     ├── OutcomeUnknownError      a request timed out after it was sent: the order may or may not
-    │                            exist. Resolve it with ``BridgeClient.status()`` (or re-send the
-    │                            same order: it is answered with the original ack); never assume
+    │                            exist. Resolve it with ``BridgeClient.status()``: found -> that
+    │                            is the order; not found -> the id is retired and the order will
+    │                            never execute, so re-sending under a new id is safe (see the
+    │                            class). Never assume either outcome without asking.
     ├── BackpressureError        ``max_inflight`` queued publishes were unconfirmed and no slot
     │                            freed within ``backpressure_wait_ms``. The order was NOT sent.
     ├── PublishError             JetStream refused or did not confirm a queued order
@@ -108,7 +110,22 @@ class EngineUnavailableError(BridgeError):
 
 
 class OutcomeUnknownError(BridgeError):
-    """The request was sent but no answer arrived in time; query the order's status."""
+    """The request was sent but no answer arrived in time; query the order's status.
+
+    The rule that resolves it, for a submit (or any order whose fate is unclear):
+
+    1. Call ``BridgeClient.status(account, client_order_id)`` (retry it if it also times out).
+    2. ``found=True``: that is the order; follow it with its reports.
+    3. ``found=False``: definitive. Before answering, the engine retired the id atomically (a
+       tombstone in its journal), so the order will never execute: a copy still in flight
+       (a late submit, a queued message) is REJECTED with reason ``UNKNOWN_ORDER``. Re-sending
+       the order under a **new** client order id is safe.
+
+    Re-sending under the **same** id is always safe too: it is answered with the original ack
+    (``duplicate=True``), which is REJECTED if a status query retired the id. The order's
+    ``deadline_unix_ns`` also bounds how long a copy in flight can matter: one that reaches the
+    engine after the deadline is EXPIRED, never executed.
+    """
 
 
 class BackpressureError(BridgeError):

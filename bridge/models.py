@@ -32,6 +32,22 @@ from bridge.v1 import common_pb2, orders_pb2
 
 MAX_SCALE = 8
 _INT64_MAX = 2**63 - 1
+
+# Size limits of a NewOrder, as the contract states them next to each field
+# (schemas/bridge/v1/orders.proto, tagged "limit NAME = N"); the engine enforces the same
+# named constants (engine-rs/src/validate.rs) and rejects what exceeds them. Checked here so
+# that such an order is refused before it is sent. Byte limits count UTF-8 bytes.
+MAX_NEW_ORDER_BYTES = 4096
+"""The whole encoded NewOrder. An Order within every field limit below encodes in at most
+about 3.5 KB (tests/unit/test_order_limits.py), so it always fits."""
+MAX_CLIENT_ORDER_ID_BYTES = 64
+MAX_ACCOUNT_BYTES = 32
+MAX_SYMBOL_BYTES = 32
+MAX_TAGS = 32
+MAX_TAG_KEY_BYTES = 32
+MAX_TAG_VALUE_BYTES = 64
+MAX_CORRELATION_ID_BYTES = 128
+"""The Bridge-Correlation-Id header; the engine keeps the first 128 bytes of a longer one."""
 MAX_VALUE = Decimal(_INT64_MAX).scaleb(-MAX_SCALE)
 """Largest quantity or price the engine's 64-bit fixed point (1e-8) can hold."""
 ID_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -51,11 +67,40 @@ def _freeze(value: Mapping[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(value))
 
 
+def _tag_sizes(value: Mapping[str, str]) -> Mapping[str, str]:
+    """Tag keys, then values, within their byte limits (the engine reports both rules)."""
+    long_keys = sorted(k for k in value if len(k.encode()) > MAX_TAG_KEY_BYTES)
+    if long_keys:
+        raise PydanticCustomError(
+            "key_max_bytes",
+            "{count} tag key(s) longer than {limit} bytes, e.g. {example}",
+            {
+                "count": len(long_keys),
+                "limit": MAX_TAG_KEY_BYTES,
+                "example": repr(long_keys[0][:40]),
+            },
+        )
+    long_values = sorted(k for k, v in value.items() if len(v.encode()) > MAX_TAG_VALUE_BYTES)
+    if long_values:
+        raise PydanticCustomError(
+            "value_max_bytes",
+            "{count} tag value(s) longer than {limit} bytes, e.g. the value of {example}",
+            {
+                "count": len(long_values),
+                "limit": MAX_TAG_VALUE_BYTES,
+                "example": repr(long_values[0][:40]),
+            },
+        )
+    return value
+
+
 Tags = Annotated[
     Mapping[str, str],
     AfterValidator(_freeze),  # a frozen model must not have a mutable dict inside
     PlainSerializer(dict, return_type=dict[str, str]),
 ]
+OrderTags = Annotated[Tags, AfterValidator(_tag_sizes)]
+"""The tags of an order being built: within the contract's limits (count: the field's max)."""
 
 
 def decimal_to_proto(value: Decimal) -> common_pb2.Decimal:
@@ -211,9 +256,14 @@ def _reason_from_proto(value: int) -> RejectReason:
     return _enum_from_proto(RejectReason, "REJECT_REASON", value, orders_pb2.RejectReason)
 
 
-Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN)]
-Account = Annotated[str, Field(min_length=1, max_length=32, pattern=ID_PATTERN)]
-Symbol = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9._/-]+$")]
+# The patterns are ASCII, so a length in characters is a length in bytes.
+Identifier = Annotated[
+    str, Field(min_length=1, max_length=MAX_CLIENT_ORDER_ID_BYTES, pattern=ID_PATTERN)
+]
+Account = Annotated[str, Field(min_length=1, max_length=MAX_ACCOUNT_BYTES, pattern=ID_PATTERN)]
+Symbol = Annotated[
+    str, Field(min_length=1, max_length=MAX_SYMBOL_BYTES, pattern=r"^[A-Za-z0-9._/-]+$")
+]
 
 
 class Order(_Model):
@@ -233,7 +283,7 @@ class Order(_Model):
     deadline_unix_ns: int | None = Field(
         default=None, ge=0, description="The engine must not act on the order after this."
     )
-    tags: Tags = Field(default_factory=dict, max_length=32)
+    tags: OrderTags = Field(default_factory=dict, max_length=MAX_TAGS)
 
     @model_validator(mode="after")
     def _price_matches_type(self) -> Self:

@@ -103,6 +103,11 @@ class EngineProcess:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def running(self) -> bool:
+        """True while the process has not exited (a stopped, SIGSTOPped one still runs)."""
+        return self._proc is not None and self._proc.poll() is None
+
     def start(self, timeout: float = 30.0) -> Self:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         env.update(engine_env(self.handle.url, self.handle.creds, self.engine_id))

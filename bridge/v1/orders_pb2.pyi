@@ -113,7 +113,9 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     REJECT_REASON_DEADLINE_EXCEEDED: _RejectReason.ValueType  # 5
     """The order arrived after its deadline_unix_ns."""
     REJECT_REASON_UNKNOWN_ORDER: _RejectReason.ValueType  # 6
-    """Cancel/status of an order the engine does not know."""
+    """Cancel/status of an order the engine does not know; also the outcome of an order whose
+    client_order_id a status query had already declared unknown (retired).
+    """
     REJECT_REASON_TOO_LATE: _RejectReason.ValueType  # 7
     """Cancel of an order that is already final (filled, canceled, ...)."""
     REJECT_REASON_ENGINE_UNAVAILABLE: _RejectReason.ValueType  # 8
@@ -132,7 +134,9 @@ REJECT_REASON_RISK_LIMIT: RejectReason.ValueType  # 4
 REJECT_REASON_DEADLINE_EXCEEDED: RejectReason.ValueType  # 5
 """The order arrived after its deadline_unix_ns."""
 REJECT_REASON_UNKNOWN_ORDER: RejectReason.ValueType  # 6
-"""Cancel/status of an order the engine does not know."""
+"""Cancel/status of an order the engine does not know; also the outcome of an order whose
+client_order_id a status query had already declared unknown (retired).
+"""
 REJECT_REASON_TOO_LATE: RejectReason.ValueType  # 7
 """Cancel of an order that is already final (filled, canceled, ...)."""
 REJECT_REASON_ENGINE_UNAVAILABLE: RejectReason.ValueType  # 8
@@ -193,7 +197,21 @@ Global___ExecType: _TypeAlias = ExecType  # noqa: Y015
 
 @_typing.final
 class NewOrder(_message.Message):
-    """A new order (FIX NewOrderSingle)."""
+    """A new order (FIX NewOrderSingle).
+
+    Size limits. Everything the engine journals or reports is bounded at intake, before any
+    write, so no order can produce a journal record or report the server would refuse. An order
+    over a limit is REJECTED (INVALID_FIELD) with the field, the rule and the limit; the
+    rejection keeps only the fields that passed their limits. Each limit is tagged in brackets
+    with "limit", its constant's name and value; bridge/models.py (Python) and
+    engine-rs/src/validate.rs (engine) define the same named constants, and tests on both sides
+    check them against this file.
+      * The whole encoded NewOrder: at most 4096 bytes [limit MAX_NEW_ORDER_BYTES = 4096]
+        (field "<message>", rule "max_bytes"). Orders within every field limit below encode in
+        about 3.5 KB, so this only bites on unknown fields.
+      * Header Bridge-Correlation-Id: at most 128 bytes [limit MAX_CORRELATION_ID_BYTES = 128];
+        the engine keeps the first 128 bytes of a longer one.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -229,10 +247,15 @@ class NewOrder(_message.Message):
     DEADLINE_UNIX_NS_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     client_order_id: _builtins.str
-    """Unique per account; the idempotency key. [A-Za-z0-9_-]{1,64}."""
+    """Unique per account; the idempotency key. [A-Za-z0-9_-]{1,64}
+    [limit MAX_CLIENT_ORDER_ID_BYTES = 64] (rule "pattern").
+    """
     account: _builtins.str
-    """Trading account. [A-Za-z0-9_-]{1,32}."""
+    """Trading account. [A-Za-z0-9_-]{1,32} [limit MAX_ACCOUNT_BYTES = 32] (rule "pattern")."""
     symbol: _builtins.str
+    """Instrument, e.g. "AAPL". Required; at most 32 bytes [limit MAX_SYMBOL_BYTES = 32]
+    (rule "max_bytes").
+    """
     side: Global___Side.ValueType
     order_type: Global___OrderType.ValueType
     time_in_force: Global___TimeInForce.ValueType
@@ -250,7 +273,11 @@ class NewOrder(_message.Message):
 
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Free-form tags (strategy, desk...). Carried into execution reports."""
+        """Free-form tags (strategy, desk...). Carried into execution reports.
+        At most 32 entries [limit MAX_TAGS = 32] (rule "max_items"); each key at most 32 bytes
+        [limit MAX_TAG_KEY_BYTES = 32] (rule "key_max_bytes") and each value at most 64 bytes
+        [limit MAX_TAG_VALUE_BYTES = 64] (rule "value_max_bytes"), in UTF-8.
+        """
 
     def __init__(
         self,
@@ -301,7 +328,12 @@ Global___CancelRequest: _TypeAlias = CancelRequest  # noqa: Y015
 
 @_typing.final
 class OrderStatusRequest(_message.Message):
-    """Request for the current state of an order (FIX OrderStatusRequest)."""
+    """Request for the current state of an order (FIX OrderStatusRequest).
+
+    "Not found" is definitive: when the engine has no record of the id, it atomically records
+    the id as retired (a tombstone) before it answers found=false, so an order with this id that
+    arrives later (a late submit, a queued copy) is REJECTED (UNKNOWN_ORDER) and never executes.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -508,6 +540,10 @@ class OrderStatusReply(_message.Message):
     TEXT_FIELD_NUMBER: _builtins.int
     ORDER_STATUS_FIELD_NUMBER: _builtins.int
     found: _builtins.bool
+    """False: the engine has no order with this id, and never will (the id is retired; reason
+    UNKNOWN_ORDER). With reason ENGINE_UNAVAILABLE the engine could not retire the id, and
+    found=false then means nothing: ask again.
+    """
     reason: Global___RejectReason.ValueType
     text: _builtins.str
     order_status: Global___OrderStatus.ValueType

@@ -3,7 +3,9 @@
 //! Module map (dependencies point downwards only):
 //! - [`book`]: pure price-time matching for one symbol.
 //! - [`venue`]: the books plus the order state machine -> execution reports (pure).
-//! - [`validate`]: field, symbol, risk and deadline checks (pure).
+//! - [`validate`]: field, size, symbol, risk and deadline checks (pure).
+//! - [`intake`]: an order's journal record and answer, every size bounded (pure).
+//! - [`journal_errors`]: permanent vs transient JetStream failures; readiness while retrying.
 //! - [`fixed`]: exact fixed-point (1e-8) arithmetic and wire decimals.
 //! - [`config`]: defaults < TOML file < `BRIDGE_*` environment.
 //! - [`retry`]: the backoff policy of reconnects and JetStream retries.
@@ -15,6 +17,8 @@
 pub mod book;
 pub mod config;
 pub mod fixed;
+pub mod intake;
+pub mod journal_errors;
 pub mod proto;
 pub mod retry;
 pub mod service;

@@ -13,12 +13,27 @@
 //!
 //! A crash between 1 and 4 is repaired at start-up by [`Engine::recover`]: every non-final
 //! record owned by this engine id is reconciled with the last report EXECUTIONS holds for it
-//! and its remaining quantity is executed. Any journal or publish failure after step 1 stops
-//! the engine (exit non-zero) so that this recovery, not a guess, restores consistency.
+//! and its remaining quantity is executed. A journal or publish failure after step 1 that
+//! outlives its retries stops the engine (exit non-zero) so that this recovery, not a guess,
+//! restores consistency.
+//!
+//! Failures no retry can cure ([`journal_errors::permanent`]: payload too large, a permission
+//! violation, a bad request, an invalid key) are never retried. Step 1's `kv.create` refused
+//! for good answers the order REJECTED (ENGINE_UNAVAILABLE) and the engine carries on; a
+//! refused `kv.update` (step 4) is logged at ERROR and the engine carries on, because the
+//! reports are already in EXECUTIONS, which recovery trusts over the record; a refused report
+//! publish still stops the engine at once, since an executed fill nobody can see must not be
+//! left behind. Intake bounds every record and report ([`crate::intake`]), so no order can
+//! cause one of these.
+//!
+//! Status queries: "not found" is definitive. An id without a record is retired by an atomic
+//! `kv.create` of a tombstone record before the engine answers found=false; an order with that
+//! id arriving later finds the key taken and is answered as a duplicate of the tombstone's
+//! REJECTED outcome.
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, kv, stream::Stream as JsStream};
 use async_nats::{Client, HeaderMap, Message, Subscriber};
@@ -31,11 +46,13 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, SymbolLimits};
 use crate::fixed;
+use crate::intake::{self, valid_key, Prepared};
+use crate::journal_errors::{self, Readiness};
 use crate::proto::state::OrderRecord;
 use crate::proto::v1::{self as pb, AckStatus, OrderStatus, RejectReason};
 use crate::retry;
 use crate::subjects;
-use crate::validate::{field_error, Rejection, ValidOrder, Validator};
+use crate::validate::{echo, field_error, Rejection, ValidOrder, Validator};
 use crate::venue::{is_final, LiveOrder, Touched, Venue, VenueError};
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +118,11 @@ pub async fn connect(cfg: &Config) -> Result<Client, ServiceError> {
                         state_tx.send_replace(ConnState::Closed);
                     }
                     async_nats::Event::ClientError(_) | async_nats::Event::ServerError(_) => {
+                        if let async_nats::Event::ServerError(async_nats::ServerError::Other(e)) =
+                            &event
+                        {
+                            journal_errors::note_server_error(e);
+                        }
                         warn!(%event, "nats connection event");
                         state_tx.send_if_modified(|s| match s {
                             ConnState::Connecting | ConnState::Failing(_) => {
@@ -169,31 +191,15 @@ enum ConnState {
     Closed,
 }
 
-/// Where an order came from, and so how it is answered.
-enum Origin<'a> {
-    Request,
-    Queue(&'a jetstream::Message),
-}
-
-/// An order validated and ready for its journal write.
-enum Prepared {
-    /// No valid key (account / client order id): answered, never journaled.
-    Unkeyed(pb::OrderAck),
-    /// Rejected or expired: journaled already final.
-    Rejected(Box<Touched>),
-    /// Accepted: journaled as PENDING_NEW, then executed.
-    Accepted(Box<LiveOrder>, ValidOrder),
-}
-
-impl Prepared {
-    /// The key and record to `kv.create`, if the order has a key.
-    fn journal_entry(&self) -> Option<(&str, &OrderRecord)> {
-        match self {
-            Prepared::Unkeyed(_) => None,
-            Prepared::Rejected(t) => Some((&t.order.key, &t.order.record)),
-            Prepared::Accepted(live, _) => Some((&live.key, &live.record)),
-        }
-    }
+/// What a `kv.create` of a new record found.
+#[derive(Debug)]
+enum Created {
+    /// Written (or found written by an earlier attempt of ours) at this revision.
+    Written(u64),
+    /// The key holds another record: a duplicate client order id.
+    Exists,
+    /// Refused for good ([`journal_errors::permanent`]); not retried.
+    Refused(String),
 }
 
 /// Result of taking an order in.
@@ -216,6 +222,7 @@ pub struct Engine {
     limits: BTreeMap<String, SymbolLimits>,
     max_notional: i64,
     last_seq: u64,
+    readiness: Readiness,
 }
 
 impl Engine {
@@ -252,6 +259,7 @@ impl Engine {
                 limits,
                 max_notional,
                 last_seq: 0,
+                readiness: Readiness::default(),
             },
             consumer,
         ))
@@ -263,92 +271,40 @@ impl Engine {
         self.last_seq
     }
 
-    fn ack_for(&self, o: &LiveOrder, status: AckStatus, rej: Option<&Rejection>) -> pb::OrderAck {
-        let order = o.order();
-        pb::OrderAck {
-            client_order_id: order.client_order_id.clone(),
-            account: order.account.clone(),
-            engine_order_id: o.record.engine_order_id.clone(),
-            status: status as i32,
-            reason: rej.map_or(RejectReason::Unspecified, |r| r.reason) as i32,
-            field_errors: rej.map(|r| r.errors.clone()).unwrap_or_default(),
-            order_status: o.record.status,
-            duplicate: false,
-            ack_time_unix_ns: now_ns(),
-            engine_id: self.cfg.engine_id.clone(),
-            text: rej.map(Rejection::text).unwrap_or_default(),
-        }
-    }
-
+    /// The REJECTED ack of a request that names no order (undecodable, or no valid key).
     fn unkeyed_reject(&self, order: &pb::NewOrder, rej: &Rejection) -> pb::OrderAck {
-        pb::OrderAck {
-            client_order_id: order.client_order_id.clone(),
-            account: order.account.clone(),
-            status: AckStatus::Rejected as i32,
-            reason: rej.reason as i32,
-            field_errors: rej.errors.clone(),
-            order_status: OrderStatus::Rejected as i32,
-            ack_time_unix_ns: now_ns(),
-            engine_id: self.cfg.engine_id.clone(),
-            text: rej.text(),
-            ..Default::default()
-        }
+        intake::unkeyed_reject(order, rej, &self.cfg.engine_id, now_ns())
     }
 
-    /// Validation and the record to journal (step 1 without its write).
+    /// Validation and the record to journal (step 1 without its write; [`intake::prepare`]).
     fn prepare(
         &mut self,
         order: pb::NewOrder,
         rejection: Option<Rejection>,
+        payload_len: usize,
         correlation_id: &str,
     ) -> Result<Prepared, ServiceError> {
-        let now = now_ns();
+        let seq = self.next_seq();
         let validator = Validator {
             symbols: &self.limits,
             max_notional: self.max_notional,
         };
-        let checked = match rejection {
-            Some(r) => Err(r),
-            None => validator.check(&order, now),
+        let ctx = intake::Context {
+            validator: &validator,
+            engine_id: &self.cfg.engine_id,
+            now: now_ns(),
         };
-        if !valid_key(&order.account, &order.client_order_id) {
-            // Without a valid account and id there is no key and no report subject: answer only.
-            let rej = match checked {
-                Err(r) => r,
-                Ok(_) => Rejection::single(
-                    RejectReason::InvalidField,
-                    "client_order_id",
-                    "pattern",
-                    "account and client_order_id must be [A-Za-z0-9_-]".into(),
-                ),
-            };
-            warn!(client_order_id = %order.client_order_id, correlation_id, reason = %rej.text(), "order rejected (unkeyed)");
-            return Ok(Prepared::Unkeyed(self.unkeyed_reject(&order, &rej)));
+        let prepared = intake::prepare(&ctx, order, rejection, payload_len, seq, correlation_id)?;
+        if let Prepared::Unkeyed(ack) = &prepared {
+            warn!(client_order_id = %echo(&ack.client_order_id), correlation_id = %intake::bounded_correlation_id(correlation_id), reason = %ack.text, "order rejected (unkeyed)");
         }
-        let key = subjects::order_key(&order.account, &order.client_order_id);
-        let seq = self.next_seq();
-        let mut live = LiveOrder::new(key, order, &self.cfg.engine_id, seq, correlation_id);
-        Ok(match checked {
-            Err(rej) => {
-                let text = rej.text();
-                let mut touched = Venue::reject(live, rej.reason, &rej.errors, &text, now)?;
-                let ack = self.ack_for(&touched.order, AckStatus::Rejected, Some(&rej));
-                touched.order.record.ack = Some(ack);
-                Prepared::Rejected(Box::new(touched))
-            }
-            Ok(valid) => {
-                let ack = self.ack_for(&live, AckStatus::Accepted, None);
-                live.record.ack = Some(ack);
-                Prepared::Accepted(Box::new(live), valid)
-            }
-        })
+        Ok(prepared)
     }
 
-    /// Step 1's write: `kv.create` of a prepared order's record. `None`: no record (unkeyed)
-    /// or the key exists (a duplicate).
-    async fn create_prepared(&self, prepared: &Prepared) -> Result<Option<u64>, ServiceError> {
+    /// Step 1's write: `kv.create` of a prepared order's record. `None`: no record (unkeyed).
+    async fn create_prepared(&self, prepared: &Prepared) -> Result<Option<Created>, ServiceError> {
         match prepared.journal_entry() {
-            Some((key, record)) => self.create(key, record).await,
+            Some((key, record)) => self.create(key, record).await.map(Some),
             None => Ok(None),
         }
     }
@@ -357,30 +313,39 @@ impl Engine {
     async fn settle(
         &self,
         prepared: Prepared,
-        created: Option<u64>,
+        created: Option<Created>,
         correlation_id: &str,
-        origin: &Origin<'_>,
     ) -> Result<(pb::OrderAck, Intake), ServiceError> {
+        let cid = intake::bounded_correlation_id(correlation_id);
         match (prepared, created) {
             (Prepared::Unkeyed(ack), _) => Ok((ack, Intake::Answered)),
-            (Prepared::Rejected(touched), Some(_)) => {
+            (Prepared::Rejected(touched), Some(Created::Written(_))) => {
                 let ack = touched.order.record.ack.clone().unwrap_or_default();
-                info!(client_order_id = %ack.client_order_id, correlation_id, reason = %ack.text, "order rejected");
+                info!(client_order_id = %ack.client_order_id, correlation_id = cid, reason = %ack.text, "order rejected");
                 Ok((ack, Intake::Rejected(touched.reports)))
             }
-            (Prepared::Accepted(mut live, valid), Some(revision)) => {
+            (Prepared::Accepted(mut live, valid), Some(Created::Written(revision))) => {
                 live.revision = revision;
                 let ack = live.record.ack.clone().unwrap_or_default();
                 Ok((ack, Intake::Accepted(live, valid)))
             }
-            (Prepared::Rejected(t), None) => Ok((
-                self.duplicate(&t.order.key, origin, correlation_id).await?,
-                Intake::Answered,
-            )),
-            (Prepared::Accepted(live, _), None) => Ok((
-                self.duplicate(&live.key, origin, correlation_id).await?,
-                Intake::Answered,
-            )),
+            (Prepared::Rejected(touched), Some(Created::Refused(why))) => {
+                // Rejected anyway: answer the validation's verdict, unjournaled.
+                let ack = touched.order.record.ack.clone().unwrap_or_default();
+                error!(key = %touched.order.key, correlation_id = cid, error = %why, reason = %ack.text, "journal refused a rejected order's record for good; answered without it");
+                Ok((ack, Intake::Rejected(touched.reports)))
+            }
+            (Prepared::Accepted(live, _), Some(Created::Refused(why))) => {
+                let (ack, reports) = intake::refused(&live, &why, &self.cfg.engine_id, now_ns())?;
+                error!(key = %live.key, correlation_id = cid, error = %why, "journal refused an order's record for good: order rejected, not retried");
+                Ok((ack, Intake::Rejected(reports)))
+            }
+            (Prepared::Rejected(t), _) => {
+                Ok((self.duplicate(&t.order.key, cid).await?, Intake::Answered))
+            }
+            (Prepared::Accepted(live, _), _) => {
+                Ok((self.duplicate(&live.key, cid).await?, Intake::Answered))
+            }
         }
     }
 
@@ -389,15 +354,15 @@ impl Engine {
     async fn intake(
         &mut self,
         order: pb::NewOrder,
+        payload_len: usize,
         correlation_id: &str,
     ) -> Result<(pb::OrderAck, Intake), ServiceError> {
-        let prepared = self.prepare(order, None, correlation_id)?;
+        let prepared = self.prepare(order, None, payload_len, correlation_id)?;
         let created = self.create_prepared(&prepared).await?;
-        let (ack, intake) = self
-            .settle(prepared, created, correlation_id, &Origin::Request)
-            .await?;
+        let (ack, intake) = self.settle(prepared, created, correlation_id).await?;
         if let Intake::Rejected(reports) = &intake {
-            let tagged: Vec<_> = reports.iter().map(|r| (r, correlation_id)).collect();
+            let cid = intake::bounded_correlation_id(correlation_id);
+            let tagged: Vec<_> = reports.iter().map(|r| (r, cid)).collect();
             self.publish_reports(&tagged).await?;
         }
         Ok((ack, intake))
@@ -408,43 +373,53 @@ impl Engine {
         retry::Backoff::from_config(&self.cfg)
     }
 
-    /// `kv.create`, retried; `None` when the key already exists (a duplicate client order id).
+    /// `kv.create`, retried unless the failure is permanent.
     ///
     /// A retried create whose earlier attempt was stored (only its answer was lost) finds the
     /// key taken by its own record: same engine order id, so it is ours, not a duplicate.
-    async fn create(&self, key: &str, record: &OrderRecord) -> Result<Option<u64>, ServiceError> {
+    async fn create(&self, key: &str, record: &OrderRecord) -> Result<Created, ServiceError> {
         let value = Bytes::from(record.encode_to_vec());
+        let subject = kv_subject(key);
+        let started = Instant::now();
+        let attempts = self.readiness.operation("kv create", key);
         let created = (|| self.kv.create(key, value.clone()))
             .retry(self.backoff())
             .when(|e: &kv::CreateError| {
-                !matches!(
-                    e.kind(),
-                    kv::CreateErrorKind::AlreadyExists | kv::CreateErrorKind::InvalidKey
-                )
+                e.kind() != kv::CreateErrorKind::AlreadyExists
+                    && journal_errors::permanent_on(e, &subject, started).is_none()
             })
-            .notify(|e, delay| retrying("kv create", key, e, delay))
+            .notify(|e, delay| attempts.retrying(e, delay))
             .await;
+        drop(attempts);
         match created {
-            Ok(rev) => Ok(Some(rev)),
+            Ok(rev) => Ok(Created::Written(rev)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match self.load(key).await?
             {
                 Some((stored, rev)) if stored.engine_order_id == record.engine_order_id => {
-                    Ok(Some(rev))
+                    Ok(Created::Written(rev))
                 }
-                _ => Ok(None),
+                _ => Ok(Created::Exists),
             },
-            Err(e) => Err(ServiceError::Journal {
-                key: key.into(),
-                source: e.into(),
-            }),
+            Err(e) => match journal_errors::permanent_on(&e, &subject, started) {
+                Some(why) => Ok(Created::Refused(format!(
+                    "{why} (record of {} bytes)",
+                    value.len()
+                ))),
+                None => Err(ServiceError::Journal {
+                    key: key.into(),
+                    source: e.into(),
+                }),
+            },
         }
     }
 
-    /// The journal entry of `key`, retried.
+    /// The journal entry of `key`, retried unless the failure is permanent.
     async fn load(&self, key: &str) -> Result<Option<(OrderRecord, u64)>, ServiceError> {
+        let attempts = self.readiness.operation("kv entry", key);
         let entry = (|| self.kv.entry(key))
             .retry(self.backoff())
-            .notify(|e, delay| retrying("kv entry", key, e, delay))
+            .when(|e: &kv::EntryError| journal_errors::permanent(e).is_none())
+            .notify(|e, delay| attempts.retrying(e, delay))
             .await
             .map_err(|e| ServiceError::Journal {
                 key: key.into(),
@@ -456,19 +431,24 @@ impl Engine {
         }))
     }
 
-    /// `kv.update` at `revision`, retried. A retry whose earlier attempt was stored finds the
-    /// revision moved on with exactly our bytes: that is success, not a conflict.
+    /// `kv.update` at `revision`, retried unless the failure is permanent. A retry whose
+    /// earlier attempt was stored finds the revision moved on with exactly our bytes: that is
+    /// success, not a conflict. A permanent failure is logged at ERROR and leaves the record
+    /// at `revision` (returned): EXECUTIONS already holds the order's reports, which a status
+    /// query's caller also sees, and recovery reconciles the record with them.
     async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, ServiceError> {
+        let subject = kv_subject(key);
+        let started = Instant::now();
+        let attempts = self.readiness.operation("kv update", key);
         let updated = (|| self.kv.update(key, value.clone(), revision))
             .retry(self.backoff())
             .when(|e: &kv::UpdateError| {
-                !matches!(
-                    e.kind(),
-                    kv::UpdateErrorKind::WrongLastRevision | kv::UpdateErrorKind::InvalidKey
-                )
+                e.kind() != kv::UpdateErrorKind::WrongLastRevision
+                    && journal_errors::permanent_on(e, &subject, started).is_none()
             })
-            .notify(|e, delay| retrying("kv update", key, e, delay))
+            .notify(|e, delay| attempts.retrying(e, delay))
             .await;
+        drop(attempts);
         match updated {
             Ok(rev) => Ok(rev),
             Err(e) => {
@@ -479,6 +459,10 @@ impl Engine {
                         }
                     }
                 }
+                if let Some(why) = journal_errors::permanent_on(&e, &subject, started) {
+                    error!(key, error = %why, bytes = value.len(), "journal refused a record update for good; not retried, record left at its previous state (EXECUTIONS holds the reports)");
+                    return Ok(revision);
+                }
                 Err(ServiceError::Journal {
                     key: key.into(),
                     source: e.into(),
@@ -487,23 +471,47 @@ impl Engine {
         }
     }
 
-    /// Answers a re-sent client order id with the original ack. A redelivered queued message
-    /// also re-publishes the latest report (idempotent: same exec id, same Nats-Msg-Id), in case
-    /// the first delivery's engine died between its journal write and its publish.
+    /// True when EXECUTIONS already holds `report` or a later report of its order.
+    async fn report_stored(&self, report: &pb::ExecutionReport) -> Result<bool, ServiceError> {
+        let subject = subjects::executions(&report.account, &report.client_order_id);
+        let attempts = self.readiness.operation("last report", &subject);
+        let last = (|| self.executions.get_last_raw_message_by_subject(&subject))
+            .retry(self.backoff())
+            .when(|e: &jetstream::stream::LastRawMessageError| {
+                e.kind() != jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                    && journal_errors::permanent(e).is_none()
+            })
+            .notify(|e, delay| attempts.retrying(e, delay))
+            .await;
+        match last {
+            Ok(m) => {
+                Ok(pb::ExecutionReport::decode(m.payload)
+                    .is_ok_and(|stored| stored.seq >= report.seq))
+            }
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+                Ok(false)
+            }
+            Err(e) => Err(ServiceError::Publish(e.into())),
+        }
+    }
+
+    /// Answers a re-sent client order id with the original ack. The record's latest report is
+    /// published again if EXECUTIONS does not hold it yet (the first engine died between its
+    /// journal write and its publish, or the record is a tombstone whose REJECTED report is
+    /// published when the first order hits it); never otherwise, so that a replay cannot store
+    /// an exec id twice, even after JetStream's duplicate window.
     async fn duplicate(
         &self,
         key: &str,
-        origin: &Origin<'_>,
         correlation_id: &str,
     ) -> Result<pb::OrderAck, ServiceError> {
         let (record, _) = self.load(key).await?.ok_or_else(|| ServiceError::Journal {
             key: key.into(),
             source: "record vanished after create reported it exists".into(),
         })?;
-        if let Origin::Queue(msg) = origin {
-            let redelivered = msg.info().map(|i| i.delivered > 1).unwrap_or(false);
-            if let (true, Some(report)) = (redelivered, record.last_report.clone()) {
-                self.publish_reports(&[(&report, correlation_id)]).await?;
+        if let Some(report) = &record.last_report {
+            if !self.report_stored(report).await? {
+                self.publish_reports(&[(report, correlation_id)]).await?;
             }
         }
         let mut ack = record.ack.unwrap_or_default();
@@ -511,7 +519,9 @@ impl Engine {
         ack.order_status = record.status;
         info!(
             key,
-            correlation_id, "duplicate client order id answered with the original outcome"
+            correlation_id,
+            tombstone = record.tombstone,
+            "duplicate client order id answered with the original outcome"
         );
         Ok(ack)
     }
@@ -554,7 +564,8 @@ impl Engine {
     /// Publishes reports, each with its correlation id, pipelined (all sent in order, then all
     /// acks awaited), deduplicated by exec id. Retried as a whole: a report stored by an earlier
     /// attempt is a duplicate (same `Nats-Msg-Id`) inside EXECUTIONS' window, so a retry never
-    /// stores a fill twice.
+    /// stores a fill twice. A permanent failure is not retried: it stops the engine at once
+    /// (see the module docs).
     async fn publish_reports(
         &self,
         reports: &[(&pb::ExecutionReport, &str)],
@@ -581,11 +592,26 @@ impl Engine {
             Ok::<(), jetstream::context::PublishError>(())
         };
         let about = reports[0].1;
-        attempt
+        let started = Instant::now();
+        let permanent = |e: &jetstream::context::PublishError| {
+            reports.iter().find_map(|(r, _)| {
+                let subject = subjects::executions(&r.account, &r.client_order_id);
+                journal_errors::permanent_on(e, &subject, started)
+            })
+        };
+        let attempts = self.readiness.operation("publish reports", about);
+        let published = attempt
             .retry(self.backoff())
-            .notify(|e, delay| retrying("publish reports", about, e, delay))
-            .await
-            .map_err(|e| ServiceError::Publish(e.into()))?;
+            .when(|e| permanent(e).is_none())
+            .notify(|e, delay| attempts.retrying(e, delay))
+            .await;
+        drop(attempts);
+        if let Err(e) = published {
+            if let Some(why) = permanent(&e) {
+                error!(correlation_id = about, error = %why, "report publish refused for good; not retried");
+            }
+            return Err(ServiceError::Publish(e.into()));
+        }
         for (r, correlation_id) in reports {
             debug!(exec_id = %r.exec_id, client_order_id = %r.client_order_id, correlation_id, exec_type = r.exec_type, "report published");
         }
@@ -627,7 +653,9 @@ impl Engine {
                 return Ok(());
             }
         };
-        let (ack, intake) = self.intake(order, &cid).await?;
+        // The size limits (the whole message, then each field) are checked by intake, before
+        // anything is journaled.
+        let (ack, intake) = self.intake(order, msg.payload.len(), &cid).await?;
         self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
         self.failpoint("after_ack").await;
         if let Intake::Accepted(live, valid) = intake {
@@ -651,7 +679,7 @@ impl Engine {
         for msg in msgs {
             let cid = correlation_id(msg.headers.as_ref());
             let (order, rejection) = decode_queued(msg);
-            prepared.push(self.prepare(order, rejection, &cid)?);
+            prepared.push(self.prepare(order, rejection, msg.payload.len(), &cid)?);
             cids.push(cid);
         }
         let this = &*self;
@@ -661,8 +689,7 @@ impl Engine {
         let mut reports: Vec<(pb::ExecutionReport, usize)> = Vec::new();
         let mut writes: Vec<LiveOrder> = Vec::new();
         for (i, (p, created)) in prepared.into_iter().zip(created).enumerate() {
-            let origin = Origin::Queue(&msgs[i]);
-            match self.settle(p, created, &cids[i], &origin).await?.1 {
+            match self.settle(p, created, &cids[i]).await?.1 {
                 Intake::Accepted(live, valid) => {
                     for t in self.venue.execute(*live, &valid, now_ns())? {
                         reports.extend(t.reports.into_iter().map(|r| (r, i)));
@@ -785,8 +812,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Status: the journal is authoritative (written before any ack).
+    /// Status: the journal is authoritative (written before any ack). An id without a record
+    /// is retired first ([`Engine::retire`]), so that "not found" stays true.
     pub async fn on_status(&mut self, msg: Message) -> Result<(), ServiceError> {
+        let cid = correlation_id(msg.headers.as_ref());
         let reply = match pb::OrderStatusRequest::decode(msg.payload.clone()) {
             Err(e) => pb::OrderStatusReply {
                 reason: RejectReason::Malformed as i32,
@@ -796,30 +825,83 @@ impl Engine {
             Ok(req) if !valid_key(&req.account, &req.client_order_id) => pb::OrderStatusReply {
                 reason: RejectReason::InvalidField as i32,
                 text: format!(
-                    "account {:?} / client_order_id {:?} must be [A-Za-z0-9_-]",
-                    req.account, req.client_order_id
+                    "account {} / client_order_id {} must be [A-Za-z0-9_-]",
+                    echo(&req.account),
+                    echo(&req.client_order_id)
                 ),
                 ..Default::default()
             },
-            Ok(req) => match self
-                .load(&subjects::order_key(&req.account, &req.client_order_id))
-                .await?
-            {
-                None => pb::OrderStatusReply {
-                    found: false,
-                    reason: RejectReason::UnknownOrder as i32,
-                    ..Default::default()
-                },
-                Some((r, _)) => pb::OrderStatusReply {
-                    found: true,
-                    order_status: r.status,
-                    last_report: r.last_report,
-                    ..Default::default()
-                },
-            },
+            Ok(req) => {
+                let key = subjects::order_key(&req.account, &req.client_order_id);
+                match self.load(&key).await? {
+                    Some((r, _)) => intake::status_reply(r),
+                    None => self.retire(&req, &key, &cid).await?,
+                }
+            }
         };
         self.respond(msg.reply.as_ref(), reply.encode_to_vec())
             .await;
+        Ok(())
+    }
+
+    /// Retires an id that has no record: an atomic `kv.create` of a tombstone, so that an order
+    /// with this id arriving later (a submit still in flight, a queued copy) is answered as a
+    /// duplicate of a REJECTED outcome and never executes. If the key was created meanwhile,
+    /// the stored record answers. If the journal refuses the tombstone, the answer says that
+    /// nothing is known (ENGINE_UNAVAILABLE), never "not found".
+    async fn retire(
+        &mut self,
+        req: &pb::OrderStatusRequest,
+        key: &str,
+        correlation_id: &str,
+    ) -> Result<pb::OrderStatusReply, ServiceError> {
+        let seq = self.next_seq();
+        let record = intake::tombstone(
+            &req.account,
+            &req.client_order_id,
+            &self.cfg.engine_id,
+            seq,
+            now_ns(),
+            correlation_id,
+        )?;
+        match self.create(key, &record).await? {
+            Created::Written(_) => {
+                info!(
+                    key,
+                    correlation_id, "status of an unknown order: client order id retired"
+                );
+                Ok(intake::status_reply(record))
+            }
+            Created::Exists => match self.load(key).await? {
+                Some((r, _)) => Ok(intake::status_reply(r)),
+                None => Err(ServiceError::Journal {
+                    key: key.into(),
+                    source: "record vanished after create reported it exists".into(),
+                }),
+            },
+            Created::Refused(why) => {
+                error!(key, correlation_id, error = %why, "could not retire an unknown client order id");
+                Ok(pb::OrderStatusReply {
+                    found: false,
+                    reason: RejectReason::EngineUnavailable as i32,
+                    text: format!(
+                        "status unknown: the engine could not record the id as retired ({why}); \
+                         ask again"
+                    ),
+                    ..Default::default()
+                })
+            }
+        }
+    }
+
+    /// Answers every status query already received, before the next order is taken: a query
+    /// is answered promptly, not behind a backlog of orders (possibly the very backlog that
+    /// made its caller time out); "not found" is safe to answer at any time (see
+    /// [`Engine::retire`]).
+    pub async fn answer_statuses(&mut self, statuses: &mut Subscriber) -> Result<(), ServiceError> {
+        while let Some(Some(m)) = statuses.next().now_or_never() {
+            self.on_status(m).await?;
+        }
         Ok(())
     }
 
@@ -951,8 +1033,6 @@ fn decode_queued(msg: &jetstream::Message) -> (pb::NewOrder, Option<Rejection>) 
     }
 }
 
-/// True when account and client order id can form a KV key (and a subject token). Requests
-/// naming anything else are answered, never looked up: a bad key must not stop the engine.
 /// The committed definition of the engine's durable consumer (provisioning applies the same
 /// file); used to re-create the consumer if it has disappeared.
 const CONSUMER_DEFINITION: &str = include_str!("../../nats/jetstream/orders-engine.consumer.json");
@@ -1014,15 +1094,17 @@ fn retrying(what: &str, about: &str, error: &dyn std::fmt::Display, delay: Durat
     );
 }
 
-fn valid_key(account: &str, client_order_id: &str) -> bool {
-    crate::validate::valid_id(account, 32) && crate::validate::valid_id(client_order_id, 64)
-}
-
+/// The request's correlation id, cut to its limit (it is journaled and logged).
 fn correlation_id(headers: Option<&HeaderMap>) -> String {
     headers
         .and_then(|h| h.get(subjects::HEADER_CORRELATION_ID))
-        .map(|v| v.as_str().to_string())
+        .map(|v| intake::bounded_correlation_id(v.as_str()).to_string())
         .unwrap_or_default()
+}
+
+/// The subject a KV write of `key` is published to (for permission violations).
+fn kv_subject(key: &str) -> String {
+    format!("$KV.{}.{key}", subjects::ORDERS_KV_BUCKET)
 }
 
 fn malformed(e: &prost::DecodeError) -> Rejection {
@@ -1117,6 +1199,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                                 }
                             }
                         }
+                        engine.answer_statuses(&mut statuses).await?;
                         engine.on_queued_batch(&msgs).await?;
                         match ended {
                             Some(Some(e)) => { warn!(error = %e, "pull ended with an error: re-binding the consumer"); rebind = true; break; }
@@ -1132,7 +1215,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                         break;
                     }
                 },
-                Some(m) = submits.next() => engine.on_submit(m).await?,
+                Some(m) = submits.next() => {
+                    engine.answer_statuses(&mut statuses).await?;
+                    engine.on_submit(m).await?;
+                }
                 Some(m) = cancels.next() => engine.on_cancel(m, false).await?,
                 Some(m) = forwarded.next() => engine.on_cancel(m, true).await?,
                 Some(m) = statuses.next() => engine.on_status(m).await?,

@@ -51,7 +51,63 @@ pub fn field_error(field: &str, rule: &str, message: String) -> FieldError {
     }
 }
 
-const MAX_TAGS: usize = 32;
+// Size limits of a NewOrder. The contract states them next to each field
+// (schemas/bridge/v1/orders.proto, `[limit NAME = N]`); bridge/models.py has the same names.
+// Together they bound everything an order puts into its journal record and its reports
+// (see `intake::RECORD_BOUND`), far below the server's max_payload (1 MiB).
+
+/// The whole encoded NewOrder, checked on the raw payload of both intake paths.
+pub const MAX_NEW_ORDER_BYTES: usize = 4096;
+pub const MAX_CLIENT_ORDER_ID_BYTES: usize = 64;
+pub const MAX_ACCOUNT_BYTES: usize = 32;
+pub const MAX_SYMBOL_BYTES: usize = 32;
+pub const MAX_TAGS: usize = 32;
+pub const MAX_TAG_KEY_BYTES: usize = 32;
+pub const MAX_TAG_VALUE_BYTES: usize = 64;
+/// The `Bridge-Correlation-Id` header; the engine keeps the first this many bytes.
+pub const MAX_CORRELATION_ID_BYTES: usize = 128;
+/// How much of an offending input value a field error message quotes.
+const ECHO_CHARS: usize = 40;
+
+/// `s` quoted for an error message, shortened to a bounded prefix when long: an error must
+/// never carry an unbounded copy of the input into an ack, a record or a report.
+pub fn echo(s: &str) -> String {
+    match s.char_indices().nth(ECHO_CHARS) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &s[..cut], s.len()),
+    }
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
+/// The error for an encoded NewOrder over [`MAX_NEW_ORDER_BYTES`], if it is.
+pub fn message_size_error(len: usize) -> Option<FieldError> {
+    (len > MAX_NEW_ORDER_BYTES).then(|| {
+        field_error(
+            "<message>",
+            "max_bytes",
+            format!("the encoded order is {len} bytes; at most {MAX_NEW_ORDER_BYTES} are allowed"),
+        )
+    })
+}
+
+/// True when every tag is within its limits (count, key and value sizes).
+pub fn tags_within_limits(tags: &std::collections::HashMap<String, String>) -> bool {
+    tags.len() <= MAX_TAGS
+        && tags
+            .iter()
+            .all(|(k, v)| k.len() <= MAX_TAG_KEY_BYTES && v.len() <= MAX_TAG_VALUE_BYTES)
+}
 
 /// `[A-Za-z0-9_-]{1,max}`: ids are subject tokens and KV key parts.
 pub fn valid_id(s: &str, max: usize) -> bool {
@@ -73,25 +129,37 @@ impl Validator<'_> {
         let mut push = |field: &str, rule: &str, message: String| {
             errors.push(field_error(field, rule, message));
         };
-        if !valid_id(&o.client_order_id, 64) {
+        if !valid_id(&o.client_order_id, MAX_CLIENT_ORDER_ID_BYTES) {
             push(
                 "client_order_id",
                 "pattern",
                 format!(
-                    "{:?} must be 1-64 characters of [A-Za-z0-9_-]",
-                    o.client_order_id
+                    "{} must be 1-{MAX_CLIENT_ORDER_ID_BYTES} characters of [A-Za-z0-9_-]",
+                    echo(&o.client_order_id)
                 ),
             );
         }
-        if !valid_id(&o.account, 32) {
+        if !valid_id(&o.account, MAX_ACCOUNT_BYTES) {
             push(
                 "account",
                 "pattern",
-                format!("{:?} must be 1-32 characters of [A-Za-z0-9_-]", o.account),
+                format!(
+                    "{} must be 1-{MAX_ACCOUNT_BYTES} characters of [A-Za-z0-9_-]",
+                    echo(&o.account)
+                ),
             );
         }
         if o.symbol.is_empty() {
             push("symbol", "required", "symbol is required".into());
+        } else if o.symbol.len() > MAX_SYMBOL_BYTES {
+            push(
+                "symbol",
+                "max_bytes",
+                format!(
+                    "{} is longer than {MAX_SYMBOL_BYTES} bytes",
+                    echo(&o.symbol)
+                ),
+            );
         }
         let side = match pb::Side::try_from(o.side) {
             Ok(pb::Side::Buy) => Some(Side::Buy),
@@ -187,6 +255,41 @@ impl Validator<'_> {
                 format!("{} tags; at most {MAX_TAGS} are allowed", o.tags.len()),
             );
         }
+        // One error per rule, naming how many tags break it and one of them: never one error
+        // per tag (an order may carry tens of thousands).
+        let long_keys: Vec<&String> = o
+            .tags
+            .keys()
+            .filter(|k| k.len() > MAX_TAG_KEY_BYTES)
+            .collect();
+        if let Some(first) = long_keys.iter().min() {
+            push(
+                "tags",
+                "key_max_bytes",
+                format!(
+                    "{} tag key(s) longer than {MAX_TAG_KEY_BYTES} bytes, e.g. {}",
+                    long_keys.len(),
+                    echo(first)
+                ),
+            );
+        }
+        let long_values: Vec<&String> = o
+            .tags
+            .iter()
+            .filter(|(_, v)| v.len() > MAX_TAG_VALUE_BYTES)
+            .map(|(k, _)| k)
+            .collect();
+        if let Some(first) = long_values.iter().min() {
+            push(
+                "tags",
+                "value_max_bytes",
+                format!(
+                    "{} tag value(s) longer than {MAX_TAG_VALUE_BYTES} bytes, e.g. the value of {}",
+                    long_values.len(),
+                    echo(first)
+                ),
+            );
+        }
         if !errors.is_empty() {
             return Err(Rejection {
                 reason: RejectReason::InvalidField,
@@ -207,7 +310,7 @@ impl Validator<'_> {
                 RejectReason::UnknownSymbol,
                 "symbol",
                 "known_symbol",
-                format!("{:?} is not traded by this engine", o.symbol),
+                format!("{} is not traded by this engine", echo(&o.symbol)),
             ));
         };
         if qty > limits.max_order_qty {
@@ -404,6 +507,26 @@ mod tests {
         );
         o.deadline_unix_ns = 1_000;
         assert!(check(&o).is_ok());
+    }
+
+    /// Error messages quote a bounded prefix of long input; truncation keeps UTF-8 whole.
+    #[test]
+    fn echo_and_truncate_are_bounded() {
+        assert_eq!(echo("abc"), "\"abc\"");
+        let long = "é".repeat(100_000);
+        let shown = echo(&long);
+        assert!(
+            shown.len() < 120 && shown.ends_with("(200000 bytes)"),
+            "{shown}"
+        );
+        assert_eq!(truncate(&long, 5), "éé");
+        assert_eq!(truncate("short", 128), "short");
+        assert!(message_size_error(MAX_NEW_ORDER_BYTES).is_none());
+        let e = message_size_error(MAX_NEW_ORDER_BYTES + 1).expect("too big");
+        assert_eq!(
+            (e.field.as_str(), e.rule.as_str()),
+            ("<message>", "max_bytes")
+        );
     }
 
     /// Fixed-point values render without trailing zeros.

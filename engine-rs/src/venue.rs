@@ -105,6 +105,7 @@ impl LiveOrder {
                 last_report: None,
                 cum_notional_e16: "0".into(),
                 correlation_id: correlation_id.into(),
+                tombstone: false,
             },
             qty,
             cum_qty: 0,

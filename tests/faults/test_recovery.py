@@ -21,6 +21,7 @@ from bridge import (
 )
 from bridge.dev.engine import EngineProcess, client_settings
 from bridge.dev.server import LocalNatsServer, connect_as
+from bridge.v1 import orders_pb2
 from tests.faults.harness import (
     FINAL,
     finals_by_order,
@@ -40,7 +41,8 @@ async def test_timed_out_order_is_resolved_by_a_status_query(
 ) -> None:
     """The engine freezes (SIGSTOP) while a submit is in flight: after its bounded retries the
     caller gets OutcomeUnknownError with both ids; once the engine runs again, status() says
-    what happened, and the order executed exactly once despite the re-sends."""
+    what happened and stays true: found -> the order executed exactly once despite the
+    re-sends; not found (the query overtook the queued submits) -> it never executes."""
     handle = fresh_server.handle
     account = new_account("OU")
     (order,) = order_flow(account, 1, seed=21)
@@ -58,13 +60,14 @@ async def test_timed_out_order_is_resolved_by_a_status_query(
             assert caught.value.client_order_id == order.client_order_id
             assert caught.value.correlation_id == "corr-ou-1"
             state = await bridge.status(account, order.client_order_id, timeout=5)
-            assert state.found
             reports = await wait_for_finals(handle, account, {order.client_order_id}, 30)
     finally:
         code = engine.stop()
     assert code == 0, engine.log_tail()
     assert finals_by_order(reports)[order.client_order_id] == 1
     assert len({r.exec_id for r in reports}) == len(reports)
+    executed = any(r.exec_type == orders_pb2.EXEC_TYPE_NEW for r in reports)
+    assert executed is state.found, (state, [r.exec_type for r in reports])
 
 
 async def test_resend_after_the_duplicate_window_is_not_executed_again(
