@@ -243,6 +243,7 @@ class RejectReason(StrEnum):
     UNKNOWN_ORDER = "UNKNOWN_ORDER"
     TOO_LATE = "TOO_LATE"
     ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
+    RECOVERY_INVALID = "RECOVERY_INVALID"
 
 
 def _enum_from_proto(cls: type[_E], prefix: str, value: int, enum: Any) -> _E:
@@ -260,7 +261,10 @@ def _reason_from_proto(value: int) -> RejectReason:
 Identifier = Annotated[
     str, Field(min_length=1, max_length=MAX_CLIENT_ORDER_ID_BYTES, pattern=ID_PATTERN)
 ]
-Account = Annotated[str, Field(min_length=1, max_length=MAX_ACCOUNT_BYTES, pattern=ID_PATTERN)]
+# An account starting with "_" is reserved for the venue's own orders (the engine's `_house`).
+Account = Annotated[
+    str, Field(min_length=1, max_length=MAX_ACCOUNT_BYTES, pattern=r"^[A-Za-z0-9-][A-Za-z0-9_-]*$")
+]
 Symbol = Annotated[
     str, Field(min_length=1, max_length=MAX_SYMBOL_BYTES, pattern=r"^[A-Za-z0-9._/-]+$")
 ]

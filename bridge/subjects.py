@@ -24,6 +24,10 @@ ORDERS_KV_BUCKET = "bridge_orders"
 HEADER_MSG_ID = "Nats-Msg-Id"
 HEADER_CORRELATION_ID = "Bridge-Correlation-Id"
 HEADER_SCHEMA = "Bridge-Schema"
+# Atomic batch publish (ADR-50): the engine commits each execution's reports together.
+HEADER_BATCH_ID = "Nats-Batch-Id"
+HEADER_BATCH_SEQUENCE = "Nats-Batch-Sequence"
+HEADER_BATCH_COMMIT = "Nats-Batch-Commit"
 
 
 def queue(account: str) -> str:

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import importlib
 import os
+import uuid
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from bridge.config import BridgeSettings
+from bridge.dev import engine as dev_engine
 from bridge.dev.engine import EngineProcess, client_settings
 from bridge.dev.pki import DevCredentials, ensure_dev_credentials
 from bridge.dev.provision import provision
@@ -115,6 +117,13 @@ def nats_server(dev_creds: DevCredentials) -> Iterator[ServerHandle]:
         with ThreadPoolExecutor(max_workers=1) as pool:
             pool.submit(asyncio.run, _provision(handle)).result(timeout=30)
         yield handle
+
+
+@pytest.fixture(autouse=True)
+def _fresh_house_liquidity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test's engines place the full seeded liquidity (a new seed generation), even on a
+    server an earlier test of the module has traded on; restarts within the test keep it."""
+    monkeypatch.setattr(dev_engine, "SEED_GENERATION", uuid.uuid4().hex[:8])
 
 
 @pytest.fixture

@@ -24,6 +24,11 @@ from bridge.dev.server import REPO_ROOT, ServerHandle
 
 ENGINE_DIR = REPO_ROOT / "engine-rs"
 DEFAULT_ENGINE_CONFIG = ENGINE_DIR / "config" / "dev.toml"
+SEED_GENERATION: str | None = None
+"""``seed_generation`` of the engines started without one (None: the config file's). The house's
+seeded liquidity is placed once per generation and consumed liquidity stays consumed across
+restarts; the test suite sets a fresh generation per test so that each test starts with the
+full seed even on a server shared by a module."""
 
 
 class EngineError(RuntimeError):
@@ -111,6 +116,8 @@ class EngineProcess:
     def start(self, timeout: float = 30.0) -> Self:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         env.update(engine_env(self.handle.url, self.handle.creds, self.engine_id))
+        if SEED_GENERATION is not None:
+            env["BRIDGE_SEED_GENERATION"] = SEED_GENERATION
         env.update(self._env)
         self._ready.clear()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -120,6 +120,11 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     """Cancel of an order that is already final (filled, canceled, ...)."""
     REJECT_REASON_ENGINE_UNAVAILABLE: _RejectReason.ValueType  # 8
     """The engine is shutting down and not taking new orders."""
+    REJECT_REASON_RECOVERY_INVALID: _RejectReason.ValueType  # 9
+    """A live order the engine could not put back in a book after a restart (e.g. its symbol is
+    no longer configured): it was canceled with this reason instead of being left in limbo.
+    Added in bridge.v1 after 8; older readers see an unknown value (treat as canceled).
+    """
 
 class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper): ...
 
@@ -141,6 +146,11 @@ REJECT_REASON_TOO_LATE: RejectReason.ValueType  # 7
 """Cancel of an order that is already final (filled, canceled, ...)."""
 REJECT_REASON_ENGINE_UNAVAILABLE: RejectReason.ValueType  # 8
 """The engine is shutting down and not taking new orders."""
+REJECT_REASON_RECOVERY_INVALID: RejectReason.ValueType  # 9
+"""A live order the engine could not put back in a book after a restart (e.g. its symbol is
+no longer configured): it was canceled with this reason instead of being left in limbo.
+Added in bridge.v1 after 8; older readers see an unknown value (treat as canceled).
+"""
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
 class _OrderStatus:

@@ -64,8 +64,13 @@ pub struct Config {
     /// Risk: maximum notional (price x quantity) of one order, as a decimal string.
     pub max_order_notional: String,
     /// Fault injection for crash tests only: "after_ack" aborts the process right after a
-    /// synchronous ack is sent, "after_journal" right after a queued order is journaled.
+    /// synchronous ack is sent, "after_journal" right after a queued order is journaled,
+    /// "mid_publish" halfway through publishing one execution's reports (before its commit).
     pub failpoint: Option<String>,
+    /// Generation of the seeded liquidity (see `house.rs`): each seed order is placed once
+    /// per generation; a new value cancels the live seed orders of the others and places the
+    /// configured seed afresh.
+    pub seed_generation: String,
     pub symbols: BTreeMap<String, SymbolConfig>,
 }
 
@@ -141,6 +146,7 @@ impl Default for Config {
             log_format: None,
             max_order_notional: "10000000".into(),
             failpoint: None,
+            seed_generation: "1".into(),
             symbols: BTreeMap::new(),
         }
     }

@@ -3,6 +3,7 @@
 //! Module map (dependencies point downwards only):
 //! - [`book`]: pure price-time matching for one symbol.
 //! - [`venue`]: the books plus the order state machine -> execution reports (pure).
+//! - [`house`]: the venue's own orders (seeded liquidity of the account `_house`).
 //! - [`validate`]: field, size, symbol, risk and deadline checks (pure).
 //! - [`intake`]: an order's journal record and answer, every size bounded (pure).
 //! - [`journal_errors`]: permanent vs transient JetStream failures; readiness while retrying.
@@ -17,6 +18,7 @@
 pub mod book;
 pub mod config;
 pub mod fixed;
+pub mod house;
 pub mod intake;
 pub mod journal_errors;
 pub mod proto;

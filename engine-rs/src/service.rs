@@ -42,10 +42,9 @@ use bytes::Bytes;
 use futures::future::try_join_all;
 use futures::{FutureExt, StreamExt};
 use prost::Message as _;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, SymbolLimits};
-use crate::fixed;
 use crate::intake::{self, valid_key, Prepared};
 use crate::journal_errors::{self, Readiness};
 use crate::proto::state::OrderRecord;
@@ -53,7 +52,12 @@ use crate::proto::v1::{self as pb, AckStatus, OrderStatus, RejectReason};
 use crate::retry;
 use crate::subjects;
 use crate::validate::{echo, field_error, Rejection, ValidOrder, Validator};
-use crate::venue::{is_final, LiveOrder, Touched, Venue, VenueError};
+use crate::venue::{is_final, Executed, LiveOrder, Venue, VenueError};
+
+mod publish;
+mod recovery;
+
+use publish::Tagged;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -75,6 +79,8 @@ pub enum ServiceError {
     Config(#[from] crate::config::ConfigError),
     #[error("venue: {0}")]
     Venue(#[from] VenueError),
+    #[error("seeded liquidity: {0}")]
+    Seed(String),
 }
 
 fn now_ns() -> i64 {
@@ -247,7 +253,7 @@ impl Engine {
         let consumer = bind_consumer(&js).await?;
         let limits = cfg.limits()?;
         let max_notional = cfg.max_notional()?;
-        let venue = Venue::new(&limits)?;
+        let venue = Venue::new(&limits);
         Ok((
             Engine {
                 cfg,
@@ -362,8 +368,8 @@ impl Engine {
         let (ack, intake) = self.settle(prepared, created, correlation_id).await?;
         if let Intake::Rejected(reports) = &intake {
             let cid = intake::bounded_correlation_id(correlation_id);
-            let tagged: Vec<_> = reports.iter().map(|r| (r, cid)).collect();
-            self.publish_reports(&tagged).await?;
+            let tagged: Vec<Tagged<'_>> = reports.iter().map(|r| (r, cid)).collect();
+            self.publish_groups(vec![tagged]).await?;
         }
         Ok((ack, intake))
     }
@@ -474,8 +480,20 @@ impl Engine {
     /// True when EXECUTIONS already holds `report` or a later report of its order.
     async fn report_stored(&self, report: &pb::ExecutionReport) -> Result<bool, ServiceError> {
         let subject = subjects::executions(&report.account, &report.client_order_id);
-        let attempts = self.readiness.operation("last report", &subject);
-        let last = (|| self.executions.get_last_raw_message_by_subject(&subject))
+        Ok(self
+            .last_stored_report(&subject)
+            .await?
+            .is_some_and(|stored| stored.seq >= report.seq))
+    }
+
+    /// The last report EXECUTIONS holds on `subject` (one order's), read from the stream
+    /// leader, retried while JetStream is unavailable.
+    async fn last_stored_report(
+        &self,
+        subject: &str,
+    ) -> Result<Option<pb::ExecutionReport>, ServiceError> {
+        let attempts = self.readiness.operation("last report", subject);
+        let last = (|| self.executions.get_last_raw_message_by_subject(subject))
             .retry(self.backoff())
             .when(|e: &jetstream::stream::LastRawMessageError| {
                 e.kind() != jetstream::stream::LastRawMessageErrorKind::NoMessageFound
@@ -484,12 +502,9 @@ impl Engine {
             .notify(|e, delay| attempts.retrying(e, delay))
             .await;
         match last {
-            Ok(m) => {
-                Ok(pb::ExecutionReport::decode(m.payload)
-                    .is_ok_and(|stored| stored.seq >= report.seq))
-            }
+            Ok(m) => Ok(pb::ExecutionReport::decode(m.payload).ok()),
             Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(ServiceError::Publish(e.into())),
         }
@@ -511,7 +526,8 @@ impl Engine {
         })?;
         if let Some(report) = &record.last_report {
             if !self.report_stored(report).await? {
-                self.publish_reports(&[(report, correlation_id)]).await?;
+                self.publish_groups(vec![vec![(report, correlation_id)]])
+                    .await?;
             }
         }
         let mut ack = record.ack.unwrap_or_default();
@@ -526,17 +542,36 @@ impl Engine {
         Ok(ack)
     }
 
-    /// Steps 3-4: execute, publish, journal.
+    /// Steps 3-4: execute, publish (each fact atomically), journal.
     async fn execute(
         &mut self,
         live: LiveOrder,
         valid: &ValidOrder,
         correlation_id: &str,
     ) -> Result<(), ServiceError> {
-        let touched = self.venue.execute(live, valid, now_ns())?;
-        self.publish(&touched, correlation_id).await?;
-        self.journal(touched.into_iter().map(|t| t.order).collect())
-            .await
+        let executed = self.venue.execute(live, valid, now_ns())?;
+        self.publish_executed(&[(&executed, correlation_id)])
+            .await?;
+        let touched: Vec<_> = executed.into_all().map(|t| t.order).collect();
+        self.journal(touched).await
+    }
+
+    /// Publishes executions in order: each expired order is its own fact, each execution one
+    /// fact (its order and every order it traded with).
+    async fn publish_executed(&self, executions: &[(&Executed, &str)]) -> Result<(), ServiceError> {
+        let mut groups: Vec<Vec<Tagged<'_>>> = Vec::new();
+        for (e, cid) in executions {
+            for t in &e.expired {
+                groups.push(t.reports.iter().map(|r| (r, *cid)).collect());
+            }
+            groups.push(
+                e.touched
+                    .iter()
+                    .flat_map(|t| t.reports.iter().map(|r| (r, *cid)))
+                    .collect(),
+            );
+        }
+        self.publish_groups(groups).await
     }
 
     /// Step 4: `kv.update` of every record (concurrently), at most one write per key.
@@ -549,71 +584,6 @@ impl Engine {
         });
         for (key, rev) in try_join_all(writes).await? {
             self.venue.set_revision(&key, rev);
-        }
-        Ok(())
-    }
-
-    async fn publish(&self, touched: &[Touched], correlation_id: &str) -> Result<(), ServiceError> {
-        let reports: Vec<_> = touched
-            .iter()
-            .flat_map(|t| t.reports.iter().map(|r| (r, correlation_id)))
-            .collect();
-        self.publish_reports(&reports).await
-    }
-
-    /// Publishes reports, each with its correlation id, pipelined (all sent in order, then all
-    /// acks awaited), deduplicated by exec id. Retried as a whole: a report stored by an earlier
-    /// attempt is a duplicate (same `Nats-Msg-Id`) inside EXECUTIONS' window, so a retry never
-    /// stores a fill twice. A permanent failure is not retried: it stops the engine at once
-    /// (see the module docs).
-    async fn publish_reports(
-        &self,
-        reports: &[(&pb::ExecutionReport, &str)],
-    ) -> Result<(), ServiceError> {
-        if reports.is_empty() {
-            return Ok(());
-        }
-        let attempt = || async {
-            let mut acks = Vec::with_capacity(reports.len());
-            for (r, correlation_id) in reports {
-                let mut headers = HeaderMap::new();
-                headers.insert(subjects::HEADER_MSG_ID, r.exec_id.as_str());
-                headers.insert(subjects::HEADER_CORRELATION_ID, *correlation_id);
-                let subject = subjects::executions(&r.account, &r.client_order_id);
-                let ack = self
-                    .js
-                    .publish_with_headers(subject, headers, Bytes::from(r.encode_to_vec()))
-                    .await?;
-                acks.push(ack);
-            }
-            for ack in acks {
-                ack.await?;
-            }
-            Ok::<(), jetstream::context::PublishError>(())
-        };
-        let about = reports[0].1;
-        let started = Instant::now();
-        let permanent = |e: &jetstream::context::PublishError| {
-            reports.iter().find_map(|(r, _)| {
-                let subject = subjects::executions(&r.account, &r.client_order_id);
-                journal_errors::permanent_on(e, &subject, started)
-            })
-        };
-        let attempts = self.readiness.operation("publish reports", about);
-        let published = attempt
-            .retry(self.backoff())
-            .when(|e| permanent(e).is_none())
-            .notify(|e, delay| attempts.retrying(e, delay))
-            .await;
-        drop(attempts);
-        if let Err(e) = published {
-            if let Some(why) = permanent(&e) {
-                error!(correlation_id = about, error = %why, "report publish refused for good; not retried");
-            }
-            return Err(ServiceError::Publish(e.into()));
-        }
-        for (r, correlation_id) in reports {
-            debug!(exec_id = %r.exec_id, client_order_id = %r.client_order_id, correlation_id, exec_type = r.exec_type, "report published");
         }
         Ok(())
     }
@@ -686,30 +656,43 @@ impl Engine {
         let created = try_join_all(prepared.iter().map(|p| this.create_prepared(p))).await?;
         self.failpoint("after_journal").await;
 
-        let mut reports: Vec<(pb::ExecutionReport, usize)> = Vec::new();
-        let mut writes: Vec<LiveOrder> = Vec::new();
+        // In delivery order: what each order did (an execution, or the reports of its
+        // rejection), and the index of its message.
+        let mut executions: Vec<(Executed, usize)> = Vec::new();
+        let mut rejections: Vec<(Vec<pb::ExecutionReport>, usize)> = Vec::new();
         for (i, (p, created)) in prepared.into_iter().zip(created).enumerate() {
             match self.settle(p, created, &cids[i]).await?.1 {
                 Intake::Accepted(live, valid) => {
-                    for t in self.venue.execute(*live, &valid, now_ns())? {
-                        reports.extend(t.reports.into_iter().map(|r| (r, i)));
-                        // Every state of a record within this batch carries the revision it
-                        // had before the batch: the last state replaces the earlier ones.
-                        match writes.iter_mut().find(|w| w.key == t.order.key) {
-                            Some(w) => *w = t.order,
-                            None => writes.push(t.order),
-                        }
-                    }
+                    executions.push((self.venue.execute(*live, &valid, now_ns())?, i));
                 }
-                Intake::Rejected(rs) => reports.extend(rs.into_iter().map(|r| (r, i))),
+                Intake::Rejected(rs) => rejections.push((rs, i)),
                 Intake::Answered => {}
             }
         }
-        let tagged: Vec<_> = reports
-            .iter()
-            .map(|(r, i)| (r, cids[*i].as_str()))
-            .collect();
-        self.publish_reports(&tagged).await?;
+        let mut groups: Vec<(usize, Vec<Tagged<'_>>)> = Vec::new();
+        for (e, i) in &executions {
+            let cid = cids[*i].as_str();
+            for t in &e.expired {
+                groups.push((*i, t.reports.iter().map(|r| (r, cid)).collect()));
+            }
+            let all = e.touched.iter().flat_map(|t| t.reports.iter());
+            groups.push((*i, all.map(|r| (r, cid)).collect()));
+        }
+        for (rs, i) in &rejections {
+            groups.push((*i, rs.iter().map(|r| (r, cids[*i].as_str())).collect()));
+        }
+        groups.sort_by_key(|(i, _)| *i); // stable: delivery order, each order's facts in order
+        self.publish_groups(groups.into_iter().map(|(_, g)| g).collect())
+            .await?;
+        // Every state of a record within this batch carries the revision it had before the
+        // batch: the last state replaces the earlier ones.
+        let mut writes: Vec<LiveOrder> = Vec::new();
+        for t in executions.into_iter().flat_map(|(e, _)| e.into_all()) {
+            match writes.iter_mut().find(|w| w.key == t.order.key) {
+                Some(w) => *w = t.order,
+                None => writes.push(t.order),
+            }
+        }
         self.journal(writes).await?;
         for (msg, cid) in msgs.iter().zip(&cids) {
             self.ack_queued(msg, cid).await;
@@ -771,7 +754,9 @@ impl Engine {
                 "canceled",
             );
             ack.engine_order_id = touched.order.record.engine_order_id.clone();
-            self.publish(std::slice::from_ref(&touched), &cid).await?;
+            let tagged: Vec<Tagged<'_>> =
+                touched.reports.iter().map(|r| (r, cid.as_str())).collect();
+            self.publish_groups(vec![tagged]).await?;
             self.journal(vec![touched.order]).await?;
             info!(key, correlation_id = %cid, "order canceled");
             self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
@@ -903,110 +888,6 @@ impl Engine {
             self.on_status(m).await?;
         }
         Ok(())
-    }
-
-    /// Restores this engine's open orders after a restart (see the module docs).
-    pub async fn recover(&mut self) -> Result<usize, ServiceError> {
-        let status = self.kv.status().await.map_err(|e| ServiceError::Setup {
-            what: "KV status",
-            source: e.into(),
-        })?;
-        if status.values() == 0 {
-            return Ok(0);
-        }
-        let mut watch = self
-            .kv
-            .watch_with_history(">")
-            .await
-            .map_err(|e| ServiceError::Setup {
-                what: "KV watch",
-                source: e.into(),
-            })?;
-        let mut mine = Vec::new();
-        while let Some(entry) = watch.next().await {
-            let entry = entry.map_err(|e| ServiceError::Setup {
-                what: "KV watch",
-                source: e.into(),
-            })?;
-            if entry.operation == kv::Operation::Put {
-                if let Ok(record) = OrderRecord::decode(entry.value.clone()) {
-                    let st =
-                        OrderStatus::try_from(record.status).unwrap_or(OrderStatus::Unspecified);
-                    if record.engine_id == self.cfg.engine_id && !is_final(st) {
-                        mine.push(LiveOrder::from_record(
-                            entry.key.clone(),
-                            record,
-                            entry.revision,
-                        ));
-                    }
-                }
-            }
-            if entry.delta == 0 {
-                break;
-            }
-        }
-        mine.sort_by_key(|o| o.record.seq);
-        let n = mine.len();
-        for mut live in mine {
-            self.last_seq = self.last_seq.max(live.record.seq);
-            let order = live.order().clone();
-            let subject = subjects::executions(&order.account, &order.client_order_id);
-            if let Ok(m) = self
-                .executions
-                .get_last_raw_message_by_subject(&subject)
-                .await
-            {
-                if let Ok(report) = pb::ExecutionReport::decode(m.payload.clone()) {
-                    if report.seq > live.report_seq {
-                        let avg = report
-                            .avg_px
-                            .as_ref()
-                            .and_then(|d| fixed::from_decimal(d).ok())
-                            .unwrap_or(0);
-                        let cum = report
-                            .cum_qty
-                            .as_ref()
-                            .and_then(|d| fixed::from_decimal(d).ok())
-                            .unwrap_or(0);
-                        live.adopt(report, fixed::notional_e16(avg, cum));
-                    }
-                }
-            }
-            let cid = live.record.correlation_id.clone();
-            let st = live.status();
-            let validator = Validator {
-                symbols: &self.limits,
-                max_notional: self.max_notional,
-            };
-            let touched = match validator.check(&order, now_ns()) {
-                _ if is_final(st) => vec![Touched {
-                    order: live,
-                    reports: vec![],
-                }],
-                Ok(valid) => self.venue.execute(live, &valid, now_ns())?,
-                Err(rej)
-                    if st == OrderStatus::PendingNew
-                        || rej.reason == RejectReason::DeadlineExceeded =>
-                {
-                    vec![Venue::reject(
-                        live,
-                        rej.reason,
-                        &rej.errors,
-                        &rej.text(),
-                        now_ns(),
-                    )?]
-                }
-                Err(rej) => {
-                    warn!(key = %live.key, reason = %rej.text(), "recovered order no longer valid; left as is");
-                    continue;
-                }
-            };
-            info!(key = %touched[0].order.key, status = ?touched[0].order.status(), "recovered order");
-            self.publish(&touched, &cid).await?;
-            self.journal(touched.into_iter().map(|t| t.order).collect())
-                .await?;
-        }
-        Ok(n)
     }
 }
 

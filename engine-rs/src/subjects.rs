@@ -14,6 +14,10 @@ pub const ENGINE_QUEUE_GROUP: &str = "bridge-engine";
 
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 pub const HEADER_CORRELATION_ID: &str = "Bridge-Correlation-Id";
+/// Atomic batch publish (ADR-50): every report of one execution is committed together.
+pub const HEADER_BATCH_ID: &str = "Nats-Batch-Id";
+pub const HEADER_BATCH_SEQUENCE: &str = "Nats-Batch-Sequence";
+pub const HEADER_BATCH_COMMIT: &str = "Nats-Batch-Commit";
 /// Full protobuf name of the payload (e.g. `bridge.v1.NewOrder`); informational for operators.
 pub const HEADER_SCHEMA: &str = "Bridge-Schema";
 

@@ -109,6 +109,10 @@ pub fn tags_within_limits(tags: &std::collections::HashMap<String, String>) -> b
             .all(|(k, v)| k.len() <= MAX_TAG_KEY_BYTES && v.len() <= MAX_TAG_VALUE_BYTES)
 }
 
+/// Accounts starting with this belong to the venue itself (its seeded liquidity is the
+/// account `_house`); no client order may use one.
+pub const RESERVED_ACCOUNT_PREFIX: &str = "_";
+
 /// `[A-Za-z0-9_-]{1,max}`: ids are subject tokens and KV key parts.
 pub fn valid_id(s: &str, max: usize) -> bool {
     !s.is_empty()
@@ -145,6 +149,15 @@ impl Validator<'_> {
                 "pattern",
                 format!(
                     "{} must be 1-{MAX_ACCOUNT_BYTES} characters of [A-Za-z0-9_-]",
+                    echo(&o.account)
+                ),
+            );
+        } else if o.account.starts_with(RESERVED_ACCOUNT_PREFIX) {
+            push(
+                "account",
+                "reserved",
+                format!(
+                    "{} starts with {RESERVED_ACCOUNT_PREFIX:?}, which is reserved for the venue's own orders",
                     echo(&o.account)
                 ),
             );

@@ -7,11 +7,16 @@
 //! Invariants: every status change goes through [`transition`] (one table); for every order
 //! `cum_qty <= qty` and `leaves = qty - cum_qty` while it is open, `0` once final; report
 //! `seq` increases by one per report and `exec_id = <engine_order_id>-<seq>`, so an exec id is
-//! stable across restarts and unique per execution event.
+//! stable across restarts and unique per execution event. Every open order rests in exactly
+//! one book. A resting order whose deadline has passed never trades: any execution in its
+//! book first expires every due order there ([`Venue::execute`]).
+//!
+//! The books hold only orders: the seeded liquidity is orders too (of the reserved account
+//! `_house`, see `house.rs`), so consuming it is recorded and reported like any fill.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::book::{BookError, Incoming, OrderBook, TimeInForce};
+use crate::book::{BookError, Incoming, OrderBook, Side, TimeInForce};
 use crate::config::SymbolLimits;
 use crate::fixed;
 use crate::proto::state::OrderRecord;
@@ -251,31 +256,188 @@ pub enum VenueError {
     NoBook(String),
 }
 
-/// All books and the open client orders resting in them.
+/// What one execution did: orders expired in the book before it matched (each an independent
+/// event), then the order itself followed by every resting order it traded with (one fact:
+/// these reports are published atomically).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Executed {
+    pub expired: Vec<Touched>,
+    pub touched: Vec<Touched>,
+}
+
+impl Executed {
+    /// Every touched order, the expired ones first.
+    pub fn into_all(self) -> impl Iterator<Item = Touched> {
+        self.expired.into_iter().chain(self.touched)
+    }
+}
+
+/// Why an open order cannot be put back into a book after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unrestorable {
+    #[error("symbol {0:?} is no longer configured")]
+    NoBook(String),
+    #[error("a {0} order cannot rest in a book")]
+    NotResting(&'static str),
+    #[error("no quantity left to rest")]
+    NothingLeft,
+}
+
+/// The side and price at which `order` rests, if it is a resting kind (a Day or GTC limit).
+pub fn resting_terms(order: &pb::NewOrder) -> Result<(Side, i64), Unrestorable> {
+    let tif = pb::TimeInForce::try_from(order.time_in_force).unwrap_or_default();
+    if !matches!(tif, pb::TimeInForce::Gtc | pb::TimeInForce::Day) {
+        return Err(Unrestorable::NotResting("non-Day/GTC"));
+    }
+    let price = order
+        .limit_price
+        .as_ref()
+        .and_then(|d| fixed::from_decimal(d).ok())
+        .ok_or(Unrestorable::NotResting("market"))?;
+    let side = match pb::Side::try_from(order.side) {
+        Ok(pb::Side::Buy) => Side::Buy,
+        Ok(pb::Side::Sell) => Side::Sell,
+        _ => return Err(Unrestorable::NotResting("side-less")),
+    };
+    Ok((side, price))
+}
+
+/// All books and the open orders resting in them.
 #[derive(Debug, Default)]
 pub struct Venue {
     books: HashMap<String, OrderBook>,
-    /// Open client orders by book id; seeded liquidity is in the books but not here.
+    /// Open orders by book id: exactly the orders resting in the books.
     open: HashMap<u64, LiveOrder>,
     by_key: HashMap<String, u64>,
+    /// Resting orders with a deadline, by (deadline, book id).
+    deadlines: BTreeSet<(i64, u64)>,
     next_id: u64,
 }
 
+/// An order's deadline (Unix ns), if it has one.
+fn deadline(order: &LiveOrder) -> Option<i64> {
+    Some(order.order().deadline_unix_ns).filter(|d| *d > 0)
+}
+
 impl Venue {
-    /// Books for every configured symbol, seeded with their resting liquidity.
-    pub fn new(symbols: &BTreeMap<String, SymbolLimits>) -> Result<Self, VenueError> {
+    /// An empty book for every configured symbol (liquidity is placed as orders).
+    pub fn new(symbols: &BTreeMap<String, SymbolLimits>) -> Self {
         let mut v = Venue::default();
-        for (name, limits) in symbols {
-            let mut book = OrderBook::new();
-            for &(side, price, qty, orders) in &limits.seed {
-                for _ in 0..orders {
-                    v.next_id += 1;
-                    book.rest(v.next_id, side, price, qty)?;
-                }
-            }
-            v.books.insert(name.clone(), book);
+        for name in symbols.keys() {
+            v.books.insert(name.clone(), OrderBook::new());
         }
-        Ok(v)
+        v
+    }
+
+    /// Every resting order, in time priority per level (see [`OrderBook::snapshot`]).
+    pub fn resting(&self) -> impl Iterator<Item = &LiveOrder> + '_ {
+        let mut symbols: Vec<_> = self.books.keys().collect();
+        symbols.sort();
+        symbols.into_iter().flat_map(move |s| {
+            self.books[s]
+                .snapshot()
+                .into_iter()
+                .filter_map(move |r| self.open.get(&r.id))
+        })
+    }
+
+    /// Puts an open order (NEW or PARTIALLY_FILLED, as journaled) back into its book WITHOUT
+    /// matching, at the back of its level: restoring orders in their arrival sequence rebuilds
+    /// each book with its original time priority. Nothing trades and nothing is reported.
+    pub fn restore(&mut self, order: LiveOrder) -> Result<(), Unrestorable> {
+        let symbol = order.order().symbol.clone();
+        let (side, price) = resting_terms(order.order())?;
+        let leaves = order.leaves();
+        if leaves <= 0 {
+            return Err(Unrestorable::NothingLeft);
+        }
+        let book = self
+            .books
+            .get_mut(&symbol)
+            .ok_or(Unrestorable::NoBook(symbol))?;
+        self.next_id += 1;
+        let id = self.next_id;
+        book.rest(id, side, price, leaves)
+            .map_err(|_| Unrestorable::NothingLeft)?;
+        self.track(id, order);
+        Ok(())
+    }
+
+    fn track(&mut self, id: u64, order: LiveOrder) {
+        if let Some(d) = deadline(&order) {
+            self.deadlines.insert((d, id));
+        }
+        self.by_key.insert(order.key.clone(), id);
+        self.open.insert(id, order);
+    }
+
+    fn untrack(&mut self, id: u64) -> Option<LiveOrder> {
+        let order = self.open.remove(&id)?;
+        self.by_key.remove(&order.key);
+        if let Some(d) = deadline(&order) {
+            self.deadlines.remove(&(d, id));
+        }
+        Some(order)
+    }
+
+    /// Expires every resting order whose deadline is at or before `now` (in `symbol`'s book
+    /// only, or in all books): out of its book, EXPIRED report.
+    pub fn expire_due(
+        &mut self,
+        symbol: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<Touched>, VenueError> {
+        let due: Vec<u64> = self
+            .deadlines
+            .range(..=(now, u64::MAX))
+            .map(|&(_, id)| id)
+            .filter(|id| {
+                symbol.is_none_or(|s| self.open.get(id).is_some_and(|o| o.order().symbol == s))
+            })
+            .collect();
+        let mut out = Vec::with_capacity(due.len());
+        for id in due {
+            let Some(mut order) = self.untrack(id) else {
+                continue;
+            };
+            if let Some(book) = self.books.get_mut(&order.order().symbol) {
+                book.cancel(id);
+            }
+            let mut reports = Vec::new();
+            order.apply(
+                Event::Expire,
+                None,
+                Some((
+                    RejectReason::DeadlineExceeded,
+                    &[],
+                    "deadline passed while resting",
+                )),
+                now,
+                &mut reports,
+            )?;
+            out.push(Touched { order, reports });
+        }
+        Ok(out)
+    }
+
+    /// Finishes an open order that recovery does not put back into a book: CANCELED (or
+    /// REJECTED if it never got past PENDING_NEW), so that no order is ever neither in a book
+    /// nor final.
+    /// `reason` and `text` say why (e.g. RECOVERY_INVALID and what made it unrestorable).
+    pub fn abandon(
+        mut order: LiveOrder,
+        reason: RejectReason,
+        text: &str,
+        now: i64,
+    ) -> Result<Touched, VenueError> {
+        let event = if order.status() == OrderStatus::PendingNew {
+            Event::Reject
+        } else {
+            Event::Cancel
+        };
+        let mut reports = Vec::new();
+        order.apply(event, None, Some((reason, &[], text)), now, &mut reports)?;
+        Ok(Touched { order, reports })
     }
 
     pub fn book(&self, symbol: &str) -> Option<&OrderBook> {
@@ -317,27 +479,32 @@ impl Venue {
         Ok(Touched { order, reports })
     }
 
-    /// Executes an accepted order (PENDING_NEW, or NEW/PARTIALLY_FILLED when recovered after a
-    /// restart) against its book. Returns the order itself first, then every resting client
-    /// order it traded with.
+    /// Executes an accepted order (PENDING_NEW) against its book, after expiring the orders
+    /// of that book whose deadline has passed. See [`Executed`].
     pub fn execute(
         &mut self,
         mut order: LiveOrder,
         v: &ValidOrder,
         now: i64,
-    ) -> Result<Vec<Touched>, VenueError> {
+    ) -> Result<Executed, VenueError> {
         let symbol = order.order().symbol.clone();
-        let book = self
-            .books
-            .get_mut(&symbol)
-            .ok_or_else(|| VenueError::NoBook(symbol.clone()))?;
+        if !self.books.contains_key(&symbol) {
+            return Err(VenueError::NoBook(symbol));
+        }
+        let expired = self.expire_due(Some(&symbol), now)?;
+        let Some(book) = self.books.get_mut(&symbol) else {
+            return Err(VenueError::NoBook(symbol));
+        };
         let mut reports = Vec::new();
         if order.status() == OrderStatus::PendingNew {
             order.apply(Event::Accept, None, None, now, &mut reports)?;
         }
         let leaves = order.leaves();
         if leaves <= 0 {
-            return Ok(vec![Touched { order, reports }]);
+            return Ok(Executed {
+                expired,
+                touched: vec![Touched { order, reports }],
+            });
         }
         self.next_id += 1;
         let id = self.next_id;
@@ -382,9 +549,7 @@ impl Venue {
                     }),
                 }
                 if fill.maker_leaves == 0 {
-                    if let Some(done) = self.open.remove(&fill.maker_id) {
-                        self.by_key.remove(&done.key);
-                    }
+                    self.untrack(fill.maker_id);
                 }
             }
         }
@@ -403,12 +568,11 @@ impl Venue {
             )?;
         }
         if outcome.rested > 0 {
-            self.by_key.insert(order.key.clone(), id);
-            self.open.insert(id, order.clone());
+            self.track(id, order.clone());
         }
         let mut touched = vec![Touched { order, reports }];
         touched.extend(makers);
-        Ok(touched)
+        Ok(Executed { expired, touched })
     }
 
     /// Cancels the open order stored under `key`; None if it does not rest here.
@@ -416,10 +580,9 @@ impl Venue {
         let Some(&id) = self.by_key.get(key) else {
             return Ok(None);
         };
-        let Some(mut order) = self.open.remove(&id) else {
+        let Some(mut order) = self.untrack(id) else {
             return Ok(None);
         };
-        self.by_key.remove(key);
         if let Some(book) = self.books.get_mut(&order.order().symbol) {
             book.cancel(id);
         }
@@ -455,6 +618,16 @@ mod tests {
             },
         );
         m
+    }
+
+    /// A venue with the house's seed of [`symbols`] placed (ids 1 and 2 of engine e1).
+    fn seeded() -> Venue {
+        let limits = symbols();
+        let mut venue = Venue::new(&limits);
+        let seeds = crate::house::seed_orders(&limits, "e1", "g").unwrap();
+        let placed = crate::house::place(&mut venue, seeds, "e1", 1000, 0).unwrap();
+        assert_eq!(placed.len(), 2);
+        venue
     }
 
     fn live(id: &str, qty: i64, seq: u64) -> LiveOrder {
@@ -527,15 +700,20 @@ mod tests {
     /// A market order sweeps two levels: NEW, two TRADEs, then the unfilled remainder CANCELED.
     #[test]
     fn market_order_partial_fill_then_cancel() {
-        let mut venue = Venue::new(&symbols()).unwrap();
+        let mut venue = seeded();
         let t = venue
             .execute(
                 live("m1", units(25), 1),
                 &valid(Side::Buy, None, units(25), TimeInForce::Ioc),
                 7,
             )
-            .unwrap();
-        assert_eq!(t.len(), 1, "seeded liquidity produces no maker reports");
+            .unwrap()
+            .touched;
+        assert_eq!(
+            t.len(),
+            3,
+            "the two house orders it traded with are reported too"
+        );
         assert_eq!(
             kinds(&t[0]),
             vec![
@@ -564,15 +742,15 @@ mod tests {
                 reference_price: units(1),
                 seed: vec![],
             },
-        )]))
-        .unwrap();
+        )]));
         let bid = venue
             .execute(
                 live("b1", units(5), 1),
                 &valid(Side::Buy, Some(units(100)), units(5), TimeInForce::Gtc),
                 1,
             )
-            .unwrap();
+            .unwrap()
+            .touched;
         assert_eq!(kinds(&bid[0]), vec![(ExecType::New, OrderStatus::New)]);
         assert!(venue.open_order("ACC.b1").is_some());
         let mut seller = live("s1", units(8), 2);
@@ -583,7 +761,8 @@ mod tests {
                 &valid(Side::Sell, Some(units(99)), units(8), TimeInForce::Day),
                 2,
             )
-            .unwrap();
+            .unwrap()
+            .touched;
         assert_eq!(t.len(), 2);
         assert_eq!(
             kinds(&t[0]),
@@ -612,14 +791,15 @@ mod tests {
     /// FOK that cannot fill is canceled without any trade.
     #[test]
     fn fok_kill() {
-        let mut venue = Venue::new(&symbols()).unwrap();
+        let mut venue = seeded();
         let t = venue
             .execute(
                 live("f1", units(30), 1),
                 &valid(Side::Buy, Some(units(105)), units(30), TimeInForce::Fok),
                 1,
             )
-            .unwrap();
+            .unwrap()
+            .touched;
         assert_eq!(
             kinds(&t[0]),
             vec![
@@ -665,14 +845,15 @@ mod tests {
     /// A recovered record resumes with its report sequence and cumulative quantity.
     #[test]
     fn from_record_round_trip() {
-        let mut venue = Venue::new(&symbols()).unwrap();
+        let mut venue = seeded();
         let t = venue
             .execute(
                 live("p1", units(5), 1),
                 &valid(Side::Buy, Some(units(101)), units(5), TimeInForce::Gtc),
                 1,
             )
-            .unwrap();
+            .unwrap()
+            .touched;
         let o = &t[0].order;
         let back = LiveOrder::from_record(o.key.clone(), o.record.clone(), 9);
         assert_eq!(

@@ -6,7 +6,8 @@
 //! bytes to JetStream, in one thread: decode the `NewOrder`, validate and risk-check it,
 //! encode its journal record (`kv.create`), execute it in the venue (price-time book, state
 //! machine, reports), encode every report (`EXECUTIONS` publish) and every touched record
-//! (`kv.update`). Two workloads, each on a fresh venue seeded from the config:
+//! (`kv.update`). Two workloads, each on a fresh venue seeded from the config (the seed is
+//! orders of the house, so a fill against it also reports and journals the house's side):
 //! - `market`: 1-lot market IOC orders alternating buy and sell against the seeded
 //!   liquidity (the orders of the benchmark's drain);
 //! - `cross`: pairs of a 1-lot GTC limit sell that rests in front of the seeded ask and a
@@ -21,6 +22,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use bridge_engine::config::Config;
 use bridge_engine::fixed;
+use bridge_engine::house;
 use bridge_engine::proto::v1::{self as pb, OrderType, Side, TimeInForce};
 use bridge_engine::subjects;
 use bridge_engine::validate::Validator;
@@ -100,7 +102,10 @@ fn run(cfg: &Config, args: &Args, workload: &str) -> Result<()> {
         .get(&args.symbol)
         .with_context(|| format!("symbol {} is not configured", args.symbol))?
         .reference_price;
-    let mut venue = Venue::new(&limits)?;
+    let mut venue = Venue::new(&limits);
+    let seeds = house::seed_orders(&limits, &cfg.engine_id, &cfg.seed_generation)?;
+    let first = args.orders as u64 + 1;
+    house::place(&mut venue, seeds, &cfg.engine_id, first, now_ns())?;
     let wire: Vec<Vec<u8>> = (0..args.orders)
         .map(|i| order(workload, &args.symbol, i, reference))
         .collect();
@@ -117,7 +122,7 @@ fn run(cfg: &Config, args: &Args, workload: &str) -> Result<()> {
         let key = subjects::order_key(&order.account, &order.client_order_id);
         let live = LiveOrder::new(key, order, &cfg.engine_id, seq as u64 + 1, "cid");
         bytes += live.record.encode_to_vec().len();
-        for t in venue.execute(live, &valid, now)? {
+        for t in venue.execute(live, &valid, now)?.into_all() {
             for r in &t.reports {
                 bytes += r.encode_to_vec().len();
                 reports += 1;

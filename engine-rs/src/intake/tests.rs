@@ -78,8 +78,8 @@ fn outputs(
             let (ack, refused) = refused(&live, &"e".repeat(5000), ctx.engine_id, ctx.now).unwrap();
             acks.push(ack);
             reports.extend(refused);
-            let mut venue = Venue::new(&symbols()).unwrap();
-            for t in venue.execute(*live, &valid, ctx.now).unwrap() {
+            let mut venue = Venue::new(&symbols());
+            for t in venue.execute(*live, &valid, ctx.now).unwrap().into_all() {
                 records.push(t.order.record);
                 reports.extend(t.reports);
             }

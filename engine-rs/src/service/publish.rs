@@ -1,0 +1,199 @@
+//! Execution reports to EXECUTIONS, one fact at a time.
+//!
+//! Everything one incoming order does to the book (its own reports, and the TRADE report of
+//! every resting order it traded with, seeded liquidity included) is one fact: it is
+//! committed to EXECUTIONS as one atomic batch (ADR-50; the stream has `allow_atomic`), so
+//! after any crash either every report of an execution is stored or none is, and what was
+//! bought always equals what was sold. Recovery rebuilds each order from its last stored
+//! report (`recovery.rs`); it never needs to complete half an execution.
+//!
+//! Batches are committed one after the other (each waits for its commit's ack), so EXECUTIONS
+//! holds executions in the order the venue performed them. A batch that fails is retried
+//! whole under a new batch id with the same `Nats-Msg-Id`s: if an earlier attempt did commit
+//! (only its ack was lost), the server refuses the retry as "contains duplicate message id"
+//! (10201), which means done.
+
+use std::time::Instant;
+
+use async_nats::jetstream::{self, ErrorCode};
+use async_nats::HeaderMap;
+use backon::Retryable;
+use bytes::Bytes;
+use prost::Message as _;
+use tracing::{debug, error};
+
+use super::{Engine, ServiceError};
+use crate::journal_errors;
+use crate::proto::v1 as pb;
+use crate::subjects;
+
+/// Messages in one atomic batch at most: nats-server's default `max_batch_size`.
+pub const MAX_ATOMIC_BATCH: usize = 1000;
+
+/// "atomic publish batch contains duplicate message id": a retried batch already committed.
+const BATCH_ALREADY_COMMITTED: ErrorCode = ErrorCode(10201);
+
+/// A report and the correlation id of the request that caused it.
+pub type Tagged<'a> = (&'a pb::ExecutionReport, &'a str);
+
+/// Packs groups (each one fact), in order, into batches of at most [`MAX_ATOMIC_BATCH`]
+/// reports without splitting a group. A group larger than a batch is split: only groups of
+/// independent reports can be (an execution is bounded by the book's fill limit).
+pub fn pack<'a>(groups: Vec<Vec<Tagged<'a>>>) -> Vec<Vec<Tagged<'a>>> {
+    let mut out: Vec<Vec<Tagged<'a>>> = Vec::new();
+    for group in groups.into_iter().filter(|g| !g.is_empty()) {
+        match out.last_mut() {
+            Some(last) if last.len() + group.len() <= MAX_ATOMIC_BATCH => last.extend(group),
+            _ if group.len() <= MAX_ATOMIC_BATCH => out.push(group),
+            _ => out.extend(group.chunks(MAX_ATOMIC_BATCH).map(<[_]>::to_vec)),
+        }
+    }
+    out
+}
+
+impl Engine {
+    /// Publishes groups of reports, each group atomically (see the module docs).
+    pub(super) async fn publish_groups(
+        &self,
+        groups: Vec<Vec<Tagged<'_>>>,
+    ) -> Result<(), ServiceError> {
+        for batch in pack(groups) {
+            self.publish_batch(&batch).await?;
+        }
+        Ok(())
+    }
+
+    /// One atomic batch, retried whole. A permanent failure is not retried: it stops the
+    /// engine at once (an executed fill nobody can see must not be left behind).
+    async fn publish_batch(&self, batch: &[Tagged<'_>]) -> Result<(), ServiceError> {
+        let about = batch[0].1;
+        let started = Instant::now();
+        let permanent = |e: &async_nats::Error| {
+            batch.iter().find_map(|(r, _)| {
+                let subject = subjects::executions(&r.account, &r.client_order_id);
+                journal_errors::permanent_on(e.as_ref(), &subject, started)
+            })
+        };
+        let attempts = self.readiness.operation("publish reports", about);
+        let published = (|| self.commit(batch))
+            .retry(self.backoff())
+            .when(|e| permanent(e).is_none())
+            .notify(|e, delay| attempts.retrying(e, delay))
+            .await;
+        drop(attempts);
+        if let Err(e) = published {
+            if let Some(why) = permanent(&e) {
+                error!(correlation_id = about, error = %why, "report publish refused for good; not retried");
+            }
+            return Err(ServiceError::Publish(e));
+        }
+        for (r, correlation_id) in batch {
+            debug!(exec_id = %r.exec_id, client_order_id = %r.client_order_id, correlation_id, exec_type = r.exec_type, "report published");
+        }
+        Ok(())
+    }
+
+    /// One attempt: every report but the last is staged with a core publish, the last commits
+    /// the batch and is acknowledged. A single report is a plain JetStream publish.
+    async fn commit(&self, batch: &[Tagged<'_>]) -> Result<(), async_nats::Error> {
+        let batch_id = format!("{}-{:016x}", self.cfg.engine_id, fastrand::u64(..));
+        let batch_id = &batch_id[batch_id.len().saturating_sub(64)..];
+        let last = batch.len() - 1;
+        for (i, (r, correlation_id)) in batch.iter().enumerate() {
+            let mut headers = HeaderMap::new();
+            headers.insert(subjects::HEADER_MSG_ID, r.exec_id.as_str());
+            headers.insert(subjects::HEADER_CORRELATION_ID, *correlation_id);
+            if last > 0 {
+                headers.insert(subjects::HEADER_BATCH_ID, batch_id);
+                headers.insert(
+                    subjects::HEADER_BATCH_SEQUENCE,
+                    (i + 1).to_string().as_str(),
+                );
+            }
+            let subject = subjects::executions(&r.account, &r.client_order_id);
+            let payload = Bytes::from(r.encode_to_vec());
+            if i < last {
+                self.client
+                    .publish_with_headers(subject, headers, payload)
+                    .await?;
+                if i + 1 == last.div_ceil(2) {
+                    self.failpoint("mid_publish").await;
+                }
+                continue;
+            }
+            if last > 0 {
+                headers.insert(subjects::HEADER_BATCH_COMMIT, "1");
+            }
+            let acked = async {
+                self.js
+                    .publish_with_headers(subject, headers, payload)
+                    .await?
+                    .await
+            }
+            .await;
+            return match acked {
+                Ok(_) => Ok(()),
+                Err(e) if already_committed(&e) => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// The server refused a retried batch because its first attempt was committed.
+fn already_committed(e: &jetstream::context::PublishError) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(j) = c.downcast_ref::<jetstream::Error>() {
+            return j.error_code() == BATCH_ALREADY_COMMITTED;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(n: usize) -> pb::ExecutionReport {
+        pb::ExecutionReport {
+            exec_id: format!("e-{n}"),
+            ..Default::default()
+        }
+    }
+
+    /// Groups are packed in order into batches of at most MAX_ATOMIC_BATCH, never split unless
+    /// one alone is larger than a batch.
+    #[test]
+    fn packing_keeps_groups_whole_and_in_order() {
+        let reports: Vec<_> = (0..2500).map(report).collect();
+        let tag = |range: std::ops::Range<usize>| -> Vec<Tagged<'_>> {
+            reports[range].iter().map(|r| (r, "c")).collect()
+        };
+        let batches = pack(vec![
+            tag(0..600),
+            tag(600..900),
+            tag(900..1500),
+            tag(1500..2500),
+        ]);
+        let sizes: Vec<_> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [900, 600, 1000]);
+        let order: Vec<_> = batches
+            .iter()
+            .flatten()
+            .map(|(r, _)| r.exec_id.clone())
+            .collect();
+        let want: Vec<_> = (0..2500).map(|n| format!("e-{n}")).collect();
+        assert_eq!(order, want);
+        assert_eq!(
+            pack(vec![tag(0..1200)])
+                .iter()
+                .map(Vec::len)
+                .collect::<Vec<_>>(),
+            [1000, 200]
+        );
+        assert!(pack(vec![vec![]]).is_empty());
+    }
+}
