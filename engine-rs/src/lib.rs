@@ -8,6 +8,7 @@
 //! - [`config`]: defaults < TOML file < `BRIDGE_*` environment.
 //! - [`retry`]: the backoff policy of reconnects and JetStream retries.
 //! - [`subjects`]: every subject, stream, consumer and bucket name.
+//! - [`lease`]: the KV leases that keep a second engine from serving the same symbols.
 //! - [`service`]: the NATS side: request-reply, the ORDERS pull consumer, the KV journal,
 //!   report publishing, recovery and graceful shutdown.
 //! - [`proto`]: prost-generated `bridge.v1` and engine state types.
@@ -15,6 +16,7 @@
 pub mod book;
 pub mod config;
 pub mod fixed;
+pub mod lease;
 pub mod proto;
 pub mod retry;
 pub mod service;
