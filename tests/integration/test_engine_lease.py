@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -210,22 +212,91 @@ async def test_standby_with_another_id_takes_over_once_the_killed_lease_expired(
     handle = fresh_server.handle
     first = EngineProcess(handle, engine_id="engine-A", log_file=tmp_path / "a.log").start()
     async with leases(handle) as kv, watching(kv, ">") as watcher:
-        held: set[str] = set()
-        async for entry in watcher:  # the current values, up to the end-of-initial marker
-            if entry is None:
-                break
-            held.add(entry.key)
-        assert held == DEV_KEYS
         first.kill()
-        async with asyncio.timeout(lease_wait_limit() + 30):
-            async for entry in watcher:
-                if entry is not None and entry.operation == "PURGE":
-                    held.discard(entry.key)
-                    if not held:
-                        break
+        assert await _until_expired(watcher) == DEV_KEYS
     standby = EngineProcess(handle, engine_id="engine-B", log_file=tmp_path / "b.log").start()
     try:
         assert await submit_one(handle) == "engine-B"
     finally:
         code = standby.stop()
     assert code == 0, standby.log_tail()
+
+
+async def _until_expired(watcher: KeyValue.KeyWatcher) -> set[str]:
+    """Read the watch's current keys, then until each of them has an expiry marker; the keys."""
+    held: set[str] = set()
+    async for entry in watcher:  # the current values, up to the end-of-initial marker
+        if entry is None:
+            break
+        held.add(entry.key)
+    expired: set[str] = set()
+    async with asyncio.timeout(lease_wait_limit() + 30):
+        async for entry in watcher:
+            if entry is not None and entry.operation == "PURGE":
+                expired.add(entry.key)
+                if expired >= held:
+                    break
+    return held
+
+
+async def test_paused_engine_retakes_its_expired_lease_and_keeps_serving(
+    fresh_server: LocalNatsServer, tmp_path: Path
+) -> None:
+    """SIGSTOP past the TTL: the lease expires; on SIGCONT nobody else holds it, so the engine's
+    renewal takes it again and the engine serves on."""
+    handle = fresh_server.handle
+    engine = EngineProcess(handle, engine_id="engine-A", log_file=tmp_path / "a.log").start()
+    assert engine.pid is not None
+    try:
+        async with leases(handle) as kv:
+            instance = (await holder(kv, subjects.LEASE_INTAKE_KEY))["instance"]
+            async with watching(kv, ">") as watcher:
+                os.kill(engine.pid, signal.SIGSTOP)
+                try:
+                    assert await _until_expired(watcher) == DEV_KEYS
+                finally:
+                    os.kill(engine.pid, signal.SIGCONT)
+                retaken: set[str] = set()
+                async with asyncio.timeout(30):
+                    async for entry in watcher:
+                        if entry is not None and entry.operation is None and entry.value:
+                            assert json.loads(entry.value)["instance"] == instance
+                            retaken.add(entry.key)
+                            if retaken == DEV_KEYS:
+                                break
+        assert "lease had expired" in engine.log_tail(100)
+        assert await submit_one(handle) == "engine-A"
+    finally:
+        code = engine.stop()
+    assert code == 0, engine.log_tail()
+
+
+async def test_paused_engine_whose_lease_was_taken_stops_when_it_resumes(
+    fresh_server: LocalNatsServer, tmp_path: Path
+) -> None:
+    """SIGSTOP past the TTL, another engine takes over; on SIGCONT the paused engine finds its
+    lease lost and exits non-zero naming the new holder, which serves on."""
+    handle = fresh_server.handle
+    paused = EngineProcess(handle, engine_id="engine-A", log_file=tmp_path / "a.log").start()
+    assert paused.pid is not None
+    successor: EngineProcess | None = None
+    try:
+        async with leases(handle) as kv, watching(kv, ">") as watcher:
+            os.kill(paused.pid, signal.SIGSTOP)
+            try:
+                assert await _until_expired(watcher) == DEV_KEYS
+                successor = EngineProcess(
+                    handle, engine_id="engine-B", log_file=tmp_path / "b.log"
+                ).start()
+            finally:
+                os.kill(paused.pid, signal.SIGCONT)
+        code = await asyncio.to_thread(paused.wait, lease_ttl() + 30)
+        log = paused.log_file.read_text(errors="replace")
+        assert code != 0, log
+        assert "lease lost: " in log
+        assert "is now held by engine engine-B" in log, log
+        assert await submit_one(handle) == "engine-B"
+    finally:
+        paused.kill()
+        if successor is not None:
+            assert successor.stop() == 0, successor.log_tail()
