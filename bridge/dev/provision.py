@@ -168,8 +168,13 @@ async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None) -> s
     changes = _diff(list(wanted), wanted, have)
     if not changes:
         return f"kv {desired.bucket}: up to date"
+    update = dict(wanted)
+    if desired.ttl and (current.duplicate_window or 0) > desired.ttl:
+        # The server refuses a duplicate window longer than max_age (a bucket that had no TTL
+        # has 2 minutes); nats-py's create_key_value caps it at the TTL the same way.
+        update["duplicate_window"] = desired.ttl
     try:
-        await js.update_stream(current.evolve(**wanted))
+        await js.update_stream(current.evolve(**update))
     except APIError as exc:
         raise ProvisionError(
             f"kv {desired.bucket}: cannot update ({_fmt(changes)}): {exc.description}"
