@@ -419,8 +419,12 @@ pub async fn acquire(client: &async_nats::Client, cfg: &Config) -> Result<Lease,
     let keys = lease_keys(cfg.symbols.keys());
     let held = match take_all(&kv, &keys, &me, ttl).await {
         Ok(held) => held,
-        Err(e) => {
+        Err(e @ LeaseError::Refused(_)) => {
             error!(engine_id = %cfg.engine_id, error = %e, "engine refuses to start");
+            return Err(e);
+        }
+        Err(e) => {
+            error!(engine_id = %cfg.engine_id, error = %e, "could not take the engine's leases");
             return Err(e);
         }
     };
