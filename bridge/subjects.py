@@ -20,6 +20,10 @@ ORDERS_STREAM = "ORDERS"
 EXECUTIONS_STREAM = "EXECUTIONS"
 ENGINE_CONSUMER = "engine"
 ORDERS_KV_BUCKET = "bridge_orders"
+LEASES_KV_BUCKET = "bridge_leases"
+"""Engine leases (one live engine per symbol and per intake); TTL = the bucket's max_age."""
+LEASE_INTAKE_KEY = "intake"
+"""Lease key of the intake every engine shares: the submit queue group and the ORDERS consumer."""
 
 HEADER_MSG_ID = "Nats-Msg-Id"
 HEADER_CORRELATION_ID = "Bridge-Correlation-Id"
@@ -43,6 +47,11 @@ def executions(account: str, client_order_id: str) -> str:
 def executions_for_account(account: str) -> str:
     """Wildcard subject of every execution report of ``account``."""
     return f"{PREFIX}.exec.{account}.>"
+
+
+def lease_symbol_key(symbol: str) -> str:
+    """Lease key of one symbol in the ``bridge_leases`` bucket."""
+    return f"symbol.{symbol}"
 
 
 def inbox_prefix(role: str) -> str:

@@ -4,6 +4,10 @@ Readiness is an event, not a sleep: a reader thread follows the engine's JSON lo
 tees it to a log file and signals when the engine logs ``engine ready`` (after recovery and
 after its subscriptions are registered). The engine is configured like in production: its
 TOML file plus ``BRIDGE_*`` environment variables for the connection.
+
+Before it is ready an engine takes its leases (``engine-rs/src/lease.rs``). A restart after a
+kill -9 with the same engine id waits for the killed instance's lease to expire, up to
+:func:`lease_wait_limit` seconds, so the readiness deadline leaves room for that wait.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import IO, Self
 
 from bridge.config import BridgeSettings
 from bridge.dev.pki import DevCredentials
+from bridge.dev.provision import config_dir
 from bridge.dev.server import REPO_ROOT, ServerHandle
 
 ENGINE_DIR = REPO_ROOT / "engine-rs"
@@ -29,6 +34,8 @@ SEED_GENERATION: str | None = None
 seeded liquidity is placed once per generation and consumed liquidity stays consumed across
 restarts; the test suite sets a fresh generation per test so that each test starts with the
 full seed even on a server shared by a module."""
+READY_TIMEOUT_S = 30.0
+"""Time an engine gets for connecting, recovery and subscribing, on top of any lease wait."""
 
 
 class EngineError(RuntimeError):
@@ -50,6 +57,22 @@ def engine_binary() -> Path:
         "engine binary not found; build it with `cargo build --release` in engine-rs/ "
         "(./dev setup does this)"
     )
+
+
+def lease_ttl() -> float:
+    """The engine lease TTL in seconds: the ``ttl`` (max_age) of the committed definition of
+    the ``bridge_leases`` bucket, which the engine reads back from the provisioned bucket."""
+    definition = json.loads(
+        (config_dir() / "jetstream" / "kv-bridge_leases.json").read_text(encoding="utf-8")
+    )
+    return float(definition["ttl"])
+
+
+def lease_wait_limit() -> float:
+    """The longest an engine waits at start-up for another instance's lease to expire (seconds);
+    mirrors ``wait_limit`` in ``engine-rs/src/lease.rs``: the TTL plus max(TTL/4, 2 s)."""
+    ttl = lease_ttl()
+    return ttl + max(ttl / 4, 2.0)
 
 
 def client_settings(
@@ -100,7 +123,9 @@ class EngineProcess:
         self.log_file = log_file
         self._env = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
+        # Set when the engine is ready, or when its log ends (it exited): see _serving.
         self._ready = threading.Event()
+        self._serving = False
         self._reader: threading.Thread | None = None
         self.recovered: int | None = None
 
@@ -113,13 +138,19 @@ class EngineProcess:
         """True while the process has not exited (a stopped, SIGSTOPped one still runs)."""
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout: float = 30.0) -> Self:
+    def start(self, timeout: float | None = None) -> Self:
+        """Start the engine and wait until it serves; :class:`EngineError` if it exits first
+        (e.g. refused: another engine holds its lease) or is not ready within ``timeout``
+        (default: :data:`READY_TIMEOUT_S` plus :func:`lease_wait_limit`)."""
+        if timeout is None:
+            timeout = READY_TIMEOUT_S + lease_wait_limit()
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
         env.update(engine_env(self.handle.url, self.handle.creds, self.engine_id))
         if SEED_GENERATION is not None:
             env["BRIDGE_SEED_GENERATION"] = SEED_GENERATION
         env.update(self._env)
         self._ready.clear()
+        self._serving = False
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
             [str(engine_binary()), "--config", str(self.config_file)],
@@ -133,13 +164,16 @@ class EngineProcess:
             target=self._follow, args=(self._proc.stderr,), daemon=True, name="engine-log"
         )
         self._reader.start()
-        if not self._ready.wait(timeout) or self._proc.poll() is not None:
-            code = self._proc.poll()
+        ended = self._ready.wait(timeout)
+        if not (ended and self._serving):
+            try:
+                # Its log ended: the process is exiting; take its own exit code.
+                code: int | None = self._proc.wait(5 if ended else 0)
+            except subprocess.TimeoutExpired:
+                code = None
             self.kill()
-            raise EngineError(
-                f"engine did not become ready in {timeout}s (exit={code}); log tail:\n"
-                + self.log_tail()
-            )
+            what = "exited before it was ready" if ended else f"not ready in {timeout:.0f}s"
+            raise EngineError(f"engine {what} (exit={code}); log tail:\n" + self.log_tail())
         return self
 
     def _follow(self, stream: IO[bytes]) -> None:
@@ -152,6 +186,7 @@ class EngineProcess:
                         self.recovered = int(json.loads(line).get("recovered", 0))
                     except (ValueError, TypeError):
                         self.recovered = None
+                    self._serving = True
                     self._ready.set()
         self._ready.set()  # process ended: wake a waiter so it can report the failure
 

@@ -1,4 +1,4 @@
-"""JetStream provisioning: owns creating/updating the bridge's streams, consumer and KV bucket.
+"""JetStream provisioning: owns creating/updating the bridge's streams, consumer and KV buckets.
 
 The definitions are the committed JSON files under ``nats/jetstream/`` (the same files
 ``nats stream add --config`` / ``nats consumer add --config`` accept). :func:`provision`
@@ -24,7 +24,7 @@ CONFIG_DIR_ENV = "BRIDGE_NATS_CONFIG_DIR"
 STREAM_FILES: tuple[str, ...] = ("orders.json", "executions.json")
 # (stream the consumer belongs to, file)
 CONSUMER_FILES: tuple[tuple[str, str], ...] = (("ORDERS", "orders-engine.consumer.json"),)
-KV_FILES: tuple[str, ...] = ("kv-bridge_orders.json",)
+KV_FILES: tuple[str, ...] = ("kv-bridge_orders.json", "kv-bridge_leases.json")
 
 # JSStreamNameExistErr: "stream name already in use with a different configuration".
 _ERR_STREAM_NAME_IN_USE = 10058
@@ -38,6 +38,7 @@ _KV_TO_STREAM: dict[str, str] = {
     "storage": "storage",
     "replicas": "num_replicas",
     "ttl": "max_age",
+    "limit_marker_ttl": "subject_delete_marker_ttl",
     "direct": "allow_direct",
 }
 
@@ -167,8 +168,13 @@ async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None) -> s
     changes = _diff(list(wanted), wanted, have)
     if not changes:
         return f"kv {desired.bucket}: up to date"
+    update = dict(wanted)
+    if desired.ttl and (current.duplicate_window or 0) > desired.ttl:
+        # The server refuses a duplicate window longer than max_age (a bucket that had no TTL
+        # has 2 minutes); nats-py's create_key_value caps it at the TTL the same way.
+        update["duplicate_window"] = desired.ttl
     try:
-        await js.update_stream(current.evolve(**wanted))
+        await js.update_stream(current.evolve(**update))
     except APIError as exc:
         raise ProvisionError(
             f"kv {desired.bucket}: cannot update ({_fmt(changes)}): {exc.description}"
@@ -177,7 +183,7 @@ async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None) -> s
 
 
 async def provision(nc: Client, *, replicas: int | None = None) -> list[str]:
-    """Create or update the ORDERS/EXECUTIONS streams, the engine consumer and the KV bucket.
+    """Create or update the ORDERS/EXECUTIONS streams, the engine consumer and the KV buckets.
 
     ``replicas`` overrides every definition's replica count (for a future cluster).
     Returns one human-readable line per object.

@@ -11,6 +11,7 @@
 //! - [`config`]: defaults < TOML file < `BRIDGE_*` environment.
 //! - [`retry`]: the backoff policy of reconnects and JetStream retries.
 //! - [`subjects`]: every subject, stream, consumer and bucket name.
+//! - [`lease`]: the KV leases that keep a second engine from serving the same symbols.
 //! - [`service`]: the NATS side: request-reply, the ORDERS pull consumer, the KV journal,
 //!   report publishing, recovery and graceful shutdown.
 //! - [`proto`]: prost-generated `bridge.v1` and engine state types.
@@ -21,6 +22,7 @@ pub mod fixed;
 pub mod house;
 pub mod intake;
 pub mod journal_errors;
+pub mod lease;
 pub mod proto;
 pub mod retry;
 pub mod service;

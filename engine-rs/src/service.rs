@@ -47,6 +47,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, SymbolLimits};
 use crate::intake::{self, valid_key, Prepared};
 use crate::journal_errors::{self, Readiness};
+use crate::lease;
 use crate::proto::state::OrderRecord;
 use crate::proto::v1::{self as pb, AckStatus, OrderStatus, RejectReason};
 use crate::retry;
@@ -81,6 +82,8 @@ pub enum ServiceError {
     Venue(#[from] VenueError),
     #[error("seeded liquidity: {0}")]
     Seed(String),
+    #[error(transparent)]
+    Lease(#[from] lease::LeaseError),
 }
 
 fn now_ns() -> i64 {
@@ -1003,6 +1006,8 @@ fn malformed(e: &prost::DecodeError) -> Rejection {
 /// finish in-flight orders, flush and return.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServiceError> {
     let client = connect(&cfg).await?;
+    // Before anything else touches orders: refuse to run beside another live engine.
+    let mut lease = lease::acquire(&client, &cfg).await?;
     let (mut engine, consumer) = Engine::new(cfg.clone(), client.clone()).await?;
     let recovered = engine.recover().await?;
 
@@ -1103,6 +1108,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 Some(m) = cancels.next() => engine.on_cancel(m, false).await?,
                 Some(m) = forwarded.next() => engine.on_cancel(m, true).await?,
                 Some(m) = statuses.next() => engine.on_status(m).await?,
+                lost = lease.lost() => return Err(lost.into()),
                 () = &mut shutdown, if !stopping => {
                     info!("shutdown requested: stopping intake");
                     stopping = true;
@@ -1142,6 +1148,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .flush()
         .await
         .map_err(|e| ServiceError::Connect(e.to_string()))?;
+    lease.release().await;
     info!("engine stopped cleanly");
     Ok(())
 }

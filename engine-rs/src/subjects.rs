@@ -9,6 +9,10 @@ pub const ORDERS_STREAM: &str = "ORDERS";
 pub const EXECUTIONS_STREAM: &str = "EXECUTIONS";
 pub const ENGINE_CONSUMER: &str = "engine";
 pub const ORDERS_KV_BUCKET: &str = "bridge_orders";
+/// Engine leases (see `lease.rs`); the lease TTL is this bucket's max_age.
+pub const LEASES_KV_BUCKET: &str = "bridge_leases";
+/// Lease key of the intake every engine shares: the submit queue group and the ORDERS consumer.
+pub const LEASE_INTAKE_KEY: &str = "intake";
 /// Queue group shared by every engine for the request-reply subjects.
 pub const ENGINE_QUEUE_GROUP: &str = "bridge-engine";
 
@@ -36,6 +40,11 @@ pub fn account_of_queue_subject(subject: &str) -> Option<&str> {
 /// Subject where engine `engine_id` takes cancels forwarded by its peers.
 pub fn engine_cancel(engine_id: &str) -> String {
     format!("bridge.v1.engine.{engine_id}.cancel")
+}
+
+/// Lease key of one symbol in the leases bucket.
+pub fn lease_symbol_key(symbol: &str) -> String {
+    format!("symbol.{symbol}")
 }
 
 /// KV key of an order record.

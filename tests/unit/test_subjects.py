@@ -25,6 +25,8 @@ SHARED = [
     "EXECUTIONS_STREAM",
     "ENGINE_CONSUMER",
     "ORDERS_KV_BUCKET",
+    "LEASES_KV_BUCKET",
+    "LEASE_INTAKE_KEY",
     "HEADER_MSG_ID",
     "HEADER_CORRELATION_ID",
 ]
@@ -71,6 +73,8 @@ def test_documented_subject_values() -> None:
     assert subjects.EXECUTIONS_STREAM == "EXECUTIONS"
     assert subjects.ENGINE_CONSUMER == "engine"
     assert subjects.ORDERS_KV_BUCKET == "bridge_orders"
+    assert subjects.LEASES_KV_BUCKET == "bridge_leases"
+    assert subjects.LEASE_INTAKE_KEY == "intake"
     assert subjects.HEADER_MSG_ID == "Nats-Msg-Id"
     assert subjects.HEADER_CORRELATION_ID == "Bridge-Correlation-Id"
     assert subjects.HEADER_SCHEMA == "Bridge-Schema"
@@ -95,6 +99,12 @@ def test_executions_for_account_covers_every_order() -> None:
     one = subjects.executions("acct-1", "ord-0001")
     wildcard = subjects.executions_for_account("acct-1")
     assert one.rsplit(".", 1)[0] == wildcard.rsplit(".", 1)[0]
+
+
+def test_lease_symbol_key_matches_rust_format() -> None:
+    """lease_symbol_key(symbol) builds the key the Rust lease_symbol_key() format! string does."""
+    assert subjects.lease_symbol_key("AAPL") == "symbol.AAPL"
+    assert subjects.lease_symbol_key("{symbol}") == _rust_formats()["lease_symbol_key"]
 
 
 def test_inbox_prefix() -> None:
