@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge import BackpressureError, BridgeClient, Order, StreamFullError, subjects
+from bridge import (
+    BridgeClient,
+    Order,
+    OutcomeUnknownError,
+    StreamFullError,
+    subjects,
+)
 from bridge.dev.engine import EngineProcess, client_settings
 from bridge.dev.server import LocalNatsServer, ServerHandle, connect_as
 from tests.faults.harness import (
@@ -193,7 +199,8 @@ async def test_inflight_bound_gives_backpressure_error_and_sends_nothing_more(
     fresh_server: LocalNatsServer,
 ) -> None:
     """max_inflight=1 and a server that stops answering: the second order of a batch waits
-    backpressure_wait_ms for the slot, then BackpressureError names it; it was never sent."""
+    backpressure_wait_ms for the slot and is never sent; the batch raises the earliest order's
+    failure (the first order's unknown outcome) and accounts for both orders."""
     handle = fresh_server.handle
     account = new_account("BP")
     first, second = order_flow(account, 2, seed=9)
@@ -207,14 +214,15 @@ async def test_inflight_bound_gives_backpressure_error_and_sends_nothing_more(
     async with BridgeClient(settings) as bridge:
         fresh_server.pause()
         try:
-            with pytest.raises(BackpressureError) as caught:
+            with pytest.raises(OutcomeUnknownError) as caught:
                 await bridge.enqueue_batch([first, second])
         finally:
             fresh_server.resume()
-        assert caught.value.client_order_id == second.client_order_id
-        assert "max_inflight=1" in str(caught.value)
-        # The first order went out before the pause took hold or after it; the second never
-        # did: JetStream stores it as new (not a duplicate) when it is finally sent.
+        assert caught.value.client_order_id == first.client_order_id
+        assert caught.value.unknown == (first.client_order_id,)
+        assert caught.value.queued == ()
+        # The second order was stopped by backpressure and never sent: JetStream stores it as
+        # new (not a duplicate) when it is finally sent.
         queued = await bridge.enqueue(second)
         assert not queued.duplicate
 
