@@ -440,6 +440,30 @@ impl Engine {
         }))
     }
 
+    /// The record of a key that `kv.create` found taken. Reads go to the bucket's stream
+    /// leader (no direct gets), but during an election a create that timed out and was
+    /// stored can be answered "exists" by the new leader before the entry reads back: read
+    /// again under the retry policy until it does; only then is the absence an error.
+    async fn load_existing(&self, key: &str) -> Result<(OrderRecord, u64), ServiceError> {
+        let attempts = self.readiness.operation("kv entry after create", key);
+        let read = || async {
+            match self.load(key).await {
+                Ok(Some(found)) => Ok(found),
+                Ok(None) => Err(ServiceError::Journal {
+                    key: key.into(),
+                    source: "record not readable although kv.create reported it exists".into(),
+                }),
+                Err(e) => Err(e),
+            }
+        };
+        let found = read
+            .retry(self.backoff())
+            .notify(|e, delay| attempts.retrying(e, delay))
+            .await;
+        drop(attempts);
+        found
+    }
+
     /// `kv.update` at `revision`, retried unless the failure is permanent. A retry whose
     /// earlier attempt was stored finds the revision moved on with exactly our bytes: that is
     /// success, not a conflict. A permanent failure is logged at ERROR and leaves the record
@@ -523,10 +547,7 @@ impl Engine {
         key: &str,
         correlation_id: &str,
     ) -> Result<pb::OrderAck, ServiceError> {
-        let (record, _) = self.load(key).await?.ok_or_else(|| ServiceError::Journal {
-            key: key.into(),
-            source: "record vanished after create reported it exists".into(),
-        })?;
+        let (record, _) = self.load_existing(key).await?;
         if let Some(report) = &record.last_report {
             if !self.report_stored(report).await? {
                 self.publish_groups(vec![vec![(report, correlation_id)]])
@@ -860,13 +881,7 @@ impl Engine {
                 );
                 Ok(intake::status_reply(record))
             }
-            Created::Exists => match self.load(key).await? {
-                Some((r, _)) => Ok(intake::status_reply(r)),
-                None => Err(ServiceError::Journal {
-                    key: key.into(),
-                    source: "record vanished after create reported it exists".into(),
-                }),
-            },
+            Created::Exists => Ok(intake::status_reply(self.load_existing(key).await?.0)),
             Created::Refused(why) => {
                 error!(key, correlation_id, error = %why, "could not retire an unknown client order id");
                 Ok(pb::OrderStatusReply {

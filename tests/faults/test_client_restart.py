@@ -22,6 +22,7 @@ from tests.faults.harness import (
     verify,
     wait_for_finals,
 )
+from tests.faults.invariants import assert_invariants
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +139,5 @@ async def test_orchestrator_killed_mid_batch_resubmits_without_duplicates(
     assert summary["resubmitted"] == pending_after_crash
     assert all(outcome == "queued" for outcome in outcomes)
     assert_clean(result)
+    checked = await assert_invariants(handle, tmp_path)
+    result.notes["invariants"] = f"ok ({checked.reports} reports)"

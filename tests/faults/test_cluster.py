@@ -32,6 +32,7 @@ from tests.faults.harness import (
     verify,
     wait_for_finals,
 )
+from tests.faults.invariants import assert_invariants
 
 pytestmark = pytest.mark.integration
 
@@ -125,6 +126,8 @@ async def _run_with_fault(
 async def test_stream_leader_killed_mid_run(cluster: LocalNatsCluster, tmp_path: Path) -> None:
     result = await _run_with_fault(cluster, tmp_path, "cluster: ORDERS leader kill -9", False)
     assert_clean(result)
+    checked = await assert_invariants(cluster.handle, tmp_path)
+    result.notes["invariants"] = f"ok ({checked.reports} reports)"
 
 
 async def test_stream_leader_frozen_beyond_election_timeout(
@@ -134,3 +137,5 @@ async def test_stream_leader_frozen_beyond_election_timeout(
         cluster, tmp_path, f"cluster: ORDERS leader SIGSTOP {PAUSE_S:.0f}s", True
     )
     assert_clean(result)
+    checked = await assert_invariants(cluster.handle, tmp_path)
+    result.notes["invariants"] = f"ok ({checked.reports} reports)"

@@ -27,6 +27,7 @@ from tests.faults.harness import (
     verify,
     wait_for_finals,
 )
+from tests.faults.invariants import assert_invariants
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +92,5 @@ async def test_engine_killed_at_random_points_loses_and_duplicates_nothing(
     assert code == 0, engine.log_tail()
     assert result.acked == ORDERS
     assert_clean(result)
+    checked = await assert_invariants(handle, tmp_path)
+    result.notes["invariants"] = f"ok ({checked.reports} reports)"

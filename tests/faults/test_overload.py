@@ -27,6 +27,7 @@ from tests.faults.harness import (
     verify,
     wait_for_finals,
 )
+from tests.faults.invariants import assert_invariants
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +101,8 @@ async def test_stopped_engine_fills_orders_then_refusal_is_immediate_and_all_dra
     assert max(refusal_s) < 1.0, "a full stream must refuse at once, not time out"
     assert not {r.client_order_id for r in reports} & {e.client_order_id for e in refused}
     assert_clean(result)
+    checked = await assert_invariants(handle, tmp_path)
+    result.notes["invariants"] = f"ok ({checked.reports} reports)"
 
 
 async def test_tenfold_overload_keeps_memory_bounded_and_loses_nothing(
@@ -193,6 +196,8 @@ async def test_tenfold_overload_keeps_memory_bounded_and_loses_nothing(
     assert max(engine_rss) - engine_rss[0] < 64 * 1024, result
     assert max(client_rss) - client_rss[0] < 128 * 1024, result
     assert_clean(result)
+    checked = await assert_invariants(handle, tmp_path)
+    result.notes["invariants"] = f"ok ({checked.reports} reports)"
 
 
 async def test_inflight_bound_gives_backpressure_error_and_sends_nothing_more(

@@ -28,6 +28,7 @@ from tests.faults.harness import (
     verify,
     wait_for_finals,
 )
+from tests.faults.invariants import assert_invariants
 
 pytestmark = pytest.mark.integration
 
@@ -95,5 +96,7 @@ async def test_server_killed_and_restarted_mid_run_loses_no_acked_order(
     assert code == 0, engine.log_tail()
     assert result.acked == ORDERS
     assert_clean(result)
+    checked = await assert_invariants(handle, tmp_path)
+    result.notes["invariants"] = f"ok ({checked.reports} reports)"
     assert ConnectionEvent.DISCONNECTED in events
     assert events.index(ConnectionEvent.RECONNECTED) > events.index(ConnectionEvent.DISCONNECTED)

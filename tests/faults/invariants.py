@@ -1,0 +1,147 @@
+"""The invariants every fault test ends with, checked against the durable record and a freshly
+restarted engine (so they also check that recovery restores exactly what was):
+
+* **conservation**: per symbol, the quantity bought equals the quantity sold, counting the
+  house's seeded liquidity (every fill has a BUY-side and a SELL-side TRADE report);
+* **per order**: report sequences run 1, 2, 3, ... with no report after a final one, and
+  while an order is live ``cum_qty + leaves_qty == order_qty``;
+* **status agrees**: ``status()`` answers each order's last stored report;
+* **live means in a book**: every client order whose last report is live can be canceled
+  (the engine finds it in a book); none is neither in a book nor final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from nats.js.api import DeliverPolicy
+
+from bridge import AckStatus, BridgeClient, OrderStatus, subjects
+from bridge.dev.engine import EngineProcess, client_settings
+from bridge.dev.server import ServerHandle, connect_as
+from bridge.models import decimal_from_proto
+from bridge.v1 import orders_pb2
+from tests.faults.harness import FINAL
+
+HOUSE = "_house"
+# status() is asked for every live order and for at most this many final ones.
+STATUS_SAMPLE = 200
+
+
+@dataclass
+class Invariants:
+    """What the check saw (for the fault table's notes) and what it found wrong."""
+
+    reports: int = 0
+    bought: dict[str, Decimal] = field(default_factory=dict)
+    live_canceled: int = 0
+    violations: list[str] = field(default_factory=list)
+
+
+async def all_reports(handle: ServerHandle) -> list[orders_pb2.ExecutionReport]:
+    """Every report EXECUTIONS holds, in stream order."""
+    nc = await connect_as(handle.url, handle.creds, "operator")
+    out: list[orders_pb2.ExecutionReport] = []
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(subjects.EXECUTIONS_STREAM)
+        if not info.state.messages:
+            return out
+        sub = await js.subscribe(
+            "bridge.v1.exec.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+        )
+        try:
+            async with asyncio.timeout(120):
+                while True:
+                    m = await sub.next_msg(timeout=10)
+                    out.append(orders_pb2.ExecutionReport.FromString(m.data))
+                    if m.metadata.num_pending == 0:
+                        break
+        finally:
+            await sub.unsubscribe()
+    finally:
+        await nc.close()
+    return out
+
+
+def check_reports(reports: list[orders_pb2.ExecutionReport], found: Invariants) -> None:
+    """Conservation and the per-order rules, from the durable record alone."""
+    side_qty: dict[tuple[str, int], Decimal] = defaultdict(Decimal)
+    by_order: dict[tuple[str, str], list[orders_pb2.ExecutionReport]] = defaultdict(list)
+    for r in reports:
+        by_order[(r.account, r.client_order_id)].append(r)
+        if r.exec_type == orders_pb2.EXEC_TYPE_TRADE:
+            side_qty[(r.symbol, r.side)] += decimal_from_proto(r.last_qty)
+    for symbol in sorted({s for s, _ in side_qty}):
+        bought = side_qty[(symbol, orders_pb2.SIDE_BUY)]
+        sold = side_qty[(symbol, orders_pb2.SIDE_SELL)]
+        found.bought[symbol] = bought
+        if bought != sold:
+            found.violations.append(f"{symbol}: bought {bought} != sold {sold}")
+    for (account, cid), rs in by_order.items():
+        seqs = [r.seq for r in rs]
+        if seqs != list(range(1, len(rs) + 1)):
+            found.violations.append(f"{account}.{cid}: report seqs {seqs[:8]}...")
+        finals = [i for i, r in enumerate(rs) if r.order_status in FINAL]
+        if finals and finals[0] != len(rs) - 1:
+            found.violations.append(f"{account}.{cid}: a report after its final report")
+        for r in rs:
+            if r.order_status not in FINAL:
+                cum, leaves = decimal_from_proto(r.cum_qty), decimal_from_proto(r.leaves_qty)
+                if cum + leaves != decimal_from_proto(r.order_qty):
+                    found.violations.append(f"{account}.{cid}: cum {cum} + leaves {leaves}")
+    found.reports = len(reports)
+
+
+async def check_engine_agrees(
+    handle: ServerHandle, reports: list[orders_pb2.ExecutionReport], found: Invariants
+) -> None:
+    """status() answers each order's last stored report; every live client order is in a book
+    (its cancel succeeds)."""
+    last: dict[tuple[str, str], orders_pb2.ExecutionReport] = {}
+    for r in reports:
+        last[(r.account, r.client_order_id)] = r
+    live = [k for k, r in last.items() if r.order_status not in FINAL]
+    finals = [k for k, r in last.items() if r.order_status in FINAL][:STATUS_SAMPLE]
+    settings = client_settings(handle, request_timeout_ms=10_000)
+    async with BridgeClient(settings) as bridge:
+        for account, cid in live + finals:
+            state = await bridge.status(account, cid)
+            want = last[(account, cid)]
+            got = state.last_report
+            if not state.found or got is None or got.exec_id != want.exec_id:
+                seen = got.exec_id if got else None
+                found.violations.append(f"{account}.{cid}: status {seen} != stored {want.exec_id}")
+        for account, cid in live:
+            if account == HOUSE:
+                continue  # the venue's own orders are not canceled by clients
+            ack = await bridge.cancel(account, cid)
+            if ack.status is not AckStatus.ACCEPTED or ack.order_status is not OrderStatus.CANCELED:
+                found.violations.append(
+                    f"{account}.{cid}: live in EXECUTIONS but not in a book ({ack.text})"
+                )
+            else:
+                found.live_canceled += 1
+
+
+async def assert_invariants(handle: ServerHandle, log_dir: Path) -> Invariants:
+    """Restart an engine on ``handle`` (the test's own must be stopped), check every invariant
+    of the module docs, stop it; raises AssertionError listing every violation."""
+    found = Invariants()
+    engine = EngineProcess(handle, log_file=log_dir / "invariants-engine.log")
+    await asyncio.to_thread(engine.start)
+    try:
+        reports = await all_reports(handle)
+        check_reports(reports, found)
+        await check_engine_agrees(handle, reports, found)
+        # Conservation again, now that the cancels are reported too.
+        check_reports(await all_reports(handle), found)
+    finally:
+        code = await asyncio.to_thread(engine.stop)
+    assert code == 0, engine.log_tail()
+    assert not found.violations, "\n".join(found.violations[:20])
+    return found
