@@ -65,7 +65,8 @@ pub struct Config {
     pub max_order_notional: String,
     /// Fault injection for crash tests only: "after_ack" aborts the process right after a
     /// synchronous ack is sent, "after_journal" right after a queued order is journaled,
-    /// "mid_publish" halfway through publishing one execution's reports (before its commit).
+    /// "mid_publish" halfway through staging the report batch of an execution with fills
+    /// (before its commit).
     pub failpoint: Option<String>,
     /// Generation of the seeded liquidity (see `house.rs`): each seed order is placed once
     /// per generation; a new value cancels the live seed orders of the others and places the

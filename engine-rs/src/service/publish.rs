@@ -99,6 +99,9 @@ impl Engine {
         let batch_id = format!("{}-{:016x}", self.cfg.engine_id, fastrand::u64(..));
         let batch_id = &batch_id[batch_id.len().saturating_sub(64)..];
         let last = batch.len() - 1;
+        let has_fills = batch
+            .iter()
+            .any(|(r, _)| r.exec_type == pb::ExecType::Trade as i32);
         for (i, (r, correlation_id)) in batch.iter().enumerate() {
             let mut headers = HeaderMap::new();
             headers.insert(subjects::HEADER_MSG_ID, r.exec_id.as_str());
@@ -116,7 +119,7 @@ impl Engine {
                 self.client
                     .publish_with_headers(subject, headers, payload)
                     .await?;
-                if i + 1 == last.div_ceil(2) {
+                if i + 1 == last.div_ceil(2) && has_fills {
                     self.failpoint("mid_publish").await;
                 }
                 continue;
