@@ -507,17 +507,23 @@ async def _run_scenario(
                 await asyncio.to_thread(cluster.nodes[leader].start)
             # Durable outcomes: everything queued has been taken by the engine, unknown
             # outcomes are settled by status() (found: acked; not found: retired for good).
+            phase = time.monotonic()
             await wait_for_ack_floor(handle, timeout=120)
+            phases = {"ack_floor": time.monotonic() - phase}
             retired: set[str] = set()
             for cid in sorted(load.unknown):
                 state = await bridges[0].status(load.orders[cid].account, cid)
                 (load.acked if state.found else retired).add(cid)
+            phase = time.monotonic()
             reports: list[orders_pb2.ExecutionReport] = []
             for flow in load.flows:
                 mine = {c for c in load.acked if load.orders[c].account == flow.account}
                 finals = {c for c in mine if not _is_gtc(load.orders[c])} | load.canceled
                 reports += await _outcomes(handle, flow.account, finals & mine, mine, 120)
+            phases["outcomes"] = time.monotonic() - phase
+            phase = time.monotonic()
             live, canceled_live, violations = await _check_live_engine(bridges[0], load, reports)
+            phases["live_check"] = time.monotonic() - phase
     finally:
         watch.stopping = True
         code = await asyncio.to_thread(engine.stop)
@@ -539,6 +545,7 @@ async def _run_scenario(
                 "unknown": f"{len(load.unknown)} ({len(retired)} not found)",
                 "client_retries": dict(load.retries),
                 "load_s": round(load_s, 1),
+                "after_s": {k: round(v, 1) for k, v in phases.items()},
             },
         ),
         list(load.orders.values()),
