@@ -112,10 +112,10 @@ async def update_orders_stream(handle: ServerHandle, **changes: object) -> None:
 
 
 async def stored_entries(
-    handle: ServerHandle, account: str, timeout: float = 60
+    handle: ServerHandle, account: str | None, timeout: float = 60
 ) -> list[tuple[int, orders_pb2.ExecutionReport]]:
-    """Every report EXECUTIONS holds for ``account`` with its stream sequence, read to the end
-    the stream had when the read started."""
+    """Every report EXECUTIONS holds for ``account`` (None: for every account) with its stream
+    sequence, read to the end the stream had when the read started."""
     nc = await connect_as(handle.url, handle.creds, "operator")
     out: list[tuple[int, orders_pb2.ExecutionReport]] = []
     try:
@@ -124,7 +124,7 @@ async def stored_entries(
         if not info.state.messages:
             return out
         sub = await js.subscribe(
-            subjects.executions_for_account(account),
+            subjects.executions_for_account(account) if account else "bridge.v1.exec.>",
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
         )

@@ -18,14 +18,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
-from nats.js.api import DeliverPolicy
-
-from bridge import AckStatus, BridgeClient, OrderStatus, subjects
+from bridge import AckStatus, BridgeClient, OrderStatus
 from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.server import ServerHandle, connect_as
+from bridge.dev.server import ServerHandle
 from bridge.models import decimal_from_proto
 from bridge.v1 import orders_pb2
-from tests.faults.harness import FINAL
+from tests.faults.harness import FINAL, stored_entries
 
 HOUSE = "_house"
 # status() is asked for every live order and for at most this many final ones.
@@ -44,28 +42,7 @@ class Invariants:
 
 async def all_reports(handle: ServerHandle) -> list[orders_pb2.ExecutionReport]:
     """Every report EXECUTIONS holds, in stream order."""
-    nc = await connect_as(handle.url, handle.creds, "operator")
-    out: list[orders_pb2.ExecutionReport] = []
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(subjects.EXECUTIONS_STREAM)
-        if not info.state.messages:
-            return out
-        sub = await js.subscribe(
-            "bridge.v1.exec.>", ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-        )
-        try:
-            async with asyncio.timeout(120):
-                while True:
-                    m = await sub.next_msg(timeout=10)
-                    out.append(orders_pb2.ExecutionReport.FromString(m.data))
-                    if m.metadata.num_pending == 0:
-                        break
-        finally:
-            await sub.unsubscribe()
-    finally:
-        await nc.close()
-    return out
+    return [r for _, r in await stored_entries(handle, None, timeout=120)]
 
 
 def check_reports(reports: list[orders_pb2.ExecutionReport], found: Invariants) -> None:
