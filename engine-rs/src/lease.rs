@@ -174,7 +174,10 @@ pub enum WaitStep {
     Expired,
     /// Unchanged: keep waiting.
     Waiting,
-    /// Rewritten: its holder is alive (or another engine took it). Refuse with this message.
+    /// Rewritten by the same engine id: once can be a renewal that was in flight when its
+    /// holder died; twice means the holder is alive (see [`wait_for_expiry`]).
+    Renewed(u64, String),
+    /// Taken by another engine: refuse with this message.
     Alive(String),
 }
 
@@ -182,13 +185,16 @@ pub fn wait_step(key: &str, waited_revision: u64, now: &KeyState, ttl: Duration)
     match now {
         KeyState::Free | KeyState::Ours { .. } => WaitStep::Expired,
         KeyState::SameEngine { revision, .. } if *revision == waited_revision => WaitStep::Waiting,
-        KeyState::SameEngine { holder, .. } => WaitStep::Alive(format!(
+        KeyState::SameEngine { holder, revision } => WaitStep::Renewed(
+            *revision,
+            format!(
             "{} is held by a live instance of this engine: {holder}. It renewed its lease while \
              this instance waited for it to expire; two instances of engine {} may not run at \
              once: stop one of them",
             describe(key),
             holder.engine_id
-        )),
+        ),
+        ),
         KeyState::OtherEngine { holder, .. } => {
             WaitStep::Alive(refusal(&[(key, holder.as_ref())], ttl))
         }
@@ -549,7 +555,8 @@ async fn take_all(
 }
 
 /// Waits until every key of `waits` (held by another instance of this engine id) has expired;
-/// refuses if one is renewed meanwhile or outlives [`wait_limit`].
+/// refuses if one is renewed twice meanwhile (its holder is alive) or outlives [`wait_limit`]
+/// after its last rewrite.
 async fn wait_for_expiry(
     kv: &kv::Store,
     waits: Vec<(String, Holder, u64)>,
@@ -570,14 +577,27 @@ async fn wait_for_expiry(
         "leases held by another instance of this engine (a restart after a crash, or a standby): \
          waiting for them to expire"
     );
-    let mut pending = waits;
+    // Per key: the revision waited on, and whether it was rewritten once already. One rewrite
+    // is allowed (a renewal in flight when its holder died, or a lagging first read); the key
+    // then gets a full wait limit again from that moment.
+    let mut pending: Vec<_> = waits
+        .into_iter()
+        .map(|(key, holder, revision)| (key, holder, revision, false))
+        .collect();
+    let mut deadline = started + limit;
     loop {
         let mut still = Vec::with_capacity(pending.len());
-        for (key, holder, revision) in pending {
+        for (key, holder, revision, renewed) in pending {
             match wait_step(&key, revision, &read(kv, &key, me).await?, ttl) {
                 WaitStep::Expired => {}
-                WaitStep::Waiting => still.push((key, holder, revision)),
-                WaitStep::Alive(reason) => return Err(LeaseError::Refused(reason)),
+                WaitStep::Waiting => still.push((key, holder, revision, renewed)),
+                WaitStep::Renewed(now, _) if !renewed => {
+                    deadline = deadline.max(Instant::now() + limit);
+                    still.push((key, holder, now, true));
+                }
+                WaitStep::Renewed(_, reason) | WaitStep::Alive(reason) => {
+                    return Err(LeaseError::Refused(reason))
+                }
             }
         }
         if still.is_empty() {
@@ -587,8 +607,8 @@ async fn wait_for_expiry(
             );
             return Ok(());
         }
-        if started.elapsed() >= limit {
-            let (key, holder, _) = &still[0];
+        if Instant::now() >= deadline {
+            let (key, holder, _, _) = &still[0];
             return Err(LeaseError::Refused(format!(
                 "{} is still held by {holder} {} after this instance began to wait, although \
                  the lease TTL is {}; is the bucket's max_age what \
@@ -851,8 +871,8 @@ mod tests {
             revision,
         };
         assert_eq!(wait_step("intake", 9, &same(9), TTL), WaitStep::Waiting);
-        let WaitStep::Alive(msg) = wait_step("symbol.AAPL", 9, &same(10), TTL) else {
-            panic!("expected a refusal");
+        let WaitStep::Renewed(10, msg) = wait_step("symbol.AAPL", 9, &same(10), TTL) else {
+            panic!("expected a renewal");
         };
         assert!(
             msg.contains("symbol AAPL is held by a live instance"),

@@ -1022,8 +1022,18 @@ fn malformed(e: &prost::DecodeError) -> Rejection {
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServiceError> {
     let client = connect(&cfg).await?;
     // Before anything else touches orders: refuse to run beside another live engine.
-    let mut lease = lease::acquire(&client, &cfg).await?;
-    let (mut engine, consumer) = Engine::new(cfg.clone(), client.clone()).await?;
+    // Both are retried while JetStream is unavailable (a cluster electing leaders at start-up);
+    // a refusal or a configuration error is final.
+    let mut lease = (|| lease::acquire(&client, &cfg))
+        .retry(retry::Backoff::from_config(&cfg))
+        .when(|e| !matches!(e, lease::LeaseError::Refused(_)))
+        .notify(|e, delay| retrying("take leases", &cfg.engine_id, e, delay))
+        .await?;
+    let (mut engine, consumer) = (|| Engine::new(cfg.clone(), client.clone()))
+        .retry(retry::Backoff::from_config(&cfg))
+        .when(|e| matches!(e, ServiceError::Setup { .. }))
+        .notify(|e, delay| retrying("bind streams and bucket", &cfg.engine_id, e, delay))
+        .await?;
     let recovered = engine.recover().await?;
 
     let group = subjects::ENGINE_QUEUE_GROUP.to_string();

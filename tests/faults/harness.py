@@ -115,30 +115,28 @@ async def stored_entries(
     handle: ServerHandle, account: str | None, timeout: float = 60
 ) -> list[tuple[int, orders_pb2.ExecutionReport]]:
     """Every report EXECUTIONS holds for ``account`` (None: for every account) with its stream
-    sequence, read to the end the stream had when the read started."""
+    sequence, read to the end the stream had when the read started.
+
+    How many there are is asked of the stream leader first: the reading consumer may sit on a
+    replica still catching up (a cluster node just restarted), whose own idea of the end comes
+    too early, so the read goes on until the leader's count is reached."""
     nc = await connect_as(handle.url, handle.creds, "operator")
     out: list[tuple[int, orders_pb2.ExecutionReport]] = []
+    subject = subjects.executions_for_account(account) if account else "bridge.v1.exec.>"
     try:
         js = nc.jetstream()
-        info = await js.stream_info(subjects.EXECUTIONS_STREAM)
-        if not info.state.messages:
+        info = await js.stream_info(subjects.EXECUTIONS_STREAM, subjects_filter=subject)
+        by_subject = info.state.subjects or {}
+        expected = info.state.messages if account is None else sum(by_subject.values())
+        if not expected:
             return out
-        sub = await js.subscribe(
-            subjects.executions_for_account(account) if account else "bridge.v1.exec.>",
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-        )
+        sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL)
         try:
             async with asyncio.timeout(timeout):
-                while True:
-                    try:
-                        m = await sub.next_msg(timeout=2)
-                    except TimeoutError:
-                        break  # nothing (more) for this account
+                while len(out) < expected:
+                    m = await sub.next_msg(timeout=timeout)
                     seq = m.metadata.sequence.stream
                     out.append((seq, orders_pb2.ExecutionReport.FromString(m.data)))
-                    if m.metadata.num_pending == 0:
-                        break
         finally:
             await sub.unsubscribe()
     finally:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,9 +18,6 @@ import pytest
 from bridge import BridgeClient
 from bridge.dev.cluster import LocalNatsCluster
 from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.pki import DevCredentials
-from bridge.dev.provision import provision
-from bridge.dev.server import connect_as
 from tests.faults.harness import (
     FaultResult,
     Publisher,
@@ -40,22 +35,6 @@ ORDERS = 1000
 # nats-server's Raft election timeout is randomised between 4 and 9 s.
 PAUSE_S = float(os.environ.get("BRIDGE_FAULT_PAUSE_S", "10"))
 FAST_PINGS = {"BRIDGE_PING_INTERVAL_MS": "1000"}
-
-
-async def _provision_r3(cluster: LocalNatsCluster) -> list[str]:
-    nc = await connect_as(cluster.handle.url, cluster.creds, "operator")
-    try:
-        return await provision(nc, replicas=3)
-    finally:
-        await nc.close()
-
-
-@pytest.fixture
-def cluster(dev_creds: DevCredentials) -> Iterator[LocalNatsCluster]:
-    with LocalNatsCluster(dev_creds) as c:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(asyncio.run, _provision_r3(c)).result(timeout=60)
-        yield c
 
 
 async def _run_with_fault(

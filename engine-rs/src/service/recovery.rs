@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use async_nats::jetstream::kv;
+use backon::Retryable;
 use futures::StreamExt;
 use prost::Message as _;
 use tracing::{error, info};
@@ -105,15 +106,38 @@ impl Engine {
 
     /// Every non-final record owned by this engine, in arrival sequence, and every key of the
     /// journal (to tell which seed orders exist).
+    ///
+    /// A KV watch is a single-replica consumer the server may place on a replica still catching
+    /// up (a node just restarted in a cluster): it would end its history early and recovery
+    /// would miss orders. So the journal's last sequence is asked of its stream leader first,
+    /// and a scan that ends below it is read again, under the retry policy.
     async fn load_records(&self) -> Result<(Vec<LiveOrder>, HashSet<String>), ServiceError> {
+        let attempts = self.readiness.operation("read the journal", "recovery");
+        let scanned = (|| self.scan_records())
+            .retry(self.backoff())
+            .notify(|e, delay| attempts.retrying(e, delay))
+            .await;
+        drop(attempts);
+        scanned
+    }
+
+    /// One complete scan of the journal, or an error if it ended before the leader's last
+    /// sequence.
+    async fn scan_records(&self) -> Result<(Vec<LiveOrder>, HashSet<String>), ServiceError> {
         let setup = |e: async_nats::Error| ServiceError::Setup {
-            what: "KV watch",
+            what: "journal scan",
             source: e,
         };
-        let status = self.kv.status().await.map_err(|e| setup(e.into()))?;
+        let stream_name = format!("KV_{}", crate::subjects::ORDERS_KV_BUCKET);
+        let stream = self
+            .js
+            .get_stream(&stream_name)
+            .await
+            .map_err(|e| setup(e.into()))?;
+        let last = stream.cached_info().state.last_sequence;
         let mut mine = Vec::new();
         let mut keys = HashSet::new();
-        if status.values() == 0 {
+        if stream.cached_info().state.messages == 0 {
             return Ok((mine, keys));
         }
         let mut watch = self
@@ -121,8 +145,10 @@ impl Engine {
             .watch_with_history(">")
             .await
             .map_err(|e| setup(e.into()))?;
+        let mut seen = 0;
         while let Some(entry) = watch.next().await {
             let entry = entry.map_err(|e| setup(e.into()))?;
+            seen = seen.max(entry.revision);
             if entry.operation == kv::Operation::Put {
                 keys.insert(entry.key.clone());
                 if let Ok(record) = OrderRecord::decode(entry.value.clone()) {
@@ -136,6 +162,11 @@ impl Engine {
             if entry.delta == 0 {
                 break;
             }
+        }
+        if seen < last {
+            return Err(setup(
+                format!("the journal scan ended at sequence {seen}, the leader has {last}: a lagging replica answered; reading again").into(),
+            ));
         }
         mine.sort_by_key(|o| o.record.seq);
         Ok((mine, keys))
