@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import nats.errors
-from nats.js.api import DeliverPolicy
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy, StreamInfo
 
 from bridge import (
     BridgeClient,
@@ -111,6 +112,16 @@ async def update_orders_stream(handle: ServerHandle, **changes: object) -> None:
         await nc.close()
 
 
+async def _stream_info_retried(js: JetStreamContext, subject: str, timeout: float) -> StreamInfo:
+    """EXECUTIONS' info for ``subject``, asked again while the cluster elects a leader (503)."""
+    async with asyncio.timeout(timeout):
+        while True:  # each turn is a round trip to the server: a bounded poll
+            try:
+                return await js.stream_info(subjects.EXECUTIONS_STREAM, subjects_filter=subject)
+            except (nats.errors.Error, TimeoutError):
+                await asyncio.sleep(0.2)  # polling interval of a server-side state
+
+
 async def stored_entries(
     handle: ServerHandle, account: str | None, timeout: float = 60
 ) -> list[tuple[int, orders_pb2.ExecutionReport]]:
@@ -125,7 +136,7 @@ async def stored_entries(
     subject = subjects.executions_for_account(account) if account else "bridge.v1.exec.>"
     try:
         js = nc.jetstream()
-        info = await js.stream_info(subjects.EXECUTIONS_STREAM, subjects_filter=subject)
+        info = await _stream_info_retried(js, subject, timeout)
         by_subject = info.state.subjects or {}
         expected = info.state.messages if account is None else sum(by_subject.values())
         if not expected:
@@ -163,10 +174,13 @@ async def wait_for_ack_floor(handle: ServerHandle, timeout: float = 60) -> int:
         js = nc.jetstream()
         async with asyncio.timeout(timeout):
             while True:  # each turn is a round trip to the server: a bounded poll
-                info = await js.consumer_info(subjects.ORDERS_STREAM, subjects.ENGINE_CONSUMER)
-                if info.num_pending == 0 and info.num_ack_pending == 0:
-                    stream = await js.stream_info(subjects.EXECUTIONS_STREAM)
-                    return stream.state.last_seq
+                try:
+                    info = await js.consumer_info(subjects.ORDERS_STREAM, subjects.ENGINE_CONSUMER)
+                    if info.num_pending == 0 and info.num_ack_pending == 0:
+                        stream = await js.stream_info(subjects.EXECUTIONS_STREAM)
+                        return stream.state.last_seq
+                except (nats.errors.Error, TimeoutError):
+                    pass  # a cluster still electing leaders after a fault (503): ask again
                 await asyncio.sleep(0.05)  # polling interval of a server-side state
     finally:
         await nc.close()
