@@ -19,11 +19,15 @@ from nats.js.api import ConsumerConfig, KeyValueConfig, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 from nats.js.manager import JetStreamManager
 
+from bridge import contract
+
 CONFIG_DIR_ENV = "BRIDGE_NATS_CONFIG_DIR"
 
 STREAM_FILES: tuple[str, ...] = ("orders.json", "executions.json")
 # (stream the consumer belongs to, file)
-CONSUMER_FILES: tuple[tuple[str, str], ...] = (("ORDERS", "orders-engine.consumer.json"),)
+CONSUMER_FILES: tuple[tuple[str, str], ...] = (
+    (contract.ORDERS_STREAM, "orders-engine.consumer.json"),
+)
 KV_FILES: tuple[str, ...] = ("kv-bridge_orders.json", "kv-bridge_leases.json")
 
 # JSStreamNameExistErr: "stream name already in use with a different configuration".

@@ -18,6 +18,7 @@
 
 pub mod book;
 pub mod config;
+pub mod contract;
 pub mod fixed;
 pub mod house;
 pub mod intake;
