@@ -27,30 +27,31 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from bridge.contract import (
+    ACCOUNT_PATTERN,
+    CLIENT_ORDER_ID_PATTERN,
+    MAX_ACCOUNT_BYTES,
+    MAX_CLIENT_ORDER_ID_BYTES,
+    MAX_SYMBOL_BYTES,
+    MAX_TAG_KEY_BYTES,
+    MAX_TAG_VALUE_BYTES,
+    MAX_TAGS,
+    SYMBOL_PATTERN,
+)
 from bridge.errors import FieldIssue, InvalidOrderError, OrderRejectedError
 from bridge.v1 import common_pb2, orders_pb2
 
 MAX_SCALE = 8
 _INT64_MAX = 2**63 - 1
 
-# Size limits of a NewOrder, as the contract states them next to each field
-# (schemas/bridge/v1/orders.proto, tagged "limit NAME = N"); the engine enforces the same
-# named constants (engine-rs/src/validate.rs) and rejects what exceeds them. Checked here so
-# that such an order is refused before it is sent. Byte limits count UTF-8 bytes.
-MAX_NEW_ORDER_BYTES = 4096
-"""The whole encoded NewOrder. An Order within every field limit below encodes in at most
-about 3.5 KB (tests/unit/test_order_limits.py), so it always fits."""
-MAX_CLIENT_ORDER_ID_BYTES = 64
-MAX_ACCOUNT_BYTES = 32
-MAX_SYMBOL_BYTES = 32
-MAX_TAGS = 32
-MAX_TAG_KEY_BYTES = 32
-MAX_TAG_VALUE_BYTES = 64
-MAX_CORRELATION_ID_BYTES = 128
-"""The Bridge-Correlation-Id header; the engine keeps the first 128 bytes of a longer one."""
+# Size limits and id rules of a NewOrder come from the contract (schemas/bridge/v1/contract.toml,
+# generated into bridge.contract; the engine enforces the same generated constants). Checked here
+# so that such an order is refused before it is sent. Byte limits count UTF-8 bytes. An Order
+# within every field limit encodes in at most about 3.5 KB (tests/unit/test_order_limits.py),
+# so it always fits MAX_NEW_ORDER_BYTES.
 MAX_VALUE = Decimal(_INT64_MAX).scaleb(-MAX_SCALE)
 """Largest quantity or price the engine's 64-bit fixed point (1e-8) can hold."""
-ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+ID_PATTERN = CLIENT_ORDER_ID_PATTERN
 _E = TypeVar("_E", bound=StrEnum)
 
 
@@ -262,12 +263,8 @@ Identifier = Annotated[
     str, Field(min_length=1, max_length=MAX_CLIENT_ORDER_ID_BYTES, pattern=ID_PATTERN)
 ]
 # An account starting with "_" is reserved for the venue's own orders (the engine's `_house`).
-Account = Annotated[
-    str, Field(min_length=1, max_length=MAX_ACCOUNT_BYTES, pattern=r"^[A-Za-z0-9-][A-Za-z0-9_-]*$")
-]
-Symbol = Annotated[
-    str, Field(min_length=1, max_length=MAX_SYMBOL_BYTES, pattern=r"^[A-Za-z0-9._/-]+$")
-]
+Account = Annotated[str, Field(min_length=1, max_length=MAX_ACCOUNT_BYTES, pattern=ACCOUNT_PATTERN)]
+Symbol = Annotated[str, Field(min_length=1, max_length=MAX_SYMBOL_BYTES, pattern=SYMBOL_PATTERN)]
 
 
 class Order(_Model):

@@ -1,9 +1,9 @@
 """Unit tests of the NewOrder size limits on the Python side (issue 9, item 2).
 
-The contract states each limit next to its field (``[limit NAME = N]`` in
-schemas/bridge/v1/orders.proto); ``bridge.models`` must use the same numbers, refuse an order
-over a limit with ``InvalidOrderError`` naming the field, and never build an order whose
-encoding exceeds the whole-message limit. Pure: no NATS, no engine.
+The contract declares each limit once (schemas/bridge/v1/contract.toml, generated into
+``bridge.contract``) and orders.proto documents it next to its field (``[limit NAME = N]``);
+``bridge.models`` must refuse an order over a limit with ``InvalidOrderError`` naming the field,
+and never build an order whose encoding exceeds the whole-message limit. Pure: no NATS, no engine.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from bridge import models
+from bridge import contract, models
 from bridge.errors import InvalidOrderError
 from bridge.models import Order, OrderType, Side, TimeInForce
 
@@ -43,8 +43,8 @@ def _refusal(**overrides: Any) -> set[tuple[str, str]]:
     return {(e.field, e.rule) for e in info.value.errors}
 
 
-def test_python_limits_are_the_contracts() -> None:
-    """Every limit the contract states has a constant of the same name and value in models."""
+def test_limits_documented_in_the_proto_are_the_contracts() -> None:
+    """Every limit orders.proto documents has the value of the generated contract constant."""
     stated = {
         name: int(value)
         for name, value in re.findall(r"\[limit (\w+) = (\d+)\]", ORDERS_PROTO.read_text())
@@ -59,7 +59,7 @@ def test_python_limits_are_the_contracts() -> None:
         "MAX_TAG_VALUE_BYTES",
         "MAX_CORRELATION_ID_BYTES",
     }
-    assert {name: getattr(models, name) for name in stated} == stated
+    assert {name: getattr(contract, name) for name in stated} == stated
 
 
 def test_tag_key_and_value_sizes_are_limited_in_utf8_bytes() -> None:
@@ -85,17 +85,17 @@ def test_largest_valid_order_fits_the_message_limit() -> None:
     """An order at every field limit encodes within MAX_NEW_ORDER_BYTES, so the engine's
     whole-message check never refuses an order this model accepts."""
     order = _order(
-        client_order_id="c" * models.MAX_CLIENT_ORDER_ID_BYTES,
-        account="a" * models.MAX_ACCOUNT_BYTES,
-        symbol="S" * models.MAX_SYMBOL_BYTES,
+        client_order_id="c" * contract.MAX_CLIENT_ORDER_ID_BYTES,
+        account="a" * contract.MAX_ACCOUNT_BYTES,
+        symbol="S" * contract.MAX_SYMBOL_BYTES,
         quantity=models.MAX_VALUE,
         limit_price=models.MAX_VALUE,
         created_at_unix_ns=2**63 - 1,
         deadline_unix_ns=2**63 - 1,
         tags={
-            f"{i:0{models.MAX_TAG_KEY_BYTES}d}": "é" * (models.MAX_TAG_VALUE_BYTES // 2)
-            for i in range(models.MAX_TAGS)
+            f"{i:0{contract.MAX_TAG_KEY_BYTES}d}": "é" * (contract.MAX_TAG_VALUE_BYTES // 2)
+            for i in range(contract.MAX_TAGS)
         },
     )
     size = order.to_proto().ByteSize()
-    assert 3000 < size <= models.MAX_NEW_ORDER_BYTES
+    assert 3000 < size <= contract.MAX_NEW_ORDER_BYTES
