@@ -366,7 +366,7 @@ class BridgeClient:
     ) -> _T:
         """Attempts 2.. of ``op``, whose first attempt (begun at ``started``) raised ``failed``;
         re-raises ``failed`` if it is not worth retrying."""
-        if not is_transient(failed) or self._settings.retry_max_attempts == 1:
+        if not is_transient(failed) or self._settings.order_retry_max_attempts == 1:
             raise failed
         delay = backoff_delay(self._settings, 0)
         log_first_retry(what, failed, delay)
@@ -710,7 +710,7 @@ class BridgeClient:
         Use as ``async with bridge.reports("ACC1") as stream: async for r in stream: ...``.
         Reports are read from the durable EXECUTIONS stream (see ``bridge.reports``): a report
         is yielded only once JetStream has stored it, a slow reader holds at most
-        ``report_buffer`` of them while the server keeps the rest, and nothing is skipped or
+        ``subscription_capacity`` of them while the server keeps the rest, and nothing is skipped or
         repeated across reconnects. By default the stream starts with the reports stored
         after it opens; ``since_seq`` starts at that EXECUTIONS sequence instead (resume with
         ``stream.last_seq + 1``). Any number of readers may watch the same flow.

@@ -1,15 +1,18 @@
 """Client settings: every default in one place, overridden by a TOML file, then by environment.
 
 Precedence (lowest to highest): defaults here < the TOML file named by ``BRIDGE_CONFIG_FILE``
-< ``BRIDGE_*`` environment variables < keyword arguments. Unknown keys are an error. Knob names
-match the engine's (``engine-rs/src/config.rs``) wherever both sides have the knob.
+< ``BRIDGE_*`` environment variables < keyword arguments. Unknown keys are an error. A knob with
+the same name as one of the engine's (``engine-rs/src/config.rs``) means the same thing there;
+knobs that differ have different names (``order_retry_*`` here, ``jetstream_retry_*`` there).
+A renamed knob given under its old name (keyword, TOML key or ``BRIDGE_<OLD>`` variable) is an
+error naming the new knob (``RENAMED_KNOBS``), never silently ignored.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -20,6 +23,13 @@ from pydantic_settings import (
 )
 
 from bridge import subjects
+
+RENAMED_KNOBS: dict[str, str] = {
+    "retry_max_attempts": "order_retry_max_attempts",
+    "retry_deadline_ms": "order_retry_deadline_ms",
+    "report_buffer": "subscription_capacity",
+}
+"""Old knob name -> its new name. An old name is refused, naming the new one."""
 
 
 class BridgeSettings(BaseSettings):
@@ -62,10 +72,10 @@ class BridgeSettings(BaseSettings):
     ping_interval_ms: int = Field(
         default=5000, gt=0, description="Client PINGs; 2 unanswered ones trigger a reconnect."
     )
-    retry_max_attempts: int = Field(
+    order_retry_max_attempts: int = Field(
         default=3, ge=1, description="Attempts of one order operation (1 = no retry)."
     )
-    retry_deadline_ms: int = Field(
+    order_retry_deadline_ms: int = Field(
         default=10000, gt=0, description="Retries of one operation stop after this long."
     )
     request_timeout_ms: int = Field(
@@ -83,13 +93,23 @@ class BridgeSettings(BaseSettings):
         description="How long a queued publish waits for an in-flight slot before "
         "BackpressureError (0 = fail at once).",
     )
-    report_buffer: int = Field(
+    subscription_capacity: int = Field(
         default=1024,
         ge=2,
         le=65536,
-        description="Execution reports a report stream holds at most (its pull window); a "
-        "slower reader leaves the rest in EXECUTIONS, nothing is dropped.",
+        description="Messages one subscription buffers at most: a report stream's pull window; "
+        "a slower reader leaves the rest in EXECUTIONS, nothing is dropped.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_renamed_knobs(cls, data: Any) -> Any:
+        given = set(data) if isinstance(data, dict) else set()
+        env = {name.upper() for name in os.environ}
+        for old, new in RENAMED_KNOBS.items():
+            if old in given or f"BRIDGE_{old.upper()}" in env:
+                raise ValueError(f"{old} was renamed {new} (BRIDGE_{new.upper()})")
+        return data
 
     @model_validator(mode="after")
     def _check_retry_knobs(self) -> Self:

@@ -6,9 +6,9 @@ A report stream is an ordered, flow-controlled reader of EXECUTIONS, not a plain
   report reaches the caller only after JetStream has stored (and fsynced) it. A plain core
   subscription sees a report before it is stored and, when its reader falls behind, nats-py
   drops what does not fit in its buffer with nothing but a log line (issue 9, defect 4).
-* **Bounded, never lossy.** At most ``report_buffer`` reports are requested from the server and
-  not yet read (the pull window, re-filled when half of it is consumed), so a slow reader holds
-  bounded memory and the server keeps the rest. Nothing is ever dropped silently.
+* **Bounded, never lossy.** At most ``subscription_capacity`` reports are requested from the
+  server and not yet read (the pull window, re-filled when half of it is consumed), so a slow
+  reader holds bounded memory and the server keeps the rest. Nothing is ever dropped silently.
 * **Exactly once, in stream order.** Each delivery carries its stream and consumer sequence. A
   consumer sequence that skips (a delivery dropped on the way), a consumer that vanished (server
   restart, deletion, inactivity), a reconnect or missing heartbeats make the stream re-create
@@ -73,7 +73,7 @@ class ReportStream:
     def __init__(self, client: BridgeClient, subject: str, since_seq: int | None = None) -> None:
         self._client = client
         self.subject = subject
-        self._window = client.settings.report_buffer
+        self._window = client.settings.subscription_capacity
         self._next_seq = since_seq  # None: "from now", fixed when the stream opens
         self.last_seq = 0 if since_seq is None else since_seq - 1
         self.resets = 0
@@ -106,7 +106,7 @@ class ReportStream:
 
     @property
     def buffered(self) -> int:
-        """Deliveries held in this process, not yet read (at most ``report_buffer`` reports
+        """Deliveries held in this process, not yet read (at most ``subscription_capacity`` reports
         plus a few status messages)."""
         return 0 if self._sub is None else self._sub.pending_msgs
 
@@ -187,7 +187,7 @@ class ReportStream:
         return _decode_report(msg.data)
 
     async def _request_more(self, sub: Subscription) -> None:
-        """Keep up to ``report_buffer`` reports requested: re-fill when half was received."""
+        """Keep up to ``subscription_capacity`` reports requested; re-fill at half received."""
         if self._requested > self._window // 2:
             return
         batch = self._window - self._requested

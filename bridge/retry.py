@@ -19,8 +19,8 @@ retry can never create a second order:
 
 Never retried: validation (``InvalidOrderError``), a full stream (``StreamFullError``), an
 engine rejection, authorization or permission errors, protocol errors, a closed client.
-Retries stop after ``retry_max_attempts`` attempts or once ``retry_deadline_ms`` has passed
-since the first attempt; the last error is raised.
+Retries stop after ``order_retry_max_attempts`` attempts or once ``order_retry_deadline_ms`` has
+passed since the first attempt; the last error is raised.
 """
 
 from __future__ import annotations
@@ -47,10 +47,17 @@ from bridge.errors import (
 )
 
 
+def backoff_base_ms(initial_delay_ms: int, max_delay_ms: int, failures: int) -> int:
+    """The backoff without jitter, in ms: ``min(max_delay_ms, initial_delay_ms * 2**failures)``
+    (the formula ``schemas/testdata/backoff.json`` pins for both languages)."""
+    return min(max_delay_ms, initial_delay_ms << min(failures, 32))
+
+
 def backoff_delay(settings: BridgeSettings, failures: int) -> float:
     """Seconds to wait after ``failures`` + 1 consecutive failures (``failures`` >= 0)."""
-    base = settings.reconnect_initial_delay_ms << min(failures, 32)
-    capped = min(settings.reconnect_max_delay_ms, base)
+    capped = backoff_base_ms(
+        settings.reconnect_initial_delay_ms, settings.reconnect_max_delay_ms, failures
+    )
     jitter = random.uniform(0, settings.reconnect_jitter_ms)  # not crypto: spreads reconnects
     return (capped + jitter) / 1000
 
@@ -87,12 +94,12 @@ def request_retrying(
     """The policy for one order operation (submit, enqueue, cancel, status).
 
     ``done`` attempts already failed outside the policy, ``elapsed_s`` ago in total: they
-    count against ``retry_max_attempts`` and ``retry_deadline_ms``.
+    count against ``order_retry_max_attempts`` and ``order_retry_deadline_ms``.
     """
     return AsyncRetrying(
         retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(max(1, settings.retry_max_attempts - done))
-        | stop_after_delay(max(0.0, settings.retry_deadline_ms / 1000 - elapsed_s)),
+        stop=stop_after_attempt(max(1, settings.order_retry_max_attempts - done))
+        | stop_after_delay(max(0.0, settings.order_retry_deadline_ms / 1000 - elapsed_s)),
         wait=lambda state: backoff_delay(settings, state.attempt_number - 1 + done),
         before_sleep=_log_retry(what),
         reraise=True,

@@ -31,7 +31,7 @@ KILL_AFTER = 400  # acked orders seen before the kill
 
 
 def _child_env(handle: ServerHandle) -> dict[str, str]:
-    settings = client_settings(handle, retry_max_attempts=5)
+    settings = client_settings(handle, order_retry_max_attempts=5)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     for key, value in settings.model_dump(exclude_none=True).items():
         env[f"BRIDGE_{key.upper()}"] = str(value)

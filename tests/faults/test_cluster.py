@@ -49,8 +49,8 @@ async def _run_with_fault(
         ping_interval_ms=1000,
         request_timeout_ms=2000,
         publish_timeout_ms=2000,
-        retry_max_attempts=20,
-        retry_deadline_ms=15000,
+        order_retry_max_attempts=20,
+        order_retry_deadline_ms=15000,
     )
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log", env=FAST_PINGS).start()
     try:

@@ -74,7 +74,7 @@ OPS_PER_ACCOUNT = int(os.environ.get("BRIDGE_FAULT_MIXED_OPS", "100"))
 PAUSE_S = float(os.environ.get("BRIDGE_FAULT_PAUSE_S", "10"))
 FAST_PINGS = {"BRIDGE_PING_INTERVAL_MS": "1000"}
 # Attempts the test itself makes per operation on top of the client's own retries (each up to
-# retry_deadline_ms); re-sending the same client order id is safe by design.
+# order_retry_deadline_ms); re-sending the same client order id is safe by design.
 ATTEMPTS = 4
 # The engine is restarted at most this many times if it exits on purpose during the run.
 MAX_ENGINE_RESTARTS = 3
@@ -503,8 +503,8 @@ async def _run_scenario(
         ping_interval_ms=1000,
         request_timeout_ms=2000,
         publish_timeout_ms=2000,
-        retry_max_attempts=20,
-        retry_deadline_ms=15000,
+        order_retry_max_attempts=20,
+        order_retry_deadline_ms=15000,
     )
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log", env=FAST_PINGS)
     await asyncio.to_thread(engine.start)

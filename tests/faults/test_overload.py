@@ -214,7 +214,7 @@ async def test_inflight_bound_gives_backpressure_error_and_sends_nothing_more(
         max_inflight=1,
         backpressure_wait_ms=200,
         publish_timeout_ms=1500,
-        retry_max_attempts=1,
+        order_retry_max_attempts=1,
     )
     async with BridgeClient(settings) as bridge:
         fresh_server.pause()

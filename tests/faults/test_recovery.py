@@ -46,7 +46,7 @@ async def test_timed_out_order_is_resolved_by_a_status_query(
     handle = fresh_server.handle
     account = new_account("OU")
     (order,) = order_flow(account, 1, seed=21)
-    settings = client_settings(handle, request_timeout_ms=300, retry_max_attempts=3)
+    settings = client_settings(handle, request_timeout_ms=300, order_retry_max_attempts=3)
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
     assert engine.pid is not None
     try:
@@ -142,7 +142,7 @@ async def test_connection_events_and_engine_availability_are_reported(
     account = new_account("CE")
     first, second = order_flow(account, 2, seed=24)
     events: list[ConnectionEvent] = []
-    bridge = BridgeClient(client_settings(handle, retry_max_attempts=1))
+    bridge = BridgeClient(client_settings(handle, order_retry_max_attempts=1))
     remove = bridge.on_connection_event(events.append)
 
     def state() -> ConnectionState:

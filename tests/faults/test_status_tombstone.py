@@ -93,7 +93,7 @@ async def test_not_found_during_a_pause_means_the_queued_submit_never_executes(
     submit is REJECTED and never executes (a re-send under the same id too, under a new id it
     executes). Repeated (at most 6 rounds) until "not found" was answered at least once."""
     handle = fresh_server.handle
-    settings = client_settings(handle, request_timeout_ms=300, retry_max_attempts=1)
+    settings = client_settings(handle, request_timeout_ms=300, order_retry_max_attempts=1)
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
     nc = await connect_as(handle.url, handle.creds, "orchestrator")
     not_found = 0

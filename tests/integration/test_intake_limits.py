@@ -180,7 +180,7 @@ async def test_a_record_the_journal_refuses_for_good_is_answered_not_retried(
     await _set_journal_max_msg_size(handle, 128)  # every OrderRecord is larger
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
     pid = engine.pid
-    settings = client_settings(handle, request_timeout_ms=5000, retry_max_attempts=1)
+    settings = client_settings(handle, request_timeout_ms=5000, order_retry_max_attempts=1)
     try:
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
             refused = await bridge.submit(market(account))

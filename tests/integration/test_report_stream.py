@@ -53,10 +53,10 @@ async def _read(stream: ReportStream, n: int) -> list[tuple[int, ExecutionReport
 async def test_slow_reader_gets_every_report_once_with_bounded_memory(
     engine: EngineProcess, nats_server: ServerHandle
 ) -> None:
-    """A reader with report_buffer=64 that reads nothing until all 300 orders are done still
+    """A reader with subscription_capacity=64 that reads nothing until all 300 orders are done still
     gets every stored report exactly once, in stream order, holding at most 64 meanwhile."""
     account = f"SLOW-{uuid.uuid4().hex[:8]}"
-    settings = client_settings(nats_server, report_buffer=64)
+    settings = client_settings(nats_server, subscription_capacity=64)
     orders = _ioc_orders(account, 300)
     async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
         await bridge.enqueue_batch(orders)

@@ -43,7 +43,7 @@ def test_defaults() -> None:
     assert s.request_timeout_ms == 2000
     assert s.publish_timeout_ms == 5000
     assert s.max_inflight == 1024
-    assert s.report_buffer == 1024
+    assert s.subscription_capacity == 1024
 
 
 def test_env_overrides_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,3 +123,38 @@ def test_nkey_seed_from_env_is_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.nkey_seed is not None
     assert s.nkey_seed.get_secret_value() == SEED
     assert SEED not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("retry_max_attempts", "order_retry_max_attempts"),
+        ("retry_deadline_ms", "order_retry_deadline_ms"),
+        ("report_buffer", "subscription_capacity"),
+    ],
+)
+def test_renamed_knob_is_refused_naming_the_new_one(
+    old: str, new: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An old knob name, as keyword, TOML key or BRIDGE_<OLD> variable, is an error that names
+    the new knob, not silently ignored."""
+    message = f"{old} was renamed {new}"
+    with pytest.raises(pydantic.ValidationError, match=message):
+        BridgeSettings(**{old: 5})  # type: ignore[arg-type]
+    monkeypatch.setenv(f"BRIDGE_{old.upper()}", "5")
+    with pytest.raises(pydantic.ValidationError, match=message):
+        BridgeSettings()
+    monkeypatch.delenv(f"BRIDGE_{old.upper()}")
+    _write_config(tmp_path, monkeypatch, f"{old} = 5\n")
+    with pytest.raises(pydantic.ValidationError, match=message):
+        BridgeSettings()
+
+
+def test_new_knob_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The renamed knobs are read under their new names from the environment."""
+    monkeypatch.setenv("BRIDGE_ORDER_RETRY_MAX_ATTEMPTS", "7")
+    monkeypatch.setenv("BRIDGE_ORDER_RETRY_DEADLINE_MS", "1234")
+    monkeypatch.setenv("BRIDGE_SUBSCRIPTION_CAPACITY", "64")
+    s = BridgeSettings()
+    assert (s.order_retry_max_attempts, s.order_retry_deadline_ms) == (7, 1234)
+    assert s.subscription_capacity == 64

@@ -100,7 +100,7 @@ async def test_retries_stop_after_max_attempts_and_reraise_the_last_error() -> N
         calls += 1
         raise OutcomeUnknownError(f"attempt {calls}", client_order_id="o1")
 
-    s = settings(retry_max_attempts=3, reconnect_initial_delay_ms=1, reconnect_max_delay_ms=1)
+    s = settings(order_retry_max_attempts=3, reconnect_initial_delay_ms=1, reconnect_max_delay_ms=1)
     with pytest.raises(OutcomeUnknownError, match="attempt 3"):
         await run(request_retrying(s, "test"), flaky)
     assert calls == 3
@@ -115,7 +115,7 @@ async def test_permanent_error_is_raised_at_once() -> None:
         raise StreamFullError("full")
 
     with pytest.raises(StreamFullError):
-        await run(request_retrying(settings(retry_max_attempts=5), "test"), full)
+        await run(request_retrying(settings(order_retry_max_attempts=5), "test"), full)
     assert calls == 1
 
 
@@ -125,7 +125,7 @@ async def test_permanent_error_is_raised_at_once() -> None:
         ({"max_reconnect_attempts": 0}, "max_reconnect_attempts"),
         ({"max_reconnect_attempts": -2}, "max_reconnect_attempts"),
         ({"reconnect_initial_delay_ms": 5000}, "reconnect_initial_delay_ms"),
-        ({"retry_max_attempts": 0}, "retry_max_attempts"),
+        ({"order_retry_max_attempts": 0}, "order_retry_max_attempts"),
         ({"backpressure_wait_ms": -1}, "backpressure_wait_ms"),
     ],
 )
@@ -165,7 +165,7 @@ async def test_client_makes_exactly_retry_max_attempts_with_the_same_ids() -> No
         seen.append("o1")
         raise OutcomeUnknownError("no answer", client_order_id="o1", correlation_id="k1")
 
-    client = BridgeClient(settings(retry_max_attempts=4, reconnect_initial_delay_ms=1))
+    client = BridgeClient(settings(order_retry_max_attempts=4, reconnect_initial_delay_ms=1))
     with pytest.raises(OutcomeUnknownError):
         await client._with_retries("test", unanswered)
     assert seen == ["o1"] * 4
