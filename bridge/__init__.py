@@ -3,6 +3,8 @@
 See README.md for the subjects, streams and roles; ``bridge.errors`` for the exception tree.
 """
 
+import typing as _typing
+
 from bridge.client import BridgeClient, ConnectionEvent, ConnectionState
 from bridge.config import BridgeSettings
 from bridge.errors import (
@@ -20,7 +22,6 @@ from bridge.errors import (
     ReportsLostError,
     StreamFullError,
 )
-from bridge.journal import OrderJournal, PendingOrder
 from bridge.models import (
     AckStatus,
     ExecType,
@@ -36,6 +37,7 @@ from bridge.models import (
     Side,
     TimeInForce,
 )
+from bridge.outbox import OrderOutbox, PendingOrder
 from bridge.reports import ReportStream
 
 __all__ = [
@@ -56,7 +58,7 @@ __all__ = [
     "InvalidOrderError",
     "Order",
     "OrderAck",
-    "OrderJournal",
+    "OrderOutbox",
     "OrderRejectedError",
     "OrderState",
     "OrderStatus",
@@ -73,3 +75,12 @@ __all__ = [
     "StreamFullError",
     "TimeInForce",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    """``bridge.OrderJournal``: deprecated alias of ``OrderOutbox`` (warns; see bridge.journal)."""
+    if name == "OrderJournal":
+        from bridge import journal
+
+        return journal.OrderJournal
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

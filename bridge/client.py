@@ -31,6 +31,7 @@ import json
 import ssl
 import time
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -59,8 +60,8 @@ from bridge.errors import (
     PublishError,
     StreamFullError,
 )
-from bridge.journal import OrderJournal
 from bridge.models import Order, OrderAck, OrderState, QueuedOrder
+from bridge.outbox import OrderOutbox
 from bridge.reports import ReportStream
 from bridge.retry import (
     backoff_delay,
@@ -148,12 +149,24 @@ class BridgeClient:
     """Submit orders, await acks and fills, subscribe to execution reports."""
 
     def __init__(
-        self, settings: BridgeSettings | None = None, *, journal: OrderJournal | None = None
+        self,
+        settings: BridgeSettings | None = None,
+        *,
+        outbox: OrderOutbox | None = None,
+        journal: OrderOutbox | None = None,
     ) -> None:
-        """``journal``: optional local record of orders sent and their outcomes, so that after
-        a restart of this process ``resubmit_pending()`` can re-send what has no outcome."""
+        """``outbox``: optional local record of orders sent and their outcomes, so that after
+        a restart of this process ``resubmit_pending()`` can re-send what has no outcome.
+        ``journal`` is its deprecated old name (warns)."""
         self._settings = settings or BridgeSettings()
-        self._journal = journal
+        if journal is not None:
+            warnings.warn(
+                "BridgeClient(journal=...) was renamed BridgeClient(outbox=...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            outbox = outbox or journal
+        self._outbox = outbox
         self._state = _State.UNOPENED
         self._nc: NatsConnection | None = None
         self._js: JetStreamContext | None = None
@@ -434,8 +447,8 @@ class BridgeClient:
         ``OutcomeUnknownError`` (sent, unanswered: resolve it with ``status()``).
         """
         cid = correlation_id or new_correlation_id()
-        if self._journal is not None:
-            self._journal.record([order], route="submit")
+        if self._outbox is not None:
+            self._outbox.record([order], route="submit")
         request = order.to_proto()
         decode = _answer(orders_pb2.OrderAck, OrderAck.from_proto, order.client_order_id, cid)
         ack = await self._with_retries(
@@ -449,8 +462,8 @@ class BridgeClient:
                 timeout=timeout,
             ),
         )
-        if self._journal is not None:
-            self._journal.resolve({order.client_order_id: f"ack:{ack.status.value}"})
+        if self._outbox is not None:
+            self._outbox.resolve({order.client_order_id: f"ack:{ack.status.value}"})
         log.debug(
             "bridge.ack",
             client_order_id=order.client_order_id,
@@ -483,7 +496,7 @@ class BridgeClient:
         """The engine's record of an order; ``found=False`` is definitive.
 
         This is how an ``OutcomeUnknownError`` is resolved: the answer comes from the engine's
-        durable journal, which every engine sharing the deployment reads. ``found=True``: that
+        durable order store, which every engine sharing the deployment reads. ``found=True``: that
         is the order. ``found=False``: the engine has no order with this id and never will,
         because it retired the id (atomically, before answering); an order with this id that
         is still on its way is REJECTED (``UNKNOWN_ORDER``) and never executes, so re-sending
@@ -543,8 +556,8 @@ class BridgeClient:
         inflight = self._inflight
         assert inflight is not None
         cid = correlation_id or new_correlation_id()
-        if self._journal is not None:
-            self._journal.record(orders, route="queue")
+        if self._outbox is not None:
+            self._outbox.record(orders, route="queue")
         started = time.monotonic()
         sent: list[tuple[Order, asyncio.Future[QueuedOrder]]] = []
         stopped: BackpressureError | None = None
@@ -591,12 +604,12 @@ class BridgeClient:
             self._pub_acks.cancel([f for _, f in sent])
             raise
         queued, unknown, failure = _batch_outcome(outcomes, stopped)
-        if self._journal is not None:
-            journal = {q.client_order_id: "queued" for q in queued}
+        if self._outbox is not None:
+            resolved = {q.client_order_id: "queued" for q in queued}
             for result in outcomes:
                 if isinstance(result, StreamFullError) and result.client_order_id:
-                    journal[result.client_order_id] = "refused:stream_full"
-            self._journal.resolve(journal)
+                    resolved[result.client_order_id] = "refused:stream_full"
+            self._outbox.resolve(resolved)
         if failure is not None:
             failure.queued = tuple(queued)
             failure.unknown = unknown
@@ -687,15 +700,15 @@ class BridgeClient:
         )
 
     async def resubmit_pending(self) -> tuple[list[OrderAck], list[QueuedOrder]]:
-        """Re-send, by their original route and ids, the journal's orders without an outcome.
+        """Re-send, by their original route and ids, the outbox's orders without an outcome.
 
         For after a restart of this process: orders that did reach the engine are answered as
         duplicates (``OrderAck.duplicate`` / ``QueuedOrder.duplicate`` or the engine's record)
         and are not executed twice. Raises like ``submit``/``enqueue_batch``.
         """
-        if self._journal is None:
-            raise BridgeError("resubmit_pending() needs BridgeClient(..., journal=...)")
-        pending = self._journal.pending()
+        if self._outbox is None:
+            raise BridgeError("resubmit_pending() needs BridgeClient(..., outbox=...)")
+        pending = self._outbox.pending()
         acks = [await self.submit(p.order) for p in pending if p.route == "submit"]
         queued = await self.enqueue_batch([p.order for p in pending if p.route == "queue"])
         return acks, queued

@@ -117,7 +117,7 @@ class OutcomeUnknownError(BridgeError):
     1. Call ``BridgeClient.status(account, client_order_id)`` (retry it if it also times out).
     2. ``found=True``: that is the order; follow it with its reports.
     3. ``found=False``: definitive. Before answering, the engine retired the id atomically (a
-       tombstone in its journal), so the order will never execute: a copy still in flight
+       tombstone in its order store), so the order will never execute: a copy still in flight
        (a late submit, a queued message) is REJECTED with reason ``UNKNOWN_ORDER``. Re-sending
        the order under a **new** client order id is safe.
 

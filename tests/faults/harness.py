@@ -226,11 +226,13 @@ def verify(
     for r in reports:
         cum[r.client_order_id] = max(cum[r.client_order_id], decimal_from_proto(r.cum_qty))
     result.acked = len(acked)
-    result.lost = sum(1 for cid in acked if finals[cid] == 0)
+    result.lost = sum(1 for order_id in acked if finals[order_id] == 0)
     result.duplicated = sum(1 for n in finals.values() if n > 1) + sum(
         1 for n in exec_ids.values() if n > 1
     )
-    result.overfilled = sum(1 for cid, c in cum.items() if cid in qty and c > qty[cid])
+    result.overfilled = sum(
+        1 for order_id, c in cum.items() if order_id in qty and c > qty[order_id]
+    )
     unknown = {r.client_order_id for r in reports} - set(qty)
     result.notes["reports"] = len(reports)
     if unknown:

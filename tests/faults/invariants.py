@@ -59,18 +59,18 @@ def check_reports(reports: list[orders_pb2.ExecutionReport], found: Invariants) 
         found.bought[symbol] = bought
         if bought != sold:
             found.violations.append(f"{symbol}: bought {bought} != sold {sold}")
-    for (account, cid), rs in by_order.items():
+    for (account, order_id), rs in by_order.items():
         seqs = [r.seq for r in rs]
         if seqs != list(range(1, len(rs) + 1)):
-            found.violations.append(f"{account}.{cid}: report seqs {seqs[:8]}...")
+            found.violations.append(f"{account}.{order_id}: report seqs {seqs[:8]}...")
         finals = [i for i, r in enumerate(rs) if r.order_status in FINAL]
         if finals and finals[0] != len(rs) - 1:
-            found.violations.append(f"{account}.{cid}: a report after its final report")
+            found.violations.append(f"{account}.{order_id}: a report after its final report")
         for r in rs:
             if r.order_status not in FINAL:
                 cum, leaves = decimal_from_proto(r.cum_qty), decimal_from_proto(r.leaves_qty)
                 if cum + leaves != decimal_from_proto(r.order_qty):
-                    found.violations.append(f"{account}.{cid}: cum {cum} + leaves {leaves}")
+                    found.violations.append(f"{account}.{order_id}: cum {cum} + leaves {leaves}")
     found.reports = len(reports)
 
 
@@ -86,20 +86,22 @@ async def check_engine_agrees(
     finals = [k for k, r in last.items() if r.order_status in FINAL][:STATUS_SAMPLE]
     settings = client_settings(handle, request_timeout_ms=10_000)
     async with BridgeClient(settings) as bridge:
-        for account, cid in live + finals:
-            state = await bridge.status(account, cid)
-            want = last[(account, cid)]
+        for account, order_id in live + finals:
+            state = await bridge.status(account, order_id)
+            want = last[(account, order_id)]
             got = state.last_report
             if not state.found or got is None or got.exec_id != want.exec_id:
                 seen = got.exec_id if got else None
-                found.violations.append(f"{account}.{cid}: status {seen} != stored {want.exec_id}")
-        for account, cid in live:
+                found.violations.append(
+                    f"{account}.{order_id}: status {seen} != stored {want.exec_id}"
+                )
+        for account, order_id in live:
             if account == HOUSE:
                 continue  # the venue's own orders are not canceled by clients
-            ack = await bridge.cancel(account, cid)
+            ack = await bridge.cancel(account, order_id)
             if ack.status is not AckStatus.ACCEPTED or ack.order_status is not OrderStatus.CANCELED:
                 found.violations.append(
-                    f"{account}.{cid}: live in EXECUTIONS but not in a book ({ack.text})"
+                    f"{account}.{order_id}: live in EXECUTIONS but not in a book ({ack.text})"
                 )
             else:
                 found.live_canceled += 1

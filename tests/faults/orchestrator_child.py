@@ -1,8 +1,8 @@
 """A stand-in orchestrator process for tests/faults/test_client_restart.py.
 
 ``python -m tests.faults.orchestrator_child JOURNAL ACCOUNT COUNT`` records COUNT orders in
-the journal, then queues them in batches of 50, printing ``acked N`` after each batch (the
-parent kills it with SIGKILL mid-run). With ``--resume`` it re-sends whatever the journal has
+the outbox, then queues them in batches of 50, printing ``acked N`` after each batch (the
+parent kills it with SIGKILL mid-run). With ``--resume`` it re-sends whatever the outbox has
 no outcome for and prints ``SUMMARY {json}``. Settings come from ``BRIDGE_*`` variables.
 """
 
@@ -12,17 +12,17 @@ import argparse
 import asyncio
 import json
 
-from bridge import BridgeClient, BridgeSettings, OrderJournal
+from bridge import BridgeClient, BridgeSettings, OrderOutbox
 from tests.faults.harness import order_flow
 
 BATCH = 50
 
 
-async def main(journal_path: str, account: str, count: int, resume: bool) -> None:
-    with OrderJournal(journal_path) as journal:
-        async with BridgeClient(BridgeSettings(), journal=journal) as bridge:
+async def main(outbox_path: str, account: str, count: int, resume: bool) -> None:
+    with OrderOutbox(outbox_path) as outbox:
+        async with BridgeClient(BridgeSettings(), outbox=outbox) as bridge:
             if resume:
-                pending = len(journal.pending())
+                pending = len(outbox.pending())
                 acks, queued = await bridge.resubmit_pending()
                 summary = {
                     "pending": pending,
@@ -32,7 +32,7 @@ async def main(journal_path: str, account: str, count: int, resume: bool) -> Non
                 print("SUMMARY", json.dumps(summary), flush=True)
                 return
             orders = order_flow(account, count, seed=13)
-            journal.record(orders, route="queue")
+            outbox.record(orders, route="queue")
             for start in range(0, count, BATCH):
                 await bridge.enqueue_batch(orders[start : start + BATCH])
                 print(f"acked {start + BATCH}", flush=True)
@@ -40,9 +40,9 @@ async def main(journal_path: str, account: str, count: int, resume: bool) -> Non
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("journal")
+    parser.add_argument("outbox")
     parser.add_argument("account")
     parser.add_argument("count", type=int)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
-    asyncio.run(main(args.journal, args.account, args.count, args.resume))
+    asyncio.run(main(args.outbox, args.account, args.count, args.resume))

@@ -1,4 +1,4 @@
-"""The orchestrator process killed (SIGKILL) mid-batch and restarted: with its order journal
+"""The orchestrator process killed (SIGKILL) mid-batch and restarted: with its outbox
 it re-sends everything it got no outcome for, and no order is created or executed twice."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import OrderJournal, subjects
+from bridge import OrderOutbox, subjects
 from bridge.dev.engine import EngineProcess, client_settings
 from bridge.dev.server import REPO_ROOT, LocalNatsServer, ServerHandle, connect_as
 from tests.faults.harness import (
@@ -38,12 +38,12 @@ def _child_env(handle: ServerHandle) -> dict[str, str]:
     return env
 
 
-def _child(journal: Path, account: str, *extra: str) -> list[str]:
+def _child(outbox: Path, account: str, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
         "tests.faults.orchestrator_child",
-        str(journal),
+        str(outbox),
         account,
         str(ORDERS),
         *extra,
@@ -68,12 +68,12 @@ async def test_orchestrator_killed_mid_batch_resubmits_without_duplicates(
 ) -> None:
     handle = fresh_server.handle
     account = new_account("CR")
-    journal_path = tmp_path / "orders.db"
+    outbox_path = tmp_path / "orders.db"
     env = _child_env(handle)
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
     try:
         first = await asyncio.create_subprocess_exec(
-            *_child(journal_path, account),
+            *_child(outbox_path, account),
             cwd=REPO_ROOT,
             env=env,
             stdout=asyncio.subprocess.PIPE,
@@ -95,10 +95,10 @@ async def test_orchestrator_killed_mid_batch_resubmits_without_duplicates(
             if first.returncode is None:
                 first.kill()
             await first.wait()
-        with OrderJournal(journal_path) as journal:
-            pending_after_crash = len(journal.pending())
+        with OrderOutbox(outbox_path) as outbox:
+            pending_after_crash = len(outbox.pending())
         second = await asyncio.create_subprocess_exec(
-            *_child(journal_path, account, "--resume"),
+            *_child(outbox_path, account, "--resume"),
             cwd=REPO_ROOT,
             env=env,
             stdout=asyncio.subprocess.PIPE,
@@ -109,8 +109,8 @@ async def test_orchestrator_killed_mid_batch_resubmits_without_duplicates(
         assert second.returncode == 0
         (line,) = [ln for ln in out.decode().splitlines() if ln.startswith("SUMMARY ")]
         summary = json.loads(line.removeprefix("SUMMARY "))
-        with OrderJournal(journal_path) as journal:
-            entries = journal.entries()
+        with OrderOutbox(outbox_path) as outbox:
+            entries = outbox.entries()
         orders = [order for order, _, _ in entries]
         outcomes = [outcome for _, _, outcome in entries]
         acked = {o.client_order_id for o in orders}

@@ -277,8 +277,8 @@ class Load:
         self.retries[type(exc).__name__] += 1
 
     async def _submit(self, bridge: BridgeClient, order: Order) -> None:
-        cid = order.client_order_id
-        self.orders[cid] = order
+        order_id = order.client_order_id
+        self.orders[order_id] = order
         for _ in range(ATTEMPTS):
             try:
                 ack = await bridge.submit(order)
@@ -286,11 +286,11 @@ class Load:
                 self._transient(exc)
                 continue
             if ack.accepted:
-                self.acked.add(cid)
+                self.acked.add(order_id)
             else:  # an answer, not a failure: recorded in the notes
                 self.rejected[f"{ack.reason.value}: {ack.text}"[:80]] += 1
             return
-        self.unknown.add(cid)
+        self.unknown.add(order_id)
 
     async def _batch(self, bridge: BridgeClient, orders: Sequence[Order]) -> None:
         for o in orders:
@@ -312,15 +312,15 @@ class Load:
         if not flow.cancelable:
             self.cancels["no target"] += 1
             return
-        cid = flow.cancelable.pop(rng.randrange(len(flow.cancelable)))
+        order_id = flow.cancelable.pop(rng.randrange(len(flow.cancelable)))
         for _ in range(ATTEMPTS):
             try:
-                ack = await bridge.cancel(flow.account, cid)
+                ack = await bridge.cancel(flow.account, order_id)
             except BridgeError as exc:
                 self._transient(exc)
                 continue
             if ack.status is AckStatus.ACCEPTED and ack.order_status is OrderStatus.CANCELED:
-                self.canceled.add(cid)
+                self.canceled.add(order_id)
                 self.cancels["canceled"] += 1
             else:
                 self.cancels["refused"] += 1  # already filled, or not executed yet
@@ -437,22 +437,24 @@ async def _check_live_engine(
     violations: list[str] = []
     live: list[tuple[str, str]] = []
     gtc = sorted(c for c in load.acked if _is_gtc(load.orders[c]))
-    for cid in gtc:
-        account = load.orders[cid].account
-        state = await bridge.status(account, cid)
+    for order_id in gtc:
+        account = load.orders[order_id].account
+        state = await bridge.status(account, order_id)
         report = state.last_report
         if not state.found or report is None:
-            violations.append(f"{account}.{cid}: acked but status() does not find it")
+            violations.append(f"{account}.{order_id}: acked but status() does not find it")
         elif not report.order_status.is_final:
-            live.append((account, cid))
-            stored = last.get(cid)
+            live.append((account, order_id))
+            stored = last.get(order_id)
             if stored is not None and stored.order_status in FINAL:
-                violations.append(f"{account}.{cid}: status() live, EXECUTIONS final")
+                violations.append(f"{account}.{order_id}: status() live, EXECUTIONS final")
     canceled = 0
-    for account, cid in live[::2]:
-        ack = await bridge.cancel(account, cid)
+    for account, order_id in live[::2]:
+        ack = await bridge.cancel(account, order_id)
         if ack.status is not AckStatus.ACCEPTED or ack.order_status is not OrderStatus.CANCELED:
-            violations.append(f"{account}.{cid}: status() live but not in the book ({ack.text})")
+            violations.append(
+                f"{account}.{order_id}: status() live but not in the book ({ack.text})"
+            )
         else:
             canceled += 1
     return len(live), canceled, violations
@@ -539,9 +541,9 @@ async def _run_scenario(
             await wait_for_ack_floor(handle, timeout=120)
             phases = {"ack_floor": time.monotonic() - phase}
             retired: set[str] = set()
-            for cid in sorted(load.unknown):
-                state = await bridges[0].status(load.orders[cid].account, cid)
-                (load.acked if state.found else retired).add(cid)
+            for order_id in sorted(load.unknown):
+                state = await bridges[0].status(load.orders[order_id].account, order_id)
+                (load.acked if state.found else retired).add(order_id)
             phase = time.monotonic()
             reports: list[orders_pb2.ExecutionReport] = []
             for flow in load.flows:
@@ -593,10 +595,10 @@ async def _run_scenario(
     )
     result.notes["maker_fills"] = maker_fills
     result.notes["live_checked"] = f"{live} live, {canceled_live} canceled"
-    for cid in sorted(retired):
-        executed = [r for r in reports if r.client_order_id == cid]
+    for order_id in sorted(retired):
+        executed = [r for r in reports if r.client_order_id == order_id]
         if any(r.exec_type != orders_pb2.EXEC_TYPE_REJECTED for r in executed):
-            violations.append(f"{cid}: status() said not found, yet it executed")
+            violations.append(f"{order_id}: status() said not found, yet it executed")
     assert watch.failure is None, f"{watch.failure}: {watch.exits}\n{engine.log_tail(60)}"
     assert code == 0, engine.log_tail(60)
     assert_clean(result)

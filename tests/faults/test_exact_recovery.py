@@ -43,7 +43,7 @@ TRADE = orders_pb2.EXEC_TYPE_TRADE
 
 def limit(
     account: str,
-    cid: str,
+    order_id: str,
     side: Side,
     price: str,
     qty: int,
@@ -53,7 +53,7 @@ def limit(
     deadline_unix_ns: int = 0,
 ) -> Order:
     return Order(
-        client_order_id=cid,
+        client_order_id=order_id,
         account=account,
         symbol=symbol,
         side=side,
@@ -65,9 +65,9 @@ def limit(
     )
 
 
-def market(account: str, cid: str, side: Side, qty: int) -> Order:
+def market(account: str, order_id: str, side: Side, qty: int) -> Order:
     return Order(
-        client_order_id=cid,
+        client_order_id=order_id,
         account=account,
         symbol="AAPL",
         side=side,

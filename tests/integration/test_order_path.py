@@ -433,6 +433,8 @@ async def test_several_subscribers_see_the_same_flow(
         seen_sender = await collect_until_final(senders_view, want)
         seen_one = await collect_until_final(one_order, {watched.client_order_id})
     assert set(seen_one) == {watched.client_order_id}  # the order filter holds
-    ids = {cid: [r.exec_id for r in reports] for cid, reports in seen_all.items()}
-    assert ids == {cid: [r.exec_id for r in reports] for cid, reports in seen_sender.items()}
+    ids = {order_id: [r.exec_id for r in reports] for order_id, reports in seen_all.items()}
+    assert ids == {
+        order_id: [r.exec_id for r in reports] for order_id, reports in seen_sender.items()
+    }
     assert [r.exec_id for r in seen_one[watched.client_order_id]] == ids[watched.client_order_id]
