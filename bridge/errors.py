@@ -20,6 +20,9 @@
     │                            freed within ``backpressure_wait_ms``. The order was NOT sent.
     ├── PublishError             JetStream refused or did not confirm a queued order
     │   └── StreamFullError      ORDERS is at its limits (discard: new): the order was NOT stored
+    ├── PartialBatchError        ``enqueue_batch`` did not store every order: ``failure`` is the
+    │                            earliest order's error (one of the above), ``outcomes`` says
+    │                            per order what happened (stored / its error / not sent)
     ├── OrderRejectedError       the engine rejected the order (``OrderAck.raise_for_status()``):
     │                            reason, field errors and the engine's text
     ├── ProtocolError            the engine answered with something that is not a valid message
@@ -69,11 +72,6 @@ class BridgeError(Exception):
         super().__init__(message)
         self.client_order_id = client_order_id
         self.correlation_id = correlation_id
-        # Set when ``enqueue_batch`` fails: the orders of the batch JetStream did store, and
-        # the client order ids sent without a confirmation either way (outcome unknown). Every
-        # other order of the batch was refused or never sent.
-        self.queued: tuple[QueuedOrder, ...] = ()
-        self.unknown: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         base = super().__str__()
@@ -155,6 +153,46 @@ class PublishError(BridgeError):
 
 class StreamFullError(PublishError):
     """The ORDERS stream is full (discard: new): this order was refused, older ones are kept."""
+
+
+class PartialBatchError(BridgeError):
+    """``enqueue_batch`` did not store every order of the batch; this says what happened to each.
+
+    ``failure`` is the error of the earliest order (in input order) that failed: a
+    ``StreamFullError``, ``PublishError``, ``OutcomeUnknownError`` or ``ConnectionFailedError``,
+    or the ``BackpressureError`` that stopped the batch when no sent order failed. It is also
+    the ``__cause__``, and its ``client_order_id`` and ``correlation_id`` are this error's.
+
+    ``outcomes`` has one entry per order of the batch, in input order: its ``QueuedOrder``
+    (JetStream stored it), its ``BridgeError`` (refused, unconfirmed, or stopped by
+    backpressure), or ``None`` (never sent: the batch stopped at an earlier failure).
+    ``queued`` lists the stored orders and ``unknown`` the client order ids sent without a
+    confirmation either way (resolve them with ``status()`` or re-send them). Re-sending the
+    whole batch is always safe: a client order id cannot create a second order.
+    """
+
+    def __init__(
+        self, failure: BridgeError, outcomes: Sequence[QueuedOrder | BridgeError | None]
+    ) -> None:
+        self.failure = failure
+        self.outcomes = tuple(outcomes)
+        self.queued: tuple[QueuedOrder, ...] = tuple(
+            o for o in self.outcomes if o is not None and not isinstance(o, BridgeError)
+        )
+        self.unknown: tuple[str, ...] = tuple(
+            o.client_order_id
+            for o in self.outcomes
+            if isinstance(o, OutcomeUnknownError) and o.client_order_id
+        )
+        unsent = sum(1 for o in self.outcomes if o is None)
+        failed = len(self.outcomes) - len(self.queued) - unsent
+        super().__init__(
+            f"batch of {len(self.outcomes)}: {len(self.queued)} stored, {failed} failed "
+            f"({len(self.unknown)} of them with an unknown outcome), {unsent} not sent; "
+            f"earliest failure: {type(failure).__name__}: {Exception.__str__(failure)}",
+            client_order_id=failure.client_order_id,
+            correlation_id=failure.correlation_id,
+        )
 
 
 class OrderRejectedError(BridgeError):

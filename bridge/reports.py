@@ -38,18 +38,17 @@ import nats.js.api
 import nats.js.errors
 import structlog
 from google.protobuf.message import DecodeError
-from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from bridge import subjects
 from bridge.errors import ClientClosedError, ProtocolError, ReportsLostError
 from bridge.models import ExecutionReport
 from bridge.retry import backoff_delay
+from bridge.transport import Subscription, Transport
 from bridge.v1 import orders_pb2
 
 if TYPE_CHECKING:
-    from bridge.client import BridgeClient
+    from bridge._connection import Connection
 
 log = structlog.get_logger("bridge.reports")
 
@@ -70,10 +69,10 @@ _PENDING_MESSAGES = "Nats-Pending-Messages"
 class ReportStream:
     """An open, exactly-once reader of execution reports; iterate it with ``async for``."""
 
-    def __init__(self, client: BridgeClient, subject: str, since_seq: int | None = None) -> None:
-        self._client = client
+    def __init__(self, conn: Connection, subject: str, since_seq: int | None = None) -> None:
+        self._conn = conn
         self.subject = subject
-        self._window = client.settings.subscription_capacity
+        self._window = conn.settings.subscription_capacity
         self._next_seq = since_seq  # None: "from now", fixed when the stream opens
         self.last_seq = 0 if since_seq is None else since_seq - 1
         self.resets = 0
@@ -85,12 +84,11 @@ class ReportStream:
         self._open = False
 
     async def __aenter__(self) -> Self:
-        nc = self._client._conn()
+        transport = self._conn.open()
         if self._next_seq is None:
-            js = nc.jetstream()
-            info = await js.stream_info(subjects.EXECUTIONS_STREAM)
-            self._next_seq = info.state.last_seq + 1
-            self.last_seq = info.state.last_seq
+            info = await transport.stream_info(subjects.EXECUTIONS_STREAM)
+            self._next_seq = info.last_seq + 1
+            self.last_seq = info.last_seq
         self._open = True
         await self._start_consumer()
         return self
@@ -132,7 +130,7 @@ class ReportStream:
         if not self._open:
             raise ClientClosedError("use `async with bridge.reports(...)` before reading it")
         while True:
-            if self._client._reconnects != self._generation:
+            if self._conn.reconnects != self._generation:
                 await self._reset("the connection was re-established")
             sub = self._sub
             assert sub is not None
@@ -196,8 +194,8 @@ class ReportStream:
             "expires": int(PULL_EXPIRES_S * 1e9),
             "idle_heartbeat": int(HEARTBEAT_S * 1e9),
         }
-        nc = self._client._conn()
-        await nc.publish(
+        transport = self._conn.open()
+        await transport.publish(
             f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EXECUTIONS_STREAM}.{self._consumer}",
             json.dumps(request).encode(),
             reply=sub.subject,
@@ -221,35 +219,34 @@ class ReportStream:
         the connection is down or JetStream is between leaders."""
         failures = 0
         while True:
-            nc = self._client._conn()  # ClientClosedError once the client has given up
-            generation = self._client._reconnects
+            transport = self._conn.open()  # ClientClosedError once the client has given up
+            generation = self._conn.reconnects
             try:
-                await self._create(nc)
+                await self._create(transport)
                 self._generation = generation
                 return
             except (nats.errors.Error, TimeoutError) as exc:
                 if isinstance(exc, nats.js.errors.APIError) and exc.code not in (None, 503):
                     raise  # refused (e.g. permissions): a retry cannot cure it
-                delay = backoff_delay(self._client.settings, failures)
+                delay = backoff_delay(self._conn.settings, failures)
                 failures += 1
                 log.info("bridge.reports_consumer_retry", error=repr(exc), retry_in_s=delay)
                 await asyncio.sleep(delay)
 
-    async def _create(self, nc: NatsConnection) -> None:
-        js = nc.jetstream()
+    async def _create(self, transport: Transport) -> None:
         start = self._next_seq
         assert start is not None
-        info = await js.stream_info(subjects.EXECUTIONS_STREAM)
-        if info.state.first_seq > start and info.state.messages:
+        info = await transport.stream_info(subjects.EXECUTIONS_STREAM)
+        if info.first_seq > start and info.messages:
             raise ReportsLostError(
-                f"EXECUTIONS no longer holds sequences {start}..{info.state.first_seq - 1} "
+                f"EXECUTIONS no longer holds sequences {start}..{info.first_seq - 1} "
                 f"(aged out of the stream) that {self.subject} had not read; their reports "
                 "cannot be recovered from the stream",
                 first_missing_seq=start,
-                first_available_seq=info.state.first_seq,
+                first_available_seq=info.first_seq,
             )
-        inbox = nc.new_inbox()
-        sub = await nc.subscribe(inbox, pending_msgs_limit=self._window + _STATUS_HEADROOM)
+        inbox = transport.new_inbox()
+        sub = await transport.subscribe(inbox, pending_msgs_limit=self._window + _STATUS_HEADROOM)
         name = f"reports-{uuid.uuid4().hex[:16]}"
         config = nats.js.api.ConsumerConfig(
             name=name,
@@ -262,7 +259,7 @@ class ReportStream:
             num_replicas=1,
         )
         try:
-            await js.add_consumer(subjects.EXECUTIONS_STREAM, config)
+            await transport.add_consumer(subjects.EXECUTIONS_STREAM, config)
         except BaseException:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()

@@ -25,9 +25,11 @@ passed since the first attempt; the last error is raised.
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import structlog
 from tenacity import (
@@ -40,9 +42,11 @@ from tenacity import (
 
 from bridge.config import BridgeSettings
 from bridge.errors import (
+    BridgeError,
     ConnectionFailedError,
     EngineUnavailableError,
     OutcomeUnknownError,
+    PartialBatchError,
     PublishError,
 )
 
@@ -63,7 +67,10 @@ def backoff_delay(settings: BridgeSettings, failures: int) -> float:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures a re-send of the same order id may cure (see the module docstring)."""
+    """True for failures a re-send of the same order id may cure (see the module docstring);
+    for a ``PartialBatchError``, whether re-sending the batch may cure its earliest failure."""
+    if isinstance(exc, PartialBatchError):
+        return is_transient(exc.failure)
     if isinstance(exc, PublishError):
         return exc.transient
     return isinstance(exc, OutcomeUnknownError | EngineUnavailableError | ConnectionFailedError)
@@ -81,8 +88,6 @@ def _log_retry(what: str) -> Callable[[RetryCallState], None]:
             attempt=state.attempt_number,
             retry_in_s=round(state.upcoming_sleep, 3),
             error=str(exc),
-            client_order_id=getattr(exc, "client_order_id", None),
-            correlation_id=getattr(exc, "correlation_id", None),
         )
 
     return before_sleep
@@ -107,16 +112,54 @@ def request_retrying(
 
 
 def log_first_retry(what: str, exc: BaseException, delay_s: float) -> None:
-    """The ``bridge.retrying`` line for a failure that happened before the policy started."""
+    """The ``bridge.retrying`` line for a failure that happened before the policy started.
+
+    Like every line logged inside an operation, it carries the operation's ids from the log
+    context (``structlog.contextvars``, bound by ``BridgeClient``)."""
     log.warning(
         "bridge.retrying",
         operation=what,
         attempt=1,
         retry_in_s=round(delay_s, 3),
         error=str(exc),
-        client_order_id=getattr(exc, "client_order_id", None),
-        correlation_id=getattr(exc, "correlation_id", None),
     )
+
+
+_T = TypeVar("_T")
+
+
+async def with_retries(settings: BridgeSettings, what: str, op: Callable[[], Awaitable[_T]]) -> _T:
+    """``op`` under the retry policy (same ids on every attempt).
+
+    The first attempt runs without the retry machinery (the hot path of every order); only a
+    transient failure enters it.
+    """
+    started = time.monotonic()
+    try:
+        return await op()
+    except BridgeError as exc:
+        return await retry_after(settings, what, op, exc, started)
+
+
+async def retry_after(
+    settings: BridgeSettings,
+    what: str,
+    op: Callable[[], Awaitable[_T]],
+    failed: BridgeError,
+    started: float,
+) -> _T:
+    """Attempts 2.. of ``op``, whose first attempt (begun at ``started``, monotonic) raised
+    ``failed``; re-raises ``failed`` if it is not worth retrying."""
+    if not is_transient(failed) or settings.order_retry_max_attempts == 1:
+        raise failed
+    delay = backoff_delay(settings, 0)
+    log_first_retry(what, failed, delay)
+    await asyncio.sleep(delay)  # the backoff before the second attempt
+    elapsed = time.monotonic() - started
+    async for attempt in request_retrying(settings, what, done=1, elapsed_s=elapsed):
+        with attempt:
+            return await op()
+    raise AssertionError("unreachable: tenacity re-raises the last error")
 
 
 def connect_retrying(

@@ -43,6 +43,7 @@ from bridge import (
     Order,
     OrderStatus,
     OrderType,
+    PartialBatchError,
     Side,
     TimeInForce,
     subjects,
@@ -299,9 +300,9 @@ class Load:
         for _ in range(ATTEMPTS):
             try:
                 queued = await bridge.enqueue_batch(pending)
-            except BridgeError as exc:
+            except PartialBatchError as exc:
                 self.acked.update(q.client_order_id for q in exc.queued)
-                self._transient(exc)
+                self._transient(exc.failure)
                 pending = [o for o in pending if o.client_order_id not in self.acked]
                 continue
             self.acked.update(q.client_order_id for q in queued)

@@ -13,6 +13,7 @@ from bridge import (
     BridgeClient,
     Order,
     OutcomeUnknownError,
+    PartialBatchError,
     StreamFullError,
     subjects,
 )
@@ -139,7 +140,9 @@ async def test_tenfold_overload_keeps_memory_bounded_and_loses_nothing(
                     offered += len(batch)
                     try:
                         queued = await bridge.enqueue_batch(batch)
-                    except StreamFullError as exc:
+                    except PartialBatchError as exc:
+                        if not isinstance(exc.failure, StreamFullError):
+                            raise
                         queued = list(exc.queued)
                         refused.add(exc.client_order_id or "")
                     ids = {q.client_order_id for q in queued}
@@ -219,10 +222,11 @@ async def test_inflight_bound_gives_backpressure_error_and_sends_nothing_more(
     async with BridgeClient(settings) as bridge:
         fresh_server.pause()
         try:
-            with pytest.raises(OutcomeUnknownError) as caught:
+            with pytest.raises(PartialBatchError) as caught:
                 await bridge.enqueue_batch([first, second])
         finally:
             fresh_server.resume()
+        assert isinstance(caught.value.failure, OutcomeUnknownError)
         assert caught.value.client_order_id == first.client_order_id
         assert caught.value.unknown == (first.client_order_id,)
         assert caught.value.queued == ()
@@ -244,8 +248,9 @@ async def test_batch_refused_by_a_full_stream_then_stopped_by_backpressure_raise
     settings = client_settings(handle, max_inflight=1, backpressure_wait_ms=0)
     async with BridgeClient(settings) as bridge:
         await bridge.enqueue(first)  # fills ORDERS (no engine drains it)
-        with pytest.raises(StreamFullError) as info:
+        with pytest.raises(PartialBatchError) as info:
             await bridge.enqueue_batch([refused, stopped])
+    assert isinstance(info.value.failure, StreamFullError)
     assert info.value.client_order_id == refused.client_order_id
     assert info.value.queued == ()
     assert info.value.unknown == ()

@@ -22,7 +22,7 @@ from bridge import (
     PublishError,
     StreamFullError,
 )
-from bridge.retry import backoff_delay, is_transient, request_retrying
+from bridge.retry import backoff_delay, is_transient, request_retrying, with_retries
 
 
 def settings(**kw: object) -> BridgeSettings:
@@ -157,17 +157,15 @@ def test_rejected_ack_raises_with_reason_and_fields() -> None:
 
 async def test_client_makes_exactly_retry_max_attempts_with_the_same_ids() -> None:
     """The client's first attempt runs outside tenacity; the total is still the limit."""
-    from bridge import BridgeClient
-
     seen: list[str] = []
 
     async def unanswered() -> None:
         seen.append("o1")
         raise OutcomeUnknownError("no answer", client_order_id="o1", correlation_id="k1")
 
-    client = BridgeClient(settings(order_retry_max_attempts=4, reconnect_initial_delay_ms=1))
+    policy = settings(order_retry_max_attempts=4, reconnect_initial_delay_ms=1)
     with pytest.raises(OutcomeUnknownError):
-        await client._with_retries("test", unanswered)
+        await with_retries(policy, "test", unanswered)
     assert seen == ["o1"] * 4
 
     seen.clear()
@@ -177,5 +175,5 @@ async def test_client_makes_exactly_retry_max_attempts_with_the_same_ids() -> No
         raise StreamFullError("full", client_order_id="o2")
 
     with pytest.raises(StreamFullError):
-        await client._with_retries("test", full)
+        await with_retries(policy, "test", full)
     assert seen == ["o2"]

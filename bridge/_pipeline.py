@@ -1,0 +1,378 @@
+"""The queued pipeline: orders published into the ORDERS stream, pipelined and bounded.
+
+One publish path for every attempt of every queued order: the order is published with
+``Nats-Msg-Id`` = its client order id and a reply subject of its own under one wildcard
+subscription of this client (``_PubAcks``), and JetStream's answer on that subject resolves
+it to a ``QueuedOrder`` or to the ``BridgeError`` it means. First attempts of a batch are
+pipelined (no task and no timer per order); an order whose attempt failed transiently is
+retried (same id) under the policy of ``bridge.retry``. At most ``max_inflight`` publishes
+are unconfirmed at once (backpressure: wait ``backpressure_wait_ms`` for a slot, then
+``BackpressureError``).
+
+``js.publish`` costs a request per order (inbox token, future, timer, ``wait_for``), three
+times the client CPU of this path, and nats-py 2.16's ``publish_async`` never resolves its
+futures when JetStream answers with an error (stream full); hence ``_PubAcks``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Sequence
+
+import nats.errors
+import nats.js.api
+import nats.js.errors
+from nats.aio.msg import Msg
+from structlog.contextvars import bound_contextvars
+
+from bridge import subjects
+from bridge._connection import Connection
+from bridge.errors import (
+    BackpressureError,
+    BridgeError,
+    OutcomeUnknownError,
+    PartialBatchError,
+    PublishError,
+    StreamFullError,
+)
+from bridge.models import Order, QueuedOrder
+from bridge.outbox import OrderOutbox
+from bridge.retry import is_transient, retry_after
+from bridge.transport import Transport
+
+# JetStream error codes that mean "the stream is at its limits and discard: new refused this".
+_STREAM_FULL_CODES = frozenset({10077})  # JSStreamStoreFailedF: maximum messages/bytes exceeded
+_STREAM_FULL_WORDS = ("maximum messages", "maximum bytes", "resource limits exceeded")
+_NO_RESPONDERS = "503"  # status of the answer when no stream listens on the subject
+_JS_UNAVAILABLE = 10008  # JSClusterNotAvailErr: JetStream system temporarily unavailable
+
+Outcome = QueuedOrder | BridgeError | None
+"""What happened to one order of a batch: stored, its error, or None (never sent)."""
+
+
+class Pipeline:
+    """The queued orders of one client: ``run`` a batch, get each order's outcome."""
+
+    def __init__(self, conn: Connection, outbox: OrderOutbox | None) -> None:
+        self._conn = conn
+        self._settings = conn.settings
+        self._outbox = outbox
+        self._inflight = asyncio.Semaphore(conn.settings.max_inflight)
+        self._acks = _PubAcks(conn.settings.publish_timeout_ms / 1000)
+        conn.on_drop(
+            lambda: self._acks.fail_all("the connection dropped before JetStream confirmed it")
+        )
+
+    async def start(self) -> None:
+        """Subscribe to JetStream's answers (once the connection is open)."""
+        await self._acks.start(self._conn.open())
+
+    async def run(self, orders: Sequence[Order], correlation_id: str) -> list[Outcome]:
+        """Queue ``orders`` in input order; every order's outcome, in input order.
+
+        After the first failure a retry cannot cure, or when backpressure stops the batch, no
+        further order is sent (those are ``None``).
+        """
+        transport = self._conn.open()
+        inflight = self._inflight
+        if self._outbox is not None:
+            self._outbox.record(orders, route="queue")
+        started = time.monotonic()
+        sent: list[tuple[Order, asyncio.Future[QueuedOrder]]] = []
+        stopped: BackpressureError | None = None
+        failed = False
+
+        def settled(future: asyncio.Future[QueuedOrder]) -> None:
+            nonlocal failed
+            inflight.release()
+            exc = None if future.cancelled() else future.exception()
+            failed = failed or (exc is not None and not is_transient(exc))
+
+        try:
+            # First attempts, pipelined: no task and no timer per order (the hot path).
+            for order in orders:
+                if failed:
+                    break  # stop sending after the first failure that a retry cannot cure
+                try:
+                    await self._acquire_slot(order.client_order_id, correlation_id)
+                except BackpressureError as exc:
+                    stopped = exc
+                    break
+                future = await self._send(transport, order, correlation_id)
+                future.add_done_callback(settled)
+                sent.append((order, future))
+            await self._acks.settle([f for _, f in sent])
+            outcomes: list[QueuedOrder | BaseException | None] = []
+            retries: dict[int, Awaitable[QueuedOrder]] = {}
+            for order, future in sent:
+                error = future.exception()
+                if error is None:
+                    outcomes.append(future.result())
+                    continue
+                if isinstance(error, BridgeError) and is_transient(error):
+                    # Timeout, reconnect, no stream leader: retried, same id, under the policy.
+                    retries[len(outcomes)] = self._retry(order, error, correlation_id, started)
+                outcomes.append(error)
+            if retries:
+                retried = await asyncio.gather(*retries.values(), return_exceptions=True)
+                for i, retry_outcome in zip(retries, retried, strict=True):
+                    outcomes[i] = retry_outcome
+        except BaseException:
+            self._acks.cancel([f for _, f in sent])
+            raise
+        if stopped is not None:
+            outcomes.append(stopped)
+        outcomes.extend([None] * (len(orders) - len(outcomes)))
+        result = [_as_outcome(o) for o in outcomes]
+        if self._outbox is not None:
+            resolved = {q.client_order_id: "queued" for q in result if isinstance(q, QueuedOrder)}
+            for o in result:
+                if isinstance(o, StreamFullError) and o.client_order_id:
+                    resolved[o.client_order_id] = "refused:stream_full"
+            self._outbox.resolve(resolved)
+        return result
+
+    async def _send(
+        self, transport: Transport, order: Order, correlation_id: str
+    ) -> asyncio.Future[QueuedOrder]:
+        """One attempt of one queued order; the future resolves with JetStream's answer."""
+        reply, future = self._acks.expect(order.client_order_id, correlation_id)
+        try:
+            self._conn.connected(order.client_order_id, correlation_id)
+            await transport.publish(
+                subjects.queue(order.account),
+                order.to_proto().SerializeToString(),
+                reply=reply,
+                headers=_queued_headers(order, correlation_id),
+            )
+        except BridgeError as exc:
+            self._acks.resolve(reply, exc)
+        except nats.errors.Error as exc:
+            wait = self._settings.publish_timeout_ms / 1000
+            self._acks.resolve(
+                reply, _publish_failure(exc, order.client_order_id, correlation_id, wait)
+            )
+        return future
+
+    async def _publish_once(self, order: Order, correlation_id: str) -> QueuedOrder:
+        """One more attempt of one order, awaited (retries: the same path as first attempts)."""
+        future = await self._send(self._conn.open(), order, correlation_id)
+        await self._acks.settle([future])
+        return future.result()
+
+    async def _retry(
+        self, order: Order, failed: BridgeError, correlation_id: str, started: float
+    ) -> QueuedOrder:
+        """Retries of a queued order whose first attempt failed transiently (holding a slot).
+        Runs as a task of its own, so the order's ids are bound to its log context here."""
+        with bound_contextvars(
+            client_order_id=order.client_order_id, account=order.account, symbol=order.symbol
+        ):
+            await self._acquire_slot(order.client_order_id, correlation_id)
+            try:
+                return await retry_after(
+                    self._settings,
+                    "enqueue",
+                    lambda: self._publish_once(order, correlation_id),
+                    failed,
+                    started,
+                )
+            finally:
+                self._inflight.release()
+
+    async def _acquire_slot(self, client_order_id: str, correlation_id: str) -> None:
+        """Backpressure: wait for one of ``max_inflight`` slots, or raise."""
+        inflight = self._inflight
+        if not inflight.locked():
+            await inflight.acquire()  # a free slot: taken at once, nothing to time out
+            return
+        wait_ms = self._settings.backpressure_wait_ms
+        try:
+            if wait_ms == 0:
+                raise TimeoutError
+            async with asyncio.timeout(wait_ms / 1000 if wait_ms else None):
+                await inflight.acquire()
+        except TimeoutError:
+            raise BackpressureError(
+                f"max_inflight={self._settings.max_inflight} queued publishes are awaiting "
+                f"JetStream acks and none completed within backpressure_wait_ms={wait_ms}; "
+                "the order was not sent",
+                client_order_id=client_order_id,
+                correlation_id=correlation_id,
+            ) from None
+
+
+def batch_result(outcomes: Sequence[Outcome]) -> list[QueuedOrder]:
+    """Every order stored: their ``QueuedOrder``s; else ``PartialBatchError`` naming the
+    earliest failure."""
+    queued: list[QueuedOrder] = []
+    for outcome in outcomes:
+        if not isinstance(outcome, QueuedOrder):
+            failure = next(o for o in outcomes if isinstance(o, BridgeError))
+            raise PartialBatchError(failure, outcomes) from failure
+        queued.append(outcome)
+    return queued
+
+
+class _PubAcks:
+    """JetStream's answers to queued orders, on one wildcard subscription of this client.
+
+    Each order is published with a reply subject of its own under one subscription, and its
+    future resolves with a ``QueuedOrder`` or the ``BridgeError`` its answer means (ack,
+    JetStream error, or the no-responders status).
+    """
+
+    def __init__(self, wait_s: float) -> None:
+        self._prefix = ""
+        self._wait_s = wait_s
+        self._count = 0
+        self._waiting: dict[str, tuple[asyncio.Future[QueuedOrder], str, str]] = {}
+
+    async def start(self, transport: Transport) -> None:
+        self._prefix = transport.new_inbox() + "."
+        await transport.subscribe(self._prefix + "*", cb=self._on_answer)
+
+    def expect(
+        self, client_order_id: str, correlation_id: str
+    ) -> tuple[str, asyncio.Future[QueuedOrder]]:
+        """A reply subject for one publish, and the future its answer resolves."""
+        self._count += 1
+        token = str(self._count)
+        future: asyncio.Future[QueuedOrder] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = (future, client_order_id, correlation_id)
+        return self._prefix + token, future
+
+    def resolve(self, reply: str, exc: BridgeError) -> None:
+        """Fail one expected answer (the publish itself failed)."""
+        entry = self._waiting.pop(reply[len(self._prefix) :], None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_exception(exc)
+
+    async def _on_answer(self, msg: Msg) -> None:
+        entry = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if entry is None or entry[0].done():
+            return  # expired or failed already: its retry has its own answer
+        future, client_order_id, correlation_id = entry
+        try:
+            future.set_result(queued_order(msg, client_order_id, correlation_id))
+        except BridgeError as exc:
+            future.set_exception(exc)
+
+    async def settle(self, futures: Sequence[asyncio.Future[QueuedOrder]]) -> None:
+        """Wait for ``futures`` up to the publish timeout; fail those still unanswered."""
+        if not futures:
+            return
+        _, late = await asyncio.wait(futures, timeout=self._wait_s)
+        for future, client_order_id, correlation_id in self._drop(late):
+            future.set_exception(
+                _publish_failure(
+                    nats.errors.TimeoutError(), client_order_id, correlation_id, self._wait_s
+                )
+            )
+
+    def cancel(self, futures: Sequence[asyncio.Future[QueuedOrder]]) -> None:
+        """Stop waiting for ``futures`` (the batch was cancelled)."""
+        for future, _, _ in self._drop(set(futures)):
+            future.cancel()
+
+    def _drop(
+        self, futures: set[asyncio.Future[QueuedOrder]]
+    ) -> list[tuple[asyncio.Future[QueuedOrder], str, str]]:
+        """Forget the still-unanswered entries of ``futures``."""
+        if not futures:
+            return []
+        tokens = [t for t, entry in self._waiting.items() if entry[0] in futures]
+        return [self._waiting.pop(t) for t in tokens]
+
+    def fail_all(self, why: str) -> None:
+        """Fail every expected answer now (the connection dropped): they are retried."""
+        waiting, self._waiting = self._waiting, {}
+        for future, client_order_id, correlation_id in waiting.values():
+            if not future.done():
+                future.set_exception(
+                    OutcomeUnknownError(
+                        f"queued order sent, {why}; re-sending it (same client order id)",
+                        client_order_id=client_order_id,
+                        correlation_id=correlation_id,
+                    )
+                )
+
+
+def _queued_headers(order: Order, correlation_id: str) -> dict[str, str]:
+    return {
+        subjects.HEADER_MSG_ID: order.client_order_id,
+        subjects.HEADER_CORRELATION_ID: correlation_id,
+        subjects.HEADER_SCHEMA: "bridge.v1.NewOrder",
+    }
+
+
+def queued_order(msg: Msg, client_order_id: str, correlation_id: str) -> QueuedOrder:
+    """JetStream's answer to one queued order, or the ``BridgeError`` it amounts to."""
+    wait = 0.0  # only used in timeout messages, and an answer is not a timeout
+    if msg.headers and msg.headers.get(nats.js.api.Header.STATUS) == _NO_RESPONDERS:
+        raise _publish_failure(
+            nats.js.errors.NoStreamResponseError(), client_order_id, correlation_id, wait
+        )
+    try:
+        answer = json.loads(msg.data)
+        if "error" in answer:
+            nats.js.errors.APIError.from_error(answer["error"])  # raises its APIError subclass
+        return QueuedOrder.model_construct(
+            client_order_id=client_order_id,
+            stream=answer["stream"],
+            seq=answer["seq"],
+            duplicate=bool(answer.get("duplicate", False)),
+        )
+    except nats.js.errors.APIError as exc:
+        raise _publish_failure(exc, client_order_id, correlation_id, wait) from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PublishError(
+            f"unreadable JetStream answer {msg.data[:200]!r}: {exc!r}",
+            client_order_id=client_order_id,
+            correlation_id=correlation_id,
+        ) from exc
+
+
+def _as_outcome(result: QueuedOrder | BaseException | None) -> Outcome:
+    if result is None or isinstance(result, QueuedOrder | BridgeError):
+        return result
+    raise result
+
+
+def _publish_failure(
+    exc: BaseException, client_order_id: str, correlation_id: str, wait: float
+) -> BridgeError:
+    """Maps a failed JetStream publish to the bridge's error tree."""
+    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+        # 503: no stream server answered: not provisioned, or (cluster) no leader right now.
+        return PublishError(
+            "no JetStream stream answered for the ORDERS subject (leader election in "
+            "progress, or the stream is not provisioned)",
+            client_order_id=client_order_id,
+            correlation_id=correlation_id,
+            transient=True,
+        )
+    if isinstance(exc, nats.js.errors.APIError):
+        description = (exc.description or "").lower()
+        full = exc.err_code in _STREAM_FULL_CODES or any(
+            w in description for w in _STREAM_FULL_WORDS
+        )
+        cls = StreamFullError if full else PublishError
+        return cls(
+            f"JetStream refused the order: {exc.description or exc!r} (err_code={exc.err_code})",
+            client_order_id=client_order_id,
+            correlation_id=correlation_id,
+            err_code=exc.err_code,
+            # 503 / "temporarily unavailable": the stream is between leaders.
+            transient=not full and (exc.code == 503 or exc.err_code == _JS_UNAVAILABLE),
+        )
+    if isinstance(exc, nats.errors.Error | asyncio.TimeoutError):
+        return OutcomeUnknownError(
+            f"JetStream did not confirm the queued order within {wait:.3f}s: {exc!r}; "
+            "re-send it (the same client order id cannot create a second order)",
+            client_order_id=client_order_id,
+            correlation_id=correlation_id,
+        )
+    raise exc
