@@ -14,14 +14,14 @@ import inspect
 from collections.abc import Awaitable, Callable
 
 import nats.errors
-import structlog
 
 from bridge.config import BridgeSettings
 from bridge.errors import ClientClosedError, ConnectionFailedError
+from bridge.logs import get_logger
 from bridge.retry import backoff_delay, connect_retrying
 from bridge.transport import Transport
 
-log = structlog.get_logger("bridge.client")
+log = get_logger("bridge.client")
 
 
 class _State(enum.Enum):

@@ -25,7 +25,6 @@ import nats.errors
 import nats.js.api
 import nats.js.errors
 from nats.aio.msg import Msg
-from structlog.contextvars import bound_contextvars
 
 from bridge import subjects
 from bridge._connection import Connection
@@ -37,6 +36,7 @@ from bridge.errors import (
     PublishError,
     StreamFullError,
 )
+from bridge.logs import bound_ids
 from bridge.models import Order, QueuedOrder
 from bridge.outbox import OrderOutbox
 from bridge.retry import is_transient, retry_after
@@ -167,9 +167,7 @@ class Pipeline:
     ) -> QueuedOrder:
         """Retries of a queued order whose first attempt failed transiently (holding a slot).
         Runs as a task of its own, so the order's ids are bound to its log context here."""
-        with bound_contextvars(
-            client_order_id=order.client_order_id, account=order.account, symbol=order.symbol
-        ):
+        with bound_ids(correlation_id, order.client_order_id, order.account, order.symbol):
             await self._acquire_slot(order.client_order_id, correlation_id)
             try:
                 return await retry_after(

@@ -15,18 +15,18 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import nats.errors
-import structlog
 from google.protobuf.message import DecodeError, Message
 
 from bridge import subjects
 from bridge._connection import Connection
 from bridge.errors import EngineUnavailableError, OutcomeUnknownError, ProtocolError
+from bridge.logs import get_logger
 from bridge.models import Order, OrderAck, OrderState
 from bridge.outbox import OrderOutbox
 from bridge.retry import with_retries
 from bridge.v1 import orders_pb2
 
-log = structlog.get_logger("bridge.client")
+log = get_logger("bridge.client")
 _P = TypeVar("_P", bound=Message)
 _T = TypeVar("_T")
 

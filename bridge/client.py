@@ -25,7 +25,8 @@ The rooms behind it, one concern each: ``bridge._connection`` (lifecycle, state,
 ``bridge._requests`` (submit, cancel, status), ``bridge._pipeline`` (queued orders),
 ``bridge.reports`` (report streams), all over ``bridge.transport`` (the seam to NATS). Every
 operation binds its ``correlation_id`` (and order fields) to the log context once
-(``structlog.contextvars``), so every line logged inside it carries them.
+(``structlog.contextvars``, through ``bridge.logs.bound_ids``), so every line logged inside it
+carries them.
 """
 
 from __future__ import annotations
@@ -34,8 +35,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
-
-from structlog.contextvars import bound_contextvars
 
 from bridge import subjects
 from bridge._connection import (
@@ -48,6 +47,7 @@ from bridge._pipeline import Pipeline, batch_result
 from bridge._requests import Requests, new_correlation_id
 from bridge.config import BridgeSettings
 from bridge.errors import BridgeError
+from bridge.logs import bound_ids
 from bridge.models import Order, OrderAck, OrderState, QueuedOrder
 from bridge.outbox import OrderOutbox
 from bridge.reports import ReportStream
@@ -156,12 +156,7 @@ class BridgeClient:
         ``OutcomeUnknownError`` (sent, unanswered: resolve it with ``status()``).
         """
         correlation_id = correlation_id or new_correlation_id()
-        with bound_contextvars(
-            correlation_id=correlation_id,
-            client_order_id=order.client_order_id,
-            account=order.account,
-            symbol=order.symbol,
-        ):
+        with bound_ids(correlation_id, order.client_order_id, order.account, order.symbol):
             return await self._requests.submit(order, timeout, correlation_id)
 
     async def cancel(
@@ -169,9 +164,7 @@ class BridgeClient:
     ) -> OrderAck:
         """Ask the engine to cancel a resting order; the ack says whether it did."""
         correlation_id = new_correlation_id()
-        with bound_contextvars(
-            correlation_id=correlation_id, client_order_id=client_order_id, account=account
-        ):
+        with bound_ids(correlation_id, client_order_id, account):
             return await self._requests.cancel(account, client_order_id, timeout, correlation_id)
 
     async def status(
@@ -188,9 +181,7 @@ class BridgeClient:
         engine could not retire the id and so cannot say "not found".
         """
         correlation_id = new_correlation_id()
-        with bound_contextvars(
-            correlation_id=correlation_id, client_order_id=client_order_id, account=account
-        ):
+        with bound_ids(correlation_id, client_order_id, account):
             return await self._requests.status(account, client_order_id, timeout, correlation_id)
 
     # -- asynchronous JetStream queueing -----------------------------------------------------
@@ -203,12 +194,7 @@ class BridgeClient:
         ``BackpressureError``), after the same retries as ``enqueue_batch``.
         """
         correlation_id = correlation_id or new_correlation_id()
-        with bound_contextvars(
-            correlation_id=correlation_id,
-            client_order_id=order.client_order_id,
-            account=order.account,
-            symbol=order.symbol,
-        ):
+        with bound_ids(correlation_id, order.client_order_id, order.account, order.symbol):
             (outcome,) = await self._pipeline.run([order], correlation_id)
         if isinstance(outcome, BridgeError):
             raise outcome
@@ -236,7 +222,7 @@ class BridgeClient:
         order (JetStream's duplicate window, then the engine's own record).
         """
         correlation_id = correlation_id or new_correlation_id()
-        with bound_contextvars(correlation_id=correlation_id):
+        with bound_ids(correlation_id):
             return batch_result(await self._pipeline.run(orders, correlation_id))
 
     async def resubmit_pending(self) -> tuple[list[OrderAck], list[QueuedOrder]]:

@@ -36,12 +36,12 @@ from typing import TYPE_CHECKING, Self
 import nats.errors
 import nats.js.api
 import nats.js.errors
-import structlog
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 
 from bridge import subjects
 from bridge.errors import ClientClosedError, ProtocolError, ReportsLostError
+from bridge.logs import get_logger
 from bridge.models import ExecutionReport
 from bridge.retry import backoff_delay
 from bridge.transport import Subscription, Transport
@@ -50,7 +50,7 @@ from bridge.v1 import orders_pb2
 if TYPE_CHECKING:
     from bridge._connection import Connection
 
-log = structlog.get_logger("bridge.reports")
+log = get_logger("bridge.reports")
 
 # Pull requests: the server sends an idle heartbeat every HEARTBEAT_S while a request waits for
 # reports; silence for STALL_S means the consumer or its server is gone (re-create it). A

@@ -31,7 +31,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import structlog
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -49,6 +48,7 @@ from bridge.errors import (
     PartialBatchError,
     PublishError,
 )
+from bridge.logs import get_logger
 
 
 def backoff_base_ms(initial_delay_ms: int, max_delay_ms: int, failures: int) -> int:
@@ -76,7 +76,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, OutcomeUnknownError | EngineUnavailableError | ConnectionFailedError)
 
 
-log = structlog.get_logger("bridge.retry")
+log = get_logger("bridge.retry")
 
 
 def _log_retry(what: str) -> Callable[[RetryCallState], None]:

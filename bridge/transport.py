@@ -21,14 +21,14 @@ from typing import Any, Protocol
 import nats
 import nats.errors
 import nats.js.api
-import structlog
 from nats.aio.client import Client as NatsConnection
 from nats.aio.client import Server as NatsServer
 from nats.aio.msg import Msg
 
 from bridge.config import BridgeSettings
+from bridge.logs import get_logger
 
-log = structlog.get_logger("bridge.transport")
+log = get_logger("bridge.transport")
 
 MessageHandler = Callable[[Msg], Awaitable[None]]
 

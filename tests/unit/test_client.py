@@ -5,6 +5,7 @@ The same paths against a real server and engine: tests/integration and tests/fau
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
@@ -12,7 +13,6 @@ from typing import Any
 import nats.errors
 import pytest
 import structlog
-from structlog.testing import LogCapture
 
 from bridge import (
     BackpressureError,
@@ -451,19 +451,31 @@ async def test_a_client_is_used_inside_async_with_and_opened_once(fake: FakeTran
 # -- the log context of one operation ----------------------------------------------------
 
 
+class Collect(logging.Handler):
+    """The event dicts of the bridge's log lines, as stdlib logging receives them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.entries: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        assert isinstance(record.msg, dict)
+        self.entries.append(record.msg)
+
+
 @pytest.fixture
-def captured() -> Iterator[LogCapture]:
-    capture = LogCapture()
-    structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, capture],
-        wrapper_class=structlog.make_filtering_bound_logger(0),
-    )
-    yield capture
-    structlog.reset_defaults()
+def captured() -> Iterator[Collect]:
+    logger = logging.getLogger("bridge")
+    collect, level = Collect(), logger.level
+    logger.addHandler(collect)
+    logger.setLevel(logging.DEBUG)
+    yield collect
+    logger.removeHandler(collect)
+    logger.setLevel(level)
 
 
 async def test_every_line_of_an_operation_carries_its_ids(
-    fake: FakeTransport, captured: LogCapture
+    fake: FakeTransport, captured: Collect
 ) -> None:
     """The ids are bound once per operation, not passed to each log call."""
     bridge = await open_client(fake, order_retry_max_attempts=2)
@@ -474,4 +486,15 @@ async def test_every_line_of_an_operation_carries_its_ids(
         line = lines[name]
         assert (line["correlation_id"], line["client_order_id"]) == ("corr-9", "o-1")
         assert (line["account"], line["symbol"]) == ("ACC1", "AAPL")
+    assert (lines["bridge.ack"]["level"], lines["bridge.retrying"]["level"]) == ("debug", "warning")
     assert structlog.contextvars.get_contextvars() == {}  # unbound after the operation
+
+
+async def test_a_retried_queued_order_logs_its_own_ids_under_the_batch_correlation_id(
+    fake: FakeTransport, captured: Collect
+) -> None:
+    bridge = await open_client(fake, order_retry_max_attempts=2)
+    fake.script.extend(["ok", "503"])
+    await bridge.enqueue_batch([order("o-1"), order("o-2")], correlation_id="corr-b")
+    [retrying] = [e for e in captured.entries if e["event"] == "bridge.retrying"]
+    assert (retrying["correlation_id"], retrying["client_order_id"]) == ("corr-b", "o-2")

@@ -1,7 +1,10 @@
-"""Unit tests for ``bridge.logs``: secrets never reach a log line."""
+"""Unit tests for ``bridge.logs``: secrets never reach a log line; the library is quiet until
+configured; JSON lines use the engine's field names."""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -9,7 +12,7 @@ import pytest
 import structlog
 from structlog.testing import LogCapture
 
-from bridge.logs import REDACTED, configure_logging, redact_secrets
+from bridge.logs import REDACTED, configure_logging, get_logger, redact_secrets
 
 # Syntactically valid fake NKey seeds: "S" + type letter + 56 base32 characters.
 USER_SEED = "SU" + "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567" + "QRSTUVWXYZ234567ABCDEFGH"
@@ -119,9 +122,14 @@ def test_redaction_in_a_logger_pipeline() -> None:
 
 @pytest.fixture
 def configured() -> Iterator[None]:
-    """Restore structlog's global configuration after a test that calls configure_logging."""
+    """Restore structlog's global configuration and the root logger after a test that calls
+    configure_logging."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
     yield
     structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.mark.usefixtures("configured")
@@ -133,7 +141,7 @@ def test_configure_logging_redacts_fields(capsys: pytest.CaptureFixture[str]) ->
     assert '"password": "***"' in err
     assert "hunter2" not in err
     assert USER_SEED not in err
-    assert '"event": "login"' in err
+    assert '"message": "login"' in err
 
 
 @pytest.mark.usefixtures("configured")
@@ -147,3 +155,48 @@ def test_configure_logging_redacts_exception_text(capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert "could not parse seed" in err
     assert USER_SEED not in err
+
+
+def test_the_library_is_quiet_until_the_application_configures_logging(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """No per-order debug line, and nothing at all, reaches stdout or stderr by default."""
+    log = get_logger("bridge.client")
+    with structlog.contextvars.bound_contextvars(client_order_id="o-1"):
+        log.debug("bridge.ack", status="ACCEPTED")
+        log.info("bridge.connected")
+        log.warning("bridge.disconnected")
+    out = capsys.readouterr()
+    assert (out.out, out.err) == ("", "")
+    assert [r.levelname for r in caplog.records] == ["WARNING"]  # to the app's handlers only
+    assert logging.getLogger("bridge").handlers[0].__class__ is logging.NullHandler
+
+
+@pytest.mark.usefixtures("configured")
+def test_json_lines_use_the_engines_field_names(capsys: pytest.CaptureFixture[str]) -> None:
+    """timestamp (ISO 8601 UTC), lowercase level, message, and the ids bound to the context."""
+    configure_logging("DEBUG", json=True)
+    ids = {"client_order_id": "o-1", "correlation_id": "c-1", "account": "A", "symbol": "S"}
+    with structlog.contextvars.bound_contextvars(**ids):
+        get_logger("bridge.client").debug("bridge.ack", status="ACCEPTED", nkey_seed=USER_SEED)
+        get_logger("bridge.retry").warning("bridge.retrying", attempt=1)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(line["message"], line["level"]) for line in lines] == [
+        ("bridge.ack", "debug"),
+        ("bridge.retrying", "warning"),
+    ]
+    for line in lines:
+        assert {k: line[k] for k in ids} == ids
+        assert line["timestamp"].endswith("Z")
+        assert "event" not in line
+    assert lines[0]["nkey_seed"] == REDACTED
+
+
+@pytest.mark.usefixtures("configured")
+def test_configured_level_filters_bridge_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("WARNING", json=True)
+    get_logger("bridge.client").debug("bridge.ack")
+    get_logger("bridge.client").info("bridge.connected")
+    get_logger("bridge.client").error("bridge.nats_error")
+    err = capsys.readouterr().err
+    assert [json.loads(line)["message"] for line in err.splitlines()] == ["bridge.nats_error"]
