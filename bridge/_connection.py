@@ -65,6 +65,7 @@ class Connection:
         self.engine_available: bool | None = None
         self.reconnects = 0  # report streams re-create their consumers after each reconnect
         self._listeners: list[ConnectionListener] = []
+        self._on_open: list[Callable[[Transport], Awaitable[None]]] = []
         self._on_drop: list[Callable[[], None]] = []
 
     # -- for the other rooms ----------------------------------------------------------------
@@ -86,6 +87,11 @@ class Connection:
                 correlation_id=correlation_id,
             )
         return transport
+
+    def on_open(self, callback: Callable[[Transport], Awaitable[None]]) -> None:
+        """Await ``callback`` once connected, before the client is open and ``CONNECTED`` is
+        emitted (e.g. subscribe to what the first operation needs)."""
+        self._on_open.append(callback)
 
     def on_drop(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the connection drops (fail what waits for an answer)."""
@@ -144,6 +150,8 @@ class Connection:
             raise ConnectionFailedError(f"cannot connect to {s.nats_url}: {exc!r}") from exc
         # Connected: from now on the transport reconnects by itself, paced by reconnect_delay.
         transport.allow_reconnect()
+        for callback in self._on_open:
+            await callback(transport)
         self._state = _State.OPEN
         self.state = ConnectionState.CONNECTED
         log.info("bridge.connected", servers=s.nats_url, client_name=s.client_name)

@@ -61,13 +61,10 @@ class Pipeline:
         self._outbox = outbox
         self._inflight = asyncio.Semaphore(conn.settings.max_inflight)
         self._acks = _PubAcks(conn.settings.publish_timeout_ms / 1000)
+        conn.on_open(self._acks.start)  # JetStream's answers, subscribed before the first order
         conn.on_drop(
             lambda: self._acks.fail_all("the connection dropped before JetStream confirmed it")
         )
-
-    async def start(self) -> None:
-        """Subscribe to JetStream's answers (once the connection is open)."""
-        await self._acks.start(self._conn.open())
 
     async def run(self, orders: Sequence[Order], correlation_id: str) -> list[Outcome]:
         """Queue ``orders`` in input order; every order's outcome, in input order.

@@ -136,7 +136,6 @@ class BridgeClient:
         credentials or certificates are not retried. ``ConnectionFailedError`` if it fails.
         """
         await self._conn.connect()
-        await self._pipeline.start()
 
     async def close(self) -> None:
         """Drain subscriptions and close. Idempotent."""

@@ -402,6 +402,20 @@ async def test_connection_events_are_emitted_in_order(fake: FakeTransport) -> No
     assert awaited == seen[:3]
 
 
+async def test_a_connected_listener_can_send_at_once(fake: FakeTransport) -> None:
+    """Everything the client needs is subscribed before CONNECTED is emitted."""
+    bridge = BridgeClient(settings(), transport=fake)
+    queued: list[QueuedOrder] = []
+
+    async def on_event(event: ConnectionEvent) -> None:
+        if event is ConnectionEvent.CONNECTED:
+            queued.append(await bridge.enqueue(order()))
+
+    bridge.on_connection_event(on_event)
+    await bridge.connect()
+    assert [q.seq for q in queued] == [1]
+
+
 async def test_a_dropped_connection_fails_unconfirmed_publishes_at_once_and_retries_them(
     fake: FakeTransport, events: list[ConnectionEvent]
 ) -> None:
