@@ -79,7 +79,9 @@ class Connection:
     def connected(self, client_order_id: str, correlation_id: str) -> Transport:
         """The transport, if the connection is up: while it is down nothing is sent (not even
         buffered)."""
-        transport = self.open()
+        if self._state is not _State.OPEN:
+            raise ClientClosedError(f"client is {self._state.value}; use it inside `async with`")
+        transport = self.transport
         if not transport.is_connected:
             raise ConnectionFailedError(
                 f"NATS connection is {self.state.value}; nothing was sent",

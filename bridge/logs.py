@@ -21,7 +21,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -72,7 +72,7 @@ def _context_var(key: str) -> ContextVar[Any]:
     return tokens[key].var
 
 
-_IDS = tuple(
+_CORRELATION_ID, _CLIENT_ORDER_ID, _ACCOUNT, _SYMBOL = (
     _context_var(key) for key in ("correlation_id", "client_order_id", "account", "symbol")
 )
 
@@ -80,10 +80,10 @@ _IDS = tuple(
 class bound_ids:  # noqa: N801  (used like structlog's bound_contextvars)
     """Bind an operation's ids to the log context for the ``with`` block: what
     ``structlog.contextvars.bound_contextvars(correlation_id=..., client_order_id=...,
-    account=..., symbol=...)`` does, at a tenth of its cost (it runs once per order). ``None``
+    account=..., symbol=...)`` does, at a fifth of its cost (it runs once per order). ``None``
     leaves an id unbound."""
 
-    __slots__ = ("_tokens", "_values")
+    __slots__ = ("_account", "_client_order_id", "_correlation_id", "_symbol", "_tokens")
 
     def __init__(
         self,
@@ -92,19 +92,29 @@ class bound_ids:  # noqa: N801  (used like structlog's bound_contextvars)
         account: str | None = None,
         symbol: str | None = None,
     ) -> None:
-        self._values = (correlation_id, client_order_id, account, symbol)
-        self._tokens: list[tuple[ContextVar[Any], Token[Any]]] = []
+        self._correlation_id = correlation_id
+        self._client_order_id = client_order_id
+        self._account = account
+        self._symbol = symbol
 
     def __enter__(self) -> None:
-        self._tokens = [
-            (var, var.set(value))
-            for var, value in zip(_IDS, self._values, strict=True)
-            if value is not None
-        ]
+        order, account, symbol = self._client_order_id, self._account, self._symbol
+        self._tokens = (
+            _CORRELATION_ID.set(self._correlation_id),
+            None if order is None else _CLIENT_ORDER_ID.set(order),
+            None if account is None else _ACCOUNT.set(account),
+            None if symbol is None else _SYMBOL.set(symbol),
+        )
 
     def __exit__(self, *_exc: object) -> None:
-        for var, token in reversed(self._tokens):
-            var.reset(token)
+        correlation, order, account, symbol = self._tokens
+        if symbol is not None:
+            _SYMBOL.reset(symbol)
+        if account is not None:
+            _ACCOUNT.reset(account)
+        if order is not None:
+            _CLIENT_ORDER_ID.reset(order)
+        _CORRELATION_ID.reset(correlation)
 
 
 class _BridgeLogger(structlog.stdlib.BoundLogger):
