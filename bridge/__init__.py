@@ -4,6 +4,7 @@ See README.md for the subjects, streams and roles; ``bridge.errors`` for the exc
 """
 
 import typing as _typing
+import warnings as _warnings
 
 from bridge.client import BridgeClient, ConnectionEvent, ConnectionState
 from bridge.config import BridgeSettings
@@ -84,5 +85,6 @@ def __getattr__(name: str) -> _typing.Any:
     if name == "OrderJournal":
         from bridge import journal
 
-        return journal.OrderJournal
+        _warnings.warn(journal.RENAMED, DeprecationWarning, stacklevel=2)
+        return OrderOutbox
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

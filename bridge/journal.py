@@ -14,15 +14,15 @@ from bridge.outbox import PendingOrder, Route
 
 __all__ = ["PendingOrder", "Route"]
 
+RENAMED = (
+    "OrderJournal was renamed bridge.OrderOutbox (bridge.outbox); "
+    "the old name goes away in the next version"
+)
+
 
 def __getattr__(name: str) -> Any:
     if name == "OrderJournal":
-        warnings.warn(
-            "bridge.journal.OrderJournal was renamed bridge.OrderOutbox (bridge.outbox); "
-            "the old name goes away in the next version",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        warnings.warn(RENAMED, DeprecationWarning, stacklevel=2)
         from bridge.outbox import OrderOutbox
 
         return OrderOutbox
