@@ -42,10 +42,10 @@ from bridge import (
 )
 from bridge.client import new_correlation_id
 from bridge.config import BridgeSettings
-from bridge.dev.engine import EngineProcess, client_settings, engine_binary
-from bridge.dev.server import ServerHandle, connect_as
 from bridge.models import OrderAck
 from bridge.v1 import orders_pb2
+from bridge_dev.engine import EngineProcess, client_settings, engine_binary
+from bridge_dev.server import ServerHandle, connect_as
 
 SYMBOL = "BENCH"
 SYNC_ACCOUNT = "BENCH"

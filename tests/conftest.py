@@ -2,7 +2,7 @@
 
 ``nats_server`` runs the committed ``nats/server.conf`` either in Docker (testcontainers,
 only when a Docker engine answers a ping) or, normally, as the pip-installed nats-server
-binary via :class:`bridge.dev.server.LocalNatsServer`. It always stops what it started.
+binary via :class:`bridge_dev.server.LocalNatsServer`. It always stops what it started.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 
 from bridge.config import BridgeSettings
-from bridge.dev import engine as dev_engine
-from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.pki import DevCredentials, ensure_dev_credentials
-from bridge.dev.provision import provision
-from bridge.dev.server import (
+from bridge_dev import engine as dev_engine
+from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.pki import DevCredentials, ensure_dev_credentials
+from bridge_dev.provision import provision
+from bridge_dev.server import (
     LocalNatsServer,
     ServerHandle,
     connect_as,

@@ -6,7 +6,7 @@ pick free ports" (``-1`` in NATS terms); the chosen ports are read back from the
 ports file and then pinned, so a restart of the same :class:`LocalNatsServer` (e.g. after
 :meth:`LocalNatsServer.kill` in a fault test) comes back on the same URL and store.
 
-CLI: ``python -m bridge.dev.server [--port 4222] [--http-port 8222] [--store-dir DIR]``
+CLI: ``python -m bridge_dev.server [--port 4222] [--http-port 8222] [--store-dir DIR]``
 ensures dev credentials, starts the server, provisions JetStream as the operator, prints
 the URL and runs until Ctrl-C / SIGTERM.
 """
@@ -36,10 +36,10 @@ from typing import Any, Self
 
 from nats.aio.client import Client
 
-from bridge.dev.pki import DevCredentials, default_root, ensure_dev_credentials
-from bridge.dev.provision import provision
+from bridge_dev.pki import DevCredentials, default_root, ensure_dev_credentials
+from bridge_dev.provision import provision
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_HOST = "127.0.0.1"
 _RANDOM_PORT = -1  # nats-server: bind an ephemeral port
 _POLL_INTERVAL = 0.05
@@ -205,7 +205,7 @@ class LocalNatsServer:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         """``config_file`` defaults to :func:`server_config_file`; ``extra_env`` adds variables
-        it needs (e.g. a cluster node's, see ``bridge.dev.cluster``)."""
+        it needs (e.g. a cluster node's, see ``bridge_dev.cluster``)."""
         self.creds = creds
         self.name = name
         self._config_file = config_file
@@ -413,7 +413,7 @@ def _cli_hint(handle: ServerHandle, role: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.dev.server",
+        prog="python -m bridge_dev.server",
         description="Run a local nats-server with the bridge config, dev PKI and JetStream.",
     )
     parser.add_argument("--port", type=int, default=4222, help="client port (0 = random)")

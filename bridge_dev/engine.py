@@ -22,10 +22,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from bridge import jetstream
 from bridge.config import BridgeSettings
-from bridge.dev.pki import DevCredentials
-from bridge.dev.provision import config_dir
-from bridge.dev.server import REPO_ROOT, ServerHandle
+from bridge_dev.pki import DevCredentials
+from bridge_dev.server import REPO_ROOT, ServerHandle
 
 ENGINE_DIR = REPO_ROOT / "engine-rs"
 DEFAULT_ENGINE_CONFIG = ENGINE_DIR / "config" / "dev.toml"
@@ -62,10 +62,7 @@ def engine_binary() -> Path:
 def lease_ttl() -> float:
     """The engine lease TTL in seconds: the ``ttl`` (max_age) of the committed definition of
     the ``bridge_leases`` bucket, which the engine reads back from the provisioned bucket."""
-    definition = json.loads(
-        (config_dir() / "jetstream" / "kv-bridge_leases.json").read_text(encoding="utf-8")
-    )
-    return float(definition["ttl"])
+    return float(jetstream.load("kv-bridge_leases.json")["ttl"])
 
 
 def lease_wait_limit() -> float:
