@@ -3,6 +3,8 @@
 See README.md for the subjects, streams and roles; ``bridge.errors`` for the exception tree.
 """
 
+import importlib.metadata as _metadata
+
 from bridge.client import BridgeClient, ConnectionEvent, ConnectionState
 from bridge.config import BridgeSettings
 from bridge.errors import (
@@ -37,6 +39,12 @@ from bridge.models import (
     TimeInForce,
 )
 from bridge.reports import ReportStream
+
+try:
+    __version__ = _metadata.version("nats-execution-bridge")
+    """The installed distribution's version: pyproject.toml's ``version`` is the one source."""
+except _metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AckStatus",
