@@ -88,6 +88,21 @@ def client_settings(
     )
 
 
+def write_client_config(settings: BridgeSettings, path: Path) -> Path:
+    """Write the values ``settings`` was given explicitly (secrets aside: the seed goes by file)
+    as the TOML file ``BRIDGE_CONFIG_FILE`` names, e.g. for ``examples/orchestrator.py``."""
+    values = settings.model_dump(mode="json", exclude_unset=True, exclude={"nkey_seed"})
+    # A JSON string or number is a valid TOML basic string / integer.
+    lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Written by the dev tooling (bridge_dev): the orchestrator's connection to the local\n"
+        "# server. Use with BRIDGE_CONFIG_FILE=<this file>.\n" + "\n".join(lines) + "\n",
+        encoding="utf-8",
+    )
+    return path
+
+
 def engine_env(url: str, creds: DevCredentials, engine_id: str) -> dict[str, str]:
     """The ``BRIDGE_*`` connection variables of an engine."""
     role = creds.role("engine")
