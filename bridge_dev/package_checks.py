@@ -31,6 +31,7 @@ import tomllib
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -41,7 +42,6 @@ from bridge_dev.server import REPO_ROOT, LocalNatsServer, _provision_as_operator
 
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 EXAMPLE = REPO_ROOT / "examples" / "orchestrator.py"
-DIST_NAME = "nats-execution-bridge"
 FINAL_LINE = re.compile(r"^ord-\w+-(\d): (\w+), filled ([\d.]+) at ([\d.]+)$")
 
 
@@ -76,9 +76,14 @@ def _clean_env() -> dict[str, str]:
     }
 
 
+def _project() -> dict[str, Any]:
+    project: dict[str, Any] = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    return project
+
+
 def declared_requirements() -> list[Requirement]:
     """The runtime dependencies and the ``test`` extra, as pyproject.toml declares them."""
-    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
+    project = _project()
     reqs = [*project["dependencies"], *project["optional-dependencies"]["test"]]
     return [Requirement(r) for r in reqs]
 
@@ -201,6 +206,10 @@ def wheel(work: Path) -> None:
     python = _new_venv(work / "venv")
     _run([_uv(), "pip", "install", "--quiet", "--python", str(python), str(wheel_file)])
     version = _run([str(python), "-c", IMPORT_CHECK], cwd=work).strip()
+    if version != _project()["version"]:
+        raise PackageCheckError(
+            f"bridge.__version__ {version} != pyproject's {_project()['version']}"
+        )
     print(f"{wheel_file.name} installed in {work / 'venv'}: bridge {version}, no bridge_dev")
     creds = ensure_dev_credentials(work / "dev")
     with LocalNatsServer(creds, name="bridge-wheel", log_file=work / "nats.log") as server:
