@@ -7,7 +7,7 @@ measures every scenario with HdrHistogram after a warm-up, and writes a table to
 ``bench/results/latest.json`` and ``bench/results/latency.png``.
 
 Modules: ``profile`` (how much to run), ``procs`` (child processes, CPU and memory),
-``measure`` (histograms, result records), ``bridge_paths`` (the bridge's sync and queued paths),
-``baselines`` (NATS, JetStream, gRPC and TCP floors), ``report`` (targets, table, JSON, plot),
-``run`` (the command line and the order of phases).
+``measure`` (histograms, result records), ``bridge_paths/`` (the bridge's sync and queued
+paths, one module per scenario), ``baselines`` (NATS, JetStream, gRPC and TCP floors),
+``report`` (targets, table, JSON, plot), ``run`` (the command line and the order of phases).
 """

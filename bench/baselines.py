@@ -29,8 +29,8 @@ from bench.measure import Result, closed_loop, closed_loop_blocking
 from bench.procs import BenchError
 from bench.profile import Budget
 from bridge import subjects
-from bridge.dev.pki import DevCredentials
-from bridge.dev.server import ServerHandle, client_ssl_context, connect_as
+from bridge_dev.pki import DevCredentials
+from bridge_dev.server import ServerHandle, client_ssl_context, connect_as
 
 GRPC_METHOD = "/bridge.bench.v1.OrderEcho/Submit"
 JS_REPLY_ACCOUNT = "BENCH"

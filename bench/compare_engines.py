@@ -20,9 +20,9 @@ from pathlib import Path
 from bench import bridge_paths
 from bench.profile import Budget
 from bench.run import ENGINE_CONFIG, _provision
-from bridge.dev.pki import default_root, ensure_dev_credentials
-from bridge.dev.server import LocalNatsServer
 from bridge.logs import configure_logging
+from bridge_dev.pki import default_root, ensure_dev_credentials
+from bridge_dev.server import LocalNatsServer
 
 
 def turn(binary: str, work: Path, orders: int, sync: int, tag: str) -> dict[str, float]:

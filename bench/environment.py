@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.procs import BENCH_RS_DIR
-from bridge.dev.server import REPO_ROOT, nats_server_binary
+from bridge_dev.server import REPO_ROOT, nats_server_binary
 
 
 def _run(cmd: list[str]) -> str:

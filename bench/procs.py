@@ -20,7 +20,7 @@ from typing import IO, Self
 
 import psutil
 
-from bridge.dev.server import REPO_ROOT
+from bridge_dev.server import REPO_ROOT
 
 BENCH_RS_DIR = REPO_ROOT / "bench" / "rs"
 

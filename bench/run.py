@@ -39,10 +39,10 @@ from bench.measure import Result, merge_throughput, result_from_json
 from bench.procs import BenchError, RustServer
 from bench.profile import FULL, QUICK, Profile, scenario_ids
 from bridge import subjects
-from bridge.dev.pki import DevCredentials, default_root, ensure_dev_credentials
-from bridge.dev.provision import provision
-from bridge.dev.server import REPO_ROOT, LocalNatsServer, ServerHandle, connect_as
 from bridge.logs import configure_logging
+from bridge_dev.pki import DevCredentials, default_root, ensure_dev_credentials
+from bridge_dev.provision import provision
+from bridge_dev.server import REPO_ROOT, LocalNatsServer, ServerHandle, connect_as
 
 T = TypeVar("T")
 RESULTS_DIR = REPO_ROOT / "bench" / "results"

@@ -3,6 +3,7 @@
 See README.md for the subjects, streams and roles; ``bridge.errors`` for the exception tree.
 """
 
+import importlib.metadata as _metadata
 import typing as _typing
 import warnings as _warnings
 
@@ -41,6 +42,12 @@ from bridge.models import (
 )
 from bridge.outbox import OrderOutbox, PendingOrder
 from bridge.reports import ReportStream
+
+try:
+    __version__ = _metadata.version("nats-execution-bridge")
+    """The installed distribution's version: pyproject.toml's ``version`` is the one source."""
+except _metadata.PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AckStatus",

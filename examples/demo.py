@@ -49,10 +49,10 @@ from bridge import (
     Side,
     TimeInForce,
 )
-from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.pki import default_root, ensure_dev_credentials
-from bridge.dev.server import LocalNatsServer, ServerHandle, _provision_as_operator
 from bridge.logs import configure_logging
+from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.pki import default_root, ensure_dev_credentials
+from bridge_dev.server import LocalNatsServer, ServerHandle, _provision_as_operator
 
 console = Console(stderr=False)
 ACCOUNT = "DEMO"

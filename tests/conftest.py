@@ -2,7 +2,11 @@
 
 ``nats_server`` runs the committed ``nats/server.conf`` either in Docker (testcontainers,
 only when a Docker engine answers a ping) or, normally, as the pip-installed nats-server
-binary via :class:`bridge.dev.server.LocalNatsServer`. It always stops what it started.
+binary via :class:`bridge_dev.server.LocalNatsServer`. It always stops what it started.
+
+The dev tooling (``bridge_dev``) is imported by the fixtures that use it, not here: the unit
+tests (``tests/unit``) run without it, and without its dependencies, in the minimum-versions
+environment of ``./dev test``.
 """
 
 from __future__ import annotations
@@ -11,32 +15,31 @@ import asyncio
 import gc
 import importlib
 import os
+import sys
 import uuid
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from bridge.config import BridgeSettings
-from bridge.dev import engine as dev_engine
-from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.pki import DevCredentials, ensure_dev_credentials
-from bridge.dev.provision import provision
-from bridge.dev.server import (
-    LocalNatsServer,
-    ServerHandle,
-    connect_as,
-    server_config_file,
-    server_env,
-)
+if TYPE_CHECKING:
+    from bridge.config import BridgeSettings
+    from bridge_dev.engine import EngineProcess
+    from bridge_dev.pki import DevCredentials
+    from bridge_dev.server import LocalNatsServer, ServerHandle
+
+UNIT_TESTS = Path(__file__).resolve().parent / "unit"
 
 
 @pytest.fixture(scope="session")
 def dev_creds(tmp_path_factory: pytest.TempPathFactory) -> DevCredentials:
     """Dev CA, server/client certificates and NKeys in a per-session temp dir."""
+    from bridge_dev.pki import ensure_dev_credentials
+
     return ensure_dev_credentials(tmp_path_factory.mktemp("pki"))
 
 
@@ -65,6 +68,8 @@ def _docker_available() -> bool:
 def _nats_in_docker(creds: DevCredentials) -> Iterator[ServerHandle]:
     """Run nats/server.conf in the official image with the PKI mounted read-only."""
     from testcontainers.community.nats import NatsContainer
+
+    from bridge_dev.server import ServerHandle, server_config_file, server_env
 
     env = server_env(
         creds,
@@ -95,11 +100,16 @@ def _nats_in_docker(creds: DevCredentials) -> Iterator[ServerHandle]:
 
 @contextmanager
 def _nats_local(creds: DevCredentials) -> Iterator[ServerHandle]:
+    from bridge_dev.server import LocalNatsServer
+
     with LocalNatsServer(creds, name="bridge-test") as server:
         yield server.handle
 
 
 async def _provision(handle: ServerHandle) -> list[str]:
+    from bridge_dev.provision import provision
+    from bridge_dev.server import connect_as
+
     nc = await connect_as(handle.url, handle.creds, "operator")
     try:
         return await provision(nc)
@@ -120,15 +130,22 @@ def nats_server(dev_creds: DevCredentials) -> Iterator[ServerHandle]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_house_liquidity(monkeypatch: pytest.MonkeyPatch) -> None:
+def _fresh_house_liquidity(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test's engines place the full seeded liquidity (a new seed generation), even on a
-    server an earlier test of the module has traded on; restarts within the test keep it."""
+    server an earlier test of the module has traded on; restarts within the test keep it.
+    Unit tests start no engine."""
+    if UNIT_TESTS in request.path.parents:
+        return
+    from bridge_dev import engine as dev_engine
+
     monkeypatch.setattr(dev_engine, "SEED_GENERATION", uuid.uuid4().hex[:8])
 
 
 @pytest.fixture
 def engine(nats_server: ServerHandle, tmp_path: Path) -> Iterator[EngineProcess]:
     """The real engine binary, serving; on teardown it must stop cleanly (exit 0)."""
+    from bridge_dev.engine import EngineProcess
+
     proc = EngineProcess(nats_server, log_file=tmp_path / "engine.log").start()
     try:
         yield proc
@@ -140,12 +157,16 @@ def engine(nats_server: ServerHandle, tmp_path: Path) -> Iterator[EngineProcess]
 @pytest.fixture
 def settings(nats_server: ServerHandle) -> BridgeSettings:
     """Orchestrator settings for the module's server (short timeouts keep failures quick)."""
+    from bridge_dev.engine import client_settings
+
     return client_settings(nats_server, request_timeout_ms=5000)
 
 
 @pytest.fixture
 def fresh_server(dev_creds: DevCredentials, tmp_path: Path) -> Iterator[LocalNatsServer]:
     """A provisioned nats-server of its own, for tests that kill, pause or reconfigure it."""
+    from bridge_dev.server import LocalNatsServer
+
     server = LocalNatsServer(dev_creds, name="bridge-fault", log_file=tmp_path / "nats.log")
     with server:
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -172,17 +193,17 @@ def _collect_transports_of_failed_connects() -> Iterator[None]:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print what the fault-injection tests measured (tests/faults/harness.py)."""
-    from tests.faults.harness import RESULTS
-
-    if not RESULTS:
+    harness = sys.modules.get("tests.faults.harness")  # imported only if fault tests ran
+    if harness is None or not harness.RESULTS:
         return
+    results = harness.RESULTS
     tr = terminalreporter
     tr.section("fault injection: orders sent / acked / lost / duplicated, recovery")
     tr.write_line(
         f"{'fault':<44} {'sent':>6} {'acked':>6} {'lost':>5} {'dup':>4} {'over':>5} "
         f"{'refused':>7} {'recovery_s':>10}  notes"
     )
-    for r in RESULTS:
+    for r in results:
         rec = f"{r.recovery_s:.3f}" if r.recovery_s is not None else "-"
         notes = ", ".join(f"{k}={v}" for k, v in r.notes.items())
         tr.write_line(

@@ -54,7 +54,7 @@ pub struct Config {
     /// Messages buffered per subscription inside the engine (bounded channel).
     pub subscription_capacity: usize,
     /// Queued orders fetched per pull request (the server also bounds them by the consumer's
-    /// max_ack_pending, see nats/jetstream/orders-engine.consumer.json).
+    /// max_ack_pending, see bridge/jetstream/orders-engine.consumer.json).
     pub pull_batch: usize,
     pub pull_expires_ms: u64,
     /// How long SIGTERM waits for in-flight work before giving up.

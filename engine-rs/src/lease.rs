@@ -8,7 +8,7 @@
 //! - Keys: `intake` (the submit queue group and the ORDERS consumer, which every engine shares:
 //!   two engines with disjoint symbols would still receive, and wrongly reject, each other's
 //!   orders) and `symbol.<SYM>` per configured symbol. Value: [`Holder`] as JSON.
-//! - TTL: the bucket's `max_age` (`nats/jetstream/kv-bridge_leases.json`), the one source of
+//! - TTL: the bucket's `max_age` (`bridge/jetstream/kv-bridge_leases.json`), the one source of
 //!   truth: a key nobody rewrites disappears after it. The owner rewrites (`kv.update` at the
 //!   revision it last wrote) every TTL/3.
 //! - Start: a key held by another engine id → refuse at once, naming the holder. Held by another
@@ -406,7 +406,7 @@ pub async fn acquire(client: &async_nats::Client, cfg: &Config) -> Result<Lease,
         .await
         .map_err(|e| {
             LeaseError::Bucket(format!(
-                "{e}; provision it from nats/jetstream/kv-bridge_leases.json"
+                "{e}; provision it from bridge/jetstream/kv-bridge_leases.json"
             ))
         })?;
     let ttl = kv
@@ -417,7 +417,7 @@ pub async fn acquire(client: &async_nats::Client, cfg: &Config) -> Result<Lease,
     if ttl.is_zero() {
         return Err(LeaseError::Bucket(
             "has no max_age, so a crashed engine's lease would never expire; re-provision it \
-             from nats/jetstream/kv-bridge_leases.json"
+             from bridge/jetstream/kv-bridge_leases.json"
                 .into(),
         ));
     }
@@ -612,7 +612,7 @@ async fn wait_for_expiry(
             return Err(LeaseError::Refused(format!(
                 "{} is still held by {holder} {} after this instance began to wait, although \
                  the lease TTL is {}; is the bucket's max_age what \
-                 nats/jetstream/kv-bridge_leases.json says?",
+                 bridge/jetstream/kv-bridge_leases.json says?",
                 describe(key),
                 secs(limit),
                 secs(ttl)

@@ -934,7 +934,8 @@ fn decode_queued(msg: &jetstream::Message) -> (pb::NewOrder, Option<Rejection>) 
 
 /// The committed definition of the engine's durable consumer (provisioning applies the same
 /// file); used to re-create the consumer if it has disappeared.
-const CONSUMER_DEFINITION: &str = include_str!("../../nats/jetstream/orders-engine.consumer.json");
+const CONSUMER_DEFINITION: &str =
+    include_str!("../../bridge/jetstream/orders-engine.consumer.json");
 
 /// Binds to the durable ORDERS consumer. If it is missing (deleted, or lost with a stream
 /// leader) it is re-created from its committed definition, which the engine role may do.

@@ -9,10 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bridge.dev.cluster import LocalNatsCluster
-from bridge.dev.pki import DevCredentials
-from bridge.dev.provision import provision
-from bridge.dev.server import connect_as
+from bridge_dev.cluster import LocalNatsCluster
+from bridge_dev.pki import DevCredentials
+from bridge_dev.provision import provision
+from bridge_dev.server import connect_as
 
 
 async def _provision_r3(cluster: LocalNatsCluster) -> list[str]:

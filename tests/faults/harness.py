@@ -34,9 +34,9 @@ from bridge import (
     TimeInForce,
     subjects,
 )
-from bridge.dev.server import ServerHandle, connect_as
 from bridge.models import decimal_from_proto
 from bridge.v1 import orders_pb2
+from bridge_dev.server import ServerHandle, connect_as
 
 FINAL = {
     orders_pb2.ORDER_STATUS_FILLED,

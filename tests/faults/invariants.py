@@ -19,10 +19,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from bridge import AckStatus, BridgeClient, OrderStatus
-from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.server import ServerHandle
 from bridge.models import decimal_from_proto
 from bridge.v1 import orders_pb2
+from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.server import ServerHandle
 from tests.faults.harness import FINAL, stored_entries
 
 HOUSE = "_house"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from bridge import OrderOutbox, subjects
-from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.server import REPO_ROOT, LocalNatsServer, ServerHandle, connect_as
+from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.server import REPO_ROOT, LocalNatsServer, ServerHandle, connect_as
 from tests.faults.harness import (
     FaultResult,
     assert_clean,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from bridge import BridgeClient
-from bridge.dev.cluster import LocalNatsCluster
-from bridge.dev.engine import EngineProcess, client_settings
+from bridge_dev.cluster import LocalNatsCluster
+from bridge_dev.engine import EngineProcess, client_settings
 from tests.faults.harness import (
     FaultResult,
     Publisher,

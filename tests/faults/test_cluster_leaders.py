@@ -48,11 +48,11 @@ from bridge import (
     TimeInForce,
     subjects,
 )
-from bridge.dev.cluster import LocalNatsCluster
-from bridge.dev.engine import EngineError, EngineProcess, client_settings
-from bridge.dev.server import ServerHandle
 from bridge.retry import is_transient
 from bridge.v1 import orders_pb2
+from bridge_dev.cluster import LocalNatsCluster
+from bridge_dev.engine import EngineError, EngineProcess, client_settings
+from bridge_dev.server import ServerHandle
 from tests.faults.harness import (
     FINAL,
     FaultResult,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from bridge import BridgeClient
-from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.server import LocalNatsServer
+from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.server import LocalNatsServer
 from tests.faults.harness import (
     FaultResult,
     Publisher,

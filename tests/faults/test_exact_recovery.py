@@ -27,11 +27,11 @@ from bridge import (
     Side,
     TimeInForce,
 )
-from bridge.dev.engine import DEFAULT_ENGINE_CONFIG, EngineProcess, client_settings
-from bridge.dev.pki import DevCredentials
-from bridge.dev.server import LocalNatsServer, ServerHandle, _provision_as_operator
 from bridge.models import decimal_from_proto
 from bridge.v1 import orders_pb2
+from bridge_dev.engine import DEFAULT_ENGINE_CONFIG, EngineProcess, client_settings
+from bridge_dev.pki import DevCredentials
+from bridge_dev.server import LocalNatsServer, ServerHandle, _provision_as_operator
 from tests.faults.harness import new_account, stored_reports, wait_for_finals
 from tests.faults.invariants import all_reports, assert_invariants
 

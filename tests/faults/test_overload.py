@@ -17,8 +17,8 @@ from bridge import (
     StreamFullError,
     subjects,
 )
-from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.server import LocalNatsServer, ServerHandle, connect_as
+from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.server import LocalNatsServer, ServerHandle, connect_as
 from tests.faults.harness import (
     FaultResult,
     assert_clean,

@@ -19,9 +19,9 @@ from bridge import (
     OutcomeUnknownError,
     subjects,
 )
-from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.server import LocalNatsServer, connect_as
 from bridge.v1 import orders_pb2
+from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.server import LocalNatsServer, connect_as
 from tests.faults.harness import (
     FINAL,
     finals_by_order,

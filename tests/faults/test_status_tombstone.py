@@ -24,9 +24,9 @@ from bridge import (
     subjects,
 )
 from bridge.client import flush_ordered
-from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.server import LocalNatsServer, connect_as
 from bridge.v1 import orders_pb2
+from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.server import LocalNatsServer, connect_as
 from tests.faults.harness import finals_by_order, new_account, order_flow, wait_for_finals
 
 pytestmark = pytest.mark.integration

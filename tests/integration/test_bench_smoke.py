@@ -17,8 +17,8 @@ import pytest
 
 from bench.procs import BenchError, bench_binary
 from bench.profile import QUICK, scenario_ids
-from bridge.dev.pki import DevCredentials
-from bridge.dev.server import REPO_ROOT
+from bridge_dev.pki import DevCredentials
+from bridge_dev.server import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -25,14 +25,14 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from bridge import BridgeClient, Order, OrderType, Side, TimeInForce, subjects
-from bridge.dev.engine import (
+from bridge_dev.engine import (
     EngineError,
     EngineProcess,
     client_settings,
     lease_ttl,
     lease_wait_limit,
 )
-from bridge.dev.server import LocalNatsServer, ServerHandle, connect_as
+from bridge_dev.server import LocalNatsServer, ServerHandle, connect_as
 
 pytestmark = pytest.mark.integration
 

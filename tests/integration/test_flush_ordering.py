@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from bridge.client import flush_ordered
-from bridge.dev.server import ServerHandle, connect_as
+from bridge_dev.server import ServerHandle, connect_as
 
 pytestmark = pytest.mark.integration
 

@@ -29,9 +29,9 @@ from bridge import (
     TimeInForce,
     subjects,
 )
-from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.server import LocalNatsServer, ServerHandle, connect_as
 from bridge.v1 import common_pb2, orders_pb2
+from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.server import LocalNatsServer, ServerHandle, connect_as
 from tests.faults.harness import stored_reports
 
 pytestmark = pytest.mark.integration

@@ -27,9 +27,9 @@ from bridge import (
     TimeInForce,
     subjects,
 )
-from bridge.dev.engine import EngineProcess
-from bridge.dev.server import ServerHandle, connect_as
 from bridge.v1 import common_pb2, orders_pb2
+from bridge_dev.engine import EngineProcess
+from bridge_dev.server import ServerHandle, connect_as
 from tests.faults.harness import stored_entries, stored_reports, wait_for_ack_floor
 
 pytestmark = pytest.mark.integration

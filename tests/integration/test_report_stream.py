@@ -19,8 +19,8 @@ from bridge import (
     TimeInForce,
     subjects,
 )
-from bridge.dev.engine import EngineProcess, client_settings
-from bridge.dev.server import ServerHandle, connect_as
+from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.server import ServerHandle, connect_as
 from tests.faults.harness import stored_entries, wait_for_ack_floor
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
 from bridge.client import flush_ordered
-from bridge.dev.pki import DevCredentials, issue_cert, make_ca, write_nkey_seed
-from bridge.dev.server import ServerHandle, client_ssl_context, connect_as
+from bridge_dev.pki import DevCredentials, issue_cert, make_ca, write_nkey_seed
+from bridge_dev.server import ServerHandle, client_ssl_context, connect_as
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 

@@ -27,7 +27,7 @@ from bridge import contract
 
 REPO = Path(__file__).resolve().parents[2]
 CONF_FILES = [REPO / "nats" / "server.conf"]
-JETSTREAM_DIR = REPO / "nats" / "jetstream"
+JETSTREAM_DIR = REPO / "bridge" / "jetstream"
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 # Tokens of JetStream/KV API subjects that are not names of ours.
 _API_WORDS = {

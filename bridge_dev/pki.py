@@ -11,7 +11,7 @@ Everything lives under one root directory (default ``<repo>/.dev``, git-ignored)
 (or close to it), or no longer matches the CA; a regenerated CA re-issues every leaf.
 Private keys and seeds are written with mode 0600, atomically (temp file + rename).
 
-CLI: ``python -m bridge.dev.pki [--dir DIR]`` prints what it created.
+CLI: ``python -m bridge_dev.pki [--dir DIR]`` prints what it created.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ _SERVER_NAME = "server"
 
 def default_root() -> Path:
     """Return ``<repo>/.dev`` (the repo is two levels above this package)."""
-    return Path(__file__).resolve().parents[2] / ".dev"
+    return Path(__file__).resolve().parents[1] / ".dev"
 
 
 @dataclass(frozen=True)
@@ -427,7 +427,7 @@ def ensure_dev_credentials(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bridge.dev.pki", description="Generate missing development credentials."
+        prog="python -m bridge_dev.pki", description="Generate missing development credentials."
     )
     parser.add_argument("--dir", type=Path, default=None, help="root directory (default .dev)")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """A 3-node nats-server cluster on loopback (``nats/cluster.conf``): owns ports, start, faults.
 
-Each node is a :class:`bridge.dev.server.LocalNatsServer` with its own store, client,
+Each node is a :class:`bridge_dev.server.LocalNatsServer` with its own store, client,
 monitoring and route ports; routes use mutual TLS with the dev server certificate. The
 cluster is ready when every node's ``/healthz`` answers 200, i.e. JetStream has a meta leader
 and every node is current. Provision it with ``provision(nc, replicas=3)`` for R3 streams.
@@ -22,8 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from bridge.dev.pki import DevCredentials
-from bridge.dev.server import (
+from bridge_dev.pki import DevCredentials
+from bridge_dev.server import (
     LOCAL_HOST,
     REPO_ROOT,
     LocalNatsServer,

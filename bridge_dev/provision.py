@@ -1,17 +1,15 @@
 """JetStream provisioning: owns creating/updating the bridge's streams, consumer and KV buckets.
 
-The definitions are the committed JSON files under ``nats/jetstream/`` (the same files
-``nats stream add --config`` / ``nats consumer add --config`` accept). :func:`provision`
-is idempotent: it creates what is missing, updates what differs, and leaves the rest alone.
-Run it with the operator role's connection (the only role allowed to manage streams).
+The definitions are the JSON files the package ships in ``bridge/jetstream/`` (see
+:mod:`bridge.jetstream`; the same files ``nats stream add --config`` / ``nats consumer add
+--config`` accept). :func:`provision` is idempotent: it creates what is missing, updates what
+differs, and leaves the rest alone. Run it with the operator role's connection (the only role
+allowed to manage streams).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
@@ -19,16 +17,12 @@ from nats.js.api import ConsumerConfig, KeyValueConfig, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 from nats.js.manager import JetStreamManager
 
-from bridge import contract
+from bridge import contract, jetstream
 
-CONFIG_DIR_ENV = "BRIDGE_NATS_CONFIG_DIR"
-
-STREAM_FILES: tuple[str, ...] = ("orders.json", "executions.json")
 # (stream the consumer belongs to, file)
-CONSUMER_FILES: tuple[tuple[str, str], ...] = (
-    (contract.ORDERS_STREAM, "orders-engine.consumer.json"),
+CONSUMER_FILES: tuple[tuple[str, str], ...] = tuple(
+    (contract.ORDERS_STREAM, file) for file in jetstream.CONSUMER_FILES
 )
-KV_FILES: tuple[str, ...] = ("kv-bridge_orders.json", "kv-bridge_leases.json")
 
 # JSStreamNameExistErr: "stream name already in use with a different configuration".
 _ERR_STREAM_NAME_IN_USE = 10058
@@ -51,19 +45,11 @@ class ProvisionError(RuntimeError):
     """A definition could not be applied (e.g. an immutable field differs)."""
 
 
-def config_dir() -> Path:
-    """``$BRIDGE_NATS_CONFIG_DIR`` or ``<repo>/nats``."""
-    override = os.environ.get(CONFIG_DIR_ENV)
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2] / "nats"
-
-
-def _load(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ProvisionError(f"{path}: expected a JSON object")
-    return data
+def _load(name: str) -> dict[str, Any]:
+    try:
+        return jetstream.load(name)
+    except ValueError as exc:
+        raise ProvisionError(str(exc)) from exc
 
 
 def _diff(
@@ -192,13 +178,12 @@ async def provision(nc: Client, *, replicas: int | None = None) -> list[str]:
     ``replicas`` overrides every definition's replica count (for a future cluster).
     Returns one human-readable line per object.
     """
-    base = config_dir() / "jetstream"
     jsm = nc.jetstream()
     lines: list[str] = []
-    for file in STREAM_FILES:
-        lines.append(await _ensure_stream(jsm, _load(base / file), replicas))
+    for file in jetstream.STREAM_FILES:
+        lines.append(await _ensure_stream(jsm, _load(file), replicas))
     for stream, file in CONSUMER_FILES:
-        lines.append(await _ensure_consumer(jsm, stream, _load(base / file), replicas))
-    for file in KV_FILES:
-        lines.append(await _ensure_kv(nc, _load(base / file), replicas))
+        lines.append(await _ensure_consumer(jsm, stream, _load(file), replicas))
+    for file in jetstream.KV_FILES:
+        lines.append(await _ensure_kv(nc, _load(file), replicas))
     return lines

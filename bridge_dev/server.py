@@ -6,15 +6,12 @@ pick free ports" (``-1`` in NATS terms); the chosen ports are read back from the
 ports file and then pinned, so a restart of the same :class:`LocalNatsServer` (e.g. after
 :meth:`LocalNatsServer.kill` in a fault test) comes back on the same URL and store.
 
-CLI: ``python -m bridge.dev.server [--port 4222] [--http-port 8222] [--store-dir DIR]``
-ensures dev credentials, starts the server, provisions JetStream as the operator, prints
-the URL and runs until Ctrl-C / SIGTERM.
+CLI: ``python -m bridge_dev.server`` (``./dev server``), the same as ``python -m
+bridge_dev.serve``: see there.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -23,23 +20,21 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any, Self
 
 from nats.aio.client import Client
 
-from bridge.dev.pki import DevCredentials, default_root, ensure_dev_credentials
-from bridge.dev.provision import provision
+from bridge_dev.pki import DevCredentials
+from bridge_dev.provision import provision
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_HOST = "127.0.0.1"
 _RANDOM_PORT = -1  # nats-server: bind an ephemeral port
 _POLL_INTERVAL = 0.05
@@ -205,7 +200,7 @@ class LocalNatsServer:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         """``config_file`` defaults to :func:`server_config_file`; ``extra_env`` adds variables
-        it needs (e.g. a cluster node's, see ``bridge.dev.cluster``)."""
+        it needs (e.g. a cluster node's, see ``bridge_dev.cluster``)."""
         self.creds = creds
         self.name = name
         self._config_file = config_file
@@ -403,72 +398,7 @@ async def _provision_as_operator(handle: ServerHandle) -> list[str]:
         await nc.close()
 
 
-def _cli_hint(handle: ServerHandle, role: str) -> str:
-    rc = handle.creds.role(role)
-    return (
-        f"nats -s {handle.url} --tlsca {handle.creds.ca_file} --tlscert {rc.cert_file} "
-        f"--tlskey {rc.key_file} --nkey {rc.seed_file} --inbox-prefix _INBOX.{role}"
-    )
+if __name__ == "__main__":  # the CLI lives in bridge_dev.serve
+    from bridge_dev.serve import main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bridge.dev.server",
-        description="Run a local nats-server with the bridge config, dev PKI and JetStream.",
-    )
-    parser.add_argument("--port", type=int, default=4222, help="client port (0 = random)")
-    parser.add_argument("--http-port", type=int, default=8222, help="monitoring port")
-    parser.add_argument(
-        "--store-dir", type=Path, default=None, help="JetStream store (default .dev/nats-store)"
-    )
-    parser.add_argument("--dir", type=Path, default=None, help="credentials root (default .dev)")
-    args = parser.parse_args(argv)
-
-    root: Path = args.dir if args.dir is not None else default_root()
-    log: list[str] = []
-    creds = ensure_dev_credentials(root, log=log)
-    for line in log:
-        print(line)
-    store_dir: Path = args.store_dir if args.store_dir is not None else root / "nats-store"
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-
-    server = LocalNatsServer(
-        creds,
-        port=args.port,
-        http_port=args.http_port,
-        store_dir=store_dir,
-        log_file=root / "nats-server.log",
-    )
-    try:
-        handle = server.start()
-        for line in asyncio.run(_provision_as_operator(handle)):
-            print(line)
-        print(f"nats-server {handle.pid} ready at {handle.url} (monitoring {handle.monitor_url})")
-        print(f"store {handle.store_dir}, log {server.log_file}")
-        print(f"operator CLI: {_cli_hint(handle, 'operator')}")
-        print("Ctrl-C or SIGTERM to stop", flush=True)
-        while not stop.wait(0.5):
-            if not server.running:
-                print(
-                    f"nats-server exited unexpectedly; log tail:\n{_log_tail(server.log_file)}",
-                    file=sys.stderr,
-                )
-                return 1
-    except NatsServerError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    finally:
-        server.cleanup()
-    print("nats-server stopped", flush=True)
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -22,10 +22,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from bridge import jetstream
 from bridge.config import BridgeSettings
-from bridge.dev.pki import DevCredentials
-from bridge.dev.provision import config_dir
-from bridge.dev.server import REPO_ROOT, ServerHandle
+from bridge_dev.pki import DevCredentials
+from bridge_dev.server import REPO_ROOT, ServerHandle
 
 ENGINE_DIR = REPO_ROOT / "engine-rs"
 DEFAULT_ENGINE_CONFIG = ENGINE_DIR / "config" / "dev.toml"
@@ -62,10 +62,7 @@ def engine_binary() -> Path:
 def lease_ttl() -> float:
     """The engine lease TTL in seconds: the ``ttl`` (max_age) of the committed definition of
     the ``bridge_leases`` bucket, which the engine reads back from the provisioned bucket."""
-    definition = json.loads(
-        (config_dir() / "jetstream" / "kv-bridge_leases.json").read_text(encoding="utf-8")
-    )
-    return float(definition["ttl"])
+    return float(jetstream.load("kv-bridge_leases.json")["ttl"])
 
 
 def lease_wait_limit() -> float:
@@ -89,6 +86,21 @@ def client_settings(
         inbox_prefix=f"_INBOX.{role}",
         **extra,  # type: ignore[arg-type]
     )
+
+
+def write_client_config(settings: BridgeSettings, path: Path) -> Path:
+    """Write the values ``settings`` was given explicitly (secrets aside: the seed goes by file)
+    as the TOML file ``BRIDGE_CONFIG_FILE`` names, e.g. for ``examples/orchestrator.py``."""
+    values = settings.model_dump(mode="json", exclude_unset=True, exclude={"nkey_seed"})
+    # A JSON string or number is a valid TOML basic string / integer.
+    lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# Written by the dev tooling (bridge_dev): the orchestrator's connection to the local\n"
+        "# server. Use with BRIDGE_CONFIG_FILE=<this file>.\n" + "\n".join(lines) + "\n",
+        encoding="utf-8",
+    )
+    return path
 
 
 def engine_env(url: str, creds: DevCredentials, engine_id: str) -> dict[str, str]:

@@ -1,4 +1,0 @@
-"""Development tooling: dev PKI, local nats-server, JetStream provisioning.
-
-Not imported by the client.
-"""

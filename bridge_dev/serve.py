@@ -1,0 +1,119 @@
+"""``./dev server``: a local, provisioned nats-server (and with ``--engine`` the engine) until
+Ctrl-C or SIGTERM.
+
+CLI: ``python -m bridge_dev.serve [--port 4222] [--http-port 8222] [--store-dir DIR]
+[--dir DIR] [--engine]`` ensures dev credentials, starts the server, provisions JetStream as
+the operator, optionally starts the release-built engine (``engine-rs/config/dev.toml``), writes
+the orchestrator's connection settings to ``<dir>/orchestrator.toml`` and prints what to do
+with them, e.g. ``BRIDGE_CONFIG_FILE=.dev/orchestrator.toml python examples/orchestrator.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from types import FrameType
+
+from bridge_dev.engine import EngineError, EngineProcess, client_settings, write_client_config
+from bridge_dev.pki import default_root, ensure_dev_credentials
+from bridge_dev.server import (
+    LocalNatsServer,
+    NatsServerError,
+    ServerHandle,
+    _log_tail,
+    _provision_as_operator,
+)
+
+ORCHESTRATOR_CONFIG = "orchestrator.toml"
+"""File (under the credentials root) with the orchestrator's connection settings."""
+
+
+def _cli_hint(handle: ServerHandle, role: str) -> str:
+    rc = handle.creds.role(role)
+    return (
+        f"nats -s {handle.url} --tlsca {handle.creds.ca_file} --tlscert {rc.cert_file} "
+        f"--tlskey {rc.key_file} --nkey {rc.seed_file} --inbox-prefix _INBOX.{role}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bridge_dev.serve",
+        description="Run a local nats-server with the bridge config, dev PKI and JetStream.",
+    )
+    parser.add_argument("--port", type=int, default=4222, help="client port (0 = random)")
+    parser.add_argument("--http-port", type=int, default=8222, help="monitoring port")
+    parser.add_argument(
+        "--store-dir", type=Path, default=None, help="JetStream store (default .dev/nats-store)"
+    )
+    parser.add_argument("--dir", type=Path, default=None, help="credentials root (default .dev)")
+    parser.add_argument(
+        "--engine", action="store_true", help="also run the engine (release build, dev config)"
+    )
+    args = parser.parse_args(argv)
+
+    root: Path = args.dir if args.dir is not None else default_root()
+    log: list[str] = []
+    creds = ensure_dev_credentials(root, log=log)
+    for line in log:
+        print(line)
+    store_dir: Path = args.store_dir if args.store_dir is not None else root / "nats-store"
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    server = LocalNatsServer(
+        creds,
+        port=args.port,
+        http_port=args.http_port,
+        store_dir=store_dir,
+        log_file=root / "nats-server.log",
+    )
+    with ExitStack() as stack:
+        stack.callback(server.cleanup)
+        try:
+            handle = server.start()
+            for line in asyncio.run(_provision_as_operator(handle)):
+                print(line)
+            print(f"nats-server {handle.pid} ready at {handle.url} ({handle.monitor_url})")
+            print(f"store {handle.store_dir}, log {server.log_file}")
+            engine: EngineProcess | None = None
+            if args.engine:
+                engine = EngineProcess(handle, log_file=root / "engine.log")
+                stack.callback(engine.stop)
+                engine.start()
+                print(f"engine {engine.pid} ready (log {engine.log_file})")
+            config = write_client_config(client_settings(handle), root / ORCHESTRATOR_CONFIG)
+            print(f"operator CLI: {_cli_hint(handle, 'operator')}")
+            print(f"orchestrator: BRIDGE_CONFIG_FILE={config} python examples/orchestrator.py")
+            print("Ctrl-C or SIGTERM to stop", flush=True)
+            while not stop.wait(0.5):
+                if not server.running:
+                    print(
+                        f"nats-server exited unexpectedly; log tail:\n{_log_tail(server.log_file)}",
+                        file=sys.stderr,
+                    )
+                    return 1
+                if engine is not None and not engine.running:
+                    print(f"engine exited; log tail:\n{engine.log_tail()}", file=sys.stderr)
+                    return 1
+        except (NatsServerError, EngineError) as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+    print("stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
