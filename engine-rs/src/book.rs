@@ -33,7 +33,7 @@
 //! 9. **Bounded work per order.** One incoming order makes at most [`MAX_FILLS_PER_ORDER`]
 //!    fills; what it could still trade after that is canceled (never rested: it would cross),
 //!    and a FOK order that would need more fills is killed. This bounds everything derived from
-//!    one execution (its reports, its journal batch) whatever the book holds.
+//!    one execution (its reports, its record writes) whatever the book holds.
 //!
 //! The book treats `Day` and `Gtc` identically; expiring `Day` orders at the end of a session is
 //! the caller's job (via [`OrderBook::cancel`]). The caller bounds quantities so that the total

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use crate::book::{Side, TimeInForce};
-use crate::config::SymbolLimits;
 use crate::fixed;
+use crate::limits::SymbolLimits;
 use crate::proto::v1::{self as pb, FieldError, RejectReason};
 
 /// An order that passed every check, in engine units.
@@ -53,7 +53,7 @@ pub fn field_error(field: &str, rule: &str, message: String) -> FieldError {
 
 // Size limits of a NewOrder. The contract states them next to each field
 // (schemas/bridge/v1/orders.proto, `[limit NAME = N]`); bridge/models.py has the same names.
-// Together they bound everything an order puts into its journal record and its reports
+// Together they bound everything an order puts into its record (order store) and its reports
 // (see `intake::RECORD_BOUND`), far below the server's max_payload (1 MiB).
 
 /// The whole encoded NewOrder, checked on the raw payload of both intake paths.
