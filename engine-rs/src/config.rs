@@ -1,5 +1,7 @@
 //! Engine configuration: defaults in code < TOML file < `BRIDGE_*` environment variables.
-//! Unknown keys are an error. Knob names match the Python client's (`bridge/config.py`).
+//! Unknown keys are an error. A knob with the same name as one of the Python client's
+//! (`bridge/config.py`) means the same thing in the same unit; a knob that was renamed fails
+//! start-up naming its new name ([`RENAMED`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::book::Side;
 use crate::fixed;
+use crate::limits::{Limits, SymbolLimits};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -28,7 +31,8 @@ pub struct Config {
     pub engine_id: String,
     /// Per-attempt connect timeout.
     pub connect_timeout_ms: u64,
-    pub request_timeout_ms: u64,
+    /// async-nats' request timeout of JetStream API calls (publish acks, KV reads and writes).
+    pub jetstream_request_timeout_ms: u64,
     /// Reconnect and retry backoff (see `retry.rs`): the n-th consecutive failure waits
     /// min(reconnect_max_delay_ms, reconnect_initial_delay_ms * 2^n) + uniform(0, reconnect_jitter_ms).
     pub reconnect_initial_delay_ms: u64,
@@ -41,12 +45,12 @@ pub struct Config {
     pub connect_deadline_ms: u64,
     /// Client PINGs; two unanswered ones mark the server dead and trigger a reconnect.
     pub ping_interval_ms: u64,
-    /// JetStream operations (journal writes, report publishes, acks) that time out or find no
-    /// responder are retried (idempotently) up to this many attempts in total...
-    pub retry_max_attempts: u32,
+    /// JetStream operations (order store writes, report publishes, acks) that time out or find
+    /// no responder are retried (idempotently) up to this many attempts in total...
+    pub jetstream_retry_max_attempts: u32,
     /// ...and for at most this long; then the engine stops (exit non-zero) and recovery on
     /// restart restores consistency.
-    pub retry_deadline_ms: u64,
+    pub jetstream_retry_deadline_ms: u64,
     /// A pull request that yields neither a message nor its end for pull_expires_ms plus this
     /// long is stalled (e.g. its server or consumer leader died): it is abandoned, the consumer
     /// re-bound (re-created from its definition if deleted) and a new pull issued.
@@ -64,9 +68,9 @@ pub struct Config {
     /// Risk: maximum notional (price x quantity) of one order, as a decimal string.
     pub max_order_notional: String,
     /// Fault injection for crash tests only: "after_ack" aborts the process right after a
-    /// synchronous ack is sent, "after_journal" right after a queued order is journaled,
-    /// "mid_publish" halfway through staging the report batch of an execution with fills
-    /// (before its commit).
+    /// synchronous ack is sent, "after_store" right after the records of a pull's queued orders
+    /// are in the order store, "mid_publish" halfway through staging the report batch of an
+    /// execution with fills (before its commit).
     pub failpoint: Option<String>,
     /// Generation of the seeded liquidity (see `house.rs`): each seed order is placed once
     /// per generation; a new value cancels the live seed orders of the others and places the
@@ -130,15 +134,15 @@ impl Default for Config {
             client_name: "bridge-engine".into(),
             engine_id: "engine-1".into(),
             connect_timeout_ms: 2000,
-            request_timeout_ms: 2000,
+            jetstream_request_timeout_ms: 2000,
             reconnect_initial_delay_ms: 50,
             reconnect_max_delay_ms: 2000,
             reconnect_jitter_ms: 100,
             max_reconnect_attempts: -1,
             connect_deadline_ms: 10_000,
             ping_interval_ms: 5000,
-            retry_max_attempts: 1000,
-            retry_deadline_ms: 30_000,
+            jetstream_retry_max_attempts: 1000,
+            jetstream_retry_deadline_ms: 30_000,
             consumer_stall_timeout_ms: 2000,
             subscription_capacity: 8192,
             pull_batch: 64,
@@ -153,14 +157,6 @@ impl Default for Config {
     }
 }
 
-/// Per-symbol limits and seed in fixed point, validated once at start-up.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SymbolLimits {
-    pub max_order_qty: i64,
-    pub reference_price: i64,
-    pub seed: Vec<(Side, i64, i64, u32)>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -171,11 +167,64 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    #[error("configuration: {old} was renamed: use {use_instead} ({where_set})")]
+    Renamed {
+        old: &'static str,
+        use_instead: &'static str,
+        /// Where the old name was set: the file, or the environment variable.
+        where_set: String,
+    },
+}
+
+/// Knobs that were renamed, with what to use instead. Setting one fails start-up: a knob that
+/// silently stopped working would be worse.
+pub const RENAMED: [(&str, &str); 3] = [
+    (
+        "retry_max_attempts",
+        "jetstream_retry_max_attempts (engine) / order_retry_max_attempts (client)",
+    ),
+    (
+        "retry_deadline_ms",
+        "jetstream_retry_deadline_ms (engine) / order_retry_deadline_ms (client)",
+    ),
+    (
+        "request_timeout_ms",
+        "jetstream_request_timeout_ms (engine; the client's request_timeout_ms is its engine \
+         request timeout)",
+    ),
+];
+
+/// Old names the client still uses with its own meaning: their `BRIDGE_*` variables are the
+/// client's and are left alone here; only the file (the engine's own) refuses them.
+const CLIENT_KNOBS: [&str; 1] = ["request_timeout_ms"];
+
+/// Fails if a renamed knob is set in the file or the environment.
+fn refuse_renamed(file: Option<&Path>) -> Result<(), ConfigError> {
+    let in_file = file.map(|path| (path, Figment::from(Toml::file_exact(path))));
+    for (old, use_instead) in RENAMED {
+        let var = format!("BRIDGE_{}", old.to_uppercase());
+        let where_set = match &in_file {
+            Some((path, fig)) if fig.contains(old) => Some(format!("set in {}", path.display())),
+            _ if !CLIENT_KNOBS.contains(&old) && std::env::var_os(&var).is_some() => {
+                Some(format!("set as {var}"))
+            }
+            _ => None,
+        };
+        if let Some(where_set) = where_set {
+            return Err(ConfigError::Renamed {
+                old,
+                use_instead,
+                where_set,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Config {
     /// Loads defaults, then `file` (if any), then `BRIDGE_*` environment variables.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        refuse_renamed(file)?;
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             fig = fig.merge(Toml::file_exact(path));
@@ -235,8 +284,12 @@ impl Config {
                 "must be -1 (never give up) or at least 1",
             );
         }
-        if self.retry_max_attempts == 0 {
-            return bad("retry_max_attempts", "0".into(), "must be at least 1");
+        if self.jetstream_retry_max_attempts == 0 {
+            return bad(
+                "jetstream_retry_max_attempts",
+                "0".into(),
+                "must be at least 1",
+            );
         }
         if self.reconnect_initial_delay_ms > self.reconnect_max_delay_ms {
             return bad(
@@ -246,6 +299,27 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The configuration as JSON with every secret-valued knob shown as `"***"` (paths to
+    /// secrets are not secrets): what `bridge-engine --print-config` prints.
+    pub fn redacted_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let serde_json::Value::Object(map) = &mut v {
+            for key in SECRET_KNOBS {
+                if let Some(value) = map.get_mut(key) {
+                    if !value.is_null() {
+                        *value = "***".into();
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// The limits of the pure core, in fixed point.
+    pub fn core_limits(&self) -> Result<Limits, ConfigError> {
+        Limits::try_from(self)
     }
 
     pub fn max_notional(&self) -> Result<i64, ConfigError> {
@@ -276,6 +350,22 @@ impl Config {
     }
 }
 
+impl TryFrom<&Config> for Limits {
+    type Error = ConfigError;
+
+    fn try_from(cfg: &Config) -> Result<Limits, ConfigError> {
+        Ok(Limits {
+            symbols: cfg.limits()?,
+            max_notional: cfg.max_notional()?,
+        })
+    }
+}
+
+/// Knobs whose value is a secret (none today: the NKey seed and the TLS key are read from the
+/// files the `*_file` knobs name). Listed so that a secret-valued knob added later is redacted
+/// by `--print-config` once it is named here.
+const SECRET_KNOBS: [&str; 0] = [];
+
 fn parse_field(field: &str, value: &str) -> Result<i64, ConfigError> {
     match fixed::parse(value) {
         Ok(v) if v > 0 => Ok(v),
@@ -294,109 +384,4 @@ fn parse_field(field: &str, value: &str) -> Result<i64, ConfigError> {
 
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closure signature
-mod tests {
-    use super::*;
-
-    /// An unknown key in the file is refused, naming the key.
-    #[test]
-    fn unknown_keys_are_rejected() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file("e.toml", "engine_id = \"e1\"\nnot_a_knob = 1\n")?;
-            let err = Config::load(Some(Path::new("e.toml"))).map(|_| ());
-            assert!(format!("{err:?}").contains("not_a_knob"));
-            Ok(())
-        });
-    }
-
-    /// The environment overrides the file, which overrides the defaults.
-    #[test]
-    fn precedence_defaults_file_env() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "e.toml",
-                "engine_id = \"from-file\"\npull_batch = 7\n[symbols.AAPL]\nmax_order_qty = \"100\"\nreference_price = \"190.5\"\nseed = [{side = \"sell\", price = \"191\", qty = \"10\", orders = 2}]\n",
-            )?;
-            jail.set_env("BRIDGE_ENGINE_ID", "from-env");
-            jail.set_env("BRIDGE_MAX_INFLIGHT", "7"); // a Python-only knob: ignored here
-            jail.set_env("BRIDGE_LOG", "debug");
-            let cfg = Config::load(Some(Path::new("e.toml"))).map_err(|e| e.to_string())?;
-            assert_eq!(cfg.engine_id, "from-env");
-            assert_eq!(cfg.pull_batch, 7);
-            assert_eq!(cfg.client_name, "bridge-engine");
-            let limits = cfg.limits().map_err(|e| e.to_string())?;
-            let aapl = &limits["AAPL"];
-            assert_eq!(aapl.max_order_qty, fixed::units(100));
-            assert_eq!(
-                aapl.seed,
-                vec![(Side::Sell, fixed::units(191), fixed::units(10), 2)]
-            );
-            Ok(())
-        });
-    }
-
-    /// Every numeric knob can be set through its environment variable as a plain number,
-    /// and a decimal-string knob as a plain number too, kept exactly as written.
-    #[test]
-    fn every_knob_is_settable_from_the_environment_in_its_natural_form() {
-        figment::Jail::expect_with(|jail| {
-            let defaults = serde_json::to_value(Config::default()).map_err(|e| e.to_string())?;
-            let mut want = defaults.clone();
-            let (_, parsed) = Config::knob_names();
-            for knob in parsed.iter().filter(|k| k.as_str() != "symbols") {
-                let value = match &defaults[knob] {
-                    // -1 and a larger value both stay valid for every numeric knob.
-                    serde_json::Value::Number(n) if n.as_i64() == Some(-1) => 7,
-                    serde_json::Value::Number(n) => n.as_i64().unwrap_or(0) + 3,
-                    other => return Err(format!("{knob}: unexpected default {other}").into()),
-                };
-                jail.set_env(format!("BRIDGE_{}", knob.to_uppercase()), value);
-                want[knob] = value.into();
-            }
-            jail.set_env("BRIDGE_MAX_ORDER_NOTIONAL", "1000");
-            want["max_order_notional"] = "1000".into();
-            jail.set_env("BRIDGE_ENGINE_ID", "42");
-            want["engine_id"] = "42".into();
-            let cfg = Config::load(None).map_err(|e| e.to_string())?;
-            assert_eq!(serde_json::to_value(&cfg).map_err(|e| e.to_string())?, want);
-            jail.set_env("BRIDGE_MAX_ORDER_NOTIONAL", "1000.10");
-            let cfg = Config::load(None).map_err(|e| e.to_string())?;
-            assert_eq!(cfg.max_order_notional, "1000.10");
-            assert_eq!(
-                cfg.max_notional().map_err(|e| e.to_string())?,
-                fixed::parse("1000.1").map_err(|e| e.to_string())?
-            );
-            Ok(())
-        });
-    }
-
-    /// Retry knobs that make no sense are refused, naming the knob.
-    #[test]
-    fn nonsensical_retry_knobs_are_rejected() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("BRIDGE_MAX_RECONNECT_ATTEMPTS", "0");
-            let err = Config::load(None).map(|_| ());
-            assert!(format!("{err:?}").contains("max_reconnect_attempts"));
-            jail.set_env("BRIDGE_MAX_RECONNECT_ATTEMPTS", "-1");
-            jail.set_env("BRIDGE_RECONNECT_INITIAL_DELAY_MS", "5000");
-            let err = Config::load(None).map(|_| ());
-            assert!(format!("{err:?}").contains("reconnect_initial_delay_ms"));
-            jail.set_env("BRIDGE_RECONNECT_INITIAL_DELAY_MS", "10");
-            assert!(Config::load(None).is_ok());
-            Ok(())
-        });
-    }
-
-    /// A malformed decimal in the file is reported with its field path.
-    #[test]
-    fn bad_decimal_names_the_field() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file(
-                "e.toml",
-                "[symbols.X]\nmax_order_qty = \"1e5\"\nreference_price = \"1\"\n",
-            )?;
-            let err = Config::load(Some(Path::new("e.toml"))).map(|_| ());
-            assert!(format!("{err:?}").contains("symbols.X.max_order_qty"));
-            Ok(())
-        });
-    }
-}
+mod tests;

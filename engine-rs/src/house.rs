@@ -4,10 +4,11 @@
 //!
 //! Seeded liquidity is ordinary orders so that it behaves like any other: consuming it is
 //! reported (TRADE reports on `bridge.v1.exec._house.<id>`, so what was bought equals what was
-//! sold in EXECUTIONS), journaled (consumed liquidity stays consumed across restarts) and
+//! sold in EXECUTIONS), stored in the order store (consumed liquidity stays consumed across
+//! restarts) and
 //! restored in its time priority. Each seed order has a stable id,
 //! `<engine_id>-<seed_generation>-<symbol>-<n>`, and is placed once: a restart finds it in the
-//! journal. Changing `seed_generation` replaces the house's liquidity: the live orders of
+//! order store. Changing `seed_generation` replaces the house's liquidity: the live orders of
 //! other generations are canceled and the configured seed is placed afresh.
 //!
 //! Pure: no I/O.
@@ -15,8 +16,8 @@
 use std::collections::BTreeMap;
 
 use crate::book::TimeInForce;
-use crate::config::SymbolLimits;
 use crate::fixed;
+use crate::limits::SymbolLimits;
 use crate::proto::v1 as pb;
 use crate::subjects;
 use crate::validate::{valid_id, ValidOrder, MAX_CLIENT_ORDER_ID_BYTES};
@@ -110,7 +111,7 @@ pub fn place(
     Ok(out)
 }
 
-/// True for a journal key of a house order.
+/// True for the order store key of a house order.
 pub fn is_house_key(key: &str) -> bool {
     key.strip_prefix(HOUSE_ACCOUNT)
         .is_some_and(|rest| rest.starts_with('.'))

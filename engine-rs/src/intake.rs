@@ -1,16 +1,17 @@
-//! Taking an order in, without I/O: validation, the record to journal and the answer, for
+//! Taking an order in, without I/O: validation, the record to store and the answer, for
 //! both intake paths. Pure (time and sequence numbers are passed in), so that the bounds below
 //! are tested on any input without a server.
 //!
-//! Everything an order puts into its journal record, its ack and its reports is bounded here,
+//! Everything an order puts into its record in the order store, its ack and its reports is bounded here,
 //! before any write: the size limits of the contract are checked ([`crate::validate`]), a
 //! rejected order keeps only the fields that passed their limits, error messages quote a
 //! bounded prefix of the input, and the correlation id is cut to its limit. So no input the
 //! server accepts can produce a record or report the server refuses (max_payload, 1 MiB):
 //! [`RECORD_BOUND`] is the proven ceiling (see the property test at the end).
 
+use crate::ack::AckFor;
 use crate::proto::state::OrderRecord;
-use crate::proto::v1::{self as pb, AckStatus, OrderStatus, RejectReason};
+use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
 use crate::subjects;
 use crate::validate::{
     message_size_error, tags_within_limits, truncate, valid_id, Rejection, ValidOrder, Validator,
@@ -18,7 +19,7 @@ use crate::validate::{
 };
 use crate::venue::{LiveOrder, Touched, Venue, VenueError};
 
-/// Upper bound of the encoded size of any journal record, ack or execution report produced
+/// Upper bound of the encoded size of any order record, ack or execution report produced
 /// for any input: 16 KiB, against the server's 1 MiB max_payload.
 pub const RECORD_BOUND: usize = 16 * 1024;
 
@@ -30,19 +31,19 @@ pub const TOMBSTONE_TEXT: &str = "client_order_id was declared unknown by a stat
 pub const TOMBSTONE_STATUS_TEXT: &str = "no order with this client_order_id; the id is now \
      retired: an order sent with it later is refused and never executes";
 
-/// An order validated and ready for its journal write.
+/// An order validated and ready for its write to the order store.
 pub enum Prepared {
-    /// No valid key (account / client order id): answered, never journaled.
+    /// No valid key (account / client order id): answered, never stored.
     Unkeyed(pb::OrderAck),
-    /// Rejected or expired: journaled already final.
+    /// Rejected or expired: stored already final.
     Rejected(Box<Touched>),
-    /// Accepted: journaled as PENDING_NEW, then executed.
+    /// Accepted: stored as PENDING_NEW, then executed.
     Accepted(Box<LiveOrder>, ValidOrder),
 }
 
 impl Prepared {
     /// The key and record to `kv.create`, if the order has a key.
-    pub fn journal_entry(&self) -> Option<(&str, &OrderRecord)> {
+    pub fn store_entry(&self) -> Option<(&str, &OrderRecord)> {
         match self {
             Prepared::Unkeyed(_) => None,
             Prepared::Rejected(t) => Some((&t.order.key, &t.order.record)),
@@ -73,12 +74,12 @@ pub fn valid_key(account: &str, client_order_id: &str) -> bool {
     valid_id(account, MAX_ACCOUNT_BYTES) && valid_id(client_order_id, MAX_CLIENT_ORDER_ID_BYTES)
 }
 
-/// The correlation id as journaled and logged: at most [`MAX_CORRELATION_ID_BYTES`].
+/// The correlation id as stored and logged: at most [`MAX_CORRELATION_ID_BYTES`].
 pub fn bounded_correlation_id(correlation_id: &str) -> &str {
     truncate(correlation_id, MAX_CORRELATION_ID_BYTES)
 }
 
-/// The order as a rejection journals and reports it: only the fields within their limits.
+/// The order as a rejection stores and reports it: only the fields within their limits.
 /// Ids are valid here (keyed); protobuf decoding has already dropped unknown fields.
 fn bounded(mut order: pb::NewOrder) -> pb::NewOrder {
     if order.symbol.len() > MAX_SYMBOL_BYTES {
@@ -90,27 +91,16 @@ fn bounded(mut order: pb::NewOrder) -> pb::NewOrder {
     order
 }
 
-/// The ack of an order that has a record (`o`), as the engine answers it.
-pub fn ack_for(
-    o: &LiveOrder,
-    status: AckStatus,
-    rej: Option<&Rejection>,
-    engine_id: &str,
-    now: i64,
-) -> pb::OrderAck {
+/// Who an order with a record (`o`) is, for its ack.
+fn ack_for<'a>(o: &'a LiveOrder, engine_id: &'a str, now: i64) -> AckFor<'a> {
     let order = o.order();
-    pb::OrderAck {
-        client_order_id: order.client_order_id.clone(),
-        account: order.account.clone(),
-        engine_order_id: o.record.engine_order_id.clone(),
-        status: status as i32,
-        reason: rej.map_or(RejectReason::Unspecified, |r| r.reason) as i32,
-        field_errors: rej.map(|r| r.errors.clone()).unwrap_or_default(),
+    AckFor {
+        client_order_id: &order.client_order_id,
+        account: &order.account,
+        engine_order_id: &o.record.engine_order_id,
         order_status: o.record.status,
-        duplicate: false,
-        ack_time_unix_ns: now,
-        engine_id: engine_id.into(),
-        text: rej.map(Rejection::text).unwrap_or_default(),
+        engine_id,
+        now,
     }
 }
 
@@ -122,22 +112,19 @@ pub fn unkeyed_reject(
     engine_id: &str,
     now: i64,
 ) -> pb::OrderAck {
-    pb::OrderAck {
-        client_order_id: truncate(&order.client_order_id, MAX_CLIENT_ORDER_ID_BYTES).into(),
-        account: truncate(&order.account, MAX_ACCOUNT_BYTES).into(),
-        status: AckStatus::Rejected as i32,
-        reason: rej.reason as i32,
-        field_errors: rej.errors.clone(),
+    AckFor {
+        client_order_id: truncate(&order.client_order_id, MAX_CLIENT_ORDER_ID_BYTES),
+        account: truncate(&order.account, MAX_ACCOUNT_BYTES),
+        engine_order_id: "",
         order_status: OrderStatus::Rejected as i32,
-        ack_time_unix_ns: now,
-        engine_id: engine_id.into(),
-        text: rej.text(),
-        ..Default::default()
+        engine_id,
+        now,
     }
+    .rejected_by(rej)
 }
 
 /// Step 1 of the protocol without its write: validation (fields, sizes, risk, deadline) and
-/// the record to journal. `problem` is a decoding failure found before; `payload_len` is the
+/// the record to store. `problem` is a decoding failure found before; `payload_len` is the
 /// size of the raw message the order came in.
 pub fn prepare(
     ctx: &Context<'_>,
@@ -189,27 +176,21 @@ pub fn prepare(
             let live = LiveOrder::new(key, bounded(order), ctx.engine_id, seq, correlation_id);
             let text = rej.text();
             let mut touched = Venue::reject(live, rej.reason, &rej.errors, &text, ctx.now)?;
-            let ack = ack_for(
-                &touched.order,
-                AckStatus::Rejected,
-                Some(&rej),
-                ctx.engine_id,
-                ctx.now,
-            );
+            let ack = ack_for(&touched.order, ctx.engine_id, ctx.now).rejected_by(&rej);
             touched.order.record.ack = Some(ack);
             Prepared::Rejected(Box::new(touched))
         }
         Ok(valid) => {
             let mut live = LiveOrder::new(key, order, ctx.engine_id, seq, correlation_id);
-            let ack = ack_for(&live, AckStatus::Accepted, None, ctx.engine_id, ctx.now);
+            let ack = ack_for(&live, ctx.engine_id, ctx.now).accepted("");
             live.record.ack = Some(ack);
             Prepared::Accepted(Box::new(live), valid)
         }
     })
 }
 
-/// A keyed order the journal refused for good (its create can never succeed): REJECTED with
-/// reason ENGINE_UNAVAILABLE and `why`, never journaled. Returns the ack and the REJECTED
+/// A keyed order the order store refused for good (its create can never succeed): REJECTED
+/// with reason ENGINE_UNAVAILABLE and `why`, never stored. Returns the ack and the REJECTED
 /// report (the only answer a queued order gets).
 pub fn refused(
     live: &LiveOrder,
@@ -225,23 +206,13 @@ pub fn refused(
         &live.record.correlation_id,
     );
     let text = format!(
-        "the journal refused this order's record and will not accept it on a retry ({}); \
+        "the order store refused this order's record and will not accept it on a retry ({}); \
          nothing was executed",
         truncate(why, 512)
     );
-    let rej = Rejection {
-        reason: RejectReason::EngineUnavailable,
-        errors: vec![],
-    };
-    let touched = Venue::reject(fresh, rej.reason, &[], &text, now)?;
-    let mut ack = ack_for(
-        &touched.order,
-        AckStatus::Rejected,
-        Some(&rej),
-        engine_id,
-        now,
-    );
-    ack.text = text;
+    let reason = RejectReason::EngineUnavailable;
+    let touched = Venue::reject(fresh, reason, &[], &text, now)?;
+    let ack = ack_for(&touched.order, engine_id, now).rejected(reason, vec![], &text);
     Ok((ack, touched.reports))
 }
 
@@ -271,24 +242,13 @@ pub fn tombstone(
     );
     let reason = RejectReason::UnknownOrder;
     let mut touched = Venue::reject(live, reason, &[], TOMBSTONE_TEXT, now)?;
-    let rej = Rejection {
-        reason,
-        errors: vec![],
-    };
-    let mut ack = ack_for(
-        &touched.order,
-        AckStatus::Rejected,
-        Some(&rej),
-        engine_id,
-        now,
-    );
-    ack.text = TOMBSTONE_TEXT.into();
+    let ack = ack_for(&touched.order, engine_id, now).rejected(reason, vec![], TOMBSTONE_TEXT);
     touched.order.record.ack = Some(ack);
     touched.order.record.tombstone = true;
     Ok(touched.order.record)
 }
 
-/// The answer to a status query from a journal record.
+/// The answer to a status query from a stored record.
 pub fn status_reply(record: OrderRecord) -> pb::OrderStatusReply {
     if record.tombstone {
         return pb::OrderStatusReply {

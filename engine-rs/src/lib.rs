@@ -1,32 +1,66 @@
 //! Execution engine of the bridge.
 //!
-//! Module map (dependencies point downwards only):
-//! - [`book`]: pure price-time matching for one symbol.
-//! - [`venue`]: the books plus the order state machine -> execution reports (pure).
+//! Module map. The pure core (no I/O, no async; time passed in):
+//! - [`book`]: price-time matching for one symbol.
+//! - [`order`]: an order's life: the state machine, the tracked order and its reports.
+//! - [`venue`]: the books and the orders resting in them -> execution reports.
 //! - [`house`]: the venue's own orders (seeded liquidity of the account `_house`).
-//! - [`validate`]: field, size, symbol, risk and deadline checks (pure).
-//! - [`intake`]: an order's journal record and answer, every size bounded (pure).
-//! - [`journal_errors`]: permanent vs transient JetStream failures; readiness while retrying.
+//! - [`limits`]: risk limits per symbol and per order, in fixed point.
+//! - [`validate`]: field, size, symbol, risk and deadline checks.
+//! - [`ack`]: the one builder of `OrderAck`s.
+//! - [`intake`]: an order's record and answer, every size bounded.
+//! - [`reconcile`]: recovery's decision for each open record after a restart.
 //! - [`fixed`]: exact fixed-point (1e-8) arithmetic and wire decimals.
-//! - [`config`]: defaults < TOML file < `BRIDGE_*` environment.
+//!
+//! Configuration and policy:
+//! - [`config`]: defaults < TOML file < `BRIDGE_*` environment; renamed knobs refused.
 //! - [`retry`]: the backoff policy of reconnects and JetStream retries.
-//! - [`subjects`]: every subject, stream, consumer and bucket name.
+//! - [`contract`]: every subject, stream, consumer, bucket and header name, id rule and size
+//!   limit, generated from `schemas/bridge/v1/contract.toml`.
+//! - [`subjects`]: transitional re-export of [`contract`], plus names not yet in it.
+//! - [`logging`]: JSON log lines with the field names the Python side uses.
+//!
+//! The NATS side:
+//! - [`error`]: one error enum per boundary, each with a kind to match.
+//! - [`connection`]: connect options (TLS, NKey), reconnect backoff, connection events.
+//! - [`jetstream_errors`]: permanent vs transient JetStream failures; readiness while
+//!   retrying.
 //! - [`lease`]: the KV leases that keep a second engine from serving the same symbols.
-//! - [`service`]: the NATS side: request-reply, the ORDERS pull consumer, the KV journal,
-//!   report publishing, recovery and graceful shutdown.
+//! - [`consumer`]: binding (and re-creating) the durable ORDERS pull consumer.
+//! - [`store`]: the order store (KV `bridge_orders`): create, read, update; record revisions.
+//! - [`publish`]: execution reports to EXECUTIONS in atomic batches; the last stored report.
+//! - [`failpoint`]: crash-test failpoints.
+//! - [`engine`]: the engine's state and the protocol steps the commands share.
+//! - [`commands`]: one module per request (submit, queued, cancel, status) and the dispatch.
+//! - [`recovery`]: start-up recovery of this engine's open orders and books.
+//! - [`run`]: the engine's life: connect, lease, bind, recover, serve, shut down.
 //! - [`proto`]: prost-generated `bridge.v1` and engine state types.
 
+pub mod ack;
 pub mod book;
+pub mod commands;
 pub mod config;
+pub mod connection;
+pub mod consumer;
 pub mod contract;
+pub mod engine;
+pub mod error;
+pub mod failpoint;
 pub mod fixed;
 pub mod house;
 pub mod intake;
-pub mod journal_errors;
+pub mod jetstream_errors;
 pub mod lease;
+pub mod limits;
+pub mod logging;
+pub mod order;
 pub mod proto;
+pub mod publish;
+pub mod reconcile;
+pub mod recovery;
 pub mod retry;
-pub mod service;
+pub mod run;
+pub mod store;
 pub mod subjects;
 pub mod validate;
 pub mod venue;

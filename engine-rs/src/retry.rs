@@ -2,9 +2,10 @@
 //!
 //! `delay(n) = min(reconnect_max_delay_ms, reconnect_initial_delay_ms * 2^n) + uniform(0,
 //! reconnect_jitter_ms)` for the n-th consecutive failure (n = 0, 1, ...). The Python client
-//! uses the same formula and knob names (`bridge/retry.py`), so both sides of a restart back
-//! off alike. Operation retries (see [`Backoff`]) stop after `retry_max_attempts` attempts or
-//! once `retry_deadline_ms` has passed since the first one, whichever comes first.
+//! uses the same formula and reconnect knob names (`bridge/retry.py`; both test suites check
+//! `schemas/testdata/backoff.json`), so both sides of a restart back off alike. Operation
+//! retries (see [`Backoff`]) stop after `jetstream_retry_max_attempts` attempts or once
+//! `jetstream_retry_deadline_ms` has passed since the first one, whichever comes first.
 
 use std::time::{Duration, Instant};
 
@@ -75,8 +76,8 @@ impl Backoff {
     pub fn from_config(cfg: &Config) -> Backoff {
         Backoff::new(
             Policy::from_config(cfg),
-            cfg.retry_max_attempts,
-            Duration::from_millis(cfg.retry_deadline_ms),
+            cfg.jetstream_retry_max_attempts,
+            Duration::from_millis(cfg.jetstream_retry_deadline_ms),
         )
     }
 }

@@ -202,5 +202,5 @@ async def test_a_record_the_journal_refuses_for_good_is_answered_not_retried(
     assert running
     assert engine.pid == pid
     log = engine.log_tail(200)
-    assert "journal refused an order's record for good" in log
+    assert "order store refused an order's record for good" in log
     assert "retrying" not in log

@@ -393,7 +393,7 @@ async def test_queued_order_journaled_then_crash_is_executed_once_after_restart(
     """Killed after journaling a queued order, the restarted engine finishes it exactly once."""
     account = new_id("J")
     crashing = EngineProcess(
-        nats_server, log_file=tmp_path / "crash.log", env={"BRIDGE_FAILPOINT": "after_journal"}
+        nats_server, log_file=tmp_path / "crash.log", env={"BRIDGE_FAILPOINT": "after_store"}
     ).start()
     order = market(account, qty="12", side=Side.SELL)
     async with BridgeClient(settings) as bridge:

@@ -4,10 +4,10 @@
 //!
 //! For each order, exactly what the engine does between receiving the bytes and handing
 //! bytes to JetStream, in one thread: decode the `NewOrder`, validate and risk-check it,
-//! encode its journal record (`kv.create`), execute it in the venue (price-time book, state
+//! encode its record for the order store (`kv.create`), execute it in the venue (price-time book, state
 //! machine, reports), encode every report (`EXECUTIONS` publish) and every touched record
 //! (`kv.update`). Two workloads, each on a fresh venue seeded from the config (the seed is
-//! orders of the house, so a fill against it also reports and journals the house's side):
+//! orders of the house, so a fill against it also reports and stores the house's side):
 //! - `market`: 1-lot market IOC orders alternating buy and sell against the seeded
 //!   liquidity (the orders of the benchmark's drain);
 //! - `cross`: pairs of a 1-lot GTC limit sell that rests in front of the seeded ask and a
@@ -120,7 +120,7 @@ fn run(cfg: &Config, args: &Args, workload: &str) -> Result<()> {
             Err(rej) => bail!("order {seq} rejected: {}", rej.text()),
         };
         let key = subjects::order_key(&order.account, &order.client_order_id);
-        let live = LiveOrder::new(key, order, &cfg.engine_id, seq as u64 + 1, "cid");
+        let live = LiveOrder::new(key, order, &cfg.engine_id, seq as u64 + 1, "c-1");
         bytes += live.record.encode_to_vec().len();
         for t in venue.execute(live, &valid, now)?.into_all() {
             for r in &t.reports {

@@ -1,3 +1,5 @@
+//! Tests of intake: bounds on every record, ack and report, refusals and tombstones.
+
 use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
@@ -5,9 +7,9 @@ use prost::Message as _;
 
 use super::*;
 use crate::book::Side;
-use crate::config::SymbolLimits;
 use crate::fixed::units;
-use crate::proto::v1::ExecType;
+use crate::limits::SymbolLimits;
+use crate::proto::v1::{AckStatus, ExecType};
 use crate::validate::{MAX_NEW_ORDER_BYTES, MAX_TAGS, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES};
 
 /// nats-server's max_payload in nats/server.conf (1MB = 1 MiB).
@@ -114,7 +116,7 @@ fn assert_bounded(p: Prepared, ctx: &Context<'_>) {
 }
 
 /// The order of issue 9: a well-formed NewOrder with 25,000 tags (~700 KB) on either path is
-/// rejected naming the whole message and the tags with their limits, and its journal record
+/// rejected naming the whole message and the tags with their limits, and its stored record
 /// and REJECTED report are a few hundred bytes, without the tags.
 #[test]
 fn oversized_tags_order_is_rejected_with_a_small_record() {
@@ -130,7 +132,7 @@ fn oversized_tags_order_is_rejected_with_a_small_record() {
     let len = order.encoded_len();
     assert!(len > 600_000 && len < SERVER_MAX_PAYLOAD, "{len}");
     with_ctx(|ctx| {
-        let p = prepare(ctx, order, None, len, 7, "cid").unwrap();
+        let p = prepare(ctx, order, None, len, 7, "correlation-id").unwrap();
         let Prepared::Rejected(t) = &p else {
             panic!("not rejected")
         };
@@ -151,7 +153,7 @@ fn oversized_tags_order_is_rejected_with_a_small_record() {
             .contains(&MAX_NEW_ORDER_BYTES.to_string()));
         assert!(
             t.order.order().tags.is_empty(),
-            "rejected tags are not journaled"
+            "rejected tags are not stored"
         );
         assert!(t.reports[0].tags.is_empty());
         assert!(
@@ -215,7 +217,7 @@ fn order_at_every_field_limit_fits_the_message_limit() {
     });
 }
 
-/// A record the journal refused for good becomes a REJECTED answer naming the cause.
+/// A record the order store refused for good becomes a REJECTED answer naming the cause.
 #[test]
 fn refused_record_is_answered_rejected() {
     with_ctx(|ctx| {
@@ -241,7 +243,7 @@ fn refused_record_is_answered_rejected() {
 /// report that say the id is retired.
 #[test]
 fn tombstone_record_and_status() {
-    let r = tombstone("ACC1", "gone", "engine-1", 9, 5, "cid").unwrap();
+    let r = tombstone("ACC1", "gone", "engine-1", 9, 5, "correlation-id").unwrap();
     assert!(r.tombstone);
     assert_eq!(r.status, OrderStatus::Rejected as i32);
     let ack = r.ack.clone().unwrap();
@@ -355,7 +357,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     /// For any NewOrder (huge strings, tens of thousands of tags, garbage enums) and any
-    /// correlation id, the journal record, the ack and every report it leads to (executed
+    /// correlation id, the stored record, the ack and every report it leads to (executed
     /// when accepted) encode under RECORD_BOUND (16 KiB), far below the server's 1 MiB.
     #[test]
     fn any_input_yields_bounded_records_and_reports(
@@ -367,7 +369,7 @@ proptest! {
         let len = order.encoded_len() + extra;
         with_ctx(|ctx| {
             let p = prepare(ctx, order, None, len, 42, &correlation_id).unwrap();
-            if let Some((_, record)) = p.journal_entry() {
+            if let Some((_, record)) = p.store_entry() {
                 prop_assert!(record.correlation_id.len() <= 128);
             }
             assert_bounded(p, ctx);

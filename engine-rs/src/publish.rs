@@ -1,4 +1,5 @@
-//! Execution reports to EXECUTIONS, one fact at a time.
+//! Report publishing: execution reports to EXECUTIONS, one fact at a time, and reading back
+//! the last report stored for an order.
 //!
 //! Everything one incoming order does to the book (its own reports, and the TRADE report of
 //! every resting order it traded with, seeded liquidity included) is one fact: it is
@@ -13,18 +14,22 @@
 //! (only its ack was lost), the server refuses the retry as "contains duplicate message id"
 //! (10201), which means done.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use async_nats::jetstream::{self, ErrorCode};
-use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream::Stream as JsStream, ErrorCode};
+use async_nats::{Client, HeaderMap};
 use backon::Retryable;
 use bytes::Bytes;
 use prost::Message as _;
 use tracing::{debug, error};
 
-use super::{Engine, ServiceError};
-use crate::journal_errors;
+use crate::config::Config;
+use crate::error::{PublishError, SetupError};
+use crate::failpoint::Failpoint;
+use crate::jetstream_errors::{self, Readiness};
 use crate::proto::v1 as pb;
+use crate::retry;
 use crate::subjects;
 
 /// Messages in one atomic batch at most: nats-server's default `max_batch_size`.
@@ -51,12 +56,45 @@ pub fn pack<'a>(groups: Vec<Vec<Tagged<'a>>>) -> Vec<Vec<Tagged<'a>>> {
     out
 }
 
-impl Engine {
+/// The stream EXECUTIONS, as the engine writes and reads it.
+pub struct Reports {
+    client: Client,
+    js: jetstream::Context,
+    executions: JsStream,
+    cfg: Config,
+    readiness: Arc<Readiness>,
+    failpoint: Failpoint,
+}
+
+impl Reports {
+    /// Binds to the provisioned stream (the engine role may not create it).
+    pub async fn bind(
+        client: &Client,
+        js: &jetstream::Context,
+        cfg: &Config,
+        readiness: Arc<Readiness>,
+        failpoint: Failpoint,
+    ) -> Result<Reports, SetupError> {
+        let executions = js
+            .get_stream(subjects::EXECUTIONS_STREAM)
+            .await
+            .map_err(|e| SetupError::new("stream EXECUTIONS", e))?;
+        Ok(Reports {
+            client: client.clone(),
+            js: js.clone(),
+            executions,
+            cfg: cfg.clone(),
+            readiness,
+            failpoint,
+        })
+    }
+
+    fn backoff(&self) -> retry::Backoff {
+        retry::Backoff::from_config(&self.cfg)
+    }
+
     /// Publishes groups of reports, each group atomically (see the module docs).
-    pub(super) async fn publish_groups(
-        &self,
-        groups: Vec<Vec<Tagged<'_>>>,
-    ) -> Result<(), ServiceError> {
+    pub async fn publish(&self, groups: Vec<Vec<Tagged<'_>>>) -> Result<(), PublishError> {
         for batch in pack(groups) {
             self.publish_batch(&batch).await?;
         }
@@ -65,13 +103,13 @@ impl Engine {
 
     /// One atomic batch, retried whole. A permanent failure is not retried: it stops the
     /// engine at once (an executed fill nobody can see must not be left behind).
-    async fn publish_batch(&self, batch: &[Tagged<'_>]) -> Result<(), ServiceError> {
+    async fn publish_batch(&self, batch: &[Tagged<'_>]) -> Result<(), PublishError> {
         let about = batch[0].1;
         let started = Instant::now();
         let permanent = |e: &async_nats::Error| {
             batch.iter().find_map(|(r, _)| {
                 let subject = subjects::executions(&r.account, &r.client_order_id);
-                journal_errors::permanent_on(e.as_ref(), &subject, started)
+                jetstream_errors::permanent_on(e.as_ref(), &subject, started)
             })
         };
         let attempts = self.readiness.operation("publish reports", about);
@@ -85,7 +123,7 @@ impl Engine {
             if let Some(why) = permanent(&e) {
                 error!(correlation_id = about, error = %why, "report publish refused for good; not retried");
             }
-            return Err(ServiceError::Publish(e));
+            return Err(PublishError::Batch(e));
         }
         for (r, correlation_id) in batch {
             debug!(exec_id = %r.exec_id, client_order_id = %r.client_order_id, correlation_id, exec_type = r.exec_type, "report published");
@@ -120,7 +158,7 @@ impl Engine {
                     .publish_with_headers(subject, headers, payload)
                     .await?;
                 if i + 1 == last.div_ceil(2) && has_fills {
-                    self.failpoint("mid_publish").await;
+                    self.failpoint.reached("mid_publish").await;
                 }
                 continue;
             }
@@ -141,6 +179,42 @@ impl Engine {
             };
         }
         Ok(())
+    }
+
+    /// True when EXECUTIONS already holds `report` or a later report of its order.
+    pub async fn stored(&self, report: &pb::ExecutionReport) -> Result<bool, PublishError> {
+        let subject = subjects::executions(&report.account, &report.client_order_id);
+        Ok(self
+            .last_stored(&subject)
+            .await?
+            .is_some_and(|stored| stored.seq >= report.seq))
+    }
+
+    /// The last report EXECUTIONS holds on `subject` (one order's), read from the stream
+    /// leader, retried while JetStream is unavailable.
+    pub async fn last_stored(
+        &self,
+        subject: &str,
+    ) -> Result<Option<pb::ExecutionReport>, PublishError> {
+        let attempts = self.readiness.operation("last report", subject);
+        let last = (|| self.executions.get_last_raw_message_by_subject(subject))
+            .retry(self.backoff())
+            .when(|e: &jetstream::stream::LastRawMessageError| {
+                e.kind() != jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                    && jetstream_errors::permanent(e).is_none()
+            })
+            .notify(|e, delay| attempts.retrying(e, delay))
+            .await;
+        match last {
+            Ok(m) => Ok(pb::ExecutionReport::decode(m.payload).ok()),
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+                Ok(None)
+            }
+            Err(e) => Err(PublishError::LastReport {
+                subject: subject.into(),
+                source: e,
+            }),
+        }
     }
 }
 

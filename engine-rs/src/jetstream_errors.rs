@@ -111,6 +111,18 @@ fn publish_denied_since(subject: &str, since: Instant) -> bool {
     })
 }
 
+/// Logs one retry of a JetStream operation outside the engine's requests (`what` on
+/// `about`: a key, a consumer or an engine id).
+pub fn retrying(what: &str, about: &str, error: &dyn std::fmt::Display, delay: Duration) {
+    warn!(
+        operation = what,
+        about,
+        error = %error,
+        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        "JetStream operation failed; retrying"
+    );
+}
+
 /// Whether the engine is in the middle of retrying something. The engine serves requests one
 /// at a time, so while it waits for a retried write nothing else is answered: it says so once
 /// (`engine not ready: retrying <op>`, WARN) and again when the last retry ends
@@ -144,13 +156,7 @@ impl Attempts<'_> {
     /// Logs one retry (each one, WARN) and, on the first retry of the first operation that
     /// retries, that the engine is not ready.
     pub fn retrying(&self, error: &dyn std::fmt::Display, delay: Duration) {
-        warn!(
-            operation = self.what,
-            about = self.about,
-            error = %error,
-            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-            "JetStream operation failed; retrying"
-        );
+        retrying(self.what, self.about, error, delay);
         if !self.counted.swap(true, Ordering::Relaxed)
             && self.readiness.retrying.fetch_add(1, Ordering::Relaxed) == 0
         {
@@ -158,7 +164,7 @@ impl Attempts<'_> {
                 operation = self.what,
                 about = self.about,
                 "engine not ready: retrying {}; requests wait until it succeeds or \
-                 retry_deadline_ms passes",
+                 jetstream_retry_deadline_ms passes",
                 self.what
             );
         }

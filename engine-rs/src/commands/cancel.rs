@@ -1,0 +1,117 @@
+//! `bridge.v1.orders.cancel` (and `bridge.v1.engine.<engine_id>.cancel`, relayed by a peer):
+//! cancel an order resting in this engine's book, or relay the request to the engine whose
+//! book holds it.
+
+use async_nats::Message;
+use prost::Message as _;
+use tracing::info;
+
+use super::{correlation_id, malformed, record_order, request_span, within};
+use crate::ack::AckFor;
+use crate::engine::{now_ns, Engine};
+use crate::error::EngineError;
+use crate::intake::valid_key;
+use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
+use crate::publish::Tagged;
+use crate::subjects;
+use crate::venue::is_final;
+
+impl Engine {
+    /// Cancel: here if the order rests in this engine's book, else forwarded to its owner.
+    pub async fn on_cancel(&mut self, msg: Message, forwarded: bool) -> Result<(), EngineError> {
+        let correlation_id = correlation_id(msg.headers.as_ref());
+        let span = request_span(&correlation_id);
+        within(
+            span.clone(),
+            self.cancel(msg, forwarded, &correlation_id, &span),
+        )
+        .await
+    }
+
+    async fn cancel(
+        &mut self,
+        msg: Message,
+        forwarded: bool,
+        correlation_id: &str,
+        span: &tracing::Span,
+    ) -> Result<(), EngineError> {
+        let req = match pb::CancelRequest::decode(msg.payload.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                let ack = self.unkeyed_reject(&pb::NewOrder::default(), &malformed(&e));
+                self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+                return Ok(());
+            }
+        };
+        record_order(span, &req.account, &req.client_order_id);
+        let key = subjects::order_key(&req.account, &req.client_order_id);
+        let engine_id = self.cfg.engine_id.clone();
+        let about = |order_status: i32| AckFor {
+            client_order_id: &req.client_order_id,
+            account: &req.account,
+            engine_order_id: "",
+            order_status,
+            engine_id: &engine_id,
+            now: now_ns(),
+        };
+        if !valid_key(&req.account, &req.client_order_id) {
+            let ack = about(0).rejected(
+                RejectReason::InvalidField,
+                vec![],
+                "account and client_order_id must be [A-Za-z0-9_-]",
+            );
+            self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+            return Ok(());
+        }
+        if let Some(touched) = self.venue.cancel(&key, now_ns())? {
+            let ack = AckFor {
+                engine_order_id: &touched.order.record.engine_order_id,
+                ..about(OrderStatus::Canceled as i32)
+            }
+            .accepted("canceled");
+            let tagged: Vec<Tagged<'_>> = touched
+                .reports
+                .iter()
+                .map(|r| (r, correlation_id))
+                .collect();
+            self.reports.publish(vec![tagged]).await?;
+            self.write_back(vec![touched.order]).await?;
+            info!(key, "order canceled");
+            self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+            return Ok(());
+        }
+        let ack = match self.store.load(&key).await? {
+            None => about(0).rejected(RejectReason::UnknownOrder, vec![], "no such order"),
+            Some((r, _))
+                if is_final(
+                    OrderStatus::try_from(r.status).unwrap_or(OrderStatus::Unspecified),
+                ) =>
+            {
+                about(r.status).rejected(RejectReason::TooLate, vec![], "order is already final")
+            }
+            Some((r, _)) if r.engine_id != self.cfg.engine_id && !forwarded => {
+                // The order rests in another engine's book: relay the request to its owner.
+                let subject = subjects::engine_cancel(&r.engine_id);
+                match self.request(subject, msg.payload.clone()).await {
+                    Ok(answer) => {
+                        self.respond(msg.reply.as_ref(), answer.payload.to_vec())
+                            .await;
+                        return Ok(());
+                    }
+                    Err(e) => about(r.status).rejected(
+                        RejectReason::EngineUnavailable,
+                        vec![],
+                        &format!("owner engine {} unreachable: {e}", r.engine_id),
+                    ),
+                }
+            }
+            Some((r, _)) => about(r.status).rejected(
+                RejectReason::TooLate,
+                vec![],
+                "order is not resting in a book",
+            ),
+        };
+        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,122 @@
+//! The requests the engine serves, one module each (parse + apply): [`submit`], [`queued`]
+//! (a pull of the ORDERS consumer), [`cancel`] and [`status`]; and the one dispatch of a
+//! request-reply message to its command.
+//!
+//! Each command binds the request's correlation id (and, once known, the order's ids) to a
+//! tracing span, so every line logged while it is handled carries them.
+
+use async_nats::{HeaderMap, Message, Subscriber};
+use futures::{FutureExt, StreamExt};
+use tracing::Instrument;
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::intake;
+use crate::proto::v1::RejectReason;
+use crate::subjects;
+use crate::validate::{
+    field_error, truncate, Rejection, MAX_ACCOUNT_BYTES, MAX_CLIENT_ORDER_ID_BYTES,
+};
+
+pub mod cancel;
+pub mod queued;
+pub mod status;
+pub mod submit;
+
+/// A request-reply message, by the subject it came in on.
+pub enum Request {
+    Submit(Message),
+    Cancel(Message),
+    /// A cancel relayed by another engine (`bridge.v1.engine.<engine_id>.cancel`).
+    ForwardedCancel(Message),
+    Status(Message),
+}
+
+impl Engine {
+    /// The one dispatch: applies a request. Status queries already received are answered
+    /// before an order is taken (see [`Engine::answer_statuses`]).
+    pub async fn dispatch(
+        &mut self,
+        request: Request,
+        statuses: &mut Subscriber,
+    ) -> Result<(), EngineError> {
+        match request {
+            Request::Submit(m) => {
+                self.answer_statuses(statuses).await?;
+                self.on_submit(m).await
+            }
+            Request::Cancel(m) => self.on_cancel(m, false).await,
+            Request::ForwardedCancel(m) => self.on_cancel(m, true).await,
+            Request::Status(m) => self.on_status(m).await,
+        }
+    }
+
+    /// Answers every status query already received, before the next order is taken: a query
+    /// is answered promptly, not behind a backlog of orders (possibly the very backlog that
+    /// made its caller time out); "not found" is safe to answer at any time (see
+    /// [`Engine::retire`]).
+    pub async fn answer_statuses(&mut self, statuses: &mut Subscriber) -> Result<(), EngineError> {
+        while let Some(Some(m)) = statuses.next().now_or_never() {
+            self.on_status(m).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The request's correlation id, cut to its limit (it is stored and logged).
+pub(crate) fn correlation_id(headers: Option<&HeaderMap>) -> String {
+    headers
+        .and_then(|h| h.get(subjects::HEADER_CORRELATION_ID))
+        .map(|v| intake::bounded_correlation_id(v.as_str()).to_string())
+        .unwrap_or_default()
+}
+
+/// A message that is not the protobuf it should be.
+pub(crate) fn malformed(e: &prost::DecodeError) -> Rejection {
+    Rejection {
+        reason: RejectReason::Malformed,
+        errors: vec![field_error(
+            "<message>",
+            "decodable",
+            format!("not a bridge.v1.NewOrder: {e}"),
+        )],
+    }
+}
+
+/// The span of one request: its correlation id, and the order's ids once known.
+pub(crate) fn request_span(correlation_id: &str) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        correlation_id,
+        client_order_id = tracing::field::Empty,
+        account = tracing::field::Empty
+    )
+}
+
+/// The span of one order's request, its ids (cut to their limits) known from the start.
+pub(crate) fn order_span(
+    correlation_id: &str,
+    account: &str,
+    client_order_id: &str,
+) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        correlation_id,
+        client_order_id = truncate(client_order_id, MAX_CLIENT_ORDER_ID_BYTES),
+        account = truncate(account, MAX_ACCOUNT_BYTES)
+    )
+}
+
+/// Records the order's ids (cut to their limits) on a request span.
+pub(crate) fn record_order(span: &tracing::Span, account: &str, client_order_id: &str) {
+    span.record(
+        "client_order_id",
+        truncate(client_order_id, MAX_CLIENT_ORDER_ID_BYTES),
+    );
+    span.record("account", truncate(account, MAX_ACCOUNT_BYTES));
+}
+
+/// Runs `f` inside `span`.
+pub(crate) async fn within<F: std::future::Future>(span: tracing::Span, f: F) -> F::Output {
+    f.instrument(span).await
+}

@@ -1,0 +1,131 @@
+//! `bridge.v1.orders.queue.<account>` through the ORDERS pull consumer: the orders of one
+//! pull, taken in, executed and reported together, then acked.
+
+use async_nats::jetstream;
+use futures::future::try_join_all;
+use prost::Message as _;
+use tracing::{warn, Instrument};
+
+use super::{correlation_id, malformed, order_span};
+use crate::engine::{now_ns, Engine, Intake};
+use crate::error::EngineError;
+use crate::proto::v1 as pb;
+use crate::publish::Tagged;
+use crate::subjects;
+use crate::validate::Rejection;
+use crate::venue::{Executed, LiveOrder};
+
+/// The order in a queued message. A malformed one is attributed through its subject and
+/// `Nats-Msg-Id` so that the orchestrator still gets a REJECTED report for it.
+fn decode_queued(msg: &jetstream::Message) -> (pb::NewOrder, Option<Rejection>) {
+    match pb::NewOrder::decode(msg.payload.clone()) {
+        Ok(o) => (o, None),
+        Err(e) => {
+            let order = pb::NewOrder {
+                account: subjects::account_of_queue_subject(msg.subject.as_str())
+                    .unwrap_or("")
+                    .into(),
+                client_order_id: msg
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(subjects::HEADER_MSG_ID))
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default(),
+                ..Default::default()
+            };
+            (order, Some(malformed(&e)))
+        }
+    }
+}
+
+impl Engine {
+    /// Queued orders: the same protocol, applied to every message of a pull at once so that
+    /// the JetStream round trips of one step overlap instead of queuing one order behind the
+    /// next. Step 1 writes all records concurrently; step 3 executes them in delivery order
+    /// (price-time priority is the delivery order) and publishes all reports pipelined, in
+    /// that order; step 4 writes each touched record once, with its latest state. Each ORDERS
+    /// message is acked only after all of that.
+    pub async fn on_queued_batch(
+        &mut self,
+        msgs: &[jetstream::Message],
+    ) -> Result<(), EngineError> {
+        let mut correlation_ids = Vec::with_capacity(msgs.len());
+        let mut spans = Vec::with_capacity(msgs.len());
+        let mut prepared = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            let correlation_id = correlation_id(msg.headers.as_ref());
+            let (order, rejection) = decode_queued(msg);
+            let span = order_span(&correlation_id, &order.account, &order.client_order_id);
+            let p = span
+                .in_scope(|| self.prepare(order, rejection, msg.payload.len(), &correlation_id))?;
+            prepared.push(p);
+            correlation_ids.push(correlation_id);
+            spans.push(span);
+        }
+        let this = &*self;
+        let created = try_join_all(prepared.iter().map(|p| this.create_prepared(p))).await?;
+        self.failpoint.reached("after_store").await;
+
+        // In delivery order: what each order did (an execution, or the reports of its
+        // rejection), and the index of its message.
+        let mut executions: Vec<(Executed, usize)> = Vec::new();
+        let mut rejections: Vec<(Vec<pb::ExecutionReport>, usize)> = Vec::new();
+        for (i, (p, created)) in prepared.into_iter().zip(created).enumerate() {
+            let settled = self
+                .settle(p, created, &correlation_ids[i])
+                .instrument(spans[i].clone())
+                .await?;
+            match settled.1 {
+                Intake::Accepted(live, valid) => {
+                    let executed =
+                        spans[i].in_scope(|| self.venue.execute(*live, &valid, now_ns()))?;
+                    executions.push((executed, i));
+                }
+                Intake::Rejected(rs) => rejections.push((rs, i)),
+                Intake::Answered => {}
+            }
+        }
+        let mut groups: Vec<(usize, Vec<Tagged<'_>>)> = Vec::new();
+        for (e, i) in &executions {
+            let correlation_id = correlation_ids[*i].as_str();
+            for t in &e.expired {
+                groups.push((*i, t.reports.iter().map(|r| (r, correlation_id)).collect()));
+            }
+            let all = e.touched.iter().flat_map(|t| t.reports.iter());
+            groups.push((*i, all.map(|r| (r, correlation_id)).collect()));
+        }
+        for (rs, i) in &rejections {
+            let correlation_id = correlation_ids[*i].as_str();
+            groups.push((*i, rs.iter().map(|r| (r, correlation_id)).collect()));
+        }
+        groups.sort_by_key(|(i, _)| *i); // stable: delivery order, each order's facts in order
+        self.reports
+            .publish(groups.into_iter().map(|(_, g)| g).collect())
+            .await?;
+        // Every state of a record within this batch is written at the revision it had before
+        // the batch: the last state replaces the earlier ones.
+        let mut writes: Vec<LiveOrder> = Vec::new();
+        for t in executions.into_iter().flat_map(|(e, _)| e.into_all()) {
+            match writes.iter_mut().find(|w| w.key == t.order.key) {
+                Some(w) => *w = t.order,
+                None => writes.push(t.order),
+            }
+        }
+        self.write_back(writes).await?;
+        for (msg, span) in msgs.iter().zip(&spans) {
+            ack_queued(msg).instrument(span.clone()).await;
+        }
+        Ok(())
+    }
+}
+
+/// Acks a queued message whose order is stored and reported, without waiting for the
+/// server's confirmation. If the ack is lost (e.g. the server restarted and no longer knows
+/// this delivery; such an ack is never answered) the message is redelivered after the
+/// consumer's ack_wait, finds the order's record and is answered as a duplicate: a lost ack
+/// delays the message's removal but can never re-execute the order.
+async fn ack_queued(msg: &jetstream::Message) {
+    if let Err(e) = msg.ack().await {
+        warn!(error = %e, "ack of a queued order not sent; a redelivery will be answered as a duplicate");
+    }
+}

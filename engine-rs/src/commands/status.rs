@@ -1,0 +1,103 @@
+//! `bridge.v1.orders.status`: an order's state from the order store. "Not found" is
+//! definitive: an id without a record is retired by an atomic `kv.create` of a tombstone
+//! record before the engine answers found=false; an order with that id arriving later finds
+//! the key taken and is answered as a duplicate of the tombstone's REJECTED outcome.
+
+use async_nats::Message;
+use prost::Message as _;
+use tracing::{error, info};
+
+use super::{correlation_id, record_order, request_span, within};
+use crate::engine::{now_ns, Engine};
+use crate::error::EngineError;
+use crate::intake::{self, valid_key};
+use crate::proto::v1::{self as pb, RejectReason};
+use crate::store::Created;
+use crate::subjects;
+use crate::validate::echo;
+
+impl Engine {
+    /// Status: the order store is authoritative (written before any ack). An id without a
+    /// record is retired first ([`Engine::retire`]), so that "not found" stays true.
+    pub async fn on_status(&mut self, msg: Message) -> Result<(), EngineError> {
+        let correlation_id = correlation_id(msg.headers.as_ref());
+        let span = request_span(&correlation_id);
+        within(span.clone(), self.status(msg, &correlation_id, &span)).await
+    }
+
+    async fn status(
+        &mut self,
+        msg: Message,
+        correlation_id: &str,
+        span: &tracing::Span,
+    ) -> Result<(), EngineError> {
+        let reply = match pb::OrderStatusRequest::decode(msg.payload.clone()) {
+            Err(e) => pb::OrderStatusReply {
+                reason: RejectReason::Malformed as i32,
+                text: format!("undecodable OrderStatusRequest: {e}"),
+                ..Default::default()
+            },
+            Ok(req) if !valid_key(&req.account, &req.client_order_id) => pb::OrderStatusReply {
+                reason: RejectReason::InvalidField as i32,
+                text: format!(
+                    "account {} / client_order_id {} must be [A-Za-z0-9_-]",
+                    echo(&req.account),
+                    echo(&req.client_order_id)
+                ),
+                ..Default::default()
+            },
+            Ok(req) => {
+                record_order(span, &req.account, &req.client_order_id);
+                let key = subjects::order_key(&req.account, &req.client_order_id);
+                match self.store.load(&key).await? {
+                    Some((r, _)) => intake::status_reply(r),
+                    None => self.retire(&req, &key, correlation_id).await?,
+                }
+            }
+        };
+        self.respond(msg.reply.as_ref(), reply.encode_to_vec())
+            .await;
+        Ok(())
+    }
+
+    /// Retires an id that has no record: an atomic `kv.create` of a tombstone, so that an order
+    /// with this id arriving later (a submit still in flight, a queued copy) is answered as a
+    /// duplicate of a REJECTED outcome and never executes. If the key was created meanwhile,
+    /// the stored record answers. If the order store refuses the tombstone, the answer says
+    /// that nothing is known (ENGINE_UNAVAILABLE), never "not found".
+    async fn retire(
+        &mut self,
+        req: &pb::OrderStatusRequest,
+        key: &str,
+        correlation_id: &str,
+    ) -> Result<pb::OrderStatusReply, EngineError> {
+        let seq = self.next_seq();
+        let record = intake::tombstone(
+            &req.account,
+            &req.client_order_id,
+            &self.cfg.engine_id,
+            seq,
+            now_ns(),
+            correlation_id,
+        )?;
+        match self.store.create(key, &record).await? {
+            Created::Written(_) => {
+                info!(key, "status of an unknown order: client order id retired");
+                Ok(intake::status_reply(record))
+            }
+            Created::Exists => Ok(intake::status_reply(self.store.load_existing(key).await?.0)),
+            Created::Refused(why) => {
+                error!(key, error = %why, "could not retire an unknown client order id");
+                Ok(pb::OrderStatusReply {
+                    found: false,
+                    reason: RejectReason::EngineUnavailable as i32,
+                    text: format!(
+                        "status unknown: the engine could not record the id as retired ({why}); \
+                         ask again"
+                    ),
+                    ..Default::default()
+                })
+            }
+        }
+    }
+}

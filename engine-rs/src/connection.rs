@@ -1,0 +1,124 @@
+//! The NATS connection: connect options (mutual TLS, NKey, the engine role's inbox prefix),
+//! reconnect backoff, connection events, and the start-up wait for a first connection.
+
+use std::time::Duration;
+
+use async_nats::Client;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::error::ConnectError;
+use crate::jetstream_errors;
+use crate::retry;
+
+/// Connects with mutual TLS and the engine's NKey, using the engine role's inbox prefix.
+///
+/// Reconnects (and the first connection, `retry_on_initial_connect`) back off exponentially
+/// with jitter ([`retry::Policy`]); subscriptions are re-established by async-nats itself.
+/// Start-up fails with a clear error if no connection is up within `connect_deadline_ms`.
+pub async fn connect(cfg: &Config) -> Result<Client, ConnectError> {
+    let policy = retry::Policy::from_config(cfg);
+    let (state_tx, mut state_rx) = tokio::sync::watch::channel(ConnState::Connecting);
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(&cfg.client_name)
+        .custom_inbox_prefix(&cfg.inbox_prefix)
+        .connection_timeout(Duration::from_millis(cfg.connect_timeout_ms))
+        .request_timeout(Some(Duration::from_millis(
+            cfg.jetstream_request_timeout_ms,
+        )))
+        .ping_interval(Duration::from_millis(cfg.ping_interval_ms))
+        .subscription_capacity(cfg.subscription_capacity)
+        .reconnect_delay_callback(move |attempts| policy.delay(attempts.saturating_sub(1)))
+        .max_reconnects(match cfg.max_reconnect_attempts {
+            n if n < 0 => None,
+            n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        })
+        .retry_on_initial_connect()
+        .event_callback(move |event| {
+            let state_tx = state_tx.clone();
+            async move {
+                match &event {
+                    async_nats::Event::Connected => {
+                        info!(%event, "nats connection event");
+                        state_tx.send_replace(ConnState::Connected);
+                    }
+                    async_nats::Event::Closed => {
+                        error!(%event, "nats connection event");
+                        state_tx.send_replace(ConnState::Closed);
+                    }
+                    async_nats::Event::ClientError(_) | async_nats::Event::ServerError(_) => {
+                        if let async_nats::Event::ServerError(async_nats::ServerError::Other(e)) =
+                            &event
+                        {
+                            jetstream_errors::note_server_error(e);
+                        }
+                        warn!(%event, "nats connection event");
+                        state_tx.send_if_modified(|s| match s {
+                            ConnState::Connecting | ConnState::Failing(_) => {
+                                *s = ConnState::Failing(event.to_string());
+                                true
+                            }
+                            _ => false,
+                        });
+                    }
+                    _ => warn!(%event, "nats connection event"),
+                }
+            }
+        });
+    if let Some(seed_file) = &cfg.nkey_seed_file {
+        let seed = std::fs::read_to_string(seed_file).map_err(|source| ConnectError::ReadSeed {
+            path: seed_file.clone(),
+            source,
+        })?;
+        opts = opts.nkey(seed.trim().to_string());
+    }
+    if let Some(ca) = &cfg.tls_ca_file {
+        opts = opts.require_tls(true).add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert_file, &cfg.tls_key_file) {
+        opts = opts.add_client_certificate(cert.clone(), key.clone());
+    }
+    let servers: Vec<&str> = cfg.nats_url.split(',').map(str::trim).collect();
+    let addrs: Vec<async_nats::ServerAddr> = servers
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()
+        .map_err(|source| ConnectError::BadUrl {
+            urls: cfg.nats_url.clone(),
+            source,
+        })?;
+    let client = opts.connect(addrs).await?;
+    let deadline = Duration::from_millis(cfg.connect_deadline_ms);
+    let settled = tokio::time::timeout(deadline, async {
+        state_rx
+            .wait_for(|s| matches!(s, ConnState::Connected | ConnState::Closed))
+            .await
+            .map(|s| s.clone())
+    })
+    .await;
+    match settled {
+        Ok(Ok(ConnState::Connected)) => Ok(client),
+        _ => {
+            let last = match &*state_rx.borrow() {
+                ConnState::Failing(e) => e.clone(),
+                ConnState::Closed => "connection closed (max_reconnect_attempts reached)".into(),
+                _ => "no answer".into(),
+            };
+            Err(ConnectError::Deadline {
+                urls: cfg.nats_url.clone(),
+                deadline_ms: cfg.connect_deadline_ms,
+                last,
+            })
+        }
+    }
+}
+
+/// Connection state as seen by the start-up wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ConnState {
+    Connecting,
+    /// Still trying; the last error event.
+    Failing(String),
+    Connected,
+    Closed,
+}

@@ -1,0 +1,297 @@
+//! The engine's state (order store, report stream, venue, limits) and the steps of the
+//! durability protocol every command shares: take an order in, answer a duplicate, execute,
+//! publish, write back.
+//!
+//! Durability protocol for one order (both paths):
+//! 1. validate; `kv.create(<account>.<client_order_id>)` with status PENDING_NEW (or the final
+//!    REJECTED/EXPIRED record). `create` is atomic, so it is also the deduplication point for
+//!    every engine sharing the bucket: if the key exists, the original ack is answered.
+//! 2. answer the ack (synchronous path). The order is durable from here on.
+//! 3. execute in the venue; publish every report to JetStream with `Nats-Msg-Id = exec_id`
+//!    and wait for the acks (subscribers of `bridge.v1.exec.<account>.>` see them too).
+//! 4. `kv.update` the touched records with their latest report, then (queued path) ack the
+//!    ORDERS message.
+//!
+//! A crash between 1 and 4 is repaired at start-up by recovery (`recovery.rs`): every
+//! non-final record owned by this engine id is reconciled with the last report EXECUTIONS
+//! holds for it and its remaining quantity is executed. An order store or publish failure
+//! after step 1 that outlives its retries stops the engine (exit non-zero) so that this
+//! recovery, not a guess, restores consistency.
+//!
+//! Failures no retry can cure ([`crate::jetstream_errors::permanent`]: payload too large, a
+//! permission violation, a bad request, an invalid key) are never retried. Step 1's
+//! `kv.create` refused for good answers the order REJECTED (ENGINE_UNAVAILABLE) and the engine
+//! carries on; a refused `kv.update` (step 4) is logged at ERROR and the engine carries on,
+//! because the reports are already in EXECUTIONS, which recovery trusts over the record; a
+//! refused report publish still stops the engine at once, since an executed fill nobody can
+//! see must not be left behind. Intake bounds every record and report ([`crate::intake`]), so
+//! no order can cause one of these.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::Client;
+use bytes::Bytes;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::consumer;
+use crate::error::EngineError;
+use crate::failpoint::Failpoint;
+use crate::intake::{self, Prepared};
+use crate::jetstream_errors::Readiness;
+use crate::limits::Limits;
+use crate::proto::v1 as pb;
+use crate::publish::{Reports, Tagged};
+use crate::store::{Created, OrderStore};
+use crate::validate::{echo, Rejection, ValidOrder};
+use crate::venue::{Executed, LiveOrder, Venue};
+
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Result of taking an order in.
+pub enum Intake {
+    /// Stored as PENDING_NEW: execute it.
+    Accepted(Box<LiveOrder>, ValidOrder),
+    /// Stored as REJECTED/EXPIRED: publish these reports.
+    Rejected(Vec<pb::ExecutionReport>),
+    /// Unkeyed, or a duplicate answered with its original outcome: nothing left to do.
+    Answered,
+}
+
+pub struct Engine {
+    pub(crate) cfg: Config,
+    client: Client,
+    pub(crate) store: OrderStore,
+    pub(crate) reports: Reports,
+    pub(crate) venue: Venue,
+    pub(crate) limits: Limits,
+    pub(crate) last_seq: u64,
+    pub(crate) failpoint: Failpoint,
+}
+
+impl Engine {
+    /// Binds to the provisioned streams, consumer and bucket (it never creates them: the
+    /// engine role may not) and sets up an empty venue.
+    pub async fn new(cfg: Config, client: Client) -> Result<(Self, PullConsumer), EngineError> {
+        let js = jetstream::new(client.clone());
+        let readiness = Arc::new(Readiness::default());
+        let failpoint = Failpoint::new(cfg.failpoint.clone(), client.clone());
+        let store = OrderStore::bind(&js, &cfg, readiness.clone()).await?;
+        let reports = Reports::bind(&client, &js, &cfg, readiness, failpoint.clone()).await?;
+        let consumer = consumer::bind(&js).await?;
+        let limits = cfg.core_limits()?;
+        let venue = Venue::new(&limits.symbols);
+        Ok((
+            Engine {
+                cfg,
+                client,
+                store,
+                reports,
+                venue,
+                limits,
+                last_seq: 0,
+                failpoint,
+            },
+            consumer,
+        ))
+    }
+
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        let now = u64::try_from(now_ns()).unwrap_or(0);
+        self.last_seq = (self.last_seq + 1).max(now);
+        self.last_seq
+    }
+
+    /// The REJECTED ack of a request that names no order (undecodable, or no valid key).
+    pub(crate) fn unkeyed_reject(&self, order: &pb::NewOrder, rej: &Rejection) -> pb::OrderAck {
+        intake::unkeyed_reject(order, rej, &self.cfg.engine_id, now_ns())
+    }
+
+    /// Validation and the record to store (step 1 without its write; [`intake::prepare`]).
+    pub(crate) fn prepare(
+        &mut self,
+        order: pb::NewOrder,
+        rejection: Option<Rejection>,
+        payload_len: usize,
+        correlation_id: &str,
+    ) -> Result<Prepared, EngineError> {
+        let seq = self.next_seq();
+        let validator = self.limits.validator();
+        let ctx = intake::Context {
+            validator: &validator,
+            engine_id: &self.cfg.engine_id,
+            now: now_ns(),
+        };
+        let prepared = intake::prepare(&ctx, order, rejection, payload_len, seq, correlation_id)?;
+        if let Prepared::Unkeyed(ack) = &prepared {
+            warn!(client_order_id = %echo(&ack.client_order_id), reason = %ack.text, "order rejected (unkeyed)");
+        }
+        Ok(prepared)
+    }
+
+    /// Step 1's write: `kv.create` of a prepared order's record. `None`: no record (unkeyed).
+    pub(crate) async fn create_prepared(
+        &self,
+        prepared: &Prepared,
+    ) -> Result<Option<Created>, EngineError> {
+        match prepared.store_entry() {
+            Some((key, record)) => Ok(Some(self.store.create(key, record).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// What step 1's write decided: the ack to answer, and what is left to do.
+    pub(crate) async fn settle(
+        &mut self,
+        prepared: Prepared,
+        created: Option<Created>,
+        correlation_id: &str,
+    ) -> Result<(pb::OrderAck, Intake), EngineError> {
+        match (prepared, created) {
+            (Prepared::Unkeyed(ack), _) => Ok((ack, Intake::Answered)),
+            (Prepared::Rejected(touched), Some(Created::Written(_))) => {
+                let ack = touched.order.record.ack.clone().unwrap_or_default();
+                info!(reason = %ack.text, "order rejected");
+                Ok((ack, Intake::Rejected(touched.reports)))
+            }
+            (Prepared::Accepted(live, valid), Some(Created::Written(revision))) => {
+                self.store.track(&live.key, revision);
+                let ack = live.record.ack.clone().unwrap_or_default();
+                Ok((ack, Intake::Accepted(live, valid)))
+            }
+            (Prepared::Rejected(touched), Some(Created::Refused(why))) => {
+                // Rejected anyway: answer the validation's verdict, without a stored record.
+                let ack = touched.order.record.ack.clone().unwrap_or_default();
+                error!(key = %touched.order.key, error = %why, reason = %ack.text, "order store refused a rejected order's record for good; answered without it");
+                Ok((ack, Intake::Rejected(touched.reports)))
+            }
+            (Prepared::Accepted(live, _), Some(Created::Refused(why))) => {
+                let (ack, reports) = intake::refused(&live, &why, &self.cfg.engine_id, now_ns())?;
+                error!(key = %live.key, error = %why, "order store refused an order's record for good: order rejected, not retried");
+                Ok((ack, Intake::Rejected(reports)))
+            }
+            (Prepared::Rejected(t), _) => Ok((
+                self.duplicate(&t.order.key, correlation_id).await?,
+                Intake::Answered,
+            )),
+            (Prepared::Accepted(live, _), _) => Ok((
+                self.duplicate(&live.key, correlation_id).await?,
+                Intake::Answered,
+            )),
+        }
+    }
+
+    /// Step 1 of the protocol for one order (and for a rejection, its report). Returns the
+    /// ack to answer.
+    pub(crate) async fn intake(
+        &mut self,
+        order: pb::NewOrder,
+        payload_len: usize,
+        correlation_id: &str,
+    ) -> Result<(pb::OrderAck, Intake), EngineError> {
+        let prepared = self.prepare(order, None, payload_len, correlation_id)?;
+        let created = self.create_prepared(&prepared).await?;
+        let (ack, intake) = self.settle(prepared, created, correlation_id).await?;
+        if let Intake::Rejected(reports) = &intake {
+            let tagged: Vec<Tagged<'_>> = reports.iter().map(|r| (r, correlation_id)).collect();
+            self.reports.publish(vec![tagged]).await?;
+        }
+        Ok((ack, intake))
+    }
+
+    /// Answers a re-sent client order id with the original ack. The record's latest report is
+    /// published again if EXECUTIONS does not hold it yet (the first engine died between its
+    /// store write and its publish, or the record is a tombstone whose REJECTED report is
+    /// published when the first order hits it); never otherwise, so that a replay cannot store
+    /// an exec id twice, even after JetStream's duplicate window.
+    pub(crate) async fn duplicate(
+        &self,
+        key: &str,
+        correlation_id: &str,
+    ) -> Result<pb::OrderAck, EngineError> {
+        let (record, _) = self.store.load_existing(key).await?;
+        if let Some(report) = &record.last_report {
+            if !self.reports.stored(report).await? {
+                self.reports
+                    .publish(vec![vec![(report, correlation_id)]])
+                    .await?;
+            }
+        }
+        let mut ack = record.ack.unwrap_or_default();
+        ack.duplicate = true;
+        ack.order_status = record.status;
+        info!(
+            key,
+            tombstone = record.tombstone,
+            "duplicate client order id answered with the original outcome"
+        );
+        Ok(ack)
+    }
+
+    /// Steps 3-4: execute, publish (each fact atomically), write back.
+    pub(crate) async fn execute(
+        &mut self,
+        live: LiveOrder,
+        valid: &ValidOrder,
+        correlation_id: &str,
+    ) -> Result<(), EngineError> {
+        let executed = self.venue.execute(live, valid, now_ns())?;
+        self.reports
+            .publish(execution_groups(&[(&executed, correlation_id)]))
+            .await?;
+        let touched: Vec<_> = executed.into_all().map(|t| t.order).collect();
+        self.write_back(touched).await
+    }
+
+    /// Step 4: `kv.update` of every record (concurrently), at most one write per key.
+    pub(crate) async fn write_back(&mut self, orders: Vec<LiveOrder>) -> Result<(), EngineError> {
+        Ok(self.store.write(&orders).await?)
+    }
+
+    /// Sends a reply, if the request asked for one; a failure is only logged.
+    pub(crate) async fn respond(&self, reply: Option<&async_nats::Subject>, payload: Vec<u8>) {
+        if let Some(reply) = reply {
+            if let Err(e) = self
+                .client
+                .publish(reply.clone(), Bytes::from(payload))
+                .await
+            {
+                warn!(error = %e, "could not send reply");
+            }
+        }
+    }
+
+    /// A request to another engine (the cancel relay).
+    pub(crate) async fn request(
+        &self,
+        subject: String,
+        payload: Bytes,
+    ) -> Result<async_nats::Message, async_nats::RequestError> {
+        self.client.request(subject, payload).await
+    }
+}
+
+/// The report groups of executions, in order: each expired order is its own fact, each
+/// execution one fact (its order and every order it traded with).
+pub(crate) fn execution_groups<'a>(executions: &[(&'a Executed, &'a str)]) -> Vec<Vec<Tagged<'a>>> {
+    let mut groups: Vec<Vec<Tagged<'a>>> = Vec::new();
+    for (e, correlation_id) in executions {
+        for t in &e.expired {
+            groups.push(t.reports.iter().map(|r| (r, *correlation_id)).collect());
+        }
+        groups.push(
+            e.touched
+                .iter()
+                .flat_map(|t| t.reports.iter().map(|r| (r, *correlation_id)))
+                .collect(),
+        );
+    }
+    groups
+}

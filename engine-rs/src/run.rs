@@ -1,0 +1,205 @@
+//! The engine's life: connect, take the leases, bind, recover, subscribe, serve every request
+//! through one dispatch ([`Engine::dispatch`]) and the ORDERS pull consumer, then on shutdown
+//! stop intake, finish what was delivered, flush and release the leases.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::{jetstream, Client, Subscriber};
+use backon::Retryable;
+use futures::{FutureExt, StreamExt};
+use tracing::{info, warn};
+
+use crate::commands::Request;
+use crate::config::Config;
+use crate::connection;
+use crate::consumer;
+use crate::engine::Engine;
+use crate::error::{ConnectError, EngineError, SetupError};
+use crate::jetstream_errors::retrying;
+use crate::lease;
+use crate::retry;
+use crate::subjects;
+
+/// The request-reply subscriptions, as one source of [`Request`]s.
+struct Subscriptions {
+    submits: Subscriber,
+    cancels: Subscriber,
+    forwarded: Subscriber,
+    statuses: Subscriber,
+    /// Which of the four (in that order) have not ended.
+    open: [bool; 4],
+}
+
+impl Subscriptions {
+    async fn subscribe(client: &Client, cfg: &Config) -> Result<Subscriptions, SetupError> {
+        let group = subjects::ENGINE_QUEUE_GROUP.to_string();
+        let setup = |e: async_nats::SubscribeError| SetupError::new("subscribe", e);
+        let queue = |s: &'static str| client.queue_subscribe(s, group.clone());
+        Ok(Subscriptions {
+            submits: queue(subjects::SUBMIT).await.map_err(setup)?,
+            cancels: queue(subjects::CANCEL).await.map_err(setup)?,
+            statuses: queue(subjects::STATUS).await.map_err(setup)?,
+            forwarded: client
+                .subscribe(subjects::engine_cancel(&cfg.engine_id))
+                .await
+                .map_err(setup)?,
+            open: [true; 4],
+        })
+    }
+
+    /// The next request of any subscription; `None` once every one has ended. Cancel-safe.
+    async fn next(&mut self) -> Option<Request> {
+        while self.open.iter().any(|o| *o) {
+            let open = self.open;
+            tokio::select! {
+                m = self.submits.next(), if open[0] => match m { Some(m) => return Some(Request::Submit(m)), None => self.open[0] = false },
+                m = self.cancels.next(), if open[1] => match m { Some(m) => return Some(Request::Cancel(m)), None => self.open[1] = false },
+                m = self.forwarded.next(), if open[2] => match m { Some(m) => return Some(Request::ForwardedCancel(m)), None => self.open[2] = false },
+                m = self.statuses.next(), if open[3] => match m { Some(m) => return Some(Request::Status(m)), None => self.open[3] = false },
+            }
+        }
+        None
+    }
+
+    /// Stops intake: the server stops routing to us; requests already delivered still come
+    /// out of [`Subscriptions::next`], which ends once the server confirmed each UNSUB
+    /// (drain = UNSUB + PING/PONG).
+    async fn drain(&mut self) {
+        for s in [
+            &mut self.submits,
+            &mut self.cancels,
+            &mut self.statuses,
+            &mut self.forwarded,
+        ] {
+            let _ = s.drain().await;
+        }
+    }
+}
+
+/// Runs the engine until `shutdown` resolves: recover, subscribe, serve; then stop intake,
+/// finish in-flight orders, flush and return.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
+    let client = connection::connect(&cfg).await?;
+    // Before anything else touches orders: refuse to run beside another live engine.
+    // Both are retried while JetStream is unavailable (a cluster electing leaders at start-up);
+    // a refusal or a configuration error is final.
+    let mut lease = (|| lease::acquire(&client, &cfg))
+        .retry(retry::Backoff::from_config(&cfg))
+        .when(|e| !matches!(e, lease::LeaseError::Refused(_)))
+        .notify(|e, delay| retrying("take leases", &cfg.engine_id, e, delay))
+        .await?;
+    let (mut engine, consumer) = (|| Engine::new(cfg.clone(), client.clone()))
+        .retry(retry::Backoff::from_config(&cfg))
+        .when(|e| matches!(e, EngineError::Setup(_)))
+        .notify(|e, delay| retrying("bind streams and bucket", &cfg.engine_id, e, delay))
+        .await?;
+    let recovered = engine.recover().await?;
+
+    let mut subs = Subscriptions::subscribe(&client, &cfg).await?;
+    client.flush().await.map_err(ConnectError::from)?;
+
+    // Ready only once the request subscriptions are registered server-side (flushed above):
+    // tooling and operators take this line to mean "requests will be answered".
+    info!(engine_id = %cfg.engine_id, recovered, "engine ready");
+
+    tokio::pin!(shutdown);
+    let mut stopping = false;
+    let mut consumer = consumer;
+    let js = jetstream::new(client.clone());
+    // A pull ends with messages or the server's 408 within pull_expires_ms; waiting longer than
+    // this for its next item means it is stalled (its server or consumer leader is gone, or the
+    // request was lost in a reconnect).
+    let stall_after = Duration::from_millis(cfg.pull_expires_ms + cfg.consumer_stall_timeout_ms);
+    loop {
+        // One pull request at a time: at most `pull_batch` queued orders are in this process,
+        // and at most max_ack_pending unacked across all engines (server side).
+        let mut batch = if stopping {
+            None
+        } else {
+            match consumer
+                .batch()
+                .max_messages(cfg.pull_batch)
+                .expires(Duration::from_millis(cfg.pull_expires_ms))
+                .messages()
+                .await
+            {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    warn!(error = %e, "pull request failed: re-binding the consumer");
+                    consumer = consumer::rebind(&js, &cfg).await?;
+                    continue;
+                }
+            }
+        };
+        let mut rebind = false;
+        loop {
+            tokio::select! {
+                m = async { match batch.as_mut() { Some(b) => tokio::time::timeout(stall_after, b.next()).await, None => std::future::pending().await } } => match m {
+                    Ok(Some(Ok(m))) => {
+                        // Take every message of this pull that has already arrived, and run
+                        // them through the protocol together.
+                        let mut msgs = vec![m];
+                        let mut ended = None;
+                        if let Some(b) = batch.as_mut() {
+                            while msgs.len() < cfg.pull_batch {
+                                match b.next().now_or_never() {
+                                    Some(Some(Ok(m))) => msgs.push(m),
+                                    Some(Some(Err(e))) => { ended = Some(Some(e)); break; }
+                                    Some(None) => { ended = Some(None); break; }
+                                    None => break,
+                                }
+                            }
+                        }
+                        engine.answer_statuses(&mut subs.statuses).await?;
+                        engine.on_queued_batch(&msgs).await?;
+                        match ended {
+                            Some(Some(e)) => { warn!(error = %e, "pull ended with an error: re-binding the consumer"); rebind = true; break; }
+                            Some(None) => break,
+                            None => {}
+                        }
+                    }
+                    Ok(Some(Err(e))) => { warn!(error = %e, "pull ended with an error: re-binding the consumer"); rebind = true; break; }
+                    Ok(None) => break,
+                    Err(_) => {
+                        warn!(stalled_ms = u64::try_from(stall_after.as_millis()).unwrap_or(u64::MAX), "consumer stalled: pull neither delivered nor ended; re-binding the consumer");
+                        rebind = true;
+                        break;
+                    }
+                },
+                Some(request) = subs.next() => engine.dispatch(request, &mut subs.statuses).await?,
+                lost = lease.lost() => return Err(lost.into()),
+                () = &mut shutdown, if !stopping => {
+                    info!("shutdown requested: stopping intake");
+                    stopping = true;
+                    subs.drain().await;
+                    if batch.is_none() { break; }
+                }
+                else => break,
+            }
+        }
+        if rebind && !stopping {
+            consumer = consumer::rebind(&js, &cfg).await?;
+            info!("consumer re-bound: pulling again");
+        }
+        if stopping {
+            // Serve requests delivered before the drain took effect.
+            let deadline = tokio::time::sleep(Duration::from_millis(cfg.shutdown_timeout_ms));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    request = subs.next() => match request {
+                        Some(request) => engine.dispatch(request, &mut subs.statuses).await?,
+                        None => break,
+                    },
+                    () = &mut deadline => { warn!("shutdown timeout: leaving remaining requests"); break; }
+                }
+            }
+            break;
+        }
+    }
+    client.flush().await.map_err(ConnectError::from)?;
+    lease.release().await;
+    info!("engine stopped cleanly");
+    Ok(())
+}
