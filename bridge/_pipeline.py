@@ -26,7 +26,7 @@ import nats.js.api
 import nats.js.errors
 from nats.aio.msg import Msg
 
-from bridge import subjects
+from bridge import contract
 from bridge._connection import Connection
 from bridge.errors import (
     BackpressureError,
@@ -139,7 +139,7 @@ class Pipeline:
         try:
             self._conn.connected(order.client_order_id, correlation_id)
             await transport.publish(
-                subjects.queue(order.account),
+                contract.queue(order.account),
                 order.to_proto().SerializeToString(),
                 reply=reply,
                 headers=_queued_headers(order, correlation_id),
@@ -297,9 +297,9 @@ class _PubAcks:
 
 def _queued_headers(order: Order, correlation_id: str) -> dict[str, str]:
     return {
-        subjects.HEADER_MSG_ID: order.client_order_id,
-        subjects.HEADER_CORRELATION_ID: correlation_id,
-        subjects.HEADER_SCHEMA: "bridge.v1.NewOrder",
+        contract.HEADER_MSG_ID: order.client_order_id,
+        contract.HEADER_CORRELATION_ID: correlation_id,
+        contract.HEADER_SCHEMA: "bridge.v1.NewOrder",
     }
 
 

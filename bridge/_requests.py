@@ -17,7 +17,7 @@ from typing import TypeVar
 import nats.errors
 from google.protobuf.message import DecodeError, Message
 
-from bridge import subjects
+from bridge import contract
 from bridge._connection import Connection
 from bridge.errors import EngineUnavailableError, OutcomeUnknownError, ProtocolError
 from bridge.logs import get_logger
@@ -58,8 +58,8 @@ class Requests:
         transport = self._conn.connected(client_order_id, correlation_id)
         wait = timeout if timeout is not None else self._settings.request_timeout_ms / 1000
         headers = {
-            subjects.HEADER_CORRELATION_ID: correlation_id,
-            subjects.HEADER_SCHEMA: msg.DESCRIPTOR.full_name,
+            contract.HEADER_CORRELATION_ID: correlation_id,
+            contract.HEADER_SCHEMA: msg.DESCRIPTOR.full_name,
         }
         try:
             reply = await transport.request(
@@ -99,7 +99,7 @@ class Requests:
             self._settings,
             "submit",
             lambda: self._request(
-                subjects.SUBMIT,
+                contract.SUBMIT,
                 request,
                 decode,
                 client_order_id=order.client_order_id,
@@ -120,7 +120,7 @@ class Requests:
             self._settings,
             "cancel",
             lambda: self._request(
-                subjects.CANCEL,
+                contract.CANCEL,
                 orders_pb2.CancelRequest(account=account, client_order_id=client_order_id),
                 _answer(orders_pb2.OrderAck, OrderAck.from_proto, client_order_id, correlation_id),
                 client_order_id=client_order_id,
@@ -147,7 +147,7 @@ class Requests:
             self._settings,
             "status",
             lambda: self._request(
-                subjects.STATUS,
+                contract.STATUS,
                 orders_pb2.OrderStatusRequest(account=account, client_order_id=client_order_id),
                 _answer(orders_pb2.OrderStatusReply, state, client_order_id, correlation_id),
                 client_order_id=client_order_id,

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
-from bridge import subjects
+from bridge import contract
 from bridge._connection import (
     Connection,
     ConnectionEvent,
@@ -254,8 +254,8 @@ class BridgeClient:
         with ``stream.last_seq + 1``). Any number of readers may watch the same flow.
         """
         subject = (
-            subjects.executions(account, client_order_id)
+            contract.executions(account, client_order_id)
             if client_order_id
-            else subjects.executions_for_account(account)
+            else contract.executions_for_account(account)
         )
         return ReportStream(self._conn, subject, since_seq)

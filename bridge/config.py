@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from bridge import subjects
+from bridge import contract
 
 RENAMED_KNOBS: dict[str, str] = {
     "retry_max_attempts": "order_retry_max_attempts",
@@ -49,7 +49,7 @@ class BridgeSettings(BaseSettings):
         default=None, description="NKey user seed given inline (prefer nkey_seed_file)."
     )
     inbox_prefix: str = Field(
-        default=subjects.inbox_prefix("orchestrator"),
+        default=contract.inbox_prefix("orchestrator"),
         description="Inbox prefix; must match the role's subscribe permission.",
     )
     client_name: str = Field(default="bridge-orchestrator", description="Name shown by the server.")

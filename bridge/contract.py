@@ -103,6 +103,23 @@ def lease_symbol_key(symbol: str) -> str:
     return f"symbol.{symbol}"
 
 
+# Names JetStream derives from ours
+KV_STREAM_PREFIX = "KV_"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket."""
+    return f"KV_{bucket}"
+
+
+KV_KEY_SUBJECT_PREFIX = "$KV."
+
+
+def kv_key_subject(bucket: str, key: str) -> str:
+    """The subject a write of one key of a KV bucket is published to."""
+    return f"$KV.{bucket}.{key}"
+
+
 # Headers
 HEADER_MSG_ID = "Nats-Msg-Id"
 """JetStream de-duplication id: the client order id of a queued order."""

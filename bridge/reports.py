@@ -39,7 +39,7 @@ import nats.js.errors
 from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 
-from bridge import subjects
+from bridge import contract
 from bridge.errors import ClientClosedError, ProtocolError, ReportsLostError
 from bridge.logs import get_logger
 from bridge.models import ExecutionReport
@@ -86,7 +86,7 @@ class ReportStream:
     async def __aenter__(self) -> Self:
         transport = self._conn.open()
         if self._next_seq is None:
-            info = await transport.stream_info(subjects.EXECUTIONS_STREAM)
+            info = await transport.stream_info(contract.EXECUTIONS_STREAM)
             self._next_seq = info.last_seq + 1
             self.last_seq = info.last_seq
         self._open = True
@@ -196,7 +196,7 @@ class ReportStream:
         }
         transport = self._conn.open()
         await transport.publish(
-            f"$JS.API.CONSUMER.MSG.NEXT.{subjects.EXECUTIONS_STREAM}.{self._consumer}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{contract.EXECUTIONS_STREAM}.{self._consumer}",
             json.dumps(request).encode(),
             reply=sub.subject,
         )
@@ -236,7 +236,7 @@ class ReportStream:
     async def _create(self, transport: Transport) -> None:
         start = self._next_seq
         assert start is not None
-        info = await transport.stream_info(subjects.EXECUTIONS_STREAM)
+        info = await transport.stream_info(contract.EXECUTIONS_STREAM)
         if info.first_seq > start and info.messages:
             raise ReportsLostError(
                 f"EXECUTIONS no longer holds sequences {start}..{info.first_seq - 1} "
@@ -259,7 +259,7 @@ class ReportStream:
             num_replicas=1,
         )
         try:
-            await transport.add_consumer(subjects.EXECUTIONS_STREAM, config)
+            await transport.add_consumer(contract.EXECUTIONS_STREAM, config)
         except BaseException:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()

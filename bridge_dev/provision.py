@@ -138,7 +138,7 @@ async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None) -> s
         raw = {**raw, "replicas": replicas}
     desired = KeyValueConfig.from_response(dict(raw))
     js = nc.jetstream()
-    stream = f"KV_{desired.bucket}"
+    stream = contract.kv_stream(desired.bucket)
     try:
         current = (await js.stream_info(stream)).config
     except NotFoundError:

@@ -107,7 +107,7 @@ fn render(c: &toml::Table) -> Result2<String> {
             )?;
         }
     }
-    for (name, entry) in table(c, "kv_keys")? {
+    for (name, entry) in table(c, "kv_keys")?.iter().chain(table(c, "derived")?) {
         pattern(&mut out, name, text(entry, "pattern")?, text(entry, "doc")?)?;
     }
     for (name, entry) in table(c, "headers")? {

@@ -83,6 +83,9 @@ def render(contract: dict[str, Any]) -> str:
     out += ["", "# KV keys"]
     for name, entry in contract["kv_keys"].items():
         out += _pattern(name, entry["pattern"], entry["doc"])
+    out += ["", "# Names JetStream derives from ours"]
+    for name, entry in contract["derived"].items():
+        out += _pattern(name, entry["pattern"], entry["doc"])
     out += ["", "# Headers"]
     for name, entry in contract["headers"].items():
         out += [f"HEADER_{name.upper()} = {_q(entry['name'])}", *_docstring(entry["doc"])]

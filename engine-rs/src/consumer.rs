@@ -6,10 +6,10 @@ use backon::Retryable;
 use tracing::error;
 
 use crate::config::Config;
+use crate::contract;
 use crate::error::SetupError;
 use crate::jetstream_errors::retrying;
 use crate::retry;
-use crate::subjects;
 
 /// The committed definition of the engine's durable consumer (provisioning applies the same
 /// file); used to re-create the consumer if it has disappeared.
@@ -21,7 +21,7 @@ pub const CONSUMER_DEFINITION: &str =
 pub async fn bind(js: &jetstream::Context) -> Result<PullConsumer, SetupError> {
     let setup = |e: async_nats::Error| SetupError::new("consumer ORDERS/engine", e);
     match js
-        .get_consumer_from_stream(subjects::ENGINE_CONSUMER, subjects::ORDERS_STREAM)
+        .get_consumer_from_stream(contract::ENGINE_CONSUMER, contract::ORDERS_STREAM)
         .await
     {
         Ok(c) => Ok(c),
@@ -35,11 +35,11 @@ pub async fn bind(js: &jetstream::Context) -> Result<PullConsumer, SetupError> {
                 "consumer ORDERS/engine is missing: re-creating it from its committed definition"
             );
             let stream = js
-                .get_stream(subjects::ORDERS_STREAM)
+                .get_stream(contract::ORDERS_STREAM)
                 .await
                 .map_err(|e| setup(e.into()))?;
             stream
-                .get_or_create_consumer(subjects::ENGINE_CONSUMER, config)
+                .get_or_create_consumer(contract::ENGINE_CONSUMER, config)
                 .await
                 .map_err(|e| setup(e.into()))
         }
@@ -52,7 +52,7 @@ pub async fn bind(js: &jetstream::Context) -> Result<PullConsumer, SetupError> {
 pub async fn rebind(js: &jetstream::Context, cfg: &Config) -> Result<PullConsumer, SetupError> {
     (|| bind(js))
         .retry(retry::Backoff::from_config(cfg))
-        .notify(|e, delay| retrying("bind consumer", subjects::ENGINE_CONSUMER, e, delay))
+        .notify(|e, delay| retrying("bind consumer", contract::ENGINE_CONSUMER, e, delay))
         .await
 }
 
@@ -68,10 +68,10 @@ mod tests {
     fn consumer_definition_parses() {
         let c: jetstream::consumer::pull::Config =
             serde_json::from_str(CONSUMER_DEFINITION).expect("definition parses");
-        assert_eq!(c.durable_name.as_deref(), Some(subjects::ENGINE_CONSUMER));
+        assert_eq!(c.durable_name.as_deref(), Some(contract::ENGINE_CONSUMER));
         assert_eq!(c.ack_policy, jetstream::consumer::AckPolicy::Explicit);
         assert_eq!(c.ack_wait, Duration::from_secs(30));
         assert_eq!(c.max_ack_pending, 1024);
-        assert_eq!(c.filter_subject, format!("{}>", subjects::QUEUE_PREFIX));
+        assert_eq!(c.filter_subject, format!("{}>", contract::QUEUE_PREFIX));
     }
 }

@@ -11,6 +11,11 @@ pub fn account_of_queue_subject(subject: &str) -> Option<&str> {
         .filter(|a| !a.is_empty() && !a.contains('.'))
 }
 
+/// The symbol a lease key names (the inverse of [`lease_symbol_key`]).
+pub fn symbol_of_lease_key(key: &str) -> Option<&str> {
+    key.strip_prefix(LEASE_SYMBOL_KEY_PREFIX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,6 +35,8 @@ mod tests {
         assert_eq!(executions("A", "o1"), format!("{PREFIX}.exec.A.o1"));
         assert_eq!(order_key("A", "o1"), "A.o1");
         assert_eq!(lease_symbol_key("ACME"), "symbol.ACME");
+        assert_eq!(symbol_of_lease_key(&lease_symbol_key("ACME")), Some("ACME"));
+        assert_eq!(kv_stream("b"), "KV_b");
         assert!(engine_cancel("e1").starts_with(ENGINE_CANCEL_PREFIX));
     }
 }

@@ -16,10 +16,10 @@
 use std::collections::BTreeMap;
 
 use crate::book::TimeInForce;
+use crate::contract;
 use crate::fixed;
 use crate::limits::SymbolLimits;
 use crate::proto::v1 as pb;
-use crate::subjects;
 use crate::validate::{valid_id, ValidOrder, MAX_CLIENT_ORDER_ID_BYTES};
 use crate::venue::{LiveOrder, Touched, Venue, VenueError};
 
@@ -78,7 +78,7 @@ pub fn seed_orders(
                     ..Default::default()
                 };
                 out.push(SeedOrder {
-                    key: subjects::order_key(HOUSE_ACCOUNT, &id),
+                    key: contract::order_key(HOUSE_ACCOUNT, &id),
                     order,
                     valid: ValidOrder {
                         side,

@@ -10,9 +10,9 @@
 //! [`RECORD_BOUND`] is the proven ceiling (see the property test at the end).
 
 use crate::ack::AckFor;
+use crate::contract;
 use crate::proto::state::OrderRecord;
 use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
-use crate::subjects;
 use crate::validate::{
     message_size_error, tags_within_limits, truncate, valid_id, Rejection, ValidOrder, Validator,
     MAX_ACCOUNT_BYTES, MAX_CLIENT_ORDER_ID_BYTES, MAX_CORRELATION_ID_BYTES, MAX_SYMBOL_BYTES,
@@ -169,7 +169,7 @@ pub fn prepare(
             ctx.now,
         )));
     }
-    let key = subjects::order_key(&order.account, &order.client_order_id);
+    let key = contract::order_key(&order.account, &order.client_order_id);
     let correlation_id = bounded_correlation_id(correlation_id);
     Ok(match checked {
         Err(rej) => {
@@ -232,7 +232,7 @@ pub fn tombstone(
         client_order_id: client_order_id.into(),
         ..Default::default()
     };
-    let key = subjects::order_key(account, client_order_id);
+    let key = contract::order_key(account, client_order_id);
     let live = LiveOrder::new(
         key,
         order,

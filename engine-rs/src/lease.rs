@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::subjects;
+use crate::contract;
 
 mod policy;
 
@@ -133,7 +133,7 @@ async fn delete_all(kv: &kv::Store, held: &[(String, u64)]) -> usize {
 pub async fn acquire(client: &async_nats::Client, cfg: &Config) -> Result<Lease, LeaseError> {
     let js = jetstream::new(client.clone());
     let kv = js
-        .get_key_value(subjects::LEASES_KV_BUCKET)
+        .get_key_value(contract::LEASES_KV_BUCKET)
         .await
         .map_err(|e| {
             LeaseError::Bucket(format!(

@@ -17,7 +17,6 @@
 //! - [`retry`]: the backoff policy of reconnects and JetStream retries.
 //! - [`contract`]: every subject, stream, consumer, bucket and header name, id rule and size
 //!   limit, generated from `schemas/bridge/v1/contract.toml`.
-//! - [`subjects`]: transitional re-export of [`contract`], plus names not yet in it.
 //! - [`logging`]: JSON log lines with the field names the Python side uses.
 //!
 //! The NATS side:
@@ -61,6 +60,5 @@ pub mod recovery;
 pub mod retry;
 pub mod run;
 pub mod store;
-pub mod subjects;
 pub mod validate;
 pub mod venue;

@@ -25,12 +25,12 @@ use prost::Message as _;
 use tracing::{debug, error};
 
 use crate::config::Config;
+use crate::contract;
 use crate::error::{PublishError, SetupError};
 use crate::failpoint::Failpoint;
 use crate::jetstream_errors::{self, Readiness};
 use crate::proto::v1 as pb;
 use crate::retry;
-use crate::subjects;
 
 /// Messages in one atomic batch at most: nats-server's default `max_batch_size`.
 pub const MAX_ATOMIC_BATCH: usize = 1000;
@@ -76,7 +76,7 @@ impl Reports {
         failpoint: Failpoint,
     ) -> Result<Reports, SetupError> {
         let executions = js
-            .get_stream(subjects::EXECUTIONS_STREAM)
+            .get_stream(contract::EXECUTIONS_STREAM)
             .await
             .map_err(|e| SetupError::new("stream EXECUTIONS", e))?;
         Ok(Reports {
@@ -108,7 +108,7 @@ impl Reports {
         let started = Instant::now();
         let permanent = |e: &async_nats::Error| {
             batch.iter().find_map(|(r, _)| {
-                let subject = subjects::executions(&r.account, &r.client_order_id);
+                let subject = contract::executions(&r.account, &r.client_order_id);
                 jetstream_errors::permanent_on(e.as_ref(), &subject, started)
             })
         };
@@ -142,16 +142,16 @@ impl Reports {
             .any(|(r, _)| r.exec_type == pb::ExecType::Trade as i32);
         for (i, (r, correlation_id)) in batch.iter().enumerate() {
             let mut headers = HeaderMap::new();
-            headers.insert(subjects::HEADER_MSG_ID, r.exec_id.as_str());
-            headers.insert(subjects::HEADER_CORRELATION_ID, *correlation_id);
+            headers.insert(contract::HEADER_MSG_ID, r.exec_id.as_str());
+            headers.insert(contract::HEADER_CORRELATION_ID, *correlation_id);
             if last > 0 {
-                headers.insert(subjects::HEADER_BATCH_ID, batch_id);
+                headers.insert(contract::HEADER_BATCH_ID, batch_id);
                 headers.insert(
-                    subjects::HEADER_BATCH_SEQUENCE,
+                    contract::HEADER_BATCH_SEQUENCE,
                     (i + 1).to_string().as_str(),
                 );
             }
-            let subject = subjects::executions(&r.account, &r.client_order_id);
+            let subject = contract::executions(&r.account, &r.client_order_id);
             let payload = Bytes::from(r.encode_to_vec());
             if i < last {
                 self.client
@@ -163,7 +163,7 @@ impl Reports {
                 continue;
             }
             if last > 0 {
-                headers.insert(subjects::HEADER_BATCH_COMMIT, "1");
+                headers.insert(contract::HEADER_BATCH_COMMIT, "1");
             }
             let acked = async {
                 self.js
@@ -183,7 +183,7 @@ impl Reports {
 
     /// True when EXECUTIONS already holds `report` or a later report of its order.
     pub async fn stored(&self, report: &pb::ExecutionReport) -> Result<bool, PublishError> {
-        let subject = subjects::executions(&report.account, &report.client_order_id);
+        let subject = contract::executions(&report.account, &report.client_order_id);
         Ok(self
             .last_stored(&subject)
             .await?

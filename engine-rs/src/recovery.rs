@@ -24,6 +24,7 @@ use std::collections::HashSet;
 use tracing::{error, info, Instrument};
 
 use crate::commands::order_span;
+use crate::contract;
 use crate::engine::{now_ns, Engine};
 use crate::error::EngineError;
 use crate::house;
@@ -32,7 +33,6 @@ use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
 use crate::publish::Tagged;
 use crate::reconcile::{adopt_report, reconcile, recovered_rejection, Reconcile};
 use crate::store::Created;
-use crate::subjects;
 use crate::venue::{LiveOrder, Touched, Venue};
 
 impl Engine {
@@ -49,7 +49,7 @@ impl Engine {
         for mut live in mine {
             self.last_seq = self.last_seq.max(live.record.seq);
             let order = live.order();
-            let subject = subjects::executions(&order.account, &order.client_order_id);
+            let subject = contract::executions(&order.account, &order.client_order_id);
             let stored = self.reports.last_stored(&subject).await?;
             let adopted = adopt_report(&mut live, stored);
             match reconcile(

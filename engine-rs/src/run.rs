@@ -14,12 +14,12 @@ use crate::commands::Request;
 use crate::config::Config;
 use crate::connection;
 use crate::consumer;
+use crate::contract;
 use crate::engine::Engine;
 use crate::error::{ConnectError, EngineError, SetupError};
 use crate::jetstream_errors::retrying;
 use crate::lease;
 use crate::retry;
-use crate::subjects;
 
 /// The request-reply subscriptions, as one source of [`Request`]s.
 struct Subscriptions {
@@ -33,15 +33,15 @@ struct Subscriptions {
 
 impl Subscriptions {
     async fn subscribe(client: &Client, cfg: &Config) -> Result<Subscriptions, SetupError> {
-        let group = subjects::ENGINE_QUEUE_GROUP.to_string();
+        let group = contract::ENGINE_QUEUE_GROUP.to_string();
         let setup = |e: async_nats::SubscribeError| SetupError::new("subscribe", e);
         let queue = |s: &'static str| client.queue_subscribe(s, group.clone());
         Ok(Subscriptions {
-            submits: queue(subjects::SUBMIT).await.map_err(setup)?,
-            cancels: queue(subjects::CANCEL).await.map_err(setup)?,
-            statuses: queue(subjects::STATUS).await.map_err(setup)?,
+            submits: queue(contract::SUBMIT).await.map_err(setup)?,
+            cancels: queue(contract::CANCEL).await.map_err(setup)?,
+            statuses: queue(contract::STATUS).await.map_err(setup)?,
             forwarded: client
-                .subscribe(subjects::engine_cancel(&cfg.engine_id))
+                .subscribe(contract::engine_cancel(&cfg.engine_id))
                 .await
                 .map_err(setup)?,
             open: [true; 4],

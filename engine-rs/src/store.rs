@@ -20,12 +20,12 @@ use prost::Message as _;
 use tracing::error;
 
 use crate::config::Config;
+use crate::contract;
 use crate::error::{SetupError, StoreError};
 use crate::jetstream_errors::{self, Readiness};
 use crate::proto::state::OrderRecord;
 use crate::proto::v1::OrderStatus;
 use crate::retry;
-use crate::subjects;
 use crate::venue::{is_final, LiveOrder};
 
 /// What a `kv.create` of a new record found.
@@ -60,7 +60,7 @@ impl OrderStore {
         readiness: std::sync::Arc<Readiness>,
     ) -> Result<OrderStore, SetupError> {
         let kv = js
-            .get_key_value(subjects::ORDERS_KV_BUCKET)
+            .get_key_value(contract::ORDERS_KV_BUCKET)
             .await
             .map_err(|e| SetupError::new("KV bucket bridge_orders", e))?;
         Ok(OrderStore {
@@ -87,7 +87,7 @@ impl OrderStore {
     /// key taken by its own record: same engine order id, so it is ours, not a duplicate.
     pub async fn create(&self, key: &str, record: &OrderRecord) -> Result<Created, StoreError> {
         let value = Bytes::from(record.encode_to_vec());
-        let subject = subjects::kv_key_subject(subjects::ORDERS_KV_BUCKET, key);
+        let subject = contract::kv_key_subject(contract::ORDERS_KV_BUCKET, key);
         let started = Instant::now();
         let attempts = self.readiness.operation("kv create", key);
         let created = (|| self.kv.create(key, value.clone()))
@@ -166,7 +166,7 @@ impl OrderStore {
     /// at `revision` (returned): EXECUTIONS already holds the order's reports, which a status
     /// query's caller also sees, and recovery reconciles the record with them.
     async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, StoreError> {
-        let subject = subjects::kv_key_subject(subjects::ORDERS_KV_BUCKET, key);
+        let subject = contract::kv_key_subject(contract::ORDERS_KV_BUCKET, key);
         let started = Instant::now();
         let attempts = self.readiness.operation("kv update", key);
         let updated = (|| self.kv.update(key, value.clone(), revision))
@@ -253,7 +253,7 @@ impl OrderStore {
         engine_id: &str,
     ) -> Result<(Vec<(LiveOrder, u64)>, std::collections::HashSet<String>), StoreError> {
         let setup = |e: async_nats::Error| StoreError::Scan(SetupError::new("order store scan", e));
-        let stream_name = subjects::kv_stream(subjects::ORDERS_KV_BUCKET);
+        let stream_name = contract::kv_stream(contract::ORDERS_KV_BUCKET);
         let stream = self
             .js
             .get_stream(&stream_name)

@@ -51,21 +51,14 @@ pub fn field_error(field: &str, rule: &str, message: String) -> FieldError {
     }
 }
 
-// Size limits of a NewOrder. The contract states them next to each field
-// (schemas/bridge/v1/orders.proto, `[limit NAME = N]`); bridge/models.py has the same names.
-// Together they bound everything an order puts into its record (order store) and its reports
-// (see `intake::RECORD_BOUND`), far below the server's max_payload (1 MiB).
-
-/// The whole encoded NewOrder, checked on the raw payload of both intake paths.
-pub const MAX_NEW_ORDER_BYTES: usize = 4096;
-pub const MAX_CLIENT_ORDER_ID_BYTES: usize = 64;
-pub const MAX_ACCOUNT_BYTES: usize = 32;
-pub const MAX_SYMBOL_BYTES: usize = 32;
-pub const MAX_TAGS: usize = 32;
-pub const MAX_TAG_KEY_BYTES: usize = 32;
-pub const MAX_TAG_VALUE_BYTES: usize = 64;
-/// The `Bridge-Correlation-Id` header; the engine keeps the first this many bytes.
-pub const MAX_CORRELATION_ID_BYTES: usize = 128;
+// Size limits of a NewOrder, declared once in the contract (schemas/bridge/v1/contract.toml,
+// generated into `crate::contract` and Python's `bridge.contract`). Together they bound
+// everything an order puts into its record (order store) and its reports (see
+// `intake::RECORD_BOUND`), far below the server's max_payload (1 MiB).
+pub use crate::contract::{
+    MAX_ACCOUNT_BYTES, MAX_CLIENT_ORDER_ID_BYTES, MAX_CORRELATION_ID_BYTES, MAX_NEW_ORDER_BYTES,
+    MAX_SYMBOL_BYTES, MAX_TAGS, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES,
+};
 /// How much of an offending input value a field error message quotes.
 const ECHO_CHARS: usize = 40;
 

@@ -30,7 +30,7 @@ import nats.js.api
 from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
-from bridge import subjects
+from bridge import contract
 from bridge.config import BridgeSettings
 from bridge.transport import (
     MessageHandler,
@@ -61,7 +61,7 @@ class FakeOrdersStream:
     stored: dict[str, int] = field(default_factory=dict)
 
     def answer(self, headers: dict[str, str]) -> dict[str, object]:
-        msg_id = headers.get(subjects.HEADER_MSG_ID, "")
+        msg_id = headers.get(contract.HEADER_MSG_ID, "")
         if msg_id in self.stored:
             return {"stream": "ORDERS", "seq": self.stored[msg_id], "duplicate": True}
         if self.max_msgs is not None and len(self.stored) >= self.max_msgs:
@@ -136,7 +136,7 @@ class FakeTransport:
         return [s for s in self.sent if s.subject == subject and not s.reply]
 
     def publishes(self) -> list[Sent]:
-        return [s for s in self.sent if s.subject.startswith(subjects.queue(""))]
+        return [s for s in self.sent if s.subject.startswith(contract.queue(""))]
 
     async def drop_connection(self) -> None:
         self.connected = False
@@ -203,7 +203,7 @@ class FakeTransport:
         headers = dict(headers or {})
         self.sent.append(Sent(subject, data, headers, reply))
         self.published.set()
-        if reply and subject.startswith(subjects.queue("")):
+        if reply and subject.startswith(contract.queue("")):
             self._jetstream(reply, data, headers)
         else:
             self._deliver(subject, data, headers)

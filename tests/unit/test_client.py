@@ -32,7 +32,7 @@ from bridge import (
     QueuedOrder,
     Side,
     StreamFullError,
-    subjects,
+    contract,
 )
 from bridge.retry import is_transient
 from bridge.v1 import orders_pb2
@@ -129,14 +129,14 @@ async def client(fake: FakeTransport, events: list[ConnectionEvent]) -> AsyncIte
 async def test_submit_sends_the_order_with_its_ids_and_returns_the_ack(
     fake: FakeTransport, client: BridgeClient
 ) -> None:
-    fake.respond(subjects.SUBMIT, accepted)
+    fake.respond(contract.SUBMIT, accepted)
     ack = await client.submit(order(), correlation_id="corr-1")
     assert ack.accepted
     assert ack.client_order_id == "o-1"
-    [sent] = fake.requests(subjects.SUBMIT)
+    [sent] = fake.requests(contract.SUBMIT)
     assert client_order_id_of(sent.data) == "o-1"
-    assert sent.headers[subjects.HEADER_CORRELATION_ID] == "corr-1"
-    assert sent.headers[subjects.HEADER_SCHEMA] == "bridge.v1.NewOrder"
+    assert sent.headers[contract.HEADER_CORRELATION_ID] == "corr-1"
+    assert sent.headers[contract.HEADER_SCHEMA] == "bridge.v1.NewOrder"
     assert client.engine_available is True
 
 
@@ -145,23 +145,23 @@ async def test_retries_resend_the_same_order_and_correlation_id(
 ) -> None:
     """Two failures a retry may cure, then an answer: three attempts, one order, one id."""
     fake.respond(
-        subjects.SUBMIT, failing(nats.errors.NoRespondersError(), nats.errors.TimeoutError())
+        contract.SUBMIT, failing(nats.errors.NoRespondersError(), nats.errors.TimeoutError())
     )
     ack = await client.submit(order())
     assert ack.accepted
-    sent = fake.requests(subjects.SUBMIT)
+    sent = fake.requests(contract.SUBMIT)
     assert [client_order_id_of(s.data) for s in sent] == ["o-1"] * 3
-    assert len({s.headers[subjects.HEADER_CORRELATION_ID] for s in sent}) == 1
+    assert len({s.headers[contract.HEADER_CORRELATION_ID] for s in sent}) == 1
     assert events[1:] == [ConnectionEvent.ENGINE_UNAVAILABLE, ConnectionEvent.ENGINE_AVAILABLE]
 
 
 async def test_attempts_stop_at_order_retry_max_attempts(
     fake: FakeTransport, client: BridgeClient
 ) -> None:
-    fake.respond(subjects.SUBMIT, failing(*[nats.errors.TimeoutError()] * 5))
+    fake.respond(contract.SUBMIT, failing(*[nats.errors.TimeoutError()] * 5))
     with pytest.raises(OutcomeUnknownError):
         await client.submit(order())
-    assert len(fake.requests(subjects.SUBMIT)) == 3
+    assert len(fake.requests(contract.SUBMIT)) == 3
 
 
 async def test_no_responders_is_engine_unavailable(
@@ -183,7 +183,7 @@ async def test_no_answer_after_sending_is_outcome_unknown(
     fake: FakeTransport, error: BaseException
 ) -> None:
     bridge = await open_client(fake)
-    fake.respond(subjects.CANCEL, failing(error))
+    fake.respond(contract.CANCEL, failing(error))
     with pytest.raises(OutcomeUnknownError) as info:
         await bridge.cancel("ACC1", "o-9")
     assert info.value.client_order_id == "o-9"
@@ -194,7 +194,7 @@ async def test_connection_down_is_connection_failed_and_nothing_is_sent(
     fake: FakeTransport,
 ) -> None:
     bridge = await open_client(fake)
-    fake.respond(subjects.SUBMIT, accepted)
+    fake.respond(contract.SUBMIT, accepted)
     await fake.drop_connection()
     with pytest.raises(ConnectionFailedError, match="nothing was sent"):
         await bridge.submit(order())
@@ -203,7 +203,7 @@ async def test_connection_down_is_connection_failed_and_nothing_is_sent(
 
 async def test_undecodable_answer_is_a_protocol_error(fake: FakeTransport) -> None:
     bridge = await open_client(fake)
-    fake.respond(subjects.STATUS, lambda _data, _headers: b"\xff\xff\xff")
+    fake.respond(contract.STATUS, lambda _data, _headers: b"\xff\xff\xff")
     with pytest.raises(ProtocolError, match="OrderStatusReply") as info:
         await bridge.status("ACC1", "o-3")
     assert info.value.client_order_id == "o-3"
@@ -215,7 +215,7 @@ async def test_status_the_engine_could_not_settle_is_outcome_unknown(fake: FakeT
     reply = orders_pb2.OrderStatusReply(
         found=False, reason=orders_pb2.REJECT_REASON_ENGINE_UNAVAILABLE, text="store down"
     )
-    fake.respond(subjects.STATUS, lambda _data, _headers: reply.SerializeToString())
+    fake.respond(contract.STATUS, lambda _data, _headers: reply.SerializeToString())
     with pytest.raises(OutcomeUnknownError, match="store down"):
         await bridge.status("ACC1", "o-4")
 
@@ -235,9 +235,9 @@ async def test_ack_becomes_queued_order_and_a_resend_is_a_duplicate(fake: FakeTr
     )
     assert (again.seq, again.duplicate) == (1, True)
     sent = fake.publishes()
-    assert [s.headers[subjects.HEADER_MSG_ID] for s in sent] == ["o-1", "o-1"]
-    assert sent[0].subject == subjects.queue("ACC1")
-    assert sent[0].headers[subjects.HEADER_CORRELATION_ID] == "corr-1"
+    assert [s.headers[contract.HEADER_MSG_ID] for s in sent] == ["o-1", "o-1"]
+    assert sent[0].subject == contract.queue("ACC1")
+    assert sent[0].headers[contract.HEADER_CORRELATION_ID] == "corr-1"
 
 
 async def test_stream_full_is_refused_for_good(fake: FakeTransport) -> None:
@@ -265,7 +265,7 @@ async def test_no_stream_leader_is_transient_and_retried_with_the_same_id(
     transport.script.extend(["503", "503"])
     queued = await retrying.enqueue(order("o-3"))
     assert queued.seq == 1
-    assert [s.headers[subjects.HEADER_MSG_ID] for s in transport.publishes()] == ["o-3"] * 3
+    assert [s.headers[contract.HEADER_MSG_ID] for s in transport.publishes()] == ["o-3"] * 3
 
 
 async def test_unreadable_answer_is_a_clear_error(fake: FakeTransport) -> None:
@@ -283,7 +283,7 @@ async def test_unconfirmed_publish_is_outcome_unknown_then_retried(fake: FakeTra
     fake.script.append("drop")
     queued = await bridge.enqueue(order("o-5"))
     assert not queued.duplicate
-    assert [s.headers[subjects.HEADER_MSG_ID] for s in fake.publishes()] == ["o-5"] * 2
+    assert [s.headers[contract.HEADER_MSG_ID] for s in fake.publishes()] == ["o-5"] * 2
 
 
 # -- backpressure and partial batches ----------------------------------------------------
@@ -299,7 +299,7 @@ async def test_backpressure_error_when_in_flight_slots_stay_full(fake: FakeTrans
     with pytest.raises(BackpressureError, match="max_inflight=1") as info:
         await bridge.enqueue(order("o-2"), correlation_id="corr-2")
     assert (info.value.client_order_id, info.value.correlation_id) == ("o-2", "corr-2")
-    assert [s.headers[subjects.HEADER_MSG_ID] for s in fake.publishes()] == ["o-1"]
+    assert [s.headers[contract.HEADER_MSG_ID] for s in fake.publishes()] == ["o-1"]
     fake.release_held()
     assert (await first).seq == 1
     assert (await bridge.enqueue(order("o-2"))).seq == 2  # the slot is free again
@@ -429,7 +429,7 @@ async def test_a_dropped_connection_fails_unconfirmed_publishes_at_once_and_retr
     await fake.restore_connection()
     queued = await pending
     assert queued.seq == 1
-    assert [s.headers[subjects.HEADER_MSG_ID] for s in fake.publishes()] == ["o-7"] * 2
+    assert [s.headers[contract.HEADER_MSG_ID] for s in fake.publishes()] == ["o-7"] * 2
     assert events == [
         ConnectionEvent.CONNECTED,
         ConnectionEvent.DISCONNECTED,
@@ -493,7 +493,7 @@ async def test_every_line_of_an_operation_carries_its_ids(
 ) -> None:
     """The ids are bound once per operation, not passed to each log call."""
     bridge = await open_client(fake, order_retry_max_attempts=2)
-    fake.respond(subjects.SUBMIT, failing(nats.errors.TimeoutError()))
+    fake.respond(contract.SUBMIT, failing(nats.errors.TimeoutError()))
     await bridge.submit(order(), correlation_id="corr-9")
     lines = {e["event"]: e for e in captured.entries}
     for name in ("bridge.retrying", "bridge.ack"):

@@ -21,10 +21,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use bridge_engine::config::Config;
+use bridge_engine::contract;
 use bridge_engine::fixed;
 use bridge_engine::house;
 use bridge_engine::proto::v1::{self as pb, OrderType, Side, TimeInForce};
-use bridge_engine::subjects;
 use bridge_engine::validate::Validator;
 use bridge_engine::venue::{LiveOrder, Venue};
 use prost::Message as _;
@@ -119,7 +119,7 @@ fn run(cfg: &Config, args: &Args, workload: &str) -> Result<()> {
             Ok(v) => v,
             Err(rej) => bail!("order {seq} rejected: {}", rej.text()),
         };
-        let key = subjects::order_key(&order.account, &order.client_order_id);
+        let key = contract::order_key(&order.account, &order.client_order_id);
         let live = LiveOrder::new(key, order, &cfg.engine_id, seq as u64 + 1, "c-1");
         bytes += live.record.encode_to_vec().len();
         for t in venue.execute(live, &valid, now)?.into_all() {

@@ -8,12 +8,12 @@ use tracing::info;
 
 use super::{correlation_id, malformed, record_order, request_span, within};
 use crate::ack::AckFor;
+use crate::contract;
 use crate::engine::{now_ns, Engine};
 use crate::error::EngineError;
 use crate::intake::valid_key;
 use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
 use crate::publish::Tagged;
-use crate::subjects;
 use crate::venue::is_final;
 
 impl Engine {
@@ -44,7 +44,7 @@ impl Engine {
             }
         };
         record_order(span, &req.account, &req.client_order_id);
-        let key = subjects::order_key(&req.account, &req.client_order_id);
+        let key = contract::order_key(&req.account, &req.client_order_id);
         let engine_id = self.cfg.engine_id.clone();
         let about = |order_status: i32| AckFor {
             client_order_id: &req.client_order_id,
@@ -91,7 +91,7 @@ impl Engine {
             }
             Some((r, _)) if r.engine_id != self.cfg.engine_id && !forwarded => {
                 // The order rests in another engine's book: relay the request to its owner.
-                let subject = subjects::engine_cancel(&r.engine_id);
+                let subject = contract::engine_cancel(&r.engine_id);
                 match self.request(subject, msg.payload.clone()).await {
                     Ok(answer) => {
                         self.respond(msg.reply.as_ref(), answer.payload.to_vec())

@@ -9,11 +9,11 @@ use async_nats::{HeaderMap, Message, Subscriber};
 use futures::{FutureExt, StreamExt};
 use tracing::Instrument;
 
+use crate::contract;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::intake;
 use crate::proto::v1::RejectReason;
-use crate::subjects;
 use crate::validate::{
     field_error, truncate, Rejection, MAX_ACCOUNT_BYTES, MAX_CLIENT_ORDER_ID_BYTES,
 };
@@ -66,7 +66,7 @@ impl Engine {
 /// The request's correlation id, cut to its limit (it is stored and logged).
 pub(crate) fn correlation_id(headers: Option<&HeaderMap>) -> String {
     headers
-        .and_then(|h| h.get(subjects::HEADER_CORRELATION_ID))
+        .and_then(|h| h.get(contract::HEADER_CORRELATION_ID))
         .map(|v| intake::bounded_correlation_id(v.as_str()).to_string())
         .unwrap_or_default()
 }

@@ -7,11 +7,11 @@ use prost::Message as _;
 use tracing::{warn, Instrument};
 
 use super::{correlation_id, malformed, order_span};
+use crate::contract;
 use crate::engine::{now_ns, Engine, Intake};
 use crate::error::EngineError;
 use crate::proto::v1 as pb;
 use crate::publish::Tagged;
-use crate::subjects;
 use crate::validate::Rejection;
 use crate::venue::{Executed, LiveOrder};
 
@@ -22,13 +22,13 @@ fn decode_queued(msg: &jetstream::Message) -> (pb::NewOrder, Option<Rejection>) 
         Ok(o) => (o, None),
         Err(e) => {
             let order = pb::NewOrder {
-                account: subjects::account_of_queue_subject(msg.subject.as_str())
+                account: contract::account_of_queue_subject(msg.subject.as_str())
                     .unwrap_or("")
                     .into(),
                 client_order_id: msg
                     .headers
                     .as_ref()
-                    .and_then(|h| h.get(subjects::HEADER_MSG_ID))
+                    .and_then(|h| h.get(contract::HEADER_MSG_ID))
                     .map(|v| v.as_str().to_string())
                     .unwrap_or_default(),
                 ..Default::default()

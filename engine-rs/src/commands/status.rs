@@ -8,12 +8,12 @@ use prost::Message as _;
 use tracing::{error, info};
 
 use super::{correlation_id, record_order, request_span, within};
+use crate::contract;
 use crate::engine::{now_ns, Engine};
 use crate::error::EngineError;
 use crate::intake::{self, valid_key};
 use crate::proto::v1::{self as pb, RejectReason};
 use crate::store::Created;
-use crate::subjects;
 use crate::validate::echo;
 
 impl Engine {
@@ -48,7 +48,7 @@ impl Engine {
             },
             Ok(req) => {
                 record_order(span, &req.account, &req.client_order_id);
-                let key = subjects::order_key(&req.account, &req.client_order_id);
+                let key = contract::order_key(&req.account, &req.client_order_id);
                 match self.store.load(&key).await? {
                     Some((r, _)) => intake::status_reply(r),
                     None => self.retire(&req, &key, correlation_id).await?,

@@ -9,7 +9,7 @@ use async_nats::jetstream::kv;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::subjects;
+use crate::contract;
 
 /// Who holds a lease: the value of a key in `bridge_leases`, as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,9 +207,9 @@ pub fn after_conflict(key: &str, now: &KeyState, ttl: Duration) -> Renewal {
 
 /// Human name of a lease key.
 pub(crate) fn describe(key: &str) -> String {
-    if key == subjects::LEASE_INTAKE_KEY {
+    if key == contract::LEASE_INTAKE_KEY {
         "the intake (submit queue group and ORDERS consumer)".into()
-    } else if let Some(symbol) = subjects::symbol_of_lease_key(key) {
+    } else if let Some(symbol) = contract::symbol_of_lease_key(key) {
         format!("symbol {symbol}")
     } else {
         format!("lease key {key}")
@@ -228,7 +228,7 @@ pub(crate) fn secs(d: Duration) -> String {
 pub(crate) fn refusal(conflicts: &[(&str, Option<&Holder>)], ttl: Duration) -> String {
     // Symbols first (the conflict the operator configured), the intake last; grouped by holder.
     let mut ordered: Vec<_> = conflicts.to_vec();
-    ordered.sort_by_key(|(key, _)| *key == subjects::LEASE_INTAKE_KEY);
+    ordered.sort_by_key(|(key, _)| *key == contract::LEASE_INTAKE_KEY);
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for (key, holder) in ordered {
         let who = holder.map_or("an unreadable lease value".into(), |h| h.to_string());
@@ -263,8 +263,8 @@ pub(crate) fn join_and(items: &[String]) -> String {
 
 /// The keys an engine with `symbols` holds, `intake` first.
 pub fn lease_keys<'a>(symbols: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-    std::iter::once(subjects::LEASE_INTAKE_KEY.to_string())
-        .chain(symbols.into_iter().map(|s| subjects::lease_symbol_key(s)))
+    std::iter::once(contract::LEASE_INTAKE_KEY.to_string())
+        .chain(symbols.into_iter().map(|s| contract::lease_symbol_key(s)))
         .collect()
 }
 

@@ -162,3 +162,23 @@ fn show_renders_decimals() {
     assert_eq!(show(fixed::units(12)), "12");
     assert_eq!(show(1_250_000_000), "12.5");
 }
+
+proptest::proptest! {
+    /// The engine's id checks accept exactly what the contract's id patterns (the ones the
+    /// Python client validates with) match: ids, including reserved accounts and lengths around
+    /// the limits, drawn from a charset with every kind of character that matters.
+    #[test]
+    fn ids_agree_with_the_contract_patterns(
+        s in proptest::prop_oneof!["[A-Za-z0-9_-]{0,70}", "[A-Za-z0-9_.*> é-]{0,70}"]
+    ) {
+        let order_id = regex::Regex::new(crate::contract::CLIENT_ORDER_ID_PATTERN).unwrap();
+        let account = regex::Regex::new(crate::contract::ACCOUNT_PATTERN).unwrap();
+        proptest::prop_assert_eq!(
+            valid_id(&s, MAX_CLIENT_ORDER_ID_BYTES),
+            order_id.is_match(&s)
+        );
+        let engine_accepts_account =
+            valid_id(&s, MAX_ACCOUNT_BYTES) && !s.starts_with(RESERVED_ACCOUNT_PREFIX);
+        proptest::prop_assert_eq!(engine_accepts_account, account.is_match(&s));
+    }
+}
