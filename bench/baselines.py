@@ -28,7 +28,7 @@ import grpc.aio
 from bench.measure import Result, closed_loop, closed_loop_blocking
 from bench.procs import BenchError
 from bench.profile import Budget
-from bridge import subjects
+from bridge import contract
 from bridge_dev.pki import DevCredentials
 from bridge_dev.server import ServerHandle, client_ssl_context, connect_as
 
@@ -52,7 +52,7 @@ def engine_args(handle: ServerHandle) -> list[str]:
         "--seed",
         str(role.seed_file),
         "--inbox-prefix",
-        subjects.inbox_prefix("engine"),
+        contract.inbox_prefix("engine"),
     ]
 
 
@@ -75,7 +75,7 @@ async def nats_request(
     nc = await connect_as(handle.url, handle.creds, "orchestrator")
 
     async def one(_: int) -> None:
-        reply = await nc.request(subjects.SUBMIT, payload, timeout=TIMEOUT)
+        reply = await nc.request(contract.SUBMIT, payload, timeout=TIMEOUT)
         if reply.data != payload:
             raise BenchError("nats echo answered with different bytes")
 
@@ -100,13 +100,13 @@ async def js_publish_answered(
     (stored and fsynced) and the answer from the Rust consumer have arrived."""
     nc = await connect_as(handle.url, handle.creds, "orchestrator")
     js = nc.jetstream(timeout=TIMEOUT)
-    sub = await nc.subscribe(subjects.executions_for_account(JS_REPLY_ACCOUNT))
+    sub = await nc.subscribe(contract.executions_for_account(JS_REPLY_ACCOUNT))
     await nc.flush()
-    subject = subjects.queue(JS_REPLY_ACCOUNT)
+    subject = contract.queue(JS_REPLY_ACCOUNT)
 
     async def one(i: int) -> None:
         msg_id = f"{run}j-{i:07d}"
-        await js.publish(subject, payload, headers={subjects.HEADER_MSG_ID: msg_id})
+        await js.publish(subject, payload, headers={contract.HEADER_MSG_ID: msg_id})
         answer = await sub.next_msg(timeout=TIMEOUT)
         if not answer.subject.endswith(msg_id) or answer.data != payload:
             raise BenchError(f"JetStream consumer answered {answer.subject} for {msg_id}")

@@ -1,7 +1,7 @@
 """Two engine binaries measured in the same run, in ABBA order: the synchronous order -> ack
 and -> first fill latency (one order at a time, idle engine) and the drain of a backlog of
 queued orders. Each turn gets a fresh nats-server, so neither engine inherits the other's
-journal.
+order store.
 
     python -m bench.compare_engines --old PATH --new PATH [--orders 2000] [--sync 400]
 

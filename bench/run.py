@@ -38,7 +38,7 @@ from bench.environment import describe
 from bench.measure import Result, merge_throughput, result_from_json
 from bench.procs import BenchError, RustServer
 from bench.profile import FULL, QUICK, Profile, scenario_ids
-from bridge import subjects
+from bridge import contract
 from bridge.logs import configure_logging
 from bridge_dev.pki import DevCredentials, default_root, ensure_dev_credentials
 from bridge_dev.provision import provision
@@ -56,7 +56,7 @@ METHOD_NOTES = (
     "Latencies are closed loop (one request at a time) after a warm-up, except the open-loop "
     "rows, which are measured from each order's intended send time.",
     "bridge sync order->ack: the engine is idle before each order (a status() request after the "
-    "final report waits for its journal update); 'back to back' rows do not wait.",
+    "final report waits for its order store update); 'back to back' rows do not wait.",
     "(a2) runs on a server whose EXECUTIONS stream is deleted, so its answer is a core message.",
     "Baselines send the bytes of one serialized bridge NewOrder; the bridge adds its headers "
     "(correlation id, schema, and Nats-Msg-Id on the queued path).",
@@ -89,7 +89,7 @@ async def _provision(handle: ServerHandle, *, drop_executions: bool) -> None:
     try:
         await provision(nc)
         if drop_executions:
-            await nc.jsm().delete_stream(subjects.EXECUTIONS_STREAM)
+            await nc.jsm().delete_stream(contract.EXECUTIONS_STREAM)
     finally:
         await nc.close()
 
@@ -133,7 +133,7 @@ class Bench:
             handle = server.handle
             run_async(_provision(handle, drop_executions=True))
             args = baselines.engine_args(handle)
-            echo_args = [*args, "--subject", subjects.SUBMIT]
+            echo_args = [*args, "--subject", contract.SUBMIT]
             with RustServer("nats-echo", echo_args, log_file=self.work / "nats-echo.log") as srv:
                 rows = []
                 for loop in self.loops:
@@ -151,11 +151,11 @@ class Bench:
             js_args = [
                 *args,
                 "--stream",
-                subjects.ORDERS_STREAM,
+                contract.ORDERS_STREAM,
                 "--consumer",
-                subjects.ENGINE_CONSUMER,
+                contract.ENGINE_CONSUMER,
                 "--reply-prefix",
-                subjects.executions(baselines.JS_REPLY_ACCOUNT, ""),
+                contract.executions(baselines.JS_REPLY_ACCOUNT, ""),
             ]
             with RustServer("js-consumer", js_args, log_file=self.work / "js.log") as srv:
                 self.step("(a2) JetStream publish -> Rust consumer answer [asyncio]")

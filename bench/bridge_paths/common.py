@@ -13,7 +13,7 @@ from pathlib import Path
 from nats.js.manager import JetStreamManager
 
 from bench.procs import BenchError, cpu_seconds, peak_rss_bytes
-from bridge import Order, OrderType, Side, TimeInForce, subjects
+from bridge import Order, OrderType, Side, TimeInForce, contract
 from bridge.config import BridgeSettings
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import ServerHandle, connect_as
@@ -64,7 +64,7 @@ async def operator(handle: ServerHandle) -> AsyncIterator[JetStreamManager]:
 
 async def purge_orders(handle: ServerHandle) -> None:
     async with operator(handle) as jsm:
-        await jsm.purge_stream(subjects.ORDERS_STREAM)
+        await jsm.purge_stream(contract.ORDERS_STREAM)
 
 
 class Engine:

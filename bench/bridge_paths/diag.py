@@ -6,7 +6,7 @@ from __future__ import annotations
 from bench.bridge_paths.common import REPLY_TIMEOUT, Engine, make_orders, server_pid
 from bench.measure import Result, closed_loop
 from bench.profile import Budget
-from bridge import subjects
+from bridge import contract
 from bridge_dev.server import ServerHandle, connect_as
 
 
@@ -21,7 +21,7 @@ async def raw_request_to_engine(
     nc = await connect_as(handle.url, handle.creds, "orchestrator")
 
     async def one(i: int) -> None:
-        await nc.request(subjects.SUBMIT, payloads[i], timeout=REPLY_TIMEOUT)
+        await nc.request(contract.SUBMIT, payloads[i], timeout=REPLY_TIMEOUT)
 
     try:
         timed = await closed_loop(one, budget, {"peer": engine.pid, "nats": server_pid(handle)})

@@ -13,7 +13,7 @@ from bridge_dev.engine import engine_binary
 
 def engine_core(config: Path, orders: int) -> list[Result]:
     """The engine's own per-order work without NATS (``engine-core-bench``): decode, validate,
-    risk-check, match in the price-time book, encode every report and journal record."""
+    risk-check, match in the price-time book, encode every report and order store record."""
     binary = engine_binary().with_name("engine-core-bench")
     if not binary.is_file():
         raise BenchError(f"{binary} not found: build engine-rs with `cargo build --release`")

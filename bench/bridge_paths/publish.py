@@ -19,7 +19,7 @@ from bench.bridge_paths.common import (
 from bench.measure import Result
 from bench.procs import CpuMeter
 from bench.profile import Budget
-from bridge import BridgeClient, subjects
+from bridge import BridgeClient, contract
 from bridge_dev.server import ServerHandle, connect_as
 
 
@@ -29,13 +29,13 @@ async def publish_raw(handle: ServerHandle, budget: Budget, payload: bytes, run:
     The stream is purged afterwards (no engine runs yet)."""
     nc = await connect_as(handle.url, handle.creds, "orchestrator")
     js = nc.jetstream(timeout=REPLY_TIMEOUT, publish_async_max_pending=1024)
-    subject = subjects.queue("BENCHRAW")
+    subject = contract.queue("BENCHRAW")
     futures: list[asyncio.Future[PubAck]] = []
 
     async def send(first: int, n: int) -> None:
         for i in range(first, first + n):
             fut = await js.publish_async(
-                subject, payload, headers={subjects.HEADER_MSG_ID: f"{run}r-{i:07d}"}
+                subject, payload, headers={contract.HEADER_MSG_ID: f"{run}r-{i:07d}"}
             )
             futures.append(fut)
 

@@ -31,7 +31,7 @@ async def sync_isolated(
 ) -> list[Result]:
     """submit -> ack and -> first fill (TRADE report), one order at a time. After each order's
     final report a ``status()`` request (answered only once the engine has finished the
-    previous order's journal update) makes every order start on an idle engine, like the
+    previous order's order store update) makes every order start on an idle engine, like the
     baselines' servers. Reports are subscribed first."""
     orders = make_orders(f"{run}{loop[0]}i", budget.warmup + budget.count)
     ack_h, fill_h = new_histogram(), new_histogram()
@@ -90,7 +90,7 @@ async def sync_back_to_back(
     handle: ServerHandle, engine: Engine, budget: Budget, run: str, loop: str
 ) -> Result:
     """submit -> ack with the next order sent as soon as the ack arrives (no report
-    subscription): the engine may still be publishing/journaling the previous order.
+    subscription): the engine may still be publishing/storing the previous order.
     Python, engine and nats-server CPU per order are measured over this loop."""
     orders = make_orders(f"{run}{loop[0]}b", budget.warmup + budget.count)
     async with BridgeClient(settings_for(handle)) as bridge:

@@ -32,7 +32,7 @@ from bridge import (
     Side,
     StreamFullError,
     TimeInForce,
-    subjects,
+    contract,
 )
 from bridge.models import decimal_from_proto
 from bridge.v1 import orders_pb2
@@ -106,7 +106,7 @@ async def update_orders_stream(handle: ServerHandle, **changes: object) -> None:
     nc = await connect_as(handle.url, handle.creds, "operator")
     try:
         js = nc.jetstream()
-        config = (await js.stream_info(subjects.ORDERS_STREAM)).config
+        config = (await js.stream_info(contract.ORDERS_STREAM)).config
         await js.update_stream(config.evolve(**changes))
     finally:
         await nc.close()
@@ -117,7 +117,7 @@ async def _stream_info_retried(js: JetStreamContext, subject: str, timeout: floa
     async with asyncio.timeout(timeout):
         while True:  # each turn is a round trip to the server: a bounded poll
             try:
-                return await js.stream_info(subjects.EXECUTIONS_STREAM, subjects_filter=subject)
+                return await js.stream_info(contract.EXECUTIONS_STREAM, subjects_filter=subject)
             except (nats.errors.Error, TimeoutError):
                 await asyncio.sleep(0.2)  # polling interval of a server-side state
 
@@ -133,7 +133,7 @@ async def stored_entries(
     too early, so the read goes on until the leader's count is reached."""
     nc = await connect_as(handle.url, handle.creds, "operator")
     out: list[tuple[int, orders_pb2.ExecutionReport]] = []
-    subject = subjects.executions_for_account(account) if account else "bridge.v1.exec.>"
+    subject = contract.executions_for_account(account) if account else contract.EXECUTIONS_ALL
     try:
         js = nc.jetstream()
         info = await _stream_info_retried(js, subject, timeout)
@@ -175,9 +175,9 @@ async def wait_for_ack_floor(handle: ServerHandle, timeout: float = 60) -> int:
         async with asyncio.timeout(timeout):
             while True:  # each turn is a round trip to the server: a bounded poll
                 try:
-                    info = await js.consumer_info(subjects.ORDERS_STREAM, subjects.ENGINE_CONSUMER)
+                    info = await js.consumer_info(contract.ORDERS_STREAM, contract.ENGINE_CONSUMER)
                     if info.num_pending == 0 and info.num_ack_pending == 0:
-                        stream = await js.stream_info(subjects.EXECUTIONS_STREAM)
+                        stream = await js.stream_info(contract.EXECUTIONS_STREAM)
                         return stream.state.last_seq
                 except (nats.errors.Error, TimeoutError):
                     pass  # a cluster still electing leaders after a fault (503): ask again

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge import OrderOutbox, subjects
+from bridge import OrderOutbox, contract
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import REPO_ROOT, LocalNatsServer, ServerHandle, connect_as
 from tests.faults.harness import (
@@ -56,7 +56,7 @@ async def _stored_more_than(handle: ServerHandle, count: int) -> None:
         js = nc.jetstream()
         async with asyncio.timeout(30):
             while True:  # each turn is a round trip to the server: a bounded poll
-                info = await js.stream_info(subjects.ORDERS_STREAM)
+                info = await js.stream_info(contract.ORDERS_STREAM)
                 if info.state.last_seq > count:
                     return
     finally:

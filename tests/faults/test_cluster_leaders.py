@@ -1,5 +1,5 @@
 """The 3-node cluster (R3 streams) under mixed load, with client orders resting on both sides of
-two books: the leader of ORDERS, of the order journal (the KV bucket ``bridge_orders``, stream
+two books: the leader of ORDERS, of the order store (the KV bucket ``bridge_orders``, stream
 ``KV_bridge_orders``) and of EXECUTIONS, each killed with kill -9 (then restarted) and,
 separately, frozen with SIGSTOP for longer than the JetStream election timeout.
 
@@ -46,7 +46,7 @@ from bridge import (
     PartialBatchError,
     Side,
     TimeInForce,
-    subjects,
+    contract,
 )
 from bridge.retry import is_transient
 from bridge.v1 import orders_pb2
@@ -67,8 +67,8 @@ from tests.faults.invariants import assert_invariants
 
 pytestmark = pytest.mark.integration
 
-JOURNAL_STREAM = f"KV_{subjects.ORDERS_KV_BUCKET}"
-STREAMS = (subjects.ORDERS_STREAM, JOURNAL_STREAM, subjects.EXECUTIONS_STREAM)
+STORE_STREAM = contract.kv_stream(contract.ORDERS_KV_BUCKET)
+STREAMS = (contract.ORDERS_STREAM, STORE_STREAM, contract.EXECUTIONS_STREAM)
 ACCOUNTS = 4
 OPS_PER_ACCOUNT = int(os.environ.get("BRIDGE_FAULT_MIXED_OPS", "100"))
 # nats-server's Raft election timeout is randomised between 4 and 9 s (as in test_cluster.py).

@@ -1,6 +1,6 @@
 """kill -9 of the engine at random points of a 2,000-order queued run, three times.
 
-Each restart resumes from the durable consumer and the KV journal: afterwards every order has
+Each restart resumes from the durable consumer and the order store: afterwards every order has
 exactly one final report, no cum qty exceeds its order qty and no exec id is stored twice.
 Orders the killed engine had pulled but not acked come back after the consumer's ack_wait.
 """

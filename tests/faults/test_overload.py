@@ -15,7 +15,7 @@ from bridge import (
     OutcomeUnknownError,
     PartialBatchError,
     StreamFullError,
-    subjects,
+    contract,
 )
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import LocalNatsServer, ServerHandle, connect_as
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 async def _stored_orders(handle: ServerHandle) -> int:
     nc = await connect_as(handle.url, handle.creds, "operator")
     try:
-        return (await nc.jetstream().stream_info(subjects.ORDERS_STREAM)).state.messages
+        return (await nc.jetstream().stream_info(contract.ORDERS_STREAM)).state.messages
     finally:
         await nc.close()
 
@@ -156,7 +156,7 @@ async def test_tenfold_overload_keeps_memory_bounded_and_loses_nothing(
                         engine_rss.append(_rss_kib(engine.pid or 0))
                         client_rss.append(_rss_kib("self"))
                         info = await nc.jetstream().consumer_info(
-                            subjects.ORDERS_STREAM, subjects.ENGINE_CONSUMER
+                            contract.ORDERS_STREAM, contract.ENGINE_CONSUMER
                         )
                         ack_pending.append(info.num_ack_pending)
                         await asyncio.sleep(0.25)  # sampling period

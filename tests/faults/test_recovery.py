@@ -17,7 +17,7 @@ from bridge import (
     ConnectionState,
     EngineUnavailableError,
     OutcomeUnknownError,
-    subjects,
+    contract,
 )
 from bridge.v1 import orders_pb2
 from bridge_dev.engine import EngineProcess, client_settings
@@ -74,7 +74,7 @@ async def test_resend_after_the_duplicate_window_is_not_executed_again(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:
     """JetStream forgets a Nats-Msg-Id after its window and stores the re-sent order again;
-    the engine's journal recognises the client order id and does not execute it twice."""
+    the engine's order store recognises the client order id and does not execute it twice."""
     handle = fresh_server.handle
     await update_orders_stream(handle, duplicate_window=0.2)  # seconds
     account = new_account("DW")
@@ -120,7 +120,7 @@ async def test_deleted_consumer_is_recreated_and_queued_orders_flow_again(
             nc = await connect_as(handle.url, handle.creds, "operator")
             try:
                 js = nc.jetstream()
-                assert await js.delete_consumer(subjects.ORDERS_STREAM, subjects.ENGINE_CONSUMER)
+                assert await js.delete_consumer(contract.ORDERS_STREAM, contract.ENGINE_CONSUMER)
             finally:
                 await nc.close()
             await bridge.enqueue(after)

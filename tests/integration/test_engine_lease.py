@@ -24,7 +24,7 @@ import pytest
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from bridge import BridgeClient, Order, OrderType, Side, TimeInForce, subjects
+from bridge import BridgeClient, Order, OrderType, Side, TimeInForce, contract
 from bridge_dev.engine import (
     EngineError,
     EngineProcess,
@@ -38,8 +38,8 @@ pytestmark = pytest.mark.integration
 
 # The symbols of engine-rs/config/dev.toml, which every EngineProcess here runs with.
 DEV_KEYS = {
-    subjects.LEASE_INTAKE_KEY,
-    *(subjects.lease_symbol_key(s) for s in ("AAPL", "MSFT", "BTC-USD")),
+    contract.LEASE_INTAKE_KEY,
+    *(contract.lease_symbol_key(s) for s in ("AAPL", "MSFT", "BTC-USD")),
 }
 
 
@@ -79,7 +79,7 @@ async def leases(handle: ServerHandle) -> AsyncIterator[KeyValue]:
     """The bridge_leases bucket, read as the operator."""
     nc = await connect_as(handle.url, handle.creds, "operator")
     try:
-        yield await nc.jetstream().key_value(subjects.LEASES_KV_BUCKET)
+        yield await nc.jetstream().key_value(contract.LEASES_KV_BUCKET)
     finally:
         await nc.close()
 
@@ -173,8 +173,8 @@ async def test_restart_after_kill_waits_for_the_lease_to_expire_then_serves(
     handle = fresh_server.handle
     first = EngineProcess(handle, engine_id="engine-A", log_file=tmp_path / "a.log").start()
     async with leases(handle) as kv:
-        killed_instance = (await holder(kv, subjects.LEASE_INTAKE_KEY))["instance"]
-        async with watching(kv, subjects.LEASE_INTAKE_KEY) as watcher:
+        killed_instance = (await holder(kv, contract.LEASE_INTAKE_KEY))["instance"]
+        async with watching(kv, contract.LEASE_INTAKE_KEY) as watcher:
             first.kill()
             restarted = EngineProcess(
                 handle, engine_id="engine-A", log_file=tmp_path / "restart.log"
@@ -249,7 +249,7 @@ async def test_paused_engine_retakes_its_expired_lease_and_keeps_serving(
     assert engine.pid is not None
     try:
         async with leases(handle) as kv:
-            instance = (await holder(kv, subjects.LEASE_INTAKE_KEY))["instance"]
+            instance = (await holder(kv, contract.LEASE_INTAKE_KEY))["instance"]
             async with watching(kv, ">") as watcher:
                 os.kill(engine.pid, signal.SIGSTOP)
                 try:

@@ -1,8 +1,8 @@
 """Issue 9, item 2: no order the server accepts can stop the engine.
 
 An order with tens of thousands of tags is well-formed protobuf and fits the server's 1 MiB
-max_payload, but a journal record holding it would not. The engine must reject it at intake,
-on both paths, with the field and the limit, journal only a bounded record, and keep serving
+max_payload, but an order store record holding it would not. The engine must reject it at intake,
+on both paths, with the field and the limit, store only a bounded record, and keep serving
 (same process). Orders are sent as raw protobuf: the Python model refuses them before sending.
 """
 
@@ -27,7 +27,7 @@ from bridge import (
     Side,
     StreamFullError,
     TimeInForce,
-    subjects,
+    contract,
 )
 from bridge.v1 import common_pb2, orders_pb2
 from bridge_dev.engine import EngineProcess, client_settings
@@ -80,7 +80,7 @@ async def test_oversized_tags_on_the_submit_path_are_rejected_and_the_engine_kee
     nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
     try:
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
-            reply = await nc.request(subjects.SUBMIT, payload, timeout=10)
+            reply = await nc.request(contract.SUBMIT, payload, timeout=10)
             ack = OrderAck.from_proto(orders_pb2.OrderAck.FromString(reply.data))
             report = await stream.next(timeout=10)
             good = await bridge.submit(market(account))
@@ -130,9 +130,9 @@ async def test_oversized_tags_on_the_queued_path_are_rejected_or_refused_by_the_
         js = nc.jetstream()
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
             await js.publish(
-                subjects.queue(account),
+                contract.queue(account),
                 mid.SerializeToString(),
-                headers={subjects.HEADER_MSG_ID: mid.client_order_id},
+                headers={contract.HEADER_MSG_ID: mid.client_order_id},
             )
             report = await stream.next(timeout=10)
             with pytest.raises(PublishError) as refused:
@@ -157,27 +157,27 @@ async def test_oversized_tags_on_the_queued_path_are_rejected_or_refused_by_the_
     assert engine.pid == pid
 
 
-async def _set_journal_max_msg_size(handle: ServerHandle, size: int) -> None:
+async def _set_store_max_msg_size(handle: ServerHandle, size: int) -> None:
     """Change the order bucket's stream limit on one message (as the operator)."""
     nc = await connect_as(handle.url, handle.creds, "operator")
     try:
         js = nc.jetstream()
-        stream = f"KV_{subjects.ORDERS_KV_BUCKET}"
+        stream = contract.kv_stream(contract.ORDERS_KV_BUCKET)
         config = (await js.stream_info(stream)).config
         await js.update_stream(config.evolve(max_msg_size=size))
     finally:
         await nc.close()
 
 
-async def test_a_record_the_journal_refuses_for_good_is_answered_not_retried(
+async def test_a_record_the_order_store_refuses_for_good_is_answered_not_retried(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:
-    """With the journal's per-message limit cut below one record, a submit is answered REJECTED
+    """With the order store's per-message limit cut below one record, a submit is answered REJECTED
     (ENGINE_UNAVAILABLE) at once instead of being retried until the engine exits; the engine
     logs it at ERROR and, once the limit is back, accepts the next order in the same process."""
     handle = fresh_server.handle
     account = new_id("JR")
-    await _set_journal_max_msg_size(handle, 128)  # every OrderRecord is larger
+    await _set_store_max_msg_size(handle, 128)  # every OrderRecord is larger
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
     pid = engine.pid
     settings = client_settings(handle, request_timeout_ms=5000, order_retry_max_attempts=1)
@@ -185,7 +185,7 @@ async def test_a_record_the_journal_refuses_for_good_is_answered_not_retried(
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
             refused = await bridge.submit(market(account))
             report = await stream.next(timeout=10)
-            await _set_journal_max_msg_size(handle, -1)
+            await _set_store_max_msg_size(handle, -1)
             accepted = await bridge.submit(market(account))
         running = engine.running
     finally:

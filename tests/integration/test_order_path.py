@@ -25,7 +25,7 @@ from bridge import (
     ReportStream,
     Side,
     TimeInForce,
-    subjects,
+    contract,
 )
 from bridge.v1 import common_pb2, orders_pb2
 from bridge_dev.engine import EngineProcess
@@ -150,9 +150,9 @@ async def test_thousand_queued_orders_each_get_exactly_one_final_report(
 async def test_queued_orders_trading_with_each_other_in_one_pull(
     engine: EngineProcess, settings: BridgeSettings, nats_server: ServerHandle
 ) -> None:
-    """Queued orders arrive together (the engine journals, executes and reports a pull's
+    """Queued orders arrive together (the engine stores, executes and reports a pull's
     messages as one batch): a resting sell taken by two buys behind it ends FILLED in the
-    journal and in EXECUTIONS, with one report per fill on each side and nothing doubled."""
+    order store and in EXECUTIONS, with one report per fill on each side and nothing doubled."""
     account = new_id("X")
     price = Decimal("190.00")  # inside AAPL's seeded spread (189.99 / 190.01)
 
@@ -246,7 +246,7 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
     account = new_id("M")
     nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
     try:
-        reply = await nc.request(subjects.SUBMIT, b"\xff\xff\xff not protobuf", timeout=5)
+        reply = await nc.request(contract.SUBMIT, b"\xff\xff\xff not protobuf", timeout=5)
         ack = orders_pb2.OrderAck.FromString(reply.data)
         assert ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert ack.reason == orders_pb2.REJECT_REASON_MALFORMED
@@ -260,7 +260,7 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
             quantity=common_pb2.Decimal(units=0, scale=0),
             time_in_force=orders_pb2.TIME_IN_FORCE_GTC,
         )
-        reply = await nc.request(subjects.SUBMIT, bad.SerializeToString(), timeout=5)
+        reply = await nc.request(contract.SUBMIT, bad.SerializeToString(), timeout=5)
         ack = orders_pb2.OrderAck.FromString(reply.data)
         assert ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert ack.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
@@ -272,11 +272,11 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
         assert all(e.message for e in ack.field_errors)
 
         # Status and cancel requests naming no order are answered, and do not stop the engine.
-        reply = await nc.request(subjects.STATUS, b"", timeout=5)
+        reply = await nc.request(contract.STATUS, b"", timeout=5)
         status_reply = orders_pb2.OrderStatusReply.FromString(reply.data)
         assert not status_reply.found
         assert status_reply.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
-        reply = await nc.request(subjects.CANCEL, b"", timeout=5)
+        reply = await nc.request(contract.CANCEL, b"", timeout=5)
         cancel_ack = orders_pb2.OrderAck.FromString(reply.data)
         assert cancel_ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert cancel_ack.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
@@ -286,9 +286,9 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
         garbage_id = new_id("garbage")
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
             # Garbage without a Nats-Msg-Id cannot be attributed: acked and dropped, not fatal.
-            await js.publish(subjects.queue(account), b"\xff\xff")
+            await js.publish(contract.queue(account), b"\xff\xff")
             await js.publish(
-                subjects.queue(account), b"\x08\x96\x01\xff", headers={"Nats-Msg-Id": garbage_id}
+                contract.queue(account), b"\x08\x96\x01\xff", headers={"Nats-Msg-Id": garbage_id}
             )
             report = await stream.next(timeout=10)
             assert report.client_order_id == garbage_id
@@ -387,10 +387,10 @@ async def test_cancel_and_status(engine: EngineProcess, settings: BridgeSettings
         assert missing.found is False
 
 
-async def test_queued_order_journaled_then_crash_is_executed_once_after_restart(
+async def test_queued_order_stored_then_crash_is_executed_once_after_restart(
     nats_server: ServerHandle, settings: BridgeSettings, tmp_path: Path
 ) -> None:
-    """Killed after journaling a queued order, the restarted engine finishes it exactly once."""
+    """Killed after storing a queued order, the restarted engine finishes it exactly once."""
     account = new_id("J")
     crashing = EngineProcess(
         nats_server, log_file=tmp_path / "crash.log", env={"BRIDGE_FAILPOINT": "after_store"}
@@ -398,9 +398,9 @@ async def test_queued_order_journaled_then_crash_is_executed_once_after_restart(
     order = market(account, qty="12", side=Side.SELL)
     async with BridgeClient(settings) as bridge:
         stored = await bridge.enqueue(order)
-        assert stored.stream == subjects.ORDERS_STREAM
+        assert stored.stream == contract.ORDERS_STREAM
         code = await asyncio.to_thread(crashing.wait, 20)
-        assert code == -signal.SIGABRT  # died right after journaling, before executing
+        assert code == -signal.SIGABRT  # died right after storing, before executing
         async with bridge.reports(account) as stream:
             with EngineProcess(nats_server, log_file=tmp_path / "restart.log") as restarted:
                 assert restarted.recovered == 1

@@ -17,7 +17,7 @@ from bridge import (
     ReportStream,
     Side,
     TimeInForce,
-    subjects,
+    contract,
 )
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import ServerHandle, connect_as
@@ -83,7 +83,7 @@ async def test_consumer_deleted_mid_stream_resumes_without_gap_or_repeat(
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
             await bridge.enqueue_batch(orders)
             first = await _read(stream, 50)
-            await operator.jetstream().delete_consumer(subjects.EXECUTIONS_STREAM, stream.consumer)
+            await operator.jetstream().delete_consumer(contract.EXECUTIONS_STREAM, stream.consumer)
             await wait_for_ack_floor(nats_server)
             stored = await stored_entries(nats_server, account)
             rest = await _read(stream, len(stored) - len(first))
