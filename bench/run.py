@@ -312,8 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="print the tables of a saved results file (e.g. bench/results/latest.json), no run",
     )
     ns = parser.parse_args(argv)
-    # As an orchestrator would run: structlog configured once. Per-order bridge logs are debug
-    # level, a no-op at INFO and above; without this, structlog's default prints every one.
+    # As an orchestrator would run: logging configured once, at WARNING (per-order bridge logs
+    # are debug level; the library alone is silent until an application configures logging).
     configure_logging("WARNING", json=True)
     logging.getLogger("asyncio").addFilter(_DropSslEofNotice())
     # Wide enough for the table when piped (e.g. into a file for the README).
