@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import shutil
 import sys
@@ -286,14 +285,6 @@ def show(console: Console, path: Path) -> None:
     report.render(console, results, report.targets(results))
 
 
-class _DropSslEofNotice(logging.Filter):
-    """asyncio warns on every TLS connection nats-py closes ("returning true from
-    eof_received() has no effect when using ssl"); it says nothing about the measurement."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "eof_received()" not in record.getMessage()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -315,7 +306,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # As an orchestrator would run: logging configured once, at WARNING (per-order bridge logs
     # are debug level; the library alone is silent until an application configures logging).
     configure_logging("WARNING", json=True)
-    logging.getLogger("asyncio").addFilter(_DropSslEofNotice())
     # Wide enough for the table when piped (e.g. into a file for the README).
     console = Console(width=None if sys.stdout.isatty() else 240)
     if ns.show is not None:

@@ -140,11 +140,18 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
 _installed: logging.Handler | None = None
 
 
+def _not_ssl_eof_notice(record: logging.LogRecord) -> bool:
+    """asyncio warns on every TLS connection nats-py closes ("returning true from
+    eof_received() has no effect when using ssl"): harmless, and one line per connection."""
+    return not (record.name == "asyncio" and "eof_received()" in record.getMessage())
+
+
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     """Configure logging for the process (call once at start-up; a second call replaces the
     first): one stderr handler on the root logger at ``level``, rendering bridge lines, the
     application's structlog lines and other stdlib records alike, as JSON lines (default when
-    stderr is not a terminal) or readable console lines."""
+    stderr is not a terminal) or readable console lines. asyncio's notice on each closed TLS
+    connection ("eof_received() has no effect when using ssl") is dropped."""
     global _installed
     use_json = json if json is not None else not sys.stderr.isatty()
     render: list[Processor] = [ProcessorFormatter.remove_processors_meta]
@@ -157,6 +164,7 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         render.append(structlog.dev.ConsoleRenderer())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(ProcessorFormatter(processors=render, foreign_pre_chain=_ENRICH))
+    handler.addFilter(_not_ssl_eof_notice)
     root = logging.getLogger()
     if _installed is not None:
         root.removeHandler(_installed)

@@ -200,3 +200,16 @@ def test_configured_level_filters_bridge_lines(capsys: pytest.CaptureFixture[str
     get_logger("bridge.client").error("bridge.nats_error")
     err = capsys.readouterr().err
     assert [json.loads(line)["message"] for line in err.splitlines()] == ["bridge.nats_error"]
+
+
+def test_asyncio_ssl_eof_notice_is_dropped_other_asyncio_lines_kept(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The one harmless asyncio notice per closed TLS connection is dropped, nothing else."""
+    configure_logging("WARNING", json=True)
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.warning("returning true from eof_received() has no effect when using ssl")
+    asyncio_log.warning("Task was destroyed but it is pending!")
+    err = capsys.readouterr().err
+    messages = [json.loads(line)["message"] for line in err.splitlines()]
+    assert messages == ["Task was destroyed but it is pending!"]
