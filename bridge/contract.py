@@ -6,12 +6,36 @@ from __future__ import annotations
 PREFIX = "bridge.v1"
 
 # Subjects
-SUBMIT = "bridge.v1.orders.submit"
-"""Synchronous request-reply submit (NewOrder -> OrderAck), served by the engines' queue group."""
-CANCEL = "bridge.v1.orders.cancel"
-"""CancelRequest -> OrderAck."""
-STATUS = "bridge.v1.orders.status"
-"""OrderStatusRequest -> OrderStatusReply."""
+SUBMIT_PREFIX = "bridge.v1.orders.submit."
+
+
+def submit(account: str) -> str:
+    """Synchronous request-reply submit of one account's order (NewOrder -> OrderAck), served by the engines' queue group. The account token lets the server enforce entitlements."""
+    return f"bridge.v1.orders.submit.{account}"
+
+
+SUBMIT_ALL = "bridge.v1.orders.submit.*"
+"""Every account's submits: what the engines serve."""
+CANCEL_PREFIX = "bridge.v1.orders.cancel."
+
+
+def cancel(account: str) -> str:
+    """CancelRequest -> OrderAck, for one account."""
+    return f"bridge.v1.orders.cancel.{account}"
+
+
+CANCEL_ALL = "bridge.v1.orders.cancel.*"
+"""Every account's cancels: what the engines serve."""
+STATUS_PREFIX = "bridge.v1.orders.status."
+
+
+def status(account: str) -> str:
+    """OrderStatusRequest -> OrderStatusReply, for one account."""
+    return f"bridge.v1.orders.status.{account}"
+
+
+STATUS_ALL = "bridge.v1.orders.status.*"
+"""Every account's status queries: what the engines serve."""
 QUEUE_PREFIX = "bridge.v1.orders.queue."
 
 
@@ -54,15 +78,45 @@ INBOX_PREFIX_PREFIX = "_INBOX."
 
 
 def inbox_prefix(role: str) -> str:
-    """Per-role inbox prefix; the server only lets a role subscribe to its own inboxes."""
+    """Per-role inbox prefix of the single-identity roles (engine, operator, sentinel)."""
     return f"_INBOX.{role}"
 
+
+IDENTITY_INBOX_PREFIX_PREFIX = "_INBOX."
+
+
+def identity_inbox_prefix(role: str, nkey: str) -> str:
+    """Inbox prefix of one identity (its public NKey): the server only lets it subscribe to its own inboxes, so no identity reads another's replies."""
+    return f"_INBOX.{role}.{nkey}"
+
+
+ALERT_PREFIX = "bridge.v1.alerts."
+
+
+def alert(source: str, kind: str) -> str:
+    """One security alert (SecurityAlert) raised by `source` (engine or sentinel); kind is a SecurityViolationKind name in lower case, e.g. bad_signature."""
+    return f"bridge.v1.alerts.{source}.{kind}"
+
+
+ALERTS_FROM_PREFIX = "bridge.v1.alerts."
+
+
+def alerts_from(source: str) -> str:
+    """Every alert raised by one source."""
+    return f"bridge.v1.alerts.{source}.>"
+
+
+ALERTS_ENGINE = "bridge.v1.alerts.engine.>"
+"""Every refusal an engine raised: what the sentinel acts on."""
+ALERTS_ALL = "bridge.v1.alerts.>"
+"""Every security alert: the ALERTS stream's subjects."""
 
 # Roles (each has its own inbox prefix)
 ROLES = (
     "orchestrator",
     "engine",
     "operator",
+    "sentinel",
 )
 
 # streams
@@ -70,10 +124,14 @@ ORDERS_STREAM = "ORDERS"
 """Queued orders: a work queue the engines drain."""
 EXECUTIONS_STREAM = "EXECUTIONS"
 """Execution reports, each execution's reports one atomic batch."""
+ALERTS_STREAM = "ALERTS"
+"""Security alerts: every violation, durable, for operators and the sentinel."""
 
 # consumers
 ENGINE_CONSUMER = "engine"
 """The engines' durable pull consumer on ORDERS."""
+SENTINEL_CONSUMER = "sentinel"
+"""The sentinel's durable pull consumer of the engines' refusals."""
 
 # kv_buckets
 ORDERS_KV_BUCKET = "bridge_orders"
@@ -120,6 +178,26 @@ def kv_key_subject(bucket: str, key: str) -> str:
     return f"$KV.{bucket}.{key}"
 
 
+SYS_AUTH_ERROR = "$SYS.SERVER.*.CLIENT.AUTH.ERR"
+"""nats-server's advisory of a failed authentication (system account)."""
+SYS_KICK_PREFIX = "$SYS.REQ.SERVER."
+
+
+def sys_kick(server_id: str) -> str:
+    """nats-server's request to disconnect one client by its cid (system account)."""
+    return f"$SYS.REQ.SERVER.{server_id}.KICK"
+
+
+SYS_CONNZ = "$SYS.REQ.SERVER.PING.CONNZ"
+"""nats-server's connection listing, answered by every server (system account)."""
+SYS_RELOAD_PREFIX = "$SYS.REQ.SERVER."
+
+
+def sys_reload(server_id: str) -> str:
+    """nats-server's configuration reload request (system account)."""
+    return f"$SYS.REQ.SERVER.{server_id}.RELOAD"
+
+
 # Headers
 HEADER_MSG_ID = "Nats-Msg-Id"
 """JetStream de-duplication id: the client order id of a queued order."""
@@ -133,6 +211,20 @@ HEADER_BATCH_SEQUENCE = "Nats-Batch-Sequence"
 """Position of a message in its atomic batch (from 1)."""
 HEADER_BATCH_COMMIT = "Nats-Batch-Commit"
 """Marks the last message of an atomic batch."""
+HEADER_SIGNER = "Bridge-Signer"
+"""Public NKey (U...) of the identity that signed an order operation."""
+HEADER_SIGNED_AT = "Bridge-Signed-At"
+"""When it was signed: Unix epoch nanoseconds, decimal."""
+HEADER_SIGNATURE = "Bridge-Signature"
+"""Ed25519 signature (base64url, no padding) over SIGNING_DOMAIN, subject, signed_at and payload (see [constants])."""
+HEADER_CHAIN = "Bridge-Chain"
+"""Execution report hash chain: the engine_id whose chain the report belongs to."""
+HEADER_CHAIN_PREV = "Bridge-Chain-Prev"
+"""Hex SHA-256 digest of the previous report of this chain (64 zeros for the first)."""
+HEADER_CHAIN_DIGEST = "Bridge-Chain-Digest"
+"""Hex SHA-256 over the previous digest's 32 bytes followed by this report's payload."""
+HEADER_CHAIN_SIGNATURE = "Bridge-Chain-Signature"
+"""Ed25519 signature (base64url, no padding) of the engine's NKey over the 32 digest bytes."""
 
 # Id rules (anchored regular expressions)
 CLIENT_ORDER_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
@@ -141,6 +233,12 @@ ACCOUNT_PATTERN = "^[A-Za-z0-9-][A-Za-z0-9_-]{0,31}$"
 """Trading account."""
 SYMBOL_PATTERN = "^[A-Za-z0-9._/-]{1,32}$"
 """Instrument, e.g. AAPL."""
+
+# Fixed strings
+SIGNING_DOMAIN = "bridge.v1.sig"
+"""Signed bytes: SIGNING_DOMAIN, subject, signed_at (decimal) and payload, joined by one newline byte each."""
+ALL_ACCOUNTS = "*"
+"""In an entitlements file, an identity entitled to every (non-reserved) account."""
 
 # Size limits
 MAX_NEW_ORDER_BYTES = 4096

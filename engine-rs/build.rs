@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "../schemas/bridge/v1/common.proto",
         "../schemas/bridge/v1/orders.proto",
+        "../schemas/bridge/v1/security.proto",
         "proto/engine/v1/state.proto",
     ];
     let includes = ["../schemas", "proto"];
@@ -125,6 +126,10 @@ fn render(c: &toml::Table) -> Result2<String> {
             "/// {doc}\npub const {}_PATTERN: &str = {value:?};",
             name.to_uppercase()
         )?;
+    }
+    for (name, entry) in table(c, "constants")? {
+        let (value, doc) = (text(entry, "value")?, text(entry, "doc")?);
+        writeln!(out, "/// {doc}\npub const {name}: &str = {value:?};")?;
     }
     for (name, entry) in table(c, "limits")? {
         let value = entry

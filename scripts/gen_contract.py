@@ -92,6 +92,9 @@ def render(contract: dict[str, Any]) -> str:
     out += ["", "# Id rules (anchored regular expressions)"]
     for name, entry in contract["ids"].items():
         out += [f"{name.upper()}_PATTERN = {_q(entry['pattern'])}", *_docstring(entry["doc"])]
+    out += ["", "# Fixed strings"]
+    for name, entry in contract["constants"].items():
+        out += [f"{name} = {_q(entry['value'])}", *_docstring(entry["doc"])]
     out += ["", "# Size limits"]
     for name, entry in contract["limits"].items():
         out += [f"{name} = {entry['value']!r}", *_docstring(entry["doc"])]

@@ -125,6 +125,21 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     no longer configured): it was canceled with this reason instead of being left in limbo.
     Added in bridge.v1 after 8; older readers see an unknown value (treat as canceled).
     """
+    REJECT_REASON_UNSIGNED: _RejectReason.ValueType  # 10
+    """Security refusals (added in bridge.v1 after 9; text says which check failed, and the
+    refusal is raised as a SecurityAlert). Older readers see unknown values: treat as rejected.
+    The operation carried no Bridge-Signer/Bridge-Signed-At/Bridge-Signature headers.
+    """
+    REJECT_REASON_BAD_SIGNATURE: _RejectReason.ValueType  # 11
+    """The signature does not verify against the signer's key, or the signer is unknown."""
+    REJECT_REASON_SIGNATURE_EXPIRED: _RejectReason.ValueType  # 12
+    """Bridge-Signed-At is outside the engine's signature window."""
+    REJECT_REASON_REPLAYED: _RejectReason.ValueType  # 13
+    """The same signature was already seen within the window."""
+    REJECT_REASON_ACCOUNT_MISMATCH: _RejectReason.ValueType  # 14
+    """The account in the subject differs from the account in the payload."""
+    REJECT_REASON_NOT_ENTITLED: _RejectReason.ValueType  # 15
+    """The signer is not entitled to trade or read this account."""
 
 class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper): ...
 
@@ -151,6 +166,21 @@ REJECT_REASON_RECOVERY_INVALID: RejectReason.ValueType  # 9
 no longer configured): it was canceled with this reason instead of being left in limbo.
 Added in bridge.v1 after 8; older readers see an unknown value (treat as canceled).
 """
+REJECT_REASON_UNSIGNED: RejectReason.ValueType  # 10
+"""Security refusals (added in bridge.v1 after 9; text says which check failed, and the
+refusal is raised as a SecurityAlert). Older readers see unknown values: treat as rejected.
+The operation carried no Bridge-Signer/Bridge-Signed-At/Bridge-Signature headers.
+"""
+REJECT_REASON_BAD_SIGNATURE: RejectReason.ValueType  # 11
+"""The signature does not verify against the signer's key, or the signer is unknown."""
+REJECT_REASON_SIGNATURE_EXPIRED: RejectReason.ValueType  # 12
+"""Bridge-Signed-At is outside the engine's signature window."""
+REJECT_REASON_REPLAYED: RejectReason.ValueType  # 13
+"""The same signature was already seen within the window."""
+REJECT_REASON_ACCOUNT_MISMATCH: RejectReason.ValueType  # 14
+"""The account in the subject differs from the account in the payload."""
+REJECT_REASON_NOT_ENTITLED: RejectReason.ValueType  # 15
+"""The signer is not entitled to trade or read this account."""
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
 class _OrderStatus:
@@ -470,6 +500,7 @@ class ExecutionReport(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     ENGINE_ID_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    SIGNER_FIELD_NUMBER: _builtins.int
     exec_id: _builtins.str
     """Unique per execution event, stable across engine restarts (deduplication key)."""
     engine_order_id: _builtins.str
@@ -485,6 +516,10 @@ class ExecutionReport(_message.Message):
     seq: _builtins.int
     """Position of this report in the order's report sequence, starting at 1."""
     engine_id: _builtins.str
+    signer: _builtins.str
+    """Public NKey of the identity whose signed operation caused this report (empty for reports
+    of the engine's own accounts, e.g. the house, and for reports written before signing).
+    """
     @_builtins.property
     def order_qty(self) -> _common_pb2.Decimal: ...
     @_builtins.property
@@ -529,10 +564,11 @@ class ExecutionReport(_message.Message):
         seq: _builtins.int = ...,
         engine_id: _builtins.str = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        signer: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["avg_px", b"avg_px", "cum_qty", b"cum_qty", "last_px", b"last_px", "last_qty", b"last_qty", "leaves_qty", b"leaves_qty", "order_qty", b"order_qty"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "avg_px", b"avg_px", "client_order_id", b"client_order_id", "cum_qty", b"cum_qty", "engine_id", b"engine_id", "engine_order_id", b"engine_order_id", "exec_id", b"exec_id", "exec_type", b"exec_type", "field_errors", b"field_errors", "last_px", b"last_px", "last_qty", b"last_qty", "leaves_qty", b"leaves_qty", "order_qty", b"order_qty", "order_status", b"order_status", "reason", b"reason", "seq", b"seq", "side", b"side", "symbol", b"symbol", "tags", b"tags", "text", b"text", "transact_time_unix_ns", b"transact_time_unix_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "avg_px", b"avg_px", "client_order_id", b"client_order_id", "cum_qty", b"cum_qty", "engine_id", b"engine_id", "engine_order_id", b"engine_order_id", "exec_id", b"exec_id", "exec_type", b"exec_type", "field_errors", b"field_errors", "last_px", b"last_px", "last_qty", b"last_qty", "leaves_qty", b"leaves_qty", "order_qty", b"order_qty", "order_status", b"order_status", "reason", b"reason", "seq", b"seq", "side", b"side", "signer", b"signer", "symbol", b"symbol", "tags", b"tags", "text", b"text", "transact_time_unix_ns", b"transact_time_unix_ns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
