@@ -99,7 +99,7 @@ class Requests:
             self._settings,
             "submit",
             lambda: self._request(
-                contract.SUBMIT,
+                contract.submit(order.account),
                 request,
                 decode,
                 client_order_id=order.client_order_id,
@@ -120,7 +120,7 @@ class Requests:
             self._settings,
             "cancel",
             lambda: self._request(
-                contract.CANCEL,
+                contract.cancel(account),
                 orders_pb2.CancelRequest(account=account, client_order_id=client_order_id),
                 _answer(orders_pb2.OrderAck, OrderAck.from_proto, client_order_id, correlation_id),
                 client_order_id=client_order_id,
@@ -147,7 +147,7 @@ class Requests:
             self._settings,
             "status",
             lambda: self._request(
-                contract.STATUS,
+                contract.status(account),
                 orders_pb2.OrderStatusRequest(account=account, client_order_id=client_order_id),
                 _answer(orders_pb2.OrderStatusReply, state, client_order_id, correlation_id),
                 client_order_id=client_order_id,

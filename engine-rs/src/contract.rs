@@ -26,7 +26,7 @@ mod tests {
         assert_eq!(account_of_queue_subject(&queue("ACC1")), Some("ACC1"));
         assert_eq!(account_of_queue_subject(&queue("")), None);
         assert_eq!(account_of_queue_subject(&queue("a.b")), None);
-        assert_eq!(account_of_queue_subject(SUBMIT), None);
+        assert_eq!(account_of_queue_subject(&submit("A")), None);
     }
 
     /// The generated functions fill their placeholders in order.

@@ -92,6 +92,7 @@ impl LiveOrder {
                 cum_notional_e16: "0".into(),
                 correlation_id: correlation_id.into(),
                 tombstone: false,
+                signer: String::new(),
             },
             qty,
             cum_qty: 0,
@@ -211,6 +212,7 @@ impl LiveOrder {
             seq: self.report_seq,
             engine_id: self.record.engine_id.clone(),
             tags: o.tags.clone(),
+            signer: self.record.signer.clone(),
         };
         self.record.last_report = Some(report.clone());
         out.push(report);

@@ -37,9 +37,9 @@ impl Subscriptions {
         let setup = |e: async_nats::SubscribeError| SetupError::new("subscribe", e);
         let queue = |s: &'static str| client.queue_subscribe(s, group.clone());
         Ok(Subscriptions {
-            submits: queue(contract::SUBMIT).await.map_err(setup)?,
-            cancels: queue(contract::CANCEL).await.map_err(setup)?,
-            statuses: queue(contract::STATUS).await.map_err(setup)?,
+            submits: queue(contract::SUBMIT_ALL).await.map_err(setup)?,
+            cancels: queue(contract::CANCEL_ALL).await.map_err(setup)?,
+            statuses: queue(contract::STATUS_ALL).await.map_err(setup)?,
             forwarded: client
                 .subscribe(contract::engine_cancel(&cfg.engine_id))
                 .await

@@ -51,7 +51,7 @@ async def _round(
             )
             inbox = nc.new_inbox()
             answers = await nc.subscribe(inbox, max_msgs=1)
-            await nc.publish(contract.STATUS, request.SerializeToString(), reply=inbox)
+            await nc.publish(contract.status(account), request.SerializeToString(), reply=inbox)
             await flush_ordered(nc)  # the query has reached the server, during the pause
         finally:
             os.kill(engine.pid, signal.SIGCONT)

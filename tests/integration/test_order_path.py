@@ -246,7 +246,7 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
     account = new_id("M")
     nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
     try:
-        reply = await nc.request(contract.SUBMIT, b"\xff\xff\xff not protobuf", timeout=5)
+        reply = await nc.request(contract.submit("ACC1"), b"\xff\xff\xff not protobuf", timeout=5)
         ack = orders_pb2.OrderAck.FromString(reply.data)
         assert ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert ack.reason == orders_pb2.REJECT_REASON_MALFORMED
@@ -260,7 +260,7 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
             quantity=common_pb2.Decimal(units=0, scale=0),
             time_in_force=orders_pb2.TIME_IN_FORCE_GTC,
         )
-        reply = await nc.request(contract.SUBMIT, bad.SerializeToString(), timeout=5)
+        reply = await nc.request(contract.submit("ACC1"), bad.SerializeToString(), timeout=5)
         ack = orders_pb2.OrderAck.FromString(reply.data)
         assert ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert ack.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
@@ -272,11 +272,11 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
         assert all(e.message for e in ack.field_errors)
 
         # Status and cancel requests naming no order are answered, and do not stop the engine.
-        reply = await nc.request(contract.STATUS, b"", timeout=5)
+        reply = await nc.request(contract.status("ACC1"), b"", timeout=5)
         status_reply = orders_pb2.OrderStatusReply.FromString(reply.data)
         assert not status_reply.found
         assert status_reply.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
-        reply = await nc.request(contract.CANCEL, b"", timeout=5)
+        reply = await nc.request(contract.cancel("ACC1"), b"", timeout=5)
         cancel_ack = orders_pb2.OrderAck.FromString(reply.data)
         assert cancel_ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert cancel_ack.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
