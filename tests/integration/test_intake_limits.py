@@ -80,7 +80,7 @@ async def test_oversized_tags_on_the_submit_path_are_rejected_and_the_engine_kee
     nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
     try:
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
-            reply = await nc.request(contract.submit("ACC1"), payload, timeout=10)
+            reply = await nc.request(contract.submit(account), payload, timeout=10)
             ack = OrderAck.from_proto(orders_pb2.OrderAck.FromString(reply.data))
             report = await stream.next(timeout=10)
             good = await bridge.submit(market(account))
