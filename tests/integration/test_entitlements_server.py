@@ -10,6 +10,7 @@ closed by the server).
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,7 +27,8 @@ from bridge.security import entitlements as ent
 from bridge.security import entitlements_cli
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.nats_config import PID_FILE
-from bridge_dev.server import LocalNatsServer, ServerHandle, connect_as
+from bridge_dev.pki import write_nkey_seed
+from bridge_dev.server import LocalNatsServer, ServerHandle, client_ssl_context, connect_as
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -340,3 +342,83 @@ async def test_cli_apply_renders_reloads_and_reports_the_change(
     async with _connected(handle, "desk-a") as (nc, watch):
         await _publish_is_stored(nc, contract.queue("DESK-A"))
         watch.no_errors()
+
+
+# --- the sentinel's two identities -------------------------------------------------------------
+
+
+async def test_sentinel_identities_have_what_they_need(
+    fresh_server: LocalNatsServer, tmp_path: Path
+) -> None:
+    """The engine stores a refusal on ALERTS; the sentinel (BRIDGE) reads and acks it through
+    its durable consumer and raises its own alert; the system identity (SYS) receives the
+    authentication-failure advisory, lists connections and kicks one. No violation on the way."""
+    handle = fresh_server.handle
+    async with (
+        _connected(handle, "engine") as (engine, engine_watch),
+        _connected(handle, "sentinel") as (sentinel, sentinel_watch),
+        _connected(handle, "sentinel-system") as (system, system_watch),
+        _connected(handle, "desk-a") as (desk_a, desk_a_watch),
+    ):
+        refusal = contract.alert("engine", "bad_signature")
+        stored = await engine.jetstream(timeout=_WAIT_S).publish(refusal, b"refused")
+        assert stored.stream == contract.ALERTS_STREAM
+        pull = await sentinel.jetstream(timeout=_WAIT_S).pull_subscribe(
+            contract.ALERTS_ENGINE,
+            durable=contract.SENTINEL_CONSUMER,
+            stream=contract.ALERTS_STREAM,
+        )
+        (msg,) = await pull.fetch(1, timeout=_WAIT_S)
+        assert msg.subject == refusal
+        await msg.ack_sync(timeout=_WAIT_S)
+        raised = contract.alert("sentinel", "forbidden_publish")
+        stored = await sentinel.jetstream(timeout=_WAIT_S).publish(raised, b"alert")
+        assert stored.stream == contract.ALERTS_STREAM
+
+        advisories = await system.subscribe(contract.SYS_AUTH_ERROR)
+        await system.flush(timeout=_WAIT_S)
+        stranger = tmp_path / "stranger.nk"
+        stranger_key = write_nkey_seed(stranger)
+        await _stranger_refused(handle, stranger)
+        advisory = json.loads((await advisories.next_msg(timeout=_WAIT_S)).data)
+        assert stranger_key in json.dumps(advisory)
+
+        desk_a_key = handle.creds.identity("desk-a").public_nkey
+        query = json.dumps({"user": desk_a_key, "auth": True}).encode()
+        connz = json.loads((await system.request(contract.SYS_CONNZ, query, timeout=_WAIT_S)).data)
+        (conn,) = connz["data"]["connections"]
+        assert conn["cid"] == desk_a.client_id
+        server_id = connz["server"]["id"]
+        kicked = await system.request(
+            contract.sys_kick(server_id), json.dumps({"cid": conn["cid"]}).encode(), timeout=_WAIT_S
+        )
+        assert "error" not in json.loads(kicked.data), kicked.data
+        async with asyncio.timeout(_WAIT_S):
+            await desk_a_watch.closed.wait()
+        for watch in (engine_watch, sentinel_watch, system_watch):
+            watch.no_errors()
+
+
+async def _stranger_refused(handle: ServerHandle, seed: Path) -> None:
+    """A valid certificate with an NKey that is no identity's: refused by the server."""
+    desk_a = handle.creds.identity("desk-a")
+
+    async def ignore(_exc: Exception) -> None:
+        """The raised exception is what the test asserts on."""
+
+    nc = Client()
+    try:
+        await nc.connect(
+            handle.url,
+            tls=client_ssl_context(handle.creds.ca_file, desk_a.cert_file, desk_a.key_file),
+            nkeys_seed=str(seed),
+            inbox_prefix=desk_a.inbox_prefix,
+            error_cb=ignore,
+            **_FAIL_FAST,
+        )
+    except NatsError as exc:
+        refused = exc
+    else:
+        await nc.close()
+        pytest.fail("an unknown NKey connected")
+    assert "authorization violation" in str(refused).lower(), repr(refused)
