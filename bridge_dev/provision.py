@@ -20,9 +20,8 @@ from nats.js.manager import JetStreamManager
 from bridge import contract, jetstream
 
 # (stream the consumer belongs to, file)
-CONSUMER_FILES: tuple[tuple[str, str], ...] = (
-    (contract.ORDERS_STREAM, "orders-engine.consumer.json"),
-    (contract.ALERTS_STREAM, "alerts-sentinel.consumer.json"),
+CONSUMER_FILES: tuple[tuple[str, str], ...] = tuple(
+    (stream, file) for file, stream in jetstream.CONSUMER_STREAMS.items()
 )
 
 # JSStreamNameExistErr: "stream name already in use with a different configuration".
@@ -174,8 +173,8 @@ async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None) -> s
 
 
 async def provision(nc: Client, *, replicas: int | None = None) -> list[str]:
-    """Create or update the ORDERS/EXECUTIONS/ALERTS streams, the engine's and the sentinel's
-    consumers and the KV buckets.
+    """Create or update the ORDERS/EXECUTIONS/ALERTS streams, the engine and sentinel consumers
+    and the KV buckets.
 
     ``replicas`` overrides every definition's replica count (for a future cluster).
     Returns one human-readable line per object.

@@ -16,9 +16,15 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any
 
+from bridge import contract
+
 STREAM_FILES: tuple[str, ...] = ("orders.json", "executions.json", "alerts.json")
-CONSUMER_FILES: tuple[str, ...] = ("orders-engine.consumer.json", "alerts-sentinel.consumer.json")
-"""Durable consumers, each file named ``<stream in lower case>-<consumer>.consumer.json``."""
+CONSUMER_STREAMS: dict[str, str] = {
+    "orders-engine.consumer.json": contract.ORDERS_STREAM,
+    "alerts-sentinel.consumer.json": contract.ALERTS_STREAM,
+}
+"""Each consumer's file and the stream it belongs to."""
+CONSUMER_FILES: tuple[str, ...] = tuple(CONSUMER_STREAMS)
 KV_FILES: tuple[str, ...] = ("kv-bridge_orders.json", "kv-bridge_leases.json")
 ALL_FILES: tuple[str, ...] = (*STREAM_FILES, *CONSUMER_FILES, *KV_FILES)
 
