@@ -24,7 +24,8 @@ from typing import IO, Self
 
 from bridge import jetstream
 from bridge.config import BridgeSettings
-from bridge_dev.pki import DevCredentials
+from bridge.security import entitlements
+from bridge_dev.pki import ROLES, DevCredentials
 from bridge_dev.server import REPO_ROOT, ServerHandle
 
 ENGINE_DIR = REPO_ROOT / "engine-rs"
@@ -103,10 +104,44 @@ def write_client_config(settings: BridgeSettings, path: Path) -> Path:
     return path
 
 
+def dev_entitlements_file(creds: DevCredentials) -> Path:
+    """The resolved entitlements file engines check signatures against.
+
+    ``<dev root>/entitlements.toml`` when the dev PKI wrote one (with a key for every identity
+    of ``nats/entitlements.toml``). Otherwise, until it does, ``nats/entitlements.toml``
+    resolved here with the role keys: ``dev:<role>`` -> that role's key; identities whose dev
+    key does not exist (e.g. the desks) are dropped. Written as
+    ``<dev root>/engine-entitlements.toml`` (only when its content changes).
+    """
+    written_by_pki = creds.root / "entitlements.toml"
+    if written_by_pki.is_file():
+        return written_by_pki
+    keys = {}
+    for role in ROLES:
+        try:
+            keys[role] = creds.role(role).public_nkey
+        except (ValueError, FileNotFoundError):
+            continue
+    declared = entitlements.load(REPO_ROOT / "nats" / "entitlements.toml")
+    known = tuple(
+        i
+        for i in declared.identities
+        if not i.nkey.startswith(entitlements.DEV_KEY_PREFIX)
+        or i.nkey.removeprefix(entitlements.DEV_KEY_PREFIX) in keys
+    )
+    resolved = declared.model_copy(update={"identities": known}).resolve(keys.__getitem__)
+    path = creds.root / "engine-entitlements.toml"
+    text = resolved.to_toml()
+    if not path.is_file() or path.read_text("utf-8") != text:
+        path.write_text(text, "utf-8")
+    return path
+
+
 def engine_env(url: str, creds: DevCredentials, engine_id: str) -> dict[str, str]:
-    """The ``BRIDGE_*`` connection variables of an engine."""
+    """The ``BRIDGE_*`` connection variables of an engine, and its entitlements file."""
     role = creds.role("engine")
     return {
+        "BRIDGE_ENTITLEMENTS_FILE": str(dev_entitlements_file(creds)),
         "BRIDGE_NATS_URL": url,
         "BRIDGE_TLS_CA_FILE": str(creds.ca_file),
         "BRIDGE_TLS_CERT_FILE": str(role.cert_file),
