@@ -14,7 +14,7 @@
 //!    NOT_ENTITLED);
 //!
 //! and once decoded, 6. the payload's account is the subject's ([`Verified::check_account`];
-//! else ACCOUNT_MISMATCH). Each refusal says which check failed with the values compared; its
+//! else ACCOUNT_MISMATCH; a payload account that is no id at all is left to validation). Each refusal says which check failed with the values compared; its
 //! kind maps to the `RejectReason` and the `SecurityViolationKind` of the same name.
 
 pub mod entitlements;
@@ -25,9 +25,12 @@ pub use entitlements::{Changes, Entitlements, EntitlementsError, Identity, Role}
 
 use crate::contract;
 use crate::proto::v1::{RejectReason, SecurityViolationKind};
-use crate::validate::{echo, truncate};
+use crate::validate::{echo, truncate, valid_id, MAX_ACCOUNT_BYTES};
 use replay::ReplayCache;
 use signature::Headers;
+
+/// The longest refusal text (answers, records, reports, alerts and logs carry it).
+pub const MAX_REFUSAL_TEXT_BYTES: usize = 1024;
 
 /// Why an order operation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,17 +127,18 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// The decoded payload's account must be the subject's.
+    /// The decoded payload's account must be the subject's. A payload account that is not an
+    /// id at all (empty, too long, other characters) names nothing the engine could store or
+    /// touch: validation refuses it (INVALID_FIELD, answered only), not this check.
     pub fn check_account(&self, payload_account: &str) -> Result<(), Refusal> {
-        if payload_account == self.account {
+        if payload_account == self.account || !valid_id(payload_account, MAX_ACCOUNT_BYTES) {
             return Ok(());
         }
         Err(Refusal {
             kind: RefusalKind::AccountMismatch,
             text: format!(
-                "subject account {} != order account {}",
-                self.account,
-                echo_bare(payload_account)
+                "subject account {} != order account {payload_account}",
+                self.account
             ),
             signer: self.nkey.clone(),
             identity: Some(self.identity.clone()),
@@ -205,9 +209,9 @@ impl Authorizer {
     pub fn check(&mut self, msg: &Message<'_>, now_ns: i64) -> Result<Verified, Refusal> {
         let account = account_of_subject(msg.subject).unwrap_or("");
         let claimed = msg.headers.signer.map(bounded_signer).unwrap_or_default();
-        let refuse = |kind, text, identity: Option<&Identity>| Refusal {
+        let refuse = |kind, text: String, identity: Option<&Identity>| Refusal {
             kind,
-            text,
+            text: truncate(&text, MAX_REFUSAL_TEXT_BYTES).to_string(),
             signer: claimed.clone(),
             identity: identity.map(|i| i.name.clone()),
             account: account.to_string(),
@@ -280,8 +284,10 @@ impl Authorizer {
         if !identity.entitled(account) {
             let subject_account = if account.is_empty() {
                 format!("subject {} names no account", echo(msg.subject))
-            } else {
+            } else if valid_id(account, MAX_ACCOUNT_BYTES) {
                 format!("account {account}")
+            } else {
+                format!("account {}", echo(account))
             };
             return Err(refuse(
                 RefusalKind::NotEntitled,
@@ -304,15 +310,6 @@ impl Authorizer {
 /// An unverified signer header as logged and alerted: at most an NKey's length.
 fn bounded_signer(s: &str) -> String {
     truncate(s, 56).to_string()
-}
-
-/// An untrusted value in a text: bounded, quoted only when it is not a plain id.
-fn echo_bare(s: &str) -> String {
-    if entitlements::valid_account(s) {
-        s.to_string()
-    } else {
-        echo(s)
-    }
 }
 
 #[cfg(test)]

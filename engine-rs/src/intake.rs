@@ -217,7 +217,7 @@ pub fn refusal_ack(
 }
 
 /// The longest refusal text an ack, record or report carries.
-pub const MAX_REFUSAL_TEXT_BYTES: usize = 1024;
+pub use crate::auth::MAX_REFUSAL_TEXT_BYTES;
 
 /// A queued order the authorization checks refused, as the queued path takes in an invalid
 /// order: REJECTED, stored under the subject's account (which the server let its sender use)

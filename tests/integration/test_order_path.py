@@ -268,7 +268,7 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
             quantity=common_pb2.Decimal(units=0, scale=0),
             time_in_force=orders_pb2.TIME_IN_FORCE_GTC,
         )
-        reply = await request(contract.submit("ACC1"), bad.SerializeToString())
+        reply = await request(contract.submit(account), bad.SerializeToString())
         ack = orders_pb2.OrderAck.FromString(reply.data)
         assert ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert ack.reason == orders_pb2.REJECT_REASON_INVALID_FIELD

@@ -111,7 +111,7 @@ proptest! {
             };
             // Random headers never verify: every message is refused, with a bounded text.
             let refused = authorizer.check(&msg, now).unwrap_err();
-            prop_assert!(refused.text.len() <= 2048, "{} bytes", refused.text.len());
+            prop_assert!(refused.text.len() <= crate::auth::MAX_REFUSAL_TEXT_BYTES);
             let ack = refusal_ack(&refused.account, "id", refused.kind.reject_reason(), &refused.text, "engine-1", now);
             prop_assert!(ack.encoded_len() <= RECORD_BOUND);
             with_ctx(|ctx| {
