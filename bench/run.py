@@ -132,7 +132,7 @@ class Bench:
             handle = server.handle
             run_async(_provision(handle, drop_executions=True))
             args = baselines.engine_args(handle)
-            echo_args = [*args, "--subject", contract.SUBMIT]
+            echo_args = [*args, "--subject", contract.SUBMIT_ALL]
             with RustServer("nats-echo", echo_args, log_file=self.work / "nats-echo.log") as srv:
                 rows = []
                 for loop in self.loops:

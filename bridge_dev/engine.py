@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from bridge import jetstream
+from bridge import contract, jetstream
 from bridge.config import BridgeSettings
 from bridge_dev.pki import DevCredentials
 from bridge_dev.server import REPO_ROOT, ServerHandle
@@ -75,15 +75,18 @@ def lease_wait_limit() -> float:
 def client_settings(
     handle: ServerHandle, role: str = "orchestrator", **extra: object
 ) -> BridgeSettings:
-    """Settings for a ``BridgeClient`` of ``role`` against a local server."""
+    """Settings for a ``BridgeClient`` of ``role`` against a local server. An orchestrator
+    uses the inbox of its own identity (the client's default, derived from its seed); another
+    role its role's inbox."""
     creds = handle.creds.role(role)
+    inbox = {} if role == "orchestrator" else {"inbox_prefix": contract.inbox_prefix(role)}
     return BridgeSettings(
         nats_url=handle.url,
         tls_ca_file=handle.creds.ca_file,
         tls_cert_file=creds.cert_file,
         tls_key_file=creds.key_file,
         nkey_seed_file=creds.seed_file,
-        inbox_prefix=f"_INBOX.{role}",
+        **inbox,  # type: ignore[arg-type]
         **extra,  # type: ignore[arg-type]
     )
 
