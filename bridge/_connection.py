@@ -15,6 +15,7 @@ one ERROR line is logged and ``SECURITY_VIOLATION`` is emitted, then ``CLOSED``.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
 from collections.abc import Awaitable, Callable
@@ -83,6 +84,7 @@ class Connection:
         self._on_open: list[Callable[[Transport], Awaitable[None]]] = []
         self._on_drop: list[Callable[[], None]] = []
         self._on_violation: list[Callable[[SecurityViolationError], None]] = []
+        self._violation_closed: asyncio.Event | None = None  # set once violated() is done
 
     # -- for the other rooms ----------------------------------------------------------------
 
@@ -198,7 +200,11 @@ class Connection:
         await self._emit(ConnectionEvent.CONNECTED)
 
     async def close(self) -> None:
-        """Drain subscriptions and close. Idempotent."""
+        """Drain subscriptions and close. Idempotent. After a security violation: wait until
+        the violation has closed the connection and told the listeners."""
+        if self._violation_closed is not None:
+            await self._violation_closed.wait()
+            return
         if self._state is _State.OPEN:
             self._state = _State.CLOSING
             try:
@@ -223,9 +229,10 @@ class Connection:
     # -- security violations ----------------------------------------------------------------
 
     async def violated(self, violation: SecurityViolationError) -> None:
-        """End the client for ``violation``: close the connection at once (no drain, no
-        reconnect), fail what waits for an answer and everything after with it, log one ERROR
-        line, emit ``SECURITY_VIOLATION`` then ``CLOSED``. Only the first violation counts."""
+        """End the client for ``violation``: from now on nothing is sent; fail what waits for
+        an answer and everything after with it, log one ERROR line, emit ``SECURITY_VIOLATION``,
+        close the connection (no drain, no reconnect), emit ``CLOSED``. Only the first
+        violation counts."""
         if self.violation is not None or self._state is _State.CLOSED:
             return
         self.violation = violation
@@ -244,14 +251,18 @@ class Connection:
         self.transport.abort_requests(violation)
         for callback in self._on_violation:
             callback(violation)
+        closed = self._violation_closed = asyncio.Event()
         try:
-            await self.transport.close()
-        except Exception as exc:  # closing is best effort; the client is ended regardless
-            log.warning("bridge.close_failed", error=repr(exc))
-        self._state = _State.CLOSED
-        await self._emit(ConnectionEvent.SECURITY_VIOLATION)
-        if was is _State.OPEN:
-            await self._emit(ConnectionEvent.CLOSED)
+            await self._emit(ConnectionEvent.SECURITY_VIOLATION)
+            try:
+                await self.transport.close()
+            except Exception as exc:  # best effort: the client has ended regardless
+                log.warning("bridge.close_failed", error=repr(exc))
+            self._state = _State.CLOSED
+            if was is _State.OPEN:
+                await self._emit(ConnectionEvent.CLOSED)
+        finally:
+            closed.set()
 
     async def on_disconnected(self) -> None:
         if self._state is _State.CLOSING:

@@ -42,8 +42,10 @@ _SECRET_KEY = re.compile(
     re.I,
 )
 # NKey seeds ("SU...", "SO...", "SA...", ...) and PEM private keys, wherever they appear in a value.
+# A seed is masked wherever a run of base32 characters starts with it, even glued to other
+# text ("seed_SU...", "xSU..."); a public key ("U...", "N...") starts a run with another letter.
 _SECRET_VALUE = re.compile(
-    r"\bS[UOANCXP][A-Z2-7]{40,}\b"
+    r"(?<![A-Z2-7])S[UOANCXP][A-Z2-7]{40,}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
 )
 REDACTED = "***"
