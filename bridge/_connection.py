@@ -85,6 +85,7 @@ class Connection:
         self._on_drop: list[Callable[[], None]] = []
         self._on_violation: list[Callable[[SecurityViolationError], None]] = []
         self._violation_closed: asyncio.Event | None = None  # set once violated() is done
+        self._violating: asyncio.Task[object] | None = None  # the task running violated()
 
     # -- for the other rooms ----------------------------------------------------------------
 
@@ -203,7 +204,8 @@ class Connection:
         """Drain subscriptions and close. Idempotent. After a security violation: wait until
         the violation has closed the connection and told the listeners."""
         if self._violation_closed is not None:
-            await self._violation_closed.wait()
+            if asyncio.current_task() is not self._violating:  # not from one of its listeners
+                await self._violation_closed.wait()
             return
         if self._state is _State.OPEN:
             self._state = _State.CLOSING
@@ -252,6 +254,7 @@ class Connection:
         for callback in self._on_violation:
             callback(violation)
         closed = self._violation_closed = asyncio.Event()
+        self._violating = asyncio.current_task()
         try:
             await self._emit(ConnectionEvent.SECURITY_VIOLATION)
             try:

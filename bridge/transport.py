@@ -266,7 +266,9 @@ class NatsTransport:
         s after (tests/faults/test_server_restart.py). ``_resp_map`` is private: the only
         handle on them. A security violation fails them with its ``SecurityViolationError``:
         nats-py 2.16 leaves them waiting when it closes, too."""
-        for future in list(self._conn()._resp_map.values()):
+        if self._nc is None:
+            return
+        for future in list(self._nc._resp_map.values()):
             if not future.done():
                 future.set_exception(error or nats.errors.ConnectionReconnectingError())
 

@@ -23,6 +23,7 @@ streams (JetStream pull consumers) are not simulated: the integration tests cove
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
 from collections import deque
@@ -49,9 +50,13 @@ Responder = Callable[[bytes, dict[str, str]], bytes]
 
 
 def new_user_seed() -> str:
-    """A real, freshly generated NKey user seed ("SU..."), as ``bridge_dev.pki`` makes them."""
-    seed: bytes = nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER)
-    return seed.decode("ascii")
+    """A real, freshly generated NKey user seed ("SU..."), encoded as the NKeys spec says (what
+    ``nkeys.encode_seed`` does; nkeys 0.2.0, the declared floor, does not have it)."""
+    prefix = nkeys.PREFIX_BYTE_USER
+    raw = bytes([nkeys.PREFIX_BYTE_SEED | prefix >> 5, (31 & prefix) << 3])
+    raw += secrets.token_bytes(32)
+    raw += nkeys.crc16(raw).to_bytes(2, "little")
+    return base64.b32encode(raw).decode("ascii").rstrip("=")
 
 
 @dataclass(frozen=True)

@@ -263,3 +263,23 @@ async def test_a_listener_sees_the_violation_when_it_is_told() -> None:
     assert event is ConnectionEvent.SECURITY_VIOLATION
     assert violation is not None
     assert violation.reason == "PERMISSIONS_VIOLATION"
+
+
+async def test_a_listener_may_close_the_client_it_is_told_about() -> None:
+    """close() waits for the violation to be handled, except when called from a listener of
+    that violation (it would wait for itself)."""
+    fake = FakeTransport()
+    bridge = BridgeClient(settings(), transport=fake)
+    closed: list[ConnectionEvent] = []
+
+    async def on_event(event: ConnectionEvent) -> None:
+        if event is ConnectionEvent.SECURITY_VIOLATION:
+            await bridge.close()
+            closed.append(event)
+
+    bridge.on_connection_event(on_event)
+    await bridge.connect()
+    await asyncio.wait_for(fake.server_error(violation_text(SUBMIT)), 1)
+    assert closed == [ConnectionEvent.SECURITY_VIOLATION]
+    await asyncio.wait_for(bridge.close(), 1)
+    assert fake.closes == 1
