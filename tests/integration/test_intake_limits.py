@@ -33,6 +33,7 @@ from bridge.v1 import common_pb2, orders_pb2
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import LocalNatsServer, ServerHandle, connect_as
 from tests.faults.harness import stored_reports
+from tests.integration.signed import signed
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,9 @@ async def test_oversized_tags_on_the_submit_path_are_rejected_and_the_engine_kee
     nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
     try:
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
-            reply = await nc.request(contract.submit(account), payload, timeout=10)
+            subject = contract.submit(account)
+            headers = signed(nats_server.creds, subject, payload)
+            reply = await nc.request(subject, payload, timeout=10, headers=headers)
             ack = OrderAck.from_proto(orders_pb2.OrderAck.FromString(reply.data))
             report = await stream.next(timeout=10)
             good = await bridge.submit(market(account))
@@ -129,10 +132,13 @@ async def test_oversized_tags_on_the_queued_path_are_rejected_or_refused_by_the_
     try:
         js = nc.jetstream()
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
+            data, subject = mid.SerializeToString(), contract.queue(account)
             await js.publish(
-                contract.queue(account),
-                mid.SerializeToString(),
-                headers={contract.HEADER_MSG_ID: mid.client_order_id},
+                subject,
+                data,
+                headers=signed(
+                    nats_server.creds, subject, data, {contract.HEADER_MSG_ID: mid.client_order_id}
+                ),
             )
             report = await stream.next(timeout=10)
             with pytest.raises(PublishError) as refused:

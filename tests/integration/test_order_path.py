@@ -31,6 +31,7 @@ from bridge.v1 import common_pb2, orders_pb2
 from bridge_dev.engine import EngineProcess
 from bridge_dev.server import ServerHandle, connect_as
 from tests.faults.harness import stored_entries, stored_reports, wait_for_ack_floor
+from tests.integration.signed import signed
 
 pytestmark = pytest.mark.integration
 
@@ -244,10 +245,17 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
 ) -> None:
     """Garbage bytes and invalid orders are REJECTED with field paths; the engine keeps serving."""
     account = new_id("M")
-    nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
+    creds = nats_server.creds
+    nc = await connect_as(nats_server.url, creds, "orchestrator")
+
+    async def request(subject: str, payload: bytes) -> bytes:
+        """A raw request, signed like the client's (the engine checks that first)."""
+        headers = signed(creds, subject, payload)
+        return (await nc.request(subject, payload, timeout=5, headers=headers)).data
+
     try:
-        reply = await nc.request(contract.submit("ACC1"), b"\xff\xff\xff not protobuf", timeout=5)
-        ack = orders_pb2.OrderAck.FromString(reply.data)
+        reply_data = await request(contract.submit(account), b"\xff\xff\xff not protobuf")
+        ack = orders_pb2.OrderAck.FromString(reply_data)
         assert ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert ack.reason == orders_pb2.REJECT_REASON_MALFORMED
         assert [(e.field, e.rule) for e in ack.field_errors] == [("<message>", "decodable")]
@@ -260,8 +268,9 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
             quantity=common_pb2.Decimal(units=0, scale=0),
             time_in_force=orders_pb2.TIME_IN_FORCE_GTC,
         )
-        reply = await nc.request(contract.submit("ACC1"), bad.SerializeToString(), timeout=5)
-        ack = orders_pb2.OrderAck.FromString(reply.data)
+        ack = orders_pb2.OrderAck.FromString(
+            await request(contract.submit(account), bad.SerializeToString())
+        )
         assert ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert ack.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
         assert {(e.field, e.rule) for e in ack.field_errors} == {
@@ -272,12 +281,16 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
         assert all(e.message for e in ack.field_errors)
 
         # Status and cancel requests naming no order are answered, and do not stop the engine.
-        reply = await nc.request(contract.status("ACC1"), b"", timeout=5)
-        status_reply = orders_pb2.OrderStatusReply.FromString(reply.data)
+        empty_status = orders_pb2.OrderStatusRequest(account=account).SerializeToString()
+        status_reply = orders_pb2.OrderStatusReply.FromString(
+            await request(contract.status(account), empty_status)
+        )
         assert not status_reply.found
         assert status_reply.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
-        reply = await nc.request(contract.cancel("ACC1"), b"", timeout=5)
-        cancel_ack = orders_pb2.OrderAck.FromString(reply.data)
+        empty_cancel = orders_pb2.CancelRequest(account=account).SerializeToString()
+        cancel_ack = orders_pb2.OrderAck.FromString(
+            await request(contract.cancel(account), empty_cancel)
+        )
         assert cancel_ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert cancel_ack.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
 
@@ -286,9 +299,13 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
         garbage_id = new_id("garbage")
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
             # Garbage without a Nats-Msg-Id cannot be attributed: acked and dropped, not fatal.
-            await js.publish(contract.queue(account), b"\xff\xff")
+            queue = contract.queue(account)
+            await js.publish(queue, b"\xff\xff", headers=signed(creds, queue, b"\xff\xff"))
+            garbage = b"\x08\x96\x01\xff"
             await js.publish(
-                contract.queue(account), b"\x08\x96\x01\xff", headers={"Nats-Msg-Id": garbage_id}
+                queue,
+                garbage,
+                headers=signed(creds, queue, garbage, {contract.HEADER_MSG_ID: garbage_id}),
             )
             report = await stream.next(timeout=10)
             assert report.client_order_id == garbage_id
