@@ -94,7 +94,7 @@ async def test_signed_orders_from_the_identitys_inbox_are_served(
     seed = _seed(settings)
     public_key = Signer(seed.encode()).public_key
     account = f"S{uuid.uuid4().hex[:8]}"
-    async with BridgeClient(settings) as bridge:
+    async with BridgeClient(settings) as bridge, bridge.reports(account) as reports:
         assert bridge.signer == public_key
         ack = await bridge.submit(market(account))
         assert ack.accepted, ack
@@ -102,6 +102,13 @@ async def test_signed_orders_from_the_identitys_inbox_are_served(
         assert queued.stream == contract.ORDERS_STREAM
         state = await bridge.status(account, ack.client_order_id)
         assert state.found
+        finals: dict[str, str] = {}
+        while len(finals) < 2:  # bounded by the reads' timeout
+            report = await reports.next(timeout=10)
+            if report.is_final:
+                finals[report.client_order_id] = report.signer
+    # The engine records who signed each order in its reports.
+    assert set(finals.values()) == {public_key}
     logged = "\n".join(bridge_lines.text)
     assert "bridge.connected" in logged
     assert seed not in logged
@@ -161,3 +168,34 @@ async def test_a_permissions_violation_closes_the_client_within_a_second(
             break
         await asyncio.sleep(0.02)
     assert await _connz(nats_server, cid) == []
+
+
+async def test_an_unsigned_order_is_refused_and_ends_the_client(
+    engine: EngineProcess, settings: BridgeSettings
+) -> None:
+    """The engine refuses an unsigned submit (UNSIGNED): the caller gets the refusal as a
+    SecurityViolationError carrying the ack, the client closes itself, the order does not
+    exist (a signed client's status query finds nothing)."""
+    unsigned = settings.model_copy(update={"sign_orders": False})
+    account = f"U{uuid.uuid4().hex[:8]}"
+    order = market(account)
+    events: list[ConnectionEvent] = []
+    bridge = BridgeClient(unsigned)
+    bridge.on_connection_event(events.append)
+    await bridge.connect()
+    try:
+        with pytest.raises(SecurityViolationError) as info:
+            await bridge.submit(order)
+    finally:
+        await bridge.close()
+    err = info.value
+    assert err.reason == "UNSIGNED"
+    assert err.ack is not None
+    assert not err.ack.accepted
+    assert err.text
+    assert (err.subject, err.account) == (contract.submit(account), account)
+    assert events[-2:] == [ConnectionEvent.SECURITY_VIOLATION, ConnectionEvent.CLOSED]
+    assert bridge.connection_state is ConnectionState.CLOSED
+    async with BridgeClient(settings) as signed_client:
+        state = await signed_client.status(account, order.client_order_id)
+    assert not state.found
