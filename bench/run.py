@@ -58,7 +58,8 @@ METHOD_NOTES = (
     "final report waits for its order store update); 'back to back' rows do not wait.",
     "(a2) runs on a server whose EXECUTIONS stream is deleted, so its answer is a core message.",
     "Baselines send the bytes of one serialized bridge NewOrder; the bridge adds its headers "
-    "(correlation id, schema, and Nats-Msg-Id on the queued path).",
+    "(correlation id, schema, the signature of the identity, and Nats-Msg-Id on the queued "
+    "path).",
 )
 
 
