@@ -20,7 +20,7 @@ from bridge import contract
 from bridge.security import entitlements
 from bridge.security.signing import Signer
 from bridge.v1 import common_pb2, orders_pb2, security_pb2
-from bridge_dev.engine import EngineProcess, dev_entitlements_file
+from bridge_dev.engine import EngineProcess
 from bridge_dev.server import ServerHandle, connect_as
 
 
@@ -149,7 +149,7 @@ def entitlements_file(
 ) -> Path:
     """The dev entitlements (resolved) plus ``extra`` orchestrators (name, key, accounts),
     written to ``path``."""
-    base = entitlements.load(dev_entitlements_file(handle.creds))
+    base = entitlements.load(handle.creds.entitlements_file)
     added = tuple(
         entitlements.Identity(
             name=name,
