@@ -37,6 +37,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::consumer;
+use crate::engine_key::EngineKey;
 use crate::error::EngineError;
 use crate::failpoint::Failpoint;
 use crate::intake::{self, Prepared};
@@ -78,13 +79,19 @@ pub struct Engine {
 
 impl Engine {
     /// Binds to the provisioned streams, consumer and bucket (it never creates them: the
-    /// engine role may not) and sets up an empty venue.
-    pub async fn new(cfg: Config, client: Client) -> Result<(Self, PullConsumer), EngineError> {
+    /// engine role may not) and sets up an empty venue. The report chain starts at genesis
+    /// until `reports.open_chain()` (before recovery, `run.rs`).
+    /// `key` signs the links of the report hash chain.
+    pub async fn new(
+        cfg: Config,
+        client: Client,
+        key: Option<Arc<EngineKey>>,
+    ) -> Result<(Self, PullConsumer), EngineError> {
         let js = jetstream::new(client.clone());
         let readiness = Arc::new(Readiness::default());
         let failpoint = Failpoint::new(cfg.failpoint.clone(), client.clone());
         let store = OrderStore::bind(&js, &cfg, readiness.clone()).await?;
-        let reports = Reports::bind(&client, &js, &cfg, readiness, failpoint.clone()).await?;
+        let reports = Reports::bind(&client, &js, &cfg, readiness, failpoint.clone(), key).await?;
         let consumer = consumer::bind(&js).await?;
         let limits = cfg.core_limits()?;
         let venue = Venue::new(&limits.symbols);

@@ -11,6 +11,7 @@
 //! - [`intake`]: an order's record and answer, every size bounded.
 //! - [`reconcile`]: recovery's decision for each open record after a restart.
 //! - [`fixed`]: exact fixed-point (1e-8) arithmetic and wire decimals.
+//! - [`chain`]: the execution reports' hash chain: links, their headers, the head check.
 //!
 //! Configuration and policy:
 //! - [`config`]: defaults < TOML file < `BRIDGE_*` environment; renamed knobs refused.
@@ -21,13 +22,15 @@
 //!
 //! The NATS side:
 //! - [`error`]: one error enum per boundary, each with a kind to match.
+//! - [`engine_key`]: the engine's NKey seed, read once (connection, chain signatures).
 //! - [`connection`]: connect options (TLS, NKey), reconnect backoff, connection events.
 //! - [`jetstream_errors`]: permanent vs transient JetStream failures; readiness while
 //!   retrying.
 //! - [`lease`]: the KV leases that keep a second engine from serving the same symbols.
 //! - [`consumer`]: binding (and re-creating) the durable ORDERS pull consumer.
 //! - [`store`]: the order store (KV `bridge_orders`): create, read, update; record revisions.
-//! - [`publish`]: execution reports to EXECUTIONS in atomic batches; the last stored report.
+//! - [`publish`]: execution reports to EXECUTIONS in atomic batches, each report linked into
+//!   the engine's hash chain; the chain head at start-up; the last stored report.
 //! - [`failpoint`]: crash-test failpoints.
 //! - [`engine`]: the engine's state and the protocol steps the commands share.
 //! - [`commands`]: one module per request (submit, queued, cancel, status) and the dispatch.
@@ -37,12 +40,14 @@
 
 pub mod ack;
 pub mod book;
+pub mod chain;
 pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod consumer;
 pub mod contract;
 pub mod engine;
+pub mod engine_key;
 pub mod error;
 pub mod failpoint;
 pub mod fixed;
