@@ -7,7 +7,9 @@ restarted engine (so they also check that recovery restores exactly what was):
   while an order is live ``cum_qty + leaves_qty == order_qty``;
 * **status agrees**: ``status()`` answers each order's last stored report;
 * **live means in a book**: every client order whose last report is live can be canceled
-  (the engine finds it in a book); none is neither in a book nor final.
+  (the engine finds it in a book); none is neither in a book nor final;
+* **the journal holds**: every engine's execution report hash chain verifies (``bridge audit
+  verify``), through whatever the fault did to the engine and the stream.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from bridge.models import decimal_from_proto
 from bridge.v1 import orders_pb2
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import ServerHandle
-from tests.faults.harness import FINAL, stored_entries
+from tests.faults.harness import FINAL, stored_entries, verify_journal
 
 HOUSE = "_house"
 # status() is asked for every live order and for at most this many final ones.
@@ -122,5 +124,8 @@ async def assert_invariants(handle: ServerHandle, log_dir: Path) -> Invariants:
     finally:
         code = await asyncio.to_thread(engine.stop)
     assert code == 0, engine.log_tail()
+    journal = await verify_journal(handle)
+    if not journal.ok:
+        found.violations.append(journal.render())
     assert not found.violations, "\n".join(found.violations[:20])
     return found
