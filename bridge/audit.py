@@ -20,8 +20,10 @@ start at genesis had its start trimmed (aged out of the stream): noted, not a br
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import uuid
 from collections.abc import AsyncGenerator, Iterable, Mapping
@@ -29,10 +31,12 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import Enum
 
+import nats.errors
+import nats.js.errors
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamState
 
 from bridge import contract
 from bridge.security import signing
@@ -326,21 +330,40 @@ def verify(
     return verifier.result(last_seq)
 
 
+RETRIES = 30
+"""Reads of a stream that answer "no leader" (503) or time out are resumed this many times, each
+after :data:`RETRY_DELAY_S` (a cluster electing a stream or consumer leader after a fault)."""
+RETRY_DELAY_S = 0.5
+
+_TRANSIENT = (nats.js.errors.ServiceUnavailableError, TimeoutError)
+
+
+async def _stream_state(js: JetStreamContext, stream: str) -> StreamState:
+    for attempt in range(RETRIES):  # bounded: a cluster electing the stream's leader
+        try:
+            return (await js.stream_info(stream)).state
+        except _TRANSIENT:
+            if attempt + 1 == RETRIES:
+                raise
+            await asyncio.sleep(RETRY_DELAY_S)  # polling interval of a server-side state
+    raise AssertionError("unreachable")
+
+
 async def verify_stream(
     js: JetStreamContext, stream: str, keys: Mapping[str, VerifyKey], *, timeout: float = 5.0
 ) -> Result:
     """Read ``stream`` to the last sequence it had when the read started and verify it."""
-    info = await js.stream_info(stream)
-    last = info.state.last_seq
+    state = await _stream_state(js, stream)
     verifier = Verifier(keys)
-    if info.state.messages:
-        # Closed here, not by the garbage collector: its consumer is deleted before the caller
-        # closes the connection, also when the walk stops at a break.
-        async with aclosing(read_stream(js, stream, last, timeout=timeout)) as messages:
-            async for m in messages:
-                if verifier.add(m) is not None:
-                    break
-    return verifier.result(last if info.state.messages else None)
+    if not state.messages:
+        return verifier.result()
+    # Closed here, not by the garbage collector: its consumer is deleted before the caller
+    # closes the connection, also when the walk stops at a break.
+    async with aclosing(read_stream(js, stream, state.last_seq, timeout=timeout)) as messages:
+        async for m in messages:
+            if verifier.add(m) is not None:
+                break
+    return verifier.result(state.last_seq)
 
 
 async def read_stream(
@@ -348,14 +371,34 @@ async def read_stream(
 ) -> AsyncGenerator[StoredMessage, None]:
     """The messages of ``stream`` in order, up to sequence ``last``.
 
-    An ephemeral pull consumer without acks (the operator role may create one on any stream);
-    it is deleted at the end, and the server removes it anyway once inactive."""
+    Each read is an ephemeral pull consumer without acks (the operator role may create one on
+    any stream), deleted at its end (the server removes it anyway once inactive). A read that
+    fails transiently resumes after the last message it yielded (:data:`RETRIES`)."""
+    next_seq, failures = 1, 0
+    while True:  # bounded by RETRIES consecutive failures
+        try:
+            async for m in _read_from(js, stream, next_seq, last, batch, timeout):
+                next_seq, failures = m.seq + 1, 0
+                yield m
+            return
+        except _TRANSIENT:
+            failures += 1
+            if failures >= RETRIES:
+                raise
+            await asyncio.sleep(RETRY_DELAY_S)  # polling interval of a server-side state
+
+
+async def _read_from(
+    js: JetStreamContext, stream: str, first: int, last: int, batch: int, timeout: float
+) -> AsyncGenerator[StoredMessage, None]:
     name = f"audit-{uuid.uuid4().hex[:12]}"
     config = ConsumerConfig(
         name=name,
-        deliver_policy=DeliverPolicy.ALL,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        opt_start_seq=first,
         ack_policy=AckPolicy.NONE,
         inactive_threshold=60.0,
+        num_replicas=1,
         mem_storage=True,
     )
     await js.add_consumer(stream, config)
@@ -373,4 +416,5 @@ async def read_stream(
         finally:
             await sub.unsubscribe()
     finally:
-        await js.delete_consumer(stream, name)
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await js.delete_consumer(stream, name)
