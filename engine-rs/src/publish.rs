@@ -29,7 +29,7 @@ use async_nats::{Client, HeaderMap};
 use backon::Retryable;
 use bytes::Bytes;
 use prost::Message as _;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::chain::{self, Chain, Link};
 use crate::config::Config;
@@ -192,7 +192,9 @@ impl Reports {
                 // Stored by an earlier attempt: normally these very links, but the stream,
                 // not this process, knows what the next report must link to.
                 let head = self.find_head().await?;
-                if head != last {
+                if head == last {
+                    info!(correlation_id = about, reports = batch.len(), "reports already stored by an earlier attempt; chain head confirmed from the stream");
+                } else {
                     warn!(correlation_id = about, stored_head = %chain::to_hex(&head), sent_head = %chain::to_hex(&last), "a duplicate publish found another chain head stored; continuing from the stored one");
                 }
                 self.set_head(head);
