@@ -8,12 +8,13 @@ import base64
 import secrets
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import nkeys
 import pytest
 from nacl.signing import SigningKey, VerifyKey
 
-from bridge import audit, contract
+from bridge import audit, cli, contract
 from bridge.audit import Break, StoredMessage
 
 # SHA-256(32 zero bytes || "report-1"), then SHA-256(that || "report-2"): the vector the
@@ -218,3 +219,17 @@ def test_engine_keys_come_from_public_nkeys() -> None:
     result = audit.verify(chain(e, 2), audit.engine_keys([("engine", public)]))
     assert result.ok, result.render()
     assert result.chains[0].signed_by == ("engine",)
+
+
+def test_cli_defaults_and_unusable_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``bridge audit verify`` defaults to EXECUTIONS and the dev entitlements; an unreadable
+    entitlements file exits 2 (could not check), before any connection."""
+    args = cli.build_parser().parse_args(["audit", "verify"])
+    assert args.stream == contract.EXECUTIONS_STREAM
+    assert args.entitlements == cli.DEFAULT_ENTITLEMENTS
+    missing = tmp_path / "none.toml"
+    args = cli.build_parser().parse_args(["audit", "verify", "--entitlements", str(missing)])
+    assert args.run(args) == 2  # (main() would also configure the process's logging)
+    assert "cannot read" in capsys.readouterr().err
