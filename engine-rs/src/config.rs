@@ -75,6 +75,10 @@ pub struct Config {
     pub pull_expires_ms: u64,
     /// How long SIGTERM waits for in-flight work before giving up.
     pub shutdown_timeout_ms: u64,
+    /// At start-up the engine reads EXECUTIONS backwards from its last message, at most this
+    /// many sequences, to find the head of its execution report hash chain (`chain.rs`); not
+    /// found within them, it refuses to start.
+    pub chain_search_limit: u64,
     /// "json" or "text"; unset = json unless stderr is a terminal.
     pub log_format: Option<String>,
     /// Risk: maximum notional (price x quantity) of one order, as a decimal string.
@@ -163,6 +167,7 @@ impl Default for Config {
             pull_batch: 64,
             pull_expires_ms: 500,
             shutdown_timeout_ms: 10_000,
+            chain_search_limit: 100_000,
             log_format: None,
             max_order_notional: "10000000".into(),
             failpoint: None,

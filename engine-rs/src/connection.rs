@@ -7,17 +7,19 @@ use async_nats::Client;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::engine_key::EngineKey;
 use crate::error::ConnectError;
 use crate::jetstream_errors;
 use crate::retry;
-use crate::secret::Secret;
 
 /// Connects with mutual TLS and the engine's NKey, using the engine role's inbox prefix.
 ///
 /// Reconnects (and the first connection, `retry_on_initial_connect`) back off exponentially
 /// with jitter ([`retry::Policy`]); subscriptions are re-established by async-nats itself.
 /// Start-up fails with a clear error if no connection is up within `connect_deadline_ms`.
-pub async fn connect(cfg: &Config) -> Result<Client, ConnectError> {
+/// `key` is the engine's NKey ([`EngineKey::load`] of `nkey_seed_file`), read once by the
+/// caller.
+pub async fn connect(cfg: &Config, key: Option<&EngineKey>) -> Result<Client, ConnectError> {
     let policy = retry::Policy::from_config(cfg);
     let (state_tx, mut state_rx) = tokio::sync::watch::channel(ConnState::Connecting);
     let mut opts = async_nats::ConnectOptions::new()
@@ -66,12 +68,8 @@ pub async fn connect(cfg: &Config) -> Result<Client, ConnectError> {
                 }
             }
         });
-    if let Some(seed_file) = &cfg.nkey_seed_file {
-        let seed = Secret::read_file(seed_file).map_err(|source| ConnectError::ReadSeed {
-            path: seed_file.clone(),
-            source,
-        })?;
-        opts = opts.nkey(seed.expose().to_string());
+    if let Some(key) = key {
+        opts = opts.nkey(key.seed_for_connection());
     }
     if let Some(ca) = &cfg.tls_ca_file {
         opts = opts.require_tls(true).add_root_certificates(ca.clone());

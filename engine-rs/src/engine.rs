@@ -39,6 +39,7 @@ use crate::alerts::Alerts;
 use crate::auth::{Authorizer, Entitlements, Refusal};
 use crate::config::Config;
 use crate::consumer;
+use crate::engine_key::EngineKey;
 use crate::error::EngineError;
 use crate::failpoint::Failpoint;
 use crate::intake::{self, IntakeCounters, Prepared};
@@ -86,17 +87,20 @@ pub struct Engine {
 impl Engine {
     /// Binds to the provisioned streams, consumer and bucket (it never creates them: the
     /// engine role may not) and sets up an empty venue. `entitlements`: what signed order
-    /// operations are checked against (`None`: signatures are not required).
+    /// operations are checked against (`None`: signatures are not required). The report chain
+    /// starts at genesis until `reports.open_chain()` (before recovery, `run.rs`); `key` signs
+    /// its links.
     pub async fn new(
         cfg: Config,
         client: Client,
         entitlements: Option<Entitlements>,
+        key: Option<Arc<EngineKey>>,
     ) -> Result<(Self, PullConsumer), EngineError> {
         let js = jetstream::new(client.clone());
         let readiness = Arc::new(Readiness::default());
         let failpoint = Failpoint::new(cfg.failpoint.clone(), client.clone());
         let store = OrderStore::bind(&js, &cfg, readiness.clone()).await?;
-        let reports = Reports::bind(&client, &js, &cfg, readiness, failpoint.clone()).await?;
+        let reports = Reports::bind(&client, &js, &cfg, readiness, failpoint.clone(), key).await?;
         let consumer = consumer::bind(&js).await?;
         let limits = cfg.core_limits()?;
         let venue = Venue::new(&limits.symbols);

@@ -1,12 +1,11 @@
 //! The engine's errors, one enum per boundary, each with a kind its caller can match: nothing
 //! is flattened to a string on the way up.
 
-use std::path::PathBuf;
-
 use async_nats::jetstream::{self, kv};
 
 use crate::auth::EntitlementsError;
 use crate::config::ConfigError;
+use crate::engine_key::KeyError;
 use crate::house::BadSeedId;
 use crate::lease::LeaseError;
 use crate::venue::VenueError;
@@ -14,11 +13,9 @@ use crate::venue::VenueError;
 /// Connecting to NATS (`connection.rs`).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("connecting to NATS: reading {path}: {source}")]
-    ReadSeed {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The NKey seed file could not be read or parsed.
+    #[error("connecting to NATS: {0}")]
+    Key(#[from] KeyError),
     #[error("connecting to NATS: {urls:?}: {source}")]
     BadUrl {
         urls: String,
@@ -89,6 +86,32 @@ pub enum PublishError {
         subject: String,
         source: jetstream::stream::LastRawMessageError,
     },
+    /// Re-reading the chain head after a duplicate publish.
+    #[error("publishing reports: {0}")]
+    Chain(#[from] ChainError),
+}
+
+/// The execution report hash chain (`chain.rs`): finding this engine's head in EXECUTIONS.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// This engine's last report in EXECUTIONS does not hold its own digest.
+    #[error("execution journal tampered with: EXECUTIONS sequence {seq}, the last report of engine {engine_id}'s chain: {why}; refusing to start (check the stream with `bridge audit verify`)")]
+    Tampered {
+        seq: u64,
+        engine_id: String,
+        why: String,
+    },
+    /// The bounded backward walk ended before it found this engine's last report.
+    #[error("chain head of engine {engine_id} not found in the last {limit} sequences of EXECUTIONS ({low}..={high}); refusing to start a new chain that the verifier would report as broken: raise chain_search_limit")]
+    NotFound {
+        engine_id: String,
+        limit: u64,
+        low: u64,
+        high: u64,
+    },
+    /// Reading EXECUTIONS failed past its retries.
+    #[error("reading EXECUTIONS for the chain head: {0}")]
+    Read(async_nats::Error),
 }
 
 /// Why the engine stops (exit non-zero).
@@ -112,4 +135,6 @@ pub enum EngineError {
     Lease(#[from] LeaseError),
     #[error(transparent)]
     Entitlements(#[from] EntitlementsError),
+    #[error(transparent)]
+    Chain(#[from] ChainError),
 }

@@ -13,6 +13,7 @@
 //! - [`fixed`]: exact fixed-point (1e-8) arithmetic and wire decimals.
 //! - [`auth`]: who may do what: the entitlements file, order signatures, the signature
 //!   window, replays, entitlement and account checks; each refusal typed.
+//! - [`chain`]: the execution reports' hash chain: links, their headers, the head check.
 //!
 //! Configuration and policy:
 //! - [`config`]: defaults < TOML file < `BRIDGE_*` environment; renamed knobs refused.
@@ -24,13 +25,15 @@
 //!
 //! The NATS side:
 //! - [`error`]: one error enum per boundary, each with a kind to match.
+//! - [`engine_key`]: the engine's NKey seed, read once (connection, chain signatures).
 //! - [`connection`]: connect options (TLS, NKey), reconnect backoff, connection events.
 //! - [`jetstream_errors`]: permanent vs transient JetStream failures; readiness while
 //!   retrying.
 //! - [`lease`]: the KV leases that keep a second engine from serving the same symbols.
 //! - [`consumer`]: binding (and re-creating) the durable ORDERS pull consumer.
 //! - [`store`]: the order store (KV `bridge_orders`): create, read, update; record revisions.
-//! - [`publish`]: execution reports to EXECUTIONS in atomic batches; the last stored report.
+//! - [`publish`]: execution reports to EXECUTIONS in atomic batches, each report linked into
+//!   the engine's hash chain; the chain head at start-up; the last stored report.
 //! - [`failpoint`]: crash-test failpoints.
 //! - [`alerts`]: security alerts to the ALERTS stream, off the order path.
 //! - [`engine`]: the engine's state and the protocol steps the commands share.
@@ -43,12 +46,14 @@ pub mod ack;
 pub mod alerts;
 pub mod auth;
 pub mod book;
+pub mod chain;
 pub mod commands;
 pub mod config;
 pub mod connection;
 pub mod consumer;
 pub mod contract;
 pub mod engine;
+pub mod engine_key;
 pub mod error;
 pub mod failpoint;
 pub mod fixed;

@@ -13,8 +13,15 @@
 //! whole under a new batch id with the same `Nats-Msg-Id`s: if an earlier attempt did commit
 //! (only its ack was lost), the server refuses the retry as "contains duplicate message id"
 //! (10201), which means done.
+//!
+//! Every report carries its link in this engine's hash chain (`chain.rs`). A batch is linked
+//! once, in order, before its first attempt, so a retry re-sends identical bytes and headers;
+//! the chain's head advances only once the batch is committed. When the server answers that
+//! the batch (or a single report) was already stored, the head is read back from the stream
+//! ([`head`]): what is stored is what the next report must link to. At start-up the head is
+//! found the same way, before anything is published.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use async_nats::jetstream::{self, stream::Stream as JsStream, ErrorCode};
@@ -22,11 +29,13 @@ use async_nats::{Client, HeaderMap};
 use backon::Retryable;
 use bytes::Bytes;
 use prost::Message as _;
-use tracing::{debug, error};
+use tracing::{debug, error, info, warn};
 
+use crate::chain::{self, Chain, Link};
 use crate::config::Config;
 use crate::contract;
-use crate::error::{PublishError, SetupError};
+use crate::engine_key::EngineKey;
+use crate::error::{ChainError, PublishError, SetupError};
 use crate::failpoint::Failpoint;
 use crate::jetstream_errors::{self, Readiness};
 use crate::proto::v1 as pb;
@@ -37,6 +46,17 @@ pub const MAX_ATOMIC_BATCH: usize = 1000;
 
 /// "atomic publish batch contains duplicate message id": a retried batch already committed.
 const BATCH_ALREADY_COMMITTED: ErrorCode = ErrorCode(10201);
+
+mod head;
+
+/// How an attempt ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Committed {
+    /// Stored now.
+    Stored,
+    /// The server already held it (an earlier attempt's ack was lost).
+    Duplicate,
+}
 
 /// A report and the correlation id of the request that caused it.
 pub type Tagged<'a> = (&'a pb::ExecutionReport, &'a str);
@@ -64,16 +84,23 @@ pub struct Reports {
     cfg: Config,
     readiness: Arc<Readiness>,
     failpoint: Failpoint,
+    /// Signs each link; `None` (no `nkey_seed_file`) leaves the links unsigned.
+    key: Option<Arc<EngineKey>>,
+    /// This engine's chain; its head is the digest of its last committed report. Only the
+    /// engine's task touches it, never across an await.
+    chain: Mutex<Chain>,
 }
 
 impl Reports {
-    /// Binds to the provisioned stream (the engine role may not create it).
+    /// Binds to the provisioned stream (the engine role may not create it). The chain starts
+    /// at genesis until [`Reports::open_chain`] finds its head.
     pub async fn bind(
         client: &Client,
         js: &jetstream::Context,
         cfg: &Config,
         readiness: Arc<Readiness>,
         failpoint: Failpoint,
+        key: Option<Arc<EngineKey>>,
     ) -> Result<Reports, SetupError> {
         let executions = js
             .get_stream(contract::EXECUTIONS_STREAM)
@@ -86,7 +113,31 @@ impl Reports {
             cfg: cfg.clone(),
             readiness,
             failpoint,
+            key,
+            chain: Mutex::new(Chain::new(cfg.engine_id.clone(), chain::GENESIS)),
         })
+    }
+
+    /// Finds this engine's chain head in EXECUTIONS ([`head`]); call it before publishing.
+    pub async fn open_chain(&self) -> Result<(), ChainError> {
+        let head = self.find_head().await?;
+        self.set_head(head);
+        Ok(())
+    }
+
+    fn set_head(&self, head: chain::Digest) {
+        self.chain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .advance(head);
+    }
+
+    /// The links of a batch's payloads, continuing from the head (which does not move).
+    fn link(&self, payloads: &[Bytes]) -> Vec<Link> {
+        self.chain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .links(payloads, self.key.as_deref())
     }
 
     fn backoff(&self) -> retry::Backoff {
@@ -106,6 +157,12 @@ impl Reports {
     async fn publish_batch(&self, batch: &[Tagged<'_>]) -> Result<(), PublishError> {
         let about = batch[0].1;
         let started = Instant::now();
+        // Encoded and linked once: every attempt sends these exact bytes and headers.
+        let payloads: Vec<Bytes> = batch
+            .iter()
+            .map(|(r, _)| Bytes::from(r.encode_to_vec()))
+            .collect();
+        let links = self.link(&payloads);
         let permanent = |e: &async_nats::Error| {
             batch.iter().find_map(|(r, _)| {
                 let subject = contract::executions(&r.account, &r.client_order_id);
@@ -113,27 +170,51 @@ impl Reports {
             })
         };
         let attempts = self.readiness.operation("publish reports", about);
-        let published = (|| self.commit(batch))
+        let published = (|| self.commit(batch, &payloads, &links))
             .retry(self.backoff())
             .when(|e| permanent(e).is_none())
             .notify(|e, delay| attempts.retrying(e, delay))
             .await;
         drop(attempts);
-        if let Err(e) = published {
-            if let Some(why) = permanent(&e) {
-                error!(correlation_id = about, error = %why, "report publish refused for good; not retried");
+        let committed = match published {
+            Ok(committed) => committed,
+            Err(e) => {
+                if let Some(why) = permanent(&e) {
+                    error!(correlation_id = about, error = %why, "report publish refused for good; not retried");
+                }
+                return Err(PublishError::Batch(e));
             }
-            return Err(PublishError::Batch(e));
+        };
+        let last = links.last().map_or(chain::GENESIS, |l| l.digest);
+        match committed {
+            Committed::Stored => self.set_head(last),
+            Committed::Duplicate => {
+                // Stored by an earlier attempt: normally these very links, but the stream,
+                // not this process, knows what the next report must link to.
+                let head = self.find_head().await?;
+                if head == last {
+                    info!(correlation_id = about, reports = batch.len(), "reports already stored by an earlier attempt; chain head confirmed from the stream");
+                } else {
+                    warn!(correlation_id = about, stored_head = %chain::to_hex(&head), sent_head = %chain::to_hex(&last), "a duplicate publish found another chain head stored; continuing from the stored one");
+                }
+                self.set_head(head);
+            }
         }
-        for (r, correlation_id) in batch {
-            debug!(exec_id = %r.exec_id, client_order_id = %r.client_order_id, correlation_id, exec_type = r.exec_type, "report published");
+        for ((r, correlation_id), l) in batch.iter().zip(&links) {
+            debug!(exec_id = %r.exec_id, client_order_id = %r.client_order_id, correlation_id, exec_type = r.exec_type, chain_digest = %chain::to_hex(&l.digest), "report published");
         }
         Ok(())
     }
 
     /// One attempt: every report but the last is staged with a core publish, the last commits
     /// the batch and is acknowledged. A single report is a plain JetStream publish.
-    async fn commit(&self, batch: &[Tagged<'_>]) -> Result<(), async_nats::Error> {
+    /// `payloads` and `links` are the batch's, index for index.
+    async fn commit(
+        &self,
+        batch: &[Tagged<'_>],
+        payloads: &[Bytes],
+        links: &[Link],
+    ) -> Result<Committed, async_nats::Error> {
         let batch_id = format!("{}-{:016x}", self.cfg.engine_id, fastrand::u64(..));
         let batch_id = &batch_id[batch_id.len().saturating_sub(64)..];
         let last = batch.len() - 1;
@@ -144,6 +225,9 @@ impl Reports {
             let mut headers = HeaderMap::new();
             headers.insert(contract::HEADER_MSG_ID, r.exec_id.as_str());
             headers.insert(contract::HEADER_CORRELATION_ID, *correlation_id);
+            for (name, value) in links[i].headers(&self.cfg.engine_id) {
+                headers.insert(name, value.as_str());
+            }
             if last > 0 {
                 headers.insert(contract::HEADER_BATCH_ID, batch_id);
                 headers.insert(
@@ -152,7 +236,7 @@ impl Reports {
                 );
             }
             let subject = contract::executions(&r.account, &r.client_order_id);
-            let payload = Bytes::from(r.encode_to_vec());
+            let payload = payloads[i].clone();
             if i < last {
                 self.client
                     .publish_with_headers(subject, headers, payload)
@@ -173,12 +257,13 @@ impl Reports {
             }
             .await;
             return match acked {
-                Ok(_) => Ok(()),
-                Err(e) if already_committed(&e) => Ok(()),
+                Ok(ack) if ack.duplicate => Ok(Committed::Duplicate),
+                Ok(_) => Ok(Committed::Stored),
+                Err(e) if already_committed(&e) => Ok(Committed::Duplicate),
                 Err(e) => Err(e.into()),
             };
         }
-        Ok(())
+        Ok(Committed::Stored)
     }
 
     /// True when EXECUTIONS already holds `report` or a later report of its order.

@@ -1,9 +1,10 @@
-//! The engine's life: connect, take the leases, bind, recover, subscribe, serve every request
-//! through one dispatch ([`Engine::dispatch`]) and the ORDERS pull consumer, then on shutdown
+//! The engine's life: connect, take the leases, bind, find the report chain's head, recover,
+//! subscribe, serve every request through one dispatch ([`Engine::dispatch`]) and the ORDERS pull consumer, then on shutdown
 //! stop intake, finish what was delivered, log what intake could not attribute, flush and
 //! release the leases. SIGHUP re-reads the entitlements file.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::{jetstream, Client, Subscriber};
@@ -19,6 +20,7 @@ use crate::connection;
 use crate::consumer;
 use crate::contract;
 use crate::engine::Engine;
+use crate::engine_key::EngineKey;
 use crate::error::{ConnectError, EngineError, SetupError};
 use crate::jetstream_errors::retrying;
 use crate::lease;
@@ -90,7 +92,15 @@ impl Subscriptions {
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
     // A configuration that cannot check signatures stops start-up before anything connects.
     let entitlements = load_entitlements(&cfg)?;
-    let client = connection::connect(&cfg).await?;
+    // The NKey seed is read once: it authenticates the connection and signs the report chain.
+    let key = match &cfg.nkey_seed_file {
+        Some(path) => Some(Arc::new(EngineKey::load(path).map_err(ConnectError::from)?)),
+        None => {
+            warn!("no nkey_seed_file: execution reports are chained but not signed");
+            None
+        }
+    };
+    let client = connection::connect(&cfg, key.as_deref()).await?;
     // Before anything else touches orders: refuse to run beside another live engine.
     // Both are retried while JetStream is unavailable (a cluster electing leaders at start-up);
     // a refusal or a configuration error is final.
@@ -99,12 +109,20 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .when(|e| !matches!(e, lease::LeaseError::Refused(_)))
         .notify(|e, delay| retrying("take leases", &cfg.engine_id, e, delay))
         .await?;
-    let (mut engine, consumer) =
-        (|| Engine::new(cfg.clone(), client.clone(), entitlements.clone()))
-            .retry(retry::Backoff::from_config(&cfg))
-            .when(|e| matches!(e, EngineError::Setup(_)))
-            .notify(|e, delay| retrying("bind streams and bucket", &cfg.engine_id, e, delay))
-            .await?;
+    let (mut engine, consumer) = (|| {
+        Engine::new(
+            cfg.clone(),
+            client.clone(),
+            entitlements.clone(),
+            key.clone(),
+        )
+    })
+    .retry(retry::Backoff::from_config(&cfg))
+    .when(|e| matches!(e, EngineError::Setup(_)))
+    .notify(|e, delay| retrying("bind streams and bucket", &cfg.engine_id, e, delay))
+    .await?;
+    // Before anything is published (recovery may publish): where this engine's chain ends.
+    engine.reports.open_chain().await?;
     let recovered = engine.recover().await?;
     let served: Result<(), EngineError> = async {
     let mut subs = Subscriptions::subscribe(&client, &cfg).await?;

@@ -32,6 +32,7 @@ from bridge import (
     Side,
     StreamFullError,
     TimeInForce,
+    audit,
     contract,
 )
 from bridge.models import decimal_from_proto
@@ -153,6 +154,19 @@ async def stored_entries(
     finally:
         await nc.close()
     return out
+
+
+async def verify_journal(
+    handle: ServerHandle, stream: str = contract.EXECUTIONS_STREAM, timeout: float = 30
+) -> audit.Result:
+    """Every engine's hash chain in ``stream`` (``bridge audit verify``'s check), read as the
+    operator, with the dev engine identity's key."""
+    keys = audit.engine_keys([("engine", handle.creds.role("engine").public_nkey)])
+    nc = await connect_as(handle.url, handle.creds, "operator")
+    try:
+        return await audit.verify_stream(nc.jetstream(), stream, keys, timeout=timeout)
+    finally:
+        await nc.close()
 
 
 async def stored_reports(

@@ -8,7 +8,9 @@ restarted engine (so they also check that recovery restores exactly what was):
 * **status agrees**: ``status()`` answers each client order's last stored report (the house's
   orders are nobody's to query: no identity is entitled to a reserved account);
 * **live means in a book**: every client order whose last report is live can be canceled
-  (the engine finds it in a book); none is neither in a book nor final.
+  (the engine finds it in a book); none is neither in a book nor final;
+* **the journal holds**: every engine's execution report hash chain verifies (``bridge audit
+  verify``), through whatever the fault did to the engine and the stream.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from bridge.models import decimal_from_proto
 from bridge.v1 import orders_pb2
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import ServerHandle
-from tests.faults.harness import FINAL, stored_entries
+from tests.faults.harness import FINAL, stored_entries, verify_journal
 
 HOUSE = "_house"
 # status() is asked for every live order and for at most this many final ones.
@@ -124,5 +126,8 @@ async def assert_invariants(handle: ServerHandle, log_dir: Path) -> Invariants:
     finally:
         code = await asyncio.to_thread(engine.stop)
     assert code == 0, engine.log_tail()
+    journal = await verify_journal(handle)
+    if not journal.ok:
+        found.violations.append(journal.render())
     assert not found.violations, "\n".join(found.violations[:20])
     return found
