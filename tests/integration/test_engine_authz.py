@@ -296,7 +296,10 @@ async def test_not_entitled_and_sighup_reload(nats_server: ServerHandle, tmp_pat
             entitlements_file(
                 file,
                 nats_server,
-                [("desk-fresh", desk.public_key, [desk_a]), ("newcomer", newcomer.public_key, ["*"])],
+                [
+                    ("desk-fresh", desk.public_key, [desk_a]),
+                    ("newcomer", newcomer.public_key, ["*"]),
+                ],
             )
             os.kill(engine.pid or 0, signal.SIGHUP)
             reloaded = await wait_for_log(engine, "entitlements reloaded")
