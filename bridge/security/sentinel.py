@@ -201,7 +201,7 @@ class Sentinel:
                 max_delay_s=s.webhook_retry_max_delay_ms / 1000,
                 queue_size=s.webhook_queue_size,
             )
-            self._webhook.start()
+            await self._webhook.start()
         servers = await self._sys.discover()
         log.info(
             "sentinel ready",

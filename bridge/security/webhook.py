@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 
+import anyio.lowlevel  # httpx's own async backend (a dependency of httpx)
 import httpx
 from tenacity import (
     AsyncRetrying,
@@ -69,7 +70,10 @@ class WebhookSender:
         self.dropped = 0
         """Alerts not queued because the queue was full."""
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Start the worker. httpx's first request imports its async backend (anyio), ~80 ms
+        of a blocked event loop; that is done here, before the first violation, not during."""
+        await anyio.lowlevel.checkpoint()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook")
 

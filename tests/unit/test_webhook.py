@@ -34,7 +34,7 @@ async def test_delivers_queued_alerts_in_one_body() -> None:
     sender = _sender(handler)
     for n in range(3):
         assert sender.submit(_alert(n))  # queued before the worker runs: one batch
-    sender.start()
+    await sender.start()
     await sender.close()
     assert sender.delivered == 3
     assert len(bodies) == 1
@@ -94,7 +94,7 @@ async def test_a_full_queue_drops_without_blocking() -> None:
         return httpx.Response(200)
 
     sender = _sender(handler, queue_size=2, max_batch=1)
-    sender.start()
+    await sender.start()
     assert sender.submit(_alert(0))
     await asyncio.wait_for(posting.wait(), 5)  # the worker took a0 and waits in its POST
     assert sender.submit(_alert(1))
