@@ -296,7 +296,10 @@ class Sentinel:
             )
             return
         if v.kind in _TLS_KINDS:
-            await self._spawn(self._raise(violations.from_tls(v)))
+            # The log is one server's; name it when the sentinel knows of only one.
+            known = self._sys.known_servers if self._sys is not None else set()
+            server_id = next(iter(known)) if len(known) == 1 else ""
+            await self._spawn(self._raise(violations.from_tls(v, server_id)))
         elif v.kind in _PERMISSION_KINDS:
             await self._spawn(self._on_permission_violation(v))
 
