@@ -1,4 +1,5 @@
-"""Development tooling, kept out of the shipped package: the dev PKI (``pki``), a local
+"""Development tooling, kept out of the shipped package: the dev PKI (``pki``, ``pki_issue``),
+a server's runtime configuration rendered from the entitlements (``nats_config``), a local
 nats-server and a 3-node cluster (``server``, ``cluster``), JetStream provisioning
 (``provision``) and the engine process wrapper (``engine``).
 

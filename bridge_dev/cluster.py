@@ -151,6 +151,14 @@ class LocalNatsCluster:
                 return i
         raise NatsServerError(f"unknown server {server_name}")
 
+    def reload(self, entitlements_file: Path | None = None, timeout: float = 10.0) -> None:
+        """Apply ``entitlements_file`` on every running node (see LocalNatsServer.reload)."""
+        for node in self.nodes:
+            if node.running:
+                node.reload(entitlements_file, timeout=timeout)
+            elif entitlements_file is not None:
+                node.entitlements_file = entitlements_file
+
     def kill(self, i: int) -> None:
         self.nodes[i].kill()
 

@@ -24,6 +24,7 @@ from typing import IO, Self
 
 from bridge import jetstream
 from bridge.config import BridgeSettings
+from bridge.security.entitlements import Entitlements
 from bridge_dev.pki import DevCredentials
 from bridge_dev.server import REPO_ROOT, ServerHandle
 
@@ -73,17 +74,23 @@ def lease_wait_limit() -> float:
 
 
 def client_settings(
-    handle: ServerHandle, role: str = "orchestrator", **extra: object
+    handle: ServerHandle,
+    role: str = "orchestrator",
+    *,
+    entitlements: Entitlements | None = None,
+    **extra: object,
 ) -> BridgeSettings:
-    """Settings for a ``BridgeClient`` of ``role`` against a local server."""
-    creds = handle.creds.role(role)
+    """Settings for a ``BridgeClient`` of identity ``role`` (a role name such as the default
+    ``orchestrator``, or any identity of ``entitlements``, default the dev file's) against a
+    local server, with the identity's own inbox prefix."""
+    creds = handle.creds.identity(role, entitlements)
     return BridgeSettings(
         nats_url=handle.url,
         tls_ca_file=handle.creds.ca_file,
         tls_cert_file=creds.cert_file,
         tls_key_file=creds.key_file,
         nkey_seed_file=creds.seed_file,
-        inbox_prefix=f"_INBOX.{role}",
+        inbox_prefix=creds.inbox_prefix,
         **extra,  # type: ignore[arg-type]
     )
 

@@ -1,50 +1,74 @@
-"""Development PKI and NKey generator: owns the dev CA, server/client certificates and user NKeys.
+"""Development PKI and NKeys: owns the dev CA, the server certificate and, for every identity of
+the entitlements file (``nats/entitlements.toml``), a client certificate and a user NKey; and the
+resolved entitlements the dev server is configured from.
 
 Everything lives under one root directory (default ``<repo>/.dev``, git-ignored)::
 
     pki/ca.pem, pki/ca-key.pem                 self-signed CA (EC P-256, 1 year)
     pki/server.pem, pki/server-key.pem         server cert, SAN 127.0.0.1, ::1, localhost
-    pki/<role>.pem, pki/<role>-key.pem         client cert per role (clientAuth EKU, CN=<role>)
-    nkeys/<role>.nk, nkeys/<role>.pub          user NKey seed (0600) and its public key
+    pki/<name>.pem, pki/<name>-key.pem         client cert per identity (clientAuth EKU, subject
+                                               = its certificate_subject, e.g. CN=<name>)
+    nkeys/<name>.nk, nkeys/<name>.pub          user NKey seed (0600) and its public key
+    entitlements.toml                          nats/entitlements.toml with every ``dev:<name>``
+                                               key replaced by nkeys/<name>.pub
+
+The roles orchestrator, engine and operator are identities of the same names (always generated,
+so callers that ask for a role keep working with any entitlements file).
 
 :func:`ensure_dev_credentials` is idempotent: it only generates what is missing, expired
-(or close to it), or no longer matches the CA; a regenerated CA re-issues every leaf.
-Private keys and seeds are written with mode 0600, atomically (temp file + rename).
+(or close to it), or no longer matches the CA or the identity's subject; a regenerated CA
+re-issues every leaf. Private keys and seeds are written with mode 0600, atomically.
 
-CLI: ``python -m bridge_dev.pki [--dir DIR]`` prints what it created.
+CLI: ``python -m bridge_dev.pki [--dir DIR] [--entitlements FILE]`` prints what it created.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import ipaddress
 import os
-import secrets
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nkeys
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from bridge.security import entitlements as ent
+from bridge.security.server_auth import inbox_prefix
+from bridge_dev.pki_issue import (
+    CA_RENEW_BEFORE,
+    cert_usable,
+    issue_cert,
+    leaf_subject,
+    leaf_usable,
+    load_cert,
+    make_ca,
+    pem_paths,
+    seed_public_key,
+    write_atomic,
+    write_nkey_seed,
+)
+
+__all__ = [
+    "ROLES",
+    "SERVER_HOSTS",
+    "DevCredentials",
+    "IdentityCredentials",
+    "RoleCredentials",
+    "default_root",
+    "ensure_dev_credentials",
+    "issue_cert",
+    "make_ca",
+    "write_nkey_seed",
+]
 
 ROLES: tuple[str, ...] = ("orchestrator", "engine", "operator")
+"""Identities always generated (each named after its role)."""
 
 SERVER_HOSTS: tuple[str, ...] = ("127.0.0.1", "::1", "localhost")
 
-CA_VALIDITY = dt.timedelta(days=365)
-LEAF_VALIDITY = dt.timedelta(days=90)
-# Re-generate material that expires sooner than this (leaves) / than a leaf lifetime (CA).
-LEAF_RENEW_BEFORE = dt.timedelta(days=7)
-CA_RENEW_BEFORE = dt.timedelta(days=30)
-# Tolerate small clock skew between the generating host and the verifying peer.
-BACKDATE = dt.timedelta(minutes=5)
+DEV_ENTITLEMENTS = Path(__file__).resolve().parents[1] / "nats" / "entitlements.toml"
+"""The committed dev entitlements file (``dev:<name>`` keys)."""
+RESOLVED_ENTITLEMENTS = "entitlements.toml"
+"""Its resolved copy under the credentials root."""
 
 _CA_NAME = "ca"
 _SERVER_NAME = "server"
@@ -56,14 +80,22 @@ def default_root() -> Path:
 
 
 @dataclass(frozen=True)
-class RoleCredentials:
-    """Client certificate, key and NKey seed of one role."""
+class IdentityCredentials:
+    """Client certificate, key, NKey seed and inbox prefix of one identity.
 
+    ``role`` is the identity's role (for orchestrator, engine and operator also its name)."""
+
+    name: str
     role: str
     cert_file: Path
     key_file: Path
     seed_file: Path
     public_nkey: str
+    inbox_prefix: str
+
+
+RoleCredentials = IdentityCredentials
+"""Former name (the three roles are identities)."""
 
 
 @dataclass(frozen=True)
@@ -83,301 +115,134 @@ class DevCredentials:
     def nkeys_dir(self) -> Path:
         return self.root / "nkeys"
 
-    def role(self, name: str) -> RoleCredentials:
-        """Credentials of role ``name`` (one of :data:`ROLES`); files must already exist."""
-        if name not in ROLES:
-            raise ValueError(f"unknown role {name!r}; expected one of {', '.join(ROLES)}")
+    @property
+    def entitlements_file(self) -> Path:
+        """The resolved entitlements (every key concrete) the dev servers are configured from."""
+        return self.root / RESOLVED_ENTITLEMENTS
+
+    def entitlements(self) -> ent.Entitlements:
+        """The resolved entitlements, read from :attr:`entitlements_file`."""
+        return ent.load(self.entitlements_file)
+
+    def public_nkey(self, name: str) -> str:
+        """The public NKey generated for ``name`` (FileNotFoundError if there is none)."""
         pub_file = self.nkeys_dir / f"{name}.pub"
         try:
-            public_nkey = pub_file.read_text(encoding="ascii").strip()
+            return pub_file.read_text(encoding="ascii").strip()
         except FileNotFoundError as exc:
             raise FileNotFoundError(
-                f"{pub_file} is missing; run ensure_dev_credentials({str(self.root)!r})"
+                f"{pub_file} is missing; run ensure_dev_credentials({str(self.root)!r}) or "
+                f"issue_identity({name!r})"
             ) from exc
-        return RoleCredentials(
-            role=name,
+
+    def identity(
+        self, name: str, entitlements: ent.Entitlements | None = None
+    ) -> IdentityCredentials:
+        """Credentials of identity ``name`` as declared in ``entitlements`` (default: the
+        resolved dev file); a role name not declared there is an identity of that role."""
+        declared = entitlements if entitlements is not None else self.entitlements()
+        public_nkey = self.public_nkey(name)
+        try:
+            identity = declared.by_name(name)
+        except KeyError:
+            if name not in ROLES:
+                raise KeyError(
+                    f"no identity {name!r} in the entitlements ({self.entitlements_file})"
+                ) from None
+            identity = ent.Identity.model_validate(
+                {
+                    "name": name,
+                    "role": name,
+                    "nkey": public_nkey,
+                    "certificate_subject": f"CN={name}",
+                }
+            )
+        if identity.nkey != public_nkey:
+            raise ValueError(
+                f"identity {name!r}: the entitlements name key {identity.nkey}, but "
+                f"{self.nkeys_dir / name}.pub holds {public_nkey}"
+            )
+        return IdentityCredentials(
+            name=name,
+            role=identity.role,
             cert_file=self.pki_dir / f"{name}.pem",
             key_file=self.pki_dir / f"{name}-key.pem",
             seed_file=self.nkeys_dir / f"{name}.nk",
             public_nkey=public_nkey,
+            inbox_prefix=inbox_prefix(identity),
         )
 
+    def role(self, name: str) -> IdentityCredentials:
+        """Credentials of the identity ``name`` (a role name or any identity's)."""
+        return self.identity(name)
 
-# --------------------------------------------------------------------------- file helpers
+    def issue_identity(
+        self, name: str, certificate_subject: str | None = None, *, log: list[str] | None = None
+    ) -> str:
+        """Generate whatever is missing or stale of ``name``'s certificate (subject
+        ``certificate_subject``, default ``CN=<name>``) and NKey; return its public key."""
+        subject = certificate_subject or f"CN={name}"
+        created = log if log is not None else []
+        ca_cert, ca_key = pem_paths(self.pki_dir, _CA_NAME)
+        cert, key = pem_paths(self.pki_dir, name)
+        wanted = leaf_subject(name, subject)
+        ca = load_cert(ca_cert)
+        if not leaf_usable(cert, key, ca, client=True, hosts=(), subject=wanted):
+            issue_cert(self.pki_dir, name, ca_cert, ca_key, client=True, hosts=(), subject=subject)
+            created.append(f"created client certificate {cert} ({subject})")
+        return _ensure_nkey(self.nkeys_dir, name, created)
 
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    pem = key.private_bytes(
-        encoding=serialization.Encoding.PEM,
-        format=serialization.PrivateFormat.PKCS8,
-        encryption_algorithm=serialization.NoEncryption(),
-    )
-    _write_atomic(path, pem, 0o600)
-
-
-def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    _write_atomic(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-
-
-def _load_cert(path: Path) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(path.read_bytes())
+    def resolve(
+        self, entitlements: ent.Entitlements, *, log: list[str] | None = None
+    ) -> ent.Entitlements:
+        """``entitlements`` with every ``dev:<name>`` key replaced by ``name``'s dev key; each
+        identity of the file gets its certificate and NKey first (generated if missing)."""
+        for identity in entitlements.identities:
+            name = identity.nkey.removeprefix(ent.DEV_KEY_PREFIX)
+            if identity.nkey.startswith(ent.DEV_KEY_PREFIX):
+                self.issue_identity(name, identity.certificate_subject, log=log)
+        return entitlements.resolve(self.public_nkey)
 
 
-def _load_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise TypeError(f"{path} is not an EC private key")
-    return key
-
-
-def _pem_paths(directory: Path, name: str) -> tuple[Path, Path]:
-    return directory / f"{name}.pem", directory / f"{name}-key.pem"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-def _san_entries(hosts: Sequence[str]) -> list[x509.GeneralName]:
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    return names
-
-
-# --------------------------------------------------------------------------- issuing
-
-
-def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
-    """Create a self-signed CA ``<directory>/<name>.pem`` + ``<name>-key.pem``; overwrites."""
-    cert_path, key_path = _pem_paths(directory, name)
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "execution-bridge dev"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{name} (development CA)"),
-        ]
-    )
-    now = _now()
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + CA_VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-        )
-        .sign(key, hashes.SHA256())
-    )
-    _write_private_key(key_path, key)
-    _write_cert(cert_path, cert)
-    return cert_path, key_path
-
-
-def _usages(client: bool) -> list[x509.ObjectIdentifier]:
-    if client:
-        return [ExtendedKeyUsageOID.CLIENT_AUTH]
-    return [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-
-
-def issue_cert(
-    directory: Path,
-    name: str,
-    ca_cert: Path,
-    ca_key: Path,
-    *,
-    client: bool,
-    hosts: Sequence[str],
-) -> tuple[Path, Path]:
-    """Issue a leaf ``<directory>/<name>.pem`` + ``<name>-key.pem`` signed by the given CA.
-
-    ``client=True`` gives a clientAuth certificate, otherwise serverAuth + clientAuth (a
-    cluster node also dials its peers' routes with it, under mutual TLS). ``hosts`` become
-    subjectAltName entries (IP addresses or DNS names); CN is ``name``. Overwrites.
-    """
-    cert_path, key_path = _pem_paths(directory, name)
-    issuer = _load_cert(ca_cert)
-    issuer_key = _load_ec_key(ca_key)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
-    not_after = min(now + LEAF_VALIDITY, issuer.not_valid_after_utc)
-    eku = _usages(client)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name(
-                [
-                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "execution-bridge dev"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, name),
-                ]
-            )
-        )
-        .issuer_name(issuer.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage(eku), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
-            critical=False,
-        )
-    )
-    if hosts:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(_san_entries(hosts)), critical=False
-        )
-    cert = builder.sign(issuer_key, hashes.SHA256())
-    _write_private_key(key_path, key)
-    _write_cert(cert_path, cert)
-    return cert_path, key_path
-
-
-def write_nkey_seed(path: Path) -> str:
-    """Create a user NKey seed file (mode 0600) at ``path``; return the public key ``U...``.
-
-    The ``nkeys`` package cannot generate keys, so the seed is built per the NKeys spec from
-    32 random bytes with ``nkeys.encode_seed`` (seed + user prefix bytes, base32, crc16).
-    """
-    seed: bytes = nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER)
-    public_key = _public_key_of_seed(seed)
-    _write_atomic(path, seed + b"\n", 0o600)
+def _ensure_nkey(nkeys_dir: Path, name: str, created: list[str]) -> str:
+    seed_file = nkeys_dir / f"{name}.nk"
+    pub_file = nkeys_dir / f"{name}.pub"
+    public_key = seed_public_key(seed_file)
+    if public_key is None:
+        public_key = write_nkey_seed(seed_file)
+        created.append(f"created NKey seed {seed_file} ({public_key})")
+    else:
+        os.chmod(seed_file, 0o600)
+    current = pub_file.read_text(encoding="ascii").strip() if pub_file.is_file() else None
+    if current != public_key:
+        write_atomic(pub_file, (public_key + "\n").encode("ascii"), 0o644)
+        created.append(f"wrote public NKey {pub_file}")
     return public_key
 
 
-def _public_key_of_seed(seed: bytes) -> str:
-    kp = nkeys.from_seed(bytearray(seed))
-    try:
-        public_key = bytes(kp.public_key).decode("ascii")
-    finally:
-        kp.wipe()
-    if not (public_key.startswith("U") and len(public_key) == 56):
-        raise ValueError("not a user NKey seed (public key does not start with 'U')")
-    return public_key
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def _cert_usable(
-    cert_path: Path, key_path: Path, renew_before: dt.timedelta
-) -> x509.Certificate | None:
-    """Return the cert if cert+key exist, match, and stay valid past ``renew_before``."""
-    if not (cert_path.is_file() and key_path.is_file()):
-        return None
-    try:
-        cert = _load_cert(cert_path)
-        key = _load_ec_key(key_path)
-    except (ValueError, TypeError):
-        return None
-    if cert.public_key() != key.public_key():
-        return None
-    now = _now()
-    if cert.not_valid_before_utc > now or cert.not_valid_after_utc - renew_before < now:
-        return None
-    return cert
-
-
-def _leaf_usable(
-    cert_path: Path, key_path: Path, ca: x509.Certificate, *, client: bool, hosts: Sequence[str]
-) -> bool:
-    cert = _cert_usable(cert_path, key_path, LEAF_RENEW_BEFORE)
-    if cert is None:
-        return False
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    except x509.ExtensionNotFound:
-        return False
-    if any(usage not in eku for usage in _usages(client)):
-        return False
-    if hosts:
-        try:
-            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        except x509.ExtensionNotFound:
-            return False
-        if set(_san_entries(hosts)) - set(san):
-            return False
-    return True
-
-
-def _seed_public_key(seed_file: Path) -> str | None:
-    if not seed_file.is_file():
-        return None
-    try:
-        return _public_key_of_seed(seed_file.read_bytes().strip())
-    except (ValueError, nkeys.NkeysError):
-        return None
-
-
-# --------------------------------------------------------------------------- entry points
+def _write_resolved(creds: DevCredentials, source: Path, created: list[str]) -> None:
+    resolved = creds.resolve(ent.load(source), log=created)
+    text = (
+        f"# Generated by bridge_dev.pki from {source.name}: every dev:<name> key resolved to\n"
+        f"# {creds.nkeys_dir}/<name>.pub. Do not edit; edit the source and re-run it.\n"
+        + resolved.to_toml()
+    )
+    path = creds.entitlements_file
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        write_atomic(path, text.encode("utf-8"), 0o644)
+        created.append(f"wrote resolved entitlements {path}")
 
 
 def ensure_dev_credentials(
-    root: Path | None = None, *, log: list[str] | None = None
+    root: Path | None = None,
+    *,
+    entitlements_file: Path | None = None,
+    log: list[str] | None = None,
 ) -> DevCredentials:
-    """Create whatever dev credentials are missing/stale under ``root`` (default ``<repo>/.dev``).
-
-    Appends a line per generated file set to ``log`` when given.
-    """
+    """Create whatever dev credentials are missing/stale under ``root`` (default ``<repo>/.dev``)
+    for every identity of ``entitlements_file`` (default ``nats/entitlements.toml``) and the
+    three roles, and write the resolved entitlements. Appends a line per generated file to
+    ``log`` when given."""
     root = (root if root is not None else default_root()).resolve()
     created = log if log is not None else []
     pki_dir = root / "pki"
@@ -386,43 +251,29 @@ def ensure_dev_credentials(
     nkeys_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(nkeys_dir, 0o700)
 
-    ca_cert, ca_key = _pem_paths(pki_dir, _CA_NAME)
-    ca = _cert_usable(ca_cert, ca_key, CA_RENEW_BEFORE)
-    ca_regenerated = False
+    ca_cert, ca_key = pem_paths(pki_dir, _CA_NAME)
+    ca = cert_usable(ca_cert, ca_key, CA_RENEW_BEFORE)
     if ca is None:
         make_ca(pki_dir, _CA_NAME)
-        ca = _load_cert(ca_cert)
-        ca_regenerated = True
         created.append(f"created CA {ca_cert} (+ key {ca_key})")
+        # Every leaf of the old CA fails leaf_usable below and is re-issued.
+        ca = load_cert(ca_cert)
 
-    server_cert, server_key = _pem_paths(pki_dir, _SERVER_NAME)
-    if ca_regenerated or not _leaf_usable(
-        server_cert, server_key, ca, client=False, hosts=SERVER_HOSTS
-    ):
+    server_cert, server_key = pem_paths(pki_dir, _SERVER_NAME)
+    if not leaf_usable(server_cert, server_key, ca, client=False, hosts=SERVER_HOSTS):
         issue_cert(pki_dir, _SERVER_NAME, ca_cert, ca_key, client=False, hosts=SERVER_HOSTS)
         created.append(f"created server certificate {server_cert} ({', '.join(SERVER_HOSTS)})")
 
-    for role in ROLES:
-        cert, key = _pem_paths(pki_dir, role)
-        if ca_regenerated or not _leaf_usable(cert, key, ca, client=True, hosts=()):
-            issue_cert(pki_dir, role, ca_cert, ca_key, client=True, hosts=())
-            created.append(f"created client certificate {cert} (CN={role})")
-        seed_file = nkeys_dir / f"{role}.nk"
-        pub_file = nkeys_dir / f"{role}.pub"
-        public_key = _seed_public_key(seed_file)
-        if public_key is None:
-            public_key = write_nkey_seed(seed_file)
-            created.append(f"created NKey seed {seed_file} ({public_key})")
-        else:
-            os.chmod(seed_file, 0o600)
-        current = pub_file.read_text(encoding="ascii").strip() if pub_file.is_file() else None
-        if current != public_key:
-            _write_atomic(pub_file, (public_key + "\n").encode("ascii"), 0o644)
-            created.append(f"wrote public NKey {pub_file}")
-
-    return DevCredentials(
+    creds = DevCredentials(
         root=root, ca_file=ca_cert, server_cert=server_cert, server_key=server_key
     )
+    source = entitlements_file if entitlements_file is not None else DEV_ENTITLEMENTS
+    declared = {i.name for i in ent.load(source).identities}
+    for role in ROLES:
+        if role not in declared:
+            creds.issue_identity(role, log=created)
+    _write_resolved(creds, source, created)
+    return creds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -430,15 +281,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m bridge_dev.pki", description="Generate missing development credentials."
     )
     parser.add_argument("--dir", type=Path, default=None, help="root directory (default .dev)")
+    parser.add_argument(
+        "--entitlements",
+        type=Path,
+        default=None,
+        help="entitlements file whose identities get credentials (default nats/entitlements.toml)",
+    )
     args = parser.parse_args(argv)
     log: list[str] = []
-    creds = ensure_dev_credentials(args.dir, log=log)
+    try:
+        creds = ensure_dev_credentials(args.dir, entitlements_file=args.entitlements, log=log)
+    except ent.EntitlementsError as exc:
+        print(f"python -m bridge_dev.pki: {exc}", file=sys.stderr)
+        return 1
     for line in log:
         print(line)
     if not log:
         print(f"dev credentials under {creds.root} are complete; nothing created")
-    for role in ROLES:
-        print(f"{role}: {creds.role(role).public_nkey}")
+    for identity in creds.entitlements().identities:
+        print(f"{identity.name} ({identity.role}): {identity.nkey}")
     return 0
 
 

@@ -21,7 +21,7 @@ from bridge import contract, jetstream
 
 # (stream the consumer belongs to, file)
 CONSUMER_FILES: tuple[tuple[str, str], ...] = tuple(
-    (contract.ORDERS_STREAM, file) for file in jetstream.CONSUMER_FILES
+    (stream, file) for file, stream in jetstream.CONSUMER_STREAMS.items()
 )
 
 # JSStreamNameExistErr: "stream name already in use with a different configuration".
@@ -173,7 +173,8 @@ async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None) -> s
 
 
 async def provision(nc: Client, *, replicas: int | None = None) -> list[str]:
-    """Create or update the ORDERS/EXECUTIONS streams, the engine consumer and the KV buckets.
+    """Create or update the ORDERS/EXECUTIONS/ALERTS streams, the engine and sentinel consumers
+    and the KV buckets.
 
     ``replicas`` overrides every definition's replica count (for a future cluster).
     Returns one human-readable line per object.

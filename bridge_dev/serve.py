@@ -5,7 +5,9 @@ CLI: ``python -m bridge_dev.serve [--port 4222] [--http-port 8222] [--store-dir 
 [--dir DIR] [--engine]`` ensures dev credentials, starts the server, provisions JetStream as
 the operator, optionally starts the release-built engine (``engine-rs/config/dev.toml``), writes
 the orchestrator's connection settings to ``<dir>/orchestrator.toml`` and prints what to do
-with them, e.g. ``BRIDGE_CONFIG_FILE=.dev/orchestrator.toml python examples/orchestrator.py``.
+with them, e.g. ``BRIDGE_CONFIG_FILE=.dev/orchestrator.toml python examples/orchestrator.py``,
+and how to apply a changed entitlements file (the server's runtime configuration is in
+``<dir>/nats-config/``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from types import FrameType
 
 from bridge_dev.engine import EngineError, EngineProcess, client_settings, write_client_config
+from bridge_dev.nats_config import CONFIG_DIR, PID_FILE
 from bridge_dev.pki import default_root, ensure_dev_credentials
 from bridge_dev.server import (
     LocalNatsServer,
@@ -38,7 +41,15 @@ def _cli_hint(handle: ServerHandle, role: str) -> str:
     rc = handle.creds.role(role)
     return (
         f"nats -s {handle.url} --tlsca {handle.creds.ca_file} --tlscert {rc.cert_file} "
-        f"--tlskey {rc.key_file} --nkey {rc.seed_file} --inbox-prefix _INBOX.{role}"
+        f"--tlskey {rc.key_file} --nkey {rc.seed_file} --inbox-prefix {rc.inbox_prefix}"
+    )
+
+
+def _apply_hint(server: LocalNatsServer, handle: ServerHandle) -> str:
+    return (
+        f"bridge-entitlements apply --entitlements {server.entitlements_file} "
+        f"--config-dir {server.config_dir} --pid {server.config_dir / PID_FILE} "
+        f"--monitor-url {handle.monitor_url}"
     )
 
 
@@ -79,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         http_port=args.http_port,
         store_dir=store_dir,
         log_file=root / "nats-server.log",
+        config_dir=root / CONFIG_DIR,
     )
     with ExitStack() as stack:
         stack.callback(server.cleanup)
@@ -96,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"engine {engine.pid} ready (log {engine.log_file})")
             config = write_client_config(client_settings(handle), root / ORCHESTRATOR_CONFIG)
             print(f"operator CLI: {_cli_hint(handle, 'operator')}")
+            print(f"entitlements changed: python -m bridge_dev.pki; {_apply_hint(server, handle)}")
             print(f"orchestrator: BRIDGE_CONFIG_FILE={config} python examples/orchestrator.py")
             print("Ctrl-C or SIGTERM to stop", flush=True)
             while not stop.wait(0.5):

@@ -1,7 +1,11 @@
-"""Local nats-server for development and tests: owns spawning, health-waiting and stopping it.
+"""Local nats-server for development and tests: owns spawning, health-waiting, reloading and
+stopping it.
 
-The server runs the committed ``nats/server.conf``; every deployment value is passed as a
-``BRIDGE_*`` environment variable (see :func:`server_env`). Ports ``0`` mean "let the server
+The server runs a runtime ``nats.conf`` in its configuration directory that includes the
+committed ``nats/server.conf`` and the accounts rendered from the entitlements
+(:mod:`bridge_dev.nats_config`); every deployment value is passed as a ``BRIDGE_*`` environment
+variable (see :func:`server_env`). :meth:`LocalNatsServer.reload` applies a changed entitlements
+file without a restart. Ports ``0`` mean "let the server
 pick free ports" (``-1`` in NATS terms); the chosen ports are read back from the server's
 ports file and then pinned, so a restart of the same :class:`LocalNatsServer` (e.g. after
 :meth:`LocalNatsServer.kill` in a fault test) comes back on the same URL and store.
@@ -31,7 +35,10 @@ from typing import Any, Self
 
 from nats.aio.client import Client
 
-from bridge_dev.pki import DevCredentials
+from bridge.security import entitlements as ent
+from bridge.security.server_reload import Changes
+from bridge_dev import nats_config
+from bridge_dev.pki import DevCredentials, IdentityCredentials
 from bridge_dev.provision import provision
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +56,9 @@ class NatsServerError(RuntimeError):
 class ServerHandle:
     """A running server: client URL, monitoring URL, JetStream store, credentials, pid.
 
-    ``log_file`` is the server's log when it runs locally (None e.g. in a container).
+    ``log_file`` is the server's log when it runs locally (None e.g. in a container);
+    ``config_dir`` its runtime configuration directory and ``entitlements_file`` the file its
+    accounts were rendered from when it was started (both None when not known).
     """
 
     url: str
@@ -58,6 +67,24 @@ class ServerHandle:
     creds: DevCredentials
     pid: int
     log_file: Path | None = None
+    config_dir: Path | None = None
+    entitlements_file: Path | None = None
+
+    def reload(self, entitlements_file: Path | None = None, timeout: float = 10.0) -> Changes:
+        """Re-render the accounts from ``entitlements_file`` (default: the one the server was
+        started with), reload the server and wait until it applied them. Prefer
+        :meth:`LocalNatsServer.reload`, which also remembers the file for restarts."""
+        source = entitlements_file or self.entitlements_file
+        if self.config_dir is None or source is None or self.pid <= 0:
+            raise NatsServerError("reload needs a local server (config dir, entitlements, pid)")
+        return nats_config.reload(
+            pid=self.pid,
+            monitor_url=self.monitor_url,
+            config_dir=self.config_dir,
+            entitlements_file=source,
+            log_file=self.log_file,
+            timeout=timeout,
+        )
 
 
 def nats_server_binary() -> Path:
@@ -108,9 +135,6 @@ def server_env(
         "BRIDGE_TLS_CA_FILE": path(creds.ca_file),
         "BRIDGE_TLS_SERVER_CERT_FILE": path(creds.server_cert),
         "BRIDGE_TLS_SERVER_KEY_FILE": path(creds.server_key),
-        "BRIDGE_ORCHESTRATOR_NKEY": creds.role("orchestrator").public_nkey,
-        "BRIDGE_ENGINE_NKEY": creds.role("engine").public_nkey,
-        "BRIDGE_OPERATOR_NKEY": creds.role("operator").public_nkey,
     }
 
 
@@ -135,26 +159,38 @@ def client_ssl_context(
     return ctx
 
 
-def connect_options(creds: DevCredentials, role: str) -> dict[str, object]:
-    """Keyword arguments for ``nats.connect`` as ``role``: mTLS (1.3+), NKey, own inbox.
+def connect_options(
+    creds: DevCredentials, identity: str, entitlements: ent.Entitlements | None = None
+) -> dict[str, object]:
+    """Keyword arguments for ``nats.connect`` as ``identity`` (a role name such as
+    ``orchestrator``, or any identity of the entitlements): mTLS (1.3+), NKey, its own inbox.
 
-    No ``tls_hostname`` is needed: nats-py verifies against the URL's host, and the server
+    ``entitlements`` declares the identity (default: the resolved dev file). No
+    ``tls_hostname`` is needed: nats-py verifies against the URL's host, and the server
     certificate carries IP SANs 127.0.0.1 / ::1 and DNS SAN localhost.
     """
-    rc = creds.role(role)
+    ic: IdentityCredentials = creds.identity(identity, entitlements)
     return {
-        "tls": client_ssl_context(creds.ca_file, rc.cert_file, rc.key_file),
-        "nkeys_seed": str(rc.seed_file),
-        "inbox_prefix": f"_INBOX.{role}",
+        "tls": client_ssl_context(creds.ca_file, ic.cert_file, ic.key_file),
+        "nkeys_seed": str(ic.seed_file),
+        "inbox_prefix": ic.inbox_prefix,
     }
 
 
-async def connect_as(url: str, creds: DevCredentials, role: str, **extra: Any) -> Client:
-    """Connect to ``url`` (comma-separated for a cluster) as ``role`` (:func:`connect_options`
-    plus ``extra`` kwargs)."""
+async def connect_as(
+    url: str,
+    creds: DevCredentials,
+    identity: str,
+    *,
+    entitlements: ent.Entitlements | None = None,
+    **extra: Any,
+) -> Client:
+    """Connect to ``url`` (comma-separated for a cluster) as ``identity``
+    (:func:`connect_options` plus ``extra`` kwargs)."""
     nc = Client()
     servers = [u.strip() for u in url.split(",") if u.strip()]
-    await nc.connect(servers=servers, **{**connect_options(creds, role), **extra})
+    options = connect_options(creds, identity, entitlements)
+    await nc.connect(servers=servers, **{**options, **extra})
     return nc
 
 
@@ -198,10 +234,17 @@ class LocalNatsServer:
         log_file: Path | None = None,
         config_file: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        entitlements_file: Path | None = None,
+        config_dir: Path | None = None,
     ) -> None:
-        """``config_file`` defaults to :func:`server_config_file`; ``extra_env`` adds variables
-        it needs (e.g. a cluster node's, see ``bridge_dev.cluster``)."""
+        """``config_file`` (the committed configuration) defaults to :func:`server_config_file`;
+        ``extra_env`` adds variables it needs (e.g. a cluster node's, see ``bridge_dev.cluster``).
+        The accounts are rendered from ``entitlements_file`` (default: the credentials' resolved
+        dev file) into ``config_dir`` (default: a directory of this object's own)."""
         self.creds = creds
+        self.entitlements_file = (
+            entitlements_file if entitlements_file is not None else creds.entitlements_file
+        )
         self.name = name
         self._config_file = config_file
         self._extra_env = dict(extra_env or {})
@@ -216,6 +259,7 @@ class LocalNatsServer:
         self.store_dir = store_dir
         self._run_dir = Path(tempfile.mkdtemp(prefix="bridge-nats-run-"))
         self._res.owned_dirs.append(self._run_dir)
+        self.config_dir = config_dir if config_dir is not None else self._run_dir / "config"
         self.log_file = log_file if log_file is not None else self._run_dir / "nats-server.log"
         self._handle: ServerHandle | None = None
         self._ports_name = "nats-server"
@@ -254,10 +298,14 @@ class LocalNatsServer:
         binary = nats_server_binary()
         # nats-server names the file after its argv[0]: <name>_<pid>.ports
         self._ports_name = binary.name
+        committed = self._config_file or server_config_file()
+        nats_config.write_runtime_config(self.config_dir, committed, self.entitlements_file)
         cmd = [
             str(binary),
             "-c",
-            str(self._config_file or server_config_file()),
+            str(self.config_dir / nats_config.RUNTIME_CONFIG),
+            "--pid",
+            str(self.config_dir / nats_config.PID_FILE),
             "--ports_file_dir",
             str(self._run_dir),
         ]
@@ -311,7 +359,18 @@ class LocalNatsServer:
             creds=self.creds,
             pid=proc.pid,
             log_file=self.log_file,
+            config_dir=self.config_dir,
+            entitlements_file=self.entitlements_file,
         )
+
+    def reload(self, entitlements_file: Path | None = None, timeout: float = 10.0) -> Changes:
+        """Apply ``entitlements_file`` (default: the current one) without a restart: re-render
+        the accounts, signal a configuration reload and wait until the server applied it (its
+        ``config_load_time`` changed). The file stays this server's for later restarts."""
+        source = entitlements_file if entitlements_file is not None else self.entitlements_file
+        changes = self.handle.reload(source, timeout=timeout)
+        self.entitlements_file = source
+        return changes
 
     @staticmethod
     def _read_ports(ports_file: Path) -> tuple[str | None, str | None]:

@@ -1,8 +1,9 @@
 """Shared pytest fixtures: dev credentials and a real, provisioned nats-server.
 
-``nats_server`` runs the committed ``nats/server.conf`` either in Docker (testcontainers,
-only when a Docker engine answers a ping) or, normally, as the pip-installed nats-server
-binary via :class:`bridge_dev.server.LocalNatsServer`. It always stops what it started.
+``nats_server`` runs the committed ``nats/server.conf`` plus the accounts rendered from the
+session's resolved dev entitlements, either in Docker (testcontainers, only when a Docker engine
+answers a ping) or, normally, as the pip-installed nats-server binary via
+:class:`bridge_dev.server.LocalNatsServer`. It always stops what it started.
 
 The dev tooling (``bridge_dev``) is imported by the fixtures that use it, not here: the unit
 tests (``tests/unit``) run without it, and without its dependencies, in the minimum-versions
@@ -65,11 +66,19 @@ def _docker_available() -> bool:
 
 
 @contextmanager
-def _nats_in_docker(creds: DevCredentials) -> Iterator[ServerHandle]:
-    """Run nats/server.conf in the official image with the PKI mounted read-only."""
+def _nats_in_docker(creds: DevCredentials, config_dir: Path) -> Iterator[ServerHandle]:
+    """Run nats/server.conf in the official image with the PKI mounted read-only, and the
+    accounts rendered from the dev entitlements: ``config_dir`` (mounted beside the committed
+    config) holds the runtime nats.conf that includes both."""
     from testcontainers.community.nats import NatsContainer
 
+    from bridge_dev.nats_config import RUNTIME_CONFIG, render_accounts, runtime_config_text
     from bridge_dev.server import ServerHandle, server_config_file, server_env
+
+    render_accounts(config_dir, creds.entitlements_file)
+    (config_dir / RUNTIME_CONFIG).write_text(
+        runtime_config_text(f"../nats/{server_config_file().name}"), encoding="utf-8"
+    )
 
     env = server_env(
         creds,
@@ -83,9 +92,10 @@ def _nats_in_docker(creds: DevCredentials) -> Iterator[ServerHandle]:
     container = (
         NatsContainer("nats:2.15")
         .with_volume_mapping(server_config_file().parent, "/etc/bridge/nats")
+        .with_volume_mapping(config_dir, "/etc/bridge/run")
         .with_volume_mapping(creds.root / "pki", "/etc/bridge/pki")
         .with_envs(**env)
-        .with_command(["-c", "/etc/bridge/nats/server.conf"])
+        .with_command(["-c", f"/etc/bridge/run/{RUNTIME_CONFIG}"])
     )
     with container:
         host = container.get_container_host_ip()
@@ -99,7 +109,7 @@ def _nats_in_docker(creds: DevCredentials) -> Iterator[ServerHandle]:
 
 
 @contextmanager
-def _nats_local(creds: DevCredentials) -> Iterator[ServerHandle]:
+def _nats_local(creds: DevCredentials, _config_dir: Path) -> Iterator[ServerHandle]:
     from bridge_dev.server import LocalNatsServer
 
     with LocalNatsServer(creds, name="bridge-test") as server:
@@ -118,10 +128,12 @@ async def _provision(handle: ServerHandle) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def nats_server(dev_creds: DevCredentials) -> Iterator[ServerHandle]:
+def nats_server(
+    dev_creds: DevCredentials, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerHandle]:
     """A running nats-server with streams, consumer and KV provisioned (one per module)."""
     runner = _nats_in_docker if _docker_available() else _nats_local
-    with runner(dev_creds) as handle:
+    with runner(dev_creds, tmp_path_factory.mktemp("nats-config")) as handle:
         # Provision on a private event loop in a worker thread so it never touches the
         # loops pytest-asyncio manages for the tests.
         with ThreadPoolExecutor(max_workers=1) as pool:

@@ -1,9 +1,10 @@
 """The JetStream definitions an operator provisions, shipped with the package.
 
-Streams ORDERS and EXECUTIONS, the engine's pull consumer on ORDERS and the KV buckets of the
-engine's order store and leases, as JSON in the format ``nats stream add --config`` and
-``nats consumer add --config`` accept. The files live next to this module (package data, in
-the wheel too); ``python -m bridge.jetstream`` prints their directory, e.g.::
+Streams ORDERS, EXECUTIONS and ALERTS, the engine's pull consumer on ORDERS, the sentinel's on
+ALERTS and the KV buckets of the engine's order store and leases, as JSON in the format
+``nats stream add --config`` and ``nats consumer add --config`` accept. The files live next to
+this module (package data, in the wheel too); ``python -m bridge.jetstream`` prints their
+directory, e.g.::
 
     nats stream add --config "$(python -m bridge.jetstream)/orders.json"
 """
@@ -15,9 +16,15 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any
 
-STREAM_FILES: tuple[str, ...] = ("orders.json", "executions.json")
-CONSUMER_FILES: tuple[str, ...] = ("orders-engine.consumer.json",)
-"""Consumers of the ORDERS stream."""
+from bridge import contract
+
+STREAM_FILES: tuple[str, ...] = ("orders.json", "executions.json", "alerts.json")
+CONSUMER_STREAMS: dict[str, str] = {
+    "orders-engine.consumer.json": contract.ORDERS_STREAM,
+    "alerts-sentinel.consumer.json": contract.ALERTS_STREAM,
+}
+"""Each consumer's file and the stream it belongs to."""
+CONSUMER_FILES: tuple[str, ...] = tuple(CONSUMER_STREAMS)
 KV_FILES: tuple[str, ...] = ("kv-bridge_orders.json", "kv-bridge_leases.json")
 ALL_FILES: tuple[str, ...] = (*STREAM_FILES, *CONSUMER_FILES, *KV_FILES)
 

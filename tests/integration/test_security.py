@@ -78,7 +78,7 @@ def _assert_tls_client_cert_rejected(exc: BaseException, reason: str) -> None:
 
 def _orchestrator_nkey_opts(creds: DevCredentials) -> dict[str, object]:
     role = creds.role("orchestrator")
-    return {"nkeys_seed": str(role.seed_file), "inbox_prefix": "_INBOX.orchestrator"}
+    return {"nkeys_seed": str(role.seed_file), "inbox_prefix": role.inbox_prefix}
 
 
 async def test_orchestrator_connects_and_round_trips(nats_server: ServerHandle) -> None:
@@ -138,7 +138,7 @@ async def test_unknown_nkey_is_rejected(nats_server: ServerHandle, tmp_path: Pat
         nats_server.url,
         tls=client_ssl_context(creds.ca_file, role.cert_file, role.key_file),
         nkeys_seed=str(seed),
-        inbox_prefix="_INBOX.orchestrator",
+        inbox_prefix=role.inbox_prefix,
     )
     assert isinstance(exc, NatsError), repr(exc)
     assert not isinstance(exc, ssl.SSLError)

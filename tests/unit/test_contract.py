@@ -5,15 +5,18 @@ header, id rule and size limit. These tests check that:
 
 * the committed ``bridge/contract.py`` is what the generator makes of it (the Rust module is
   generated at build time by ``engine-rs/build.rs`` and cannot be stale);
-* the server configuration (per-role permissions) and the JetStream definitions use exactly the
-  contract's names, and every contract subject is reachable by some role, so a renamed subject
-  cannot silently break a role;
+* the server's permissions (rendered from the dev entitlements file by
+  ``bridge.security.server_auth``; the committed configs hold no users) and the JetStream
+  definitions use exactly the contract's names, and every contract subject is reachable by some
+  identity, so a renamed subject cannot silently break a role;
 * no hand-written Python or Rust source spells a subject, stream, bucket or header itself.
 """
 
 from __future__ import annotations
 
 import ast
+import base64
+import hashlib
 import importlib.util
 import json
 import re
@@ -24,12 +27,15 @@ from typing import Any
 import pytest
 
 from bridge import contract
+from bridge.security import entitlements as ent
+from bridge.security import server_auth
 
 REPO = Path(__file__).resolve().parents[2]
-CONF_FILES = [REPO / "nats" / "server.conf"]
+CONF_FILES = [REPO / "nats" / "server.conf", REPO / "nats" / "cluster.conf"]
+DEV_ENTITLEMENTS = REPO / "nats" / "entitlements.toml"
 JETSTREAM_DIR = REPO / "bridge" / "jetstream"
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
-# Tokens of JetStream/KV API subjects that are not names of ours.
+# Tokens of JetStream/KV/system API subjects that are not names of ours.
 _API_WORDS = {
     *[
         "JS",
@@ -62,7 +68,11 @@ _API_WORDS = {
         "ACCOUNT",
         "SERVER",
     ],
+    # nats-server's system API (connection listing, kick, authentication advisories)
+    *["PING", "CONNZ", "KICK", "CLIENT", "AUTH", "ERR", "RELOAD"],
 }
+# $JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter subject>: the filter is a subject of ours.
+_FILTERED_CREATE = re.compile(r"^\$JS\.API\.CONSUMER\.CREATE\.([^.]+)\.([^.]+)\.(.+)$")
 
 
 def _load_generator() -> ModuleType:
@@ -95,11 +105,60 @@ def _matches(filter_subject: str, subject: str) -> bool:
     return len(f) == len(s)
 
 
-def _conf_subjects(path: Path) -> list[str]:
-    """Every quoted subject in the authorization block of a nats-server configuration."""
-    text = "\n".join(line.split("#", 1)[0] for line in path.read_text("utf-8").splitlines())
-    lists = re.findall(r"\b(?:allow|deny)\s*:\s*\[([^\]]*)\]", text)
+def _grants_some_instance(grant: str, pattern: str) -> bool:
+    """Does ``grant`` match some subject of contract ``pattern`` (each placeholder, ``*`` or
+    ``>`` of the pattern standing for whatever token the grant names)?"""
+    p, g = pattern.split("."), grant.split(".")
+    for i, token in enumerate(g):
+        if token == ">":
+            return len(p) > i
+        if i >= len(p):
+            return False
+        if p[i] == ">":
+            return True
+        if token != "*" and p[i] != "*" and not _PLACEHOLDER.fullmatch(p[i]) and token != p[i]:
+            return False
+    return len(g) == len(p)
+
+
+def _test_key(name: str) -> str:
+    """A syntactically valid public user NKey per identity name (no real key is needed)."""
+    digest = base64.b32encode(hashlib.sha512(name.encode()).digest()).decode()
+    return "U" + digest[:55]
+
+
+DEV_RESOLVED = ent.load(DEV_ENTITLEMENTS).resolve(_test_key)
+RENDERED = server_auth.render(DEV_RESOLVED, source="nats/entitlements.toml")
+
+
+def _uncommented(text: str) -> str:
+    return "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+
+
+def _conf_subjects(text: str) -> list[str]:
+    """Every quoted subject in the allow/deny lists of a nats-server configuration text."""
+    lists = re.findall(r"\b(?:allow|deny)\s*:\s*\[([^\]]*)\]", _uncommented(text))
     return [s for body in lists for s in re.findall(r'"([^"]+)"', body)]
+
+
+def _ours(subject: str) -> bool:
+    """A subject of some contract pattern, each placeholder a valid token or a wildcard."""
+    for entry in TOML["subjects"].values():
+        parts = [
+            r"[^.]+" if _PLACEHOLDER.fullmatch(t) else re.escape(t)
+            for t in entry["pattern"].split(".")
+        ]
+        if re.fullmatch(r"\.".join(parts), subject):
+            return True
+    return False
+
+
+def _api_subject_known(subject: str, names: set[str]) -> bool:
+    created = _FILTERED_CREATE.match(subject)
+    if created:
+        stream, consumer, filter_subject = created.groups()
+        return stream in names and consumer in {"*", *names} and _ours(filter_subject)
+    return not set(subject[1:].split(".")) - _API_WORDS - names - {">", "*"}
 
 
 def test_generated_python_module_is_up_to_date() -> None:
@@ -128,38 +187,46 @@ def test_python_module_has_every_contract_name() -> None:
 
 
 @pytest.mark.parametrize("conf", CONF_FILES, ids=lambda p: p.name)
-def test_server_permissions_use_only_contract_names(conf: Path) -> None:
-    """Every subject a role is granted or denied is a contract subject, inbox, stream or bucket."""
-    ours = [e["pattern"] for e in TOML["subjects"].values()]
-    known_subjects = {_PLACEHOLDER.sub("*", p) for p in ours}
-    inboxes = {f"{contract.inbox_prefix(role)}.>" for role in contract.ROLES}
-    names = {e["name"] for t in ("streams", "kv_buckets") for e in TOML[t].values()}
-    names |= {e["name"] for e in TOML["consumers"].values()}
-    found = _conf_subjects(conf)
-    assert len(found) > 10, f"no permissions parsed from {conf}"
+def test_committed_configs_hold_no_users(conf: Path) -> None:
+    """Users and permissions come only from the rendered accounts (the entitlements file)."""
+    text = _uncommented(conf.read_text("utf-8"))
+    for word in ("users", "nkey", "permissions", "accounts", "NKEY"):
+        assert not re.search(rf"\b{word}\b", text), f"{conf.name} still configures {word}"
+
+
+def test_rendered_permissions_use_only_contract_names() -> None:
+    """Every subject an identity is granted or denied in the accounts rendered from the dev
+    entitlements is a contract subject, an identity's inbox, or a JetStream/system API name
+    built from the contract's streams, consumers and buckets."""
+    roles = {*contract.ROLES, *(i.role for i in DEV_RESOLVED.identities)}
+    inboxes = {f"{contract.inbox_prefix(role)}.>" for role in roles}
+    inboxes |= {
+        f"{contract.identity_inbox_prefix(i.role, i.nkey)}.>" for i in DEV_RESOLVED.identities
+    }
+    names = {e["name"] for t in ("streams", "kv_buckets", "consumers") for e in TOML[t].values()}
+    found = _conf_subjects(RENDERED)
+    assert len(found) > 30, "no permissions parsed from the rendered accounts"
     for subject in found:
         if subject.startswith(("$JS.", "$KV.", "$SYS.")):
-            unknown = set(subject[1:].split(".")) - _API_WORDS - names - {">", "*"}
-            assert not unknown, f"{conf.name}: {subject!r} names {unknown}, not in the contract"
+            assert _api_subject_known(subject, names), f"{subject!r} is not a contract name"
         elif subject.startswith("_INBOX."):
-            assert subject in inboxes, f"{conf.name}: {subject!r} is no role's inbox"
+            assert subject in inboxes, f"{subject!r} is no identity's inbox"
         elif subject != ">":
-            assert subject in known_subjects, f"{conf.name}: {subject!r} is not a contract subject"
+            assert _ours(subject), f"{subject!r} is not a contract subject"
 
 
-@pytest.mark.parametrize("conf", CONF_FILES, ids=lambda p: p.name)
-def test_every_contract_subject_is_reachable(conf: Path) -> None:
-    """Each contract subject is covered by some permission, so a rename shows up here."""
-    granted = _conf_subjects(conf)
+def test_every_contract_subject_is_reachable() -> None:
+    """Each contract subject is granted to some identity, and each identity its own inbox, so
+    a rename shows up here."""
+    granted = [g for g in _conf_subjects(RENDERED) if g != ">"]
     for name, entry in TOML["subjects"].items():
-        if name == "inbox_prefix":
-            continue  # each role's own inbox: checked below
-        subject = _example(entry["pattern"])
-        covering = [g for g in granted if g != ">" and _matches(g, subject)]
-        assert covering, f"{conf.name}: no role may use {name} ({entry['pattern']})"
-    for role in contract.ROLES:
-        inbox = f"{contract.inbox_prefix(role)}.x1"
-        assert any(_matches(g, inbox) for g in granted if g != ">"), f"{role}: no inbox"
+        if name in ("inbox_prefix", "identity_inbox_prefix"):
+            continue  # each identity's own inbox: checked below
+        covering = [g for g in granted if _grants_some_instance(g, entry["pattern"])]
+        assert covering, f"no identity may use {name} ({entry['pattern']})"
+    for identity in DEV_RESOLVED.identities:
+        inbox = f"{server_auth.inbox_prefix(identity)}.x1"
+        assert any(_matches(g, inbox) for g in granted), f"{identity.name}: no inbox"
 
 
 def _definitions() -> dict[str, dict[str, Any]]:
