@@ -126,6 +126,7 @@ class Sentinel:
         self._recent = _Recent(settings.duplicate_window_ms / 1000)
         self._handled_refusals = _Recent(24 * 3600.0)
         self.alerts_raised = 0
+        self._closing = False
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -138,7 +139,8 @@ class Sentinel:
             log.error("connection error", connection=name, error=str(exc))
 
         async def on_disconnected() -> None:
-            log.warning("disconnected", connection=name)
+            if not self._closing:
+                log.warning("disconnected", connection=name)
 
         async def on_reconnected() -> None:
             log.info("reconnected", connection=name, server=nc.connected_url)
@@ -233,6 +235,7 @@ class Sentinel:
 
     async def close(self, timeout_s: float = 5.0) -> None:
         """Finish the events in progress (up to ``timeout_s``), deliver queued webhooks, close."""
+        self._closing = True
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout_s)
         for task in self._tasks:

@@ -451,6 +451,30 @@ async def test_forbidden_subject(
     )
 
 
+async def test_forbidden_subscription(
+    nats_server: ServerHandle, sentinel: SentinelProcess, watch: AlertWatch, webhook: Webhook
+) -> None:
+    """desk-b subscribing to DESK-A's execution reports: refused, kicked, alerted."""
+    offender = await Offender().connect(nats_server, "desk-b")
+    cid = offender.nc.client_id
+    subject = contract.executions_for_account("DESK-A")
+    try:
+        t0 = time.monotonic()
+        await offender.nc.subscribe(subject)
+        await offender.nc.flush()
+        gone_at = await offender.wait_gone()
+        alert_at, alert = await watch.wait_for(lambda a: a.subject == subject)
+    finally:
+        await offender.close()
+    assert alert.kind == pb.SECURITY_VIOLATION_KIND_FORBIDDEN_SUBSCRIBE
+    assert (alert.identity, alert.account, alert.connection_id) == ("desk-b", "DESK-A", cid)
+    assert "desk-b may not subscribe to" in alert.reason
+    assert alert.action == f"kicked cid {cid}"
+    await _check_reported(
+        "forbidden subscription", t0, gone_at, alert_at, alert, watch, webhook, sentinel
+    )
+
+
 async def test_wrong_account(
     nats_server: ServerHandle, sentinel: SentinelProcess, watch: AlertWatch, webhook: Webhook
 ) -> None:
