@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import queue
 import ssl
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -42,8 +44,10 @@ from werkzeug import Request, Response
 
 from bridge import contract
 from bridge.security import alerts
+from bridge.security.signing import Signer
 from bridge.v1 import common_pb2, orders_pb2
 from bridge.v1 import security_pb2 as pb
+from bridge_dev.engine import EngineProcess, engine_binary
 from bridge_dev.pki import DevCredentials, issue_cert, make_ca, write_nkey_seed
 from bridge_dev.provision import provision
 from bridge_dev.sentinel import LogLine, SentinelProcess
@@ -578,6 +582,135 @@ async def test_replay_refusal_kicks_the_signer(
 ) -> None:
     await _engine_refusal(
         nats_server, sentinel, watch, webhook, pb.SECURITY_VIOLATION_KIND_REPLAYED, "replay"
+    )
+
+
+# --------------------------------------------------------------------------- the real engine
+
+
+def _engine_verifies_signatures() -> bool:
+    """Whether the engine binary has the authorization checks (branch ``authz``): its effective
+    configuration then has ``require_signatures``."""
+    done = subprocess.run(
+        [str(engine_binary()), "--print-config"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return done.returncode == 0 and "require_signatures" in json.loads(done.stdout)
+
+
+needs_authz_engine = pytest.mark.skipif(
+    not _engine_verifies_signatures(),
+    reason="the engine does not verify signatures yet (branch authz): covered above with the "
+    "engine's alert injected",
+)
+
+
+async def _real_refusal(
+    nats_server: ServerHandle,
+    sentinel: SentinelProcess,
+    watch: AlertWatch,
+    webhook: Webhook,
+    *,
+    label: str,
+    kind: pb.SecurityViolationKind.ValueType,
+    reason: orders_pb2.RejectReason.ValueType,
+    subject: str,
+    payload: bytes,
+    order_id: str,
+    forge: Callable[[dict[str, str]], dict[str, str]],
+    replay: bool,
+) -> None:
+    """desk-a sends one order operation the engine must refuse (a forged signature, or a
+    replay of a signed one it already sent): the engine answers REJECTED with the reason and
+    alerts; the sentinel kicks desk-a and alerts with the engine's alert id."""
+    offender = await Offender().connect(nats_server, "desk-a")
+    cid = offender.nc.client_id
+    signer = Signer(nats_server.creds.identity("desk-a").seed_file.read_bytes().strip())
+    headers = signer.headers(subject, payload)
+    try:
+        if replay:
+            first = await offender.nc.request(subject, payload, headers=headers, timeout=WAIT_S)
+            assert orders_pb2.OrderAck.FromString(first.data).reason != reason
+        t0 = time.monotonic()
+        answer = await offender.nc.request(subject, payload, headers=forge(headers), timeout=WAIT_S)
+        gone_at = await offender.wait_gone()
+        alert_at, alert = await watch.wait_for(
+            lambda a: a.kind == kind and a.nkey == signer.public_key
+        )
+    finally:
+        await offender.close()
+    ack = orders_pb2.OrderAck.FromString(answer.data)
+    assert ack.status == orders_pb2.ACK_STATUS_REJECTED
+    assert ack.reason == reason, ack.text
+    assert alert.caused_by, "the sentinel's alert names the engine's"
+    assert (alert.identity, alert.account, alert.connection_id) == ("desk-a", "DESK-A", cid)
+    assert alert.action == f"kicked cid {cid}"
+    assert alert.engine_id
+    executed = await _executed(nats_server, "DESK-A", order_id)
+    await _check_reported(
+        f"{label} (real engine)", t0, gone_at, alert_at, alert, watch, webhook, sentinel, executed
+    )
+
+
+@needs_authz_engine
+async def test_bad_signature_real_engine(
+    nats_server: ServerHandle,
+    engine: EngineProcess,
+    sentinel: SentinelProcess,
+    watch: AlertWatch,
+    webhook: Webhook,
+) -> None:
+    order_id = f"badsig-{uuid.uuid4().hex[:8]}"
+
+    def tamper(headers: dict[str, str]) -> dict[str, str]:
+        signature = headers[contract.HEADER_SIGNATURE]
+        flipped = "A" if signature[0] != "A" else "B"
+        return {**headers, contract.HEADER_SIGNATURE: flipped + signature[1:]}
+
+    await _real_refusal(
+        nats_server,
+        sentinel,
+        watch,
+        webhook,
+        label="bad signature",
+        kind=pb.SECURITY_VIOLATION_KIND_BAD_SIGNATURE,
+        reason=orders_pb2.REJECT_REASON_BAD_SIGNATURE,
+        subject=contract.submit("DESK-A"),
+        payload=_new_order("DESK-A", order_id),
+        order_id=order_id,
+        forge=tamper,
+        replay=False,
+    )
+
+
+@needs_authz_engine
+async def test_replay_real_engine(
+    nats_server: ServerHandle,
+    engine: EngineProcess,
+    sentinel: SentinelProcess,
+    watch: AlertWatch,
+    webhook: Webhook,
+) -> None:
+    """A signed cancel of an order that does not exist (nothing to execute), sent twice."""
+    order_id = f"replay-{uuid.uuid4().hex[:8]}"
+    cancel = orders_pb2.CancelRequest(account="DESK-A", client_order_id=order_id)
+    await _real_refusal(
+        nats_server,
+        sentinel,
+        watch,
+        webhook,
+        label="replay",
+        kind=pb.SECURITY_VIOLATION_KIND_REPLAYED,
+        reason=orders_pb2.REJECT_REASON_REPLAYED,
+        subject=contract.cancel("DESK-A"),
+        payload=cancel.SerializeToString(),
+        order_id=order_id,
+        forge=lambda headers: headers,
+        replay=True,
     )
 
 
