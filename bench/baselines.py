@@ -71,11 +71,13 @@ def server_tls_args(creds: DevCredentials) -> list[str]:
 async def nats_request(
     handle: ServerHandle, peer_pid: int, budget: Budget, payload: bytes, loop: str
 ) -> Result:
-    """(a1) ``nc.request`` on bridge.v1.orders.submit, answered by the Rust echo."""
+    """(a1) ``nc.request`` on the submit subject of account BENCH, answered by the Rust echo
+    (which serves every account's, like the engines)."""
     nc = await connect_as(handle.url, handle.creds, "orchestrator")
+    subject = contract.submit(JS_REPLY_ACCOUNT)
 
     async def one(_: int) -> None:
-        reply = await nc.request(contract.SUBMIT, payload, timeout=TIMEOUT)
+        reply = await nc.request(subject, payload, timeout=TIMEOUT)
         if reply.data != payload:
             raise BenchError("nats echo answered with different bytes")
 

@@ -280,3 +280,39 @@ def merge_throughput(parts: list[Result]) -> Result:
             "runs_per_s": [round(p.rate or 0.0, 1) for p in parts],
         },
     )
+
+
+def merge_latency(parts: list[Result], *, id: str, label: str, notes: str = "") -> Result:
+    """One latency row from repeated runs of the same scenario (e.g. the legs of an ABBA
+    comparison): the histograms added, CPU per operation weighted by each run's count."""
+    first = parts[0]
+    hist = new_histogram()
+    for p in parts:
+        if p.histogram is not None:
+            hist.add(p.histogram)
+    count = sum(p.count for p in parts)
+    seconds = sum(p.seconds for p in parts)
+
+    def weighted(values: list[float | None]) -> float | None:
+        known = [(v, p.count) for v, p in zip(values, parts, strict=True) if v is not None]
+        if count == 0 or len(known) < len(parts):
+            return None
+        return sum(v * n for v, n in known) / count
+
+    return Result(
+        id=id,
+        label=label,
+        group=first.group,
+        kind="latency",
+        loop=first.loop,
+        histogram=hist,
+        count=count,
+        seconds=seconds,
+        rate=count / seconds if seconds > 0 else None,
+        python_cpu_us=weighted([p.python_cpu_us for p in parts]),
+        peer_cpu_us=weighted([p.peer_cpu_us for p in parts]),
+        nats_cpu_us=weighted([p.nats_cpu_us for p in parts]),
+        python_rss_mb=max((p.python_rss_mb for p in parts if p.python_rss_mb), default=None),
+        notes=notes or first.notes,
+        extra={"runs": len(parts), **first.extra},
+    )

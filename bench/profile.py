@@ -23,6 +23,9 @@ class Profile:
     """Bridge submit -> ack/fill, one order at a time, engine idle before each order."""
     sync_b2b: Budget
     """Bridge submit -> ack, orders back to back (also the CPU-per-order measurement)."""
+    signing: Budget
+    """Per leg of the signing on/off comparison (4 legs, ABBA): idle-engine acks, then as many
+    back to back."""
     publish: Budget
     """(b) raw JetStream publish and the bridge's enqueue_batch, each run twice (ABBA)."""
     drain_orders: int
@@ -47,6 +50,7 @@ FULL = Profile(
     name="full",
     sync=Budget(warmup=200, count=2000, seconds=10.0),
     sync_b2b=Budget(warmup=200, count=2000, seconds=8.0),
+    signing=Budget(warmup=100, count=1000, seconds=3.0),
     publish=Budget(warmup=300, count=6000, seconds=2.0),
     drain_orders=3000,
     drain_timeout=30.0,
@@ -65,6 +69,7 @@ QUICK = Profile(
     name="quick",
     sync=Budget(warmup=20, count=300, seconds=1.0),
     sync_b2b=Budget(warmup=20, count=300, seconds=1.0),
+    signing=Budget(warmup=10, count=100, seconds=0.3),
     publish=Budget(warmup=50, count=600, seconds=0.5),
     drain_orders=300,
     drain_timeout=10.0,
@@ -89,6 +94,7 @@ def scenario_ids(profile: Profile, loops: list[str]) -> list[str]:
     for loop in loops:
         ids += [f"bridge.sync.ack.{loop}", f"bridge.sync.fill.{loop}"]
         ids.append(f"bridge.sync.ack_b2b.{loop}")
+    ids += [f"bridge.signing.{side}.{row}" for side in ("on", "off") for row in ("ack", "ack_b2b")]
     ids.append("bridge.diag.raw_request_engine.asyncio")
     ids += [f"bridge.queued.open_loop.{rate}" for rate in profile.open_rates]
     ids += ["bridge.engine.core.market", "bridge.engine.core.cross"]

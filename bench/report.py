@@ -206,6 +206,37 @@ def targets(results: Sequence[Result]) -> list[Target]:
     return out
 
 
+@dataclass(frozen=True)
+class Cost:
+    """What a feature costs, on vs off in the same run: ``ratio`` = on / off."""
+
+    name: str
+    on: float | None
+    off: float | None
+    unit: str
+    ratio: float | None
+
+
+def signing_costs(results: Sequence[Result]) -> list[Cost]:
+    """Signing on vs off (``bench.bridge_paths.signing``): ack p50 and p99 on an idle engine,
+    Python CPU per order back to back (and the engine's, which verifies when on)."""
+    r = _by_id(results)
+    ack_on, ack_off = r.get("bridge.signing.on.ack"), r.get("bridge.signing.off.ack")
+    b2b_on, b2b_off = r.get("bridge.signing.on.ack_b2b"), r.get("bridge.signing.off.ack_b2b")
+    out: list[Cost] = []
+    if ack_on is not None and ack_off is not None:
+        for key in ("p50", "p99"):
+            on, off = _pct(ack_on, key), _pct(ack_off, key)
+            out.append(Cost(f"sync order->ack {key}", on, off, "us", _ratio(on, off)))
+    if b2b_on is not None and b2b_off is not None:
+        for who, on, off in (
+            ("Python", b2b_on.python_cpu_us, b2b_off.python_cpu_us),
+            ("engine", b2b_on.peer_cpu_us, b2b_off.peer_cpu_us),
+        ):
+            out.append(Cost(f"{who} CPU per sync order", on, off, "us", _ratio(on, off)))
+    return out
+
+
 # --------------------------------------------------------------------------- terminal
 
 
@@ -285,6 +316,26 @@ def render(console: Console, results: Sequence[Result], goals: Sequence[Target])
         verdict = {True: "[green]PASS[/green]", False: "[red]MISS[/red]", None: "n/a"}[t.passed]
         tgt.add_row(escape(t.name), shown, escape(t.goal), verdict, escape(t.detail))
     console.print(tgt)
+    costs = signing_costs(results)
+    if costs:
+        sig = Table(
+            title="Signing cost: on / off, same run (ABBA legs)",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+        )
+        for col in ("measure", "on", "off", "on/off"):
+            sig.add_column(col, justify="left" if col == "measure" else "right")
+        for c in costs:
+            as_ms = c.name.startswith("sync")
+            fmt = _lat if as_ms else _num
+            unit = " ms" if as_ms else " us"
+            sig.add_row(
+                escape(c.name),
+                fmt(c.on) + ("" if c.on is None else unit),
+                fmt(c.off) + ("" if c.off is None else unit),
+                _num(c.ratio, "{:.3f}x"),
+            )
+        console.print(sig)
 
 
 # --------------------------------------------------------------------------- files
@@ -298,6 +349,7 @@ def write_json(
         "meta": meta,
         "scenarios": [r.to_json() for r in results],
         "targets": [asdict(t) for t in goals],
+        "signing_costs": [asdict(c) for c in signing_costs(results)],
     }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")

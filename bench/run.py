@@ -58,7 +58,8 @@ METHOD_NOTES = (
     "final report waits for its order store update); 'back to back' rows do not wait.",
     "(a2) runs on a server whose EXECUTIONS stream is deleted, so its answer is a core message.",
     "Baselines send the bytes of one serialized bridge NewOrder; the bridge adds its headers "
-    "(correlation id, schema, and Nats-Msg-Id on the queued path).",
+    "(correlation id, schema, the signature of the identity, and Nats-Msg-Id on the queued "
+    "path).",
 )
 
 
@@ -132,7 +133,7 @@ class Bench:
             handle = server.handle
             run_async(_provision(handle, drop_executions=True))
             args = baselines.engine_args(handle)
-            echo_args = [*args, "--subject", contract.SUBMIT]
+            echo_args = [*args, "--subject", contract.SUBMIT_ALL]
             with RustServer("nats-echo", echo_args, log_file=self.work / "nats-echo.log") as srv:
                 rows = []
                 for loop in self.loops:
@@ -212,12 +213,31 @@ class Bench:
                             loop,
                         )
                     )
+                legs: list[tuple[bool, list[Result]]] = []
+                for i, signed in enumerate(bridge_paths.SIGNING_LEGS):
+                    engine.restart_with(bridge_paths.signing_engine_env(signed))
+                    self.step(f"signing {'on' if signed else 'off'}: sync submit, leg {i + 1}")
+                    legs.append(
+                        (
+                            signed,
+                            run_async(
+                                bridge_paths.signing_leg(
+                                    handle, engine, p.signing, self.run_id, i, signed
+                                )
+                            ),
+                        )
+                    )
+                engine_rows += bridge_paths.signing_rows(legs)
+                # The diagnostic sends plain, unsigned requests: to an engine that does not
+                # require signatures (the last signing leg's), then the default engine again.
+                engine.restart_with(bridge_paths.signing_engine_env(False))
                 self.step("diagnostic: raw nats-py requests -> engine, back to back")
                 engine_rows.append(
                     run_async(
                         bridge_paths.raw_request_to_engine(handle, engine, p.sync_b2b, self.run_id)
                     )
                 )
+                engine.restart_with({})
                 for rate in p.open_rates:
                     self.step(f"bridge queued path, open loop at {rate}/s")
                     engine_rows.append(

@@ -13,6 +13,7 @@ from bridge.errors import (
     BackpressureError,
     BridgeError,
     ClientClosedError,
+    ConfigurationError,
     ConnectionFailedError,
     EngineUnavailableError,
     FieldIssue,
@@ -23,6 +24,7 @@ from bridge.errors import (
     ProtocolError,
     PublishError,
     ReportsLostError,
+    SecurityViolationError,
     StreamFullError,
 )
 from bridge.models import (
@@ -56,6 +58,7 @@ __all__ = [
     "BridgeError",
     "BridgeSettings",
     "ClientClosedError",
+    "ConfigurationError",
     "ConnectionEvent",
     "ConnectionFailedError",
     "ConnectionState",
@@ -81,6 +84,7 @@ __all__ = [
     "RejectReason",
     "ReportStream",
     "ReportsLostError",
+    "SecurityViolationError",
     "Side",
     "StreamFullError",
     "TimeInForce",

@@ -3,22 +3,32 @@
 ``Connection`` owns the transport: it opens it once (retrying the first connect with the
 client's backoff), tracks where it is (``ConnectionState``), tells listeners what happened
 (``ConnectionEvent``), fails what waits on a dropped connection and closes it. The other rooms
-ask it for the transport (``open()`` / ``connected()``) and report what they learn about the
-engine (``engine_seen``).
+ask it for the transport (``open()`` / ``connected()``), the identity's signer and the checked
+subjects, and report what they learn about the engine (``engine_seen``) or a security refusal
+(``violated``).
+
+A security violation (the server's permissions violation, or an engine's security refusal)
+ends the client: the connection is closed at once (no drain, no reconnect), every operation
+waiting for an answer fails with the ``SecurityViolationError``, and so does every later one;
+one ERROR line is logged and ``SECURITY_VIOLATION`` is emitted, then ``CLOSED``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
 from collections.abc import Awaitable, Callable
 
 import nats.errors
 
+from bridge import _identity, _violations
+from bridge._subjects import Subjects
 from bridge.config import BridgeSettings
-from bridge.errors import ClientClosedError, ConnectionFailedError
+from bridge.errors import ClientClosedError, ConnectionFailedError, SecurityViolationError
 from bridge.logs import get_logger
 from bridge.retry import backoff_delay, connect_retrying
+from bridge.security.signing import Signer
 from bridge.transport import Transport
 
 log = get_logger("bridge.client")
@@ -48,6 +58,7 @@ class ConnectionEvent(enum.Enum):
     RECONNECTED = "reconnected"
     ENGINE_UNAVAILABLE = "engine_unavailable"  # a request found no engine subscribed
     ENGINE_AVAILABLE = "engine_available"  # an engine answered again after that
+    SECURITY_VIOLATION = "security_violation"  # the client closed itself: .security_violation
     CLOSED = "closed"
 
 
@@ -58,8 +69,13 @@ class Connection:
     """One client's connection: opened once, observable, closed once (``TransportEvents``)."""
 
     def __init__(self, settings: BridgeSettings, transport: Transport) -> None:
+        _identity.check_settings(settings)  # a missing seed fails here, not at connect
         self.settings = settings
         self.transport = transport
+        self.identity: _identity.Identity | None = None  # read at connect
+        self.signer: Signer | None = None  # the identity's, when sign_orders
+        self.subjects = Subjects()
+        self.violation: SecurityViolationError | None = None
         self._state = _State.UNOPENED
         self.state = ConnectionState.DISCONNECTED
         self.engine_available: bool | None = None
@@ -67,20 +83,31 @@ class Connection:
         self._listeners: list[ConnectionListener] = []
         self._on_open: list[Callable[[Transport], Awaitable[None]]] = []
         self._on_drop: list[Callable[[], None]] = []
+        self._on_violation: list[Callable[[SecurityViolationError], None]] = []
+        self._violation_closed: asyncio.Event | None = None  # set once violated() is done
+        self._violating: asyncio.Task[object] | None = None  # the task running violated()
 
     # -- for the other rooms ----------------------------------------------------------------
 
+    def _not_open(
+        self, client_order_id: str | None = None, correlation_id: str | None = None
+    ) -> Exception:
+        if self.violation is not None:
+            return self.violation.for_operation(client_order_id, correlation_id)
+        return ClientClosedError(f"client is {self._state.value}; use it inside `async with`")
+
     def open(self) -> Transport:
-        """The transport of an open client (``ClientClosedError`` otherwise)."""
+        """The transport of an open client (``ClientClosedError``, or the
+        ``SecurityViolationError`` that closed it, otherwise)."""
         if self._state is not _State.OPEN:
-            raise ClientClosedError(f"client is {self._state.value}; use it inside `async with`")
+            raise self._not_open()
         return self.transport
 
     def connected(self, client_order_id: str, correlation_id: str) -> Transport:
         """The transport, if the connection is up: while it is down nothing is sent (not even
         buffered)."""
         if self._state is not _State.OPEN:
-            raise ClientClosedError(f"client is {self._state.value}; use it inside `async with`")
+            raise self._not_open(client_order_id, correlation_id)
         transport = self.transport
         if not transport.is_connected:
             raise ConnectionFailedError(
@@ -98,6 +125,10 @@ class Connection:
     def on_drop(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when the connection drops (fail what waits for an answer)."""
         self._on_drop.append(callback)
+
+    def on_violation(self, callback: Callable[[SecurityViolationError], None]) -> None:
+        """Call ``callback`` on a security violation (fail what waits for an answer with it)."""
+        self._on_violation.append(callback)
 
     async def engine_seen(self, available: bool) -> None:
         """A request found an engine (True) or none (False): emit the change, if any."""
@@ -134,7 +165,9 @@ class Connection:
         ``ConnectionFailedError`` if it fails."""
         if self._state is not _State.UNOPENED:
             raise ClientClosedError(f"client is {self._state.value}; create a new BridgeClient")
-        s = self.settings
+        identity = _identity.load(self.settings)  # the one read of the seed
+        self.identity, self.signer = identity, identity.signer
+        s = identity.transport_settings(self.settings)
         transport = self.transport
 
         def transient(exc: BaseException) -> bool:
@@ -154,13 +187,26 @@ class Connection:
         transport.allow_reconnect()
         for callback in self._on_open:
             await callback(transport)
+        if self.violation is not None:  # e.g. the server refused a subscription just made
+            raise self.violation
         self._state = _State.OPEN
         self.state = ConnectionState.CONNECTED
-        log.info("bridge.connected", servers=s.nats_url, client_name=s.client_name)
+        log.info(
+            "bridge.connected",
+            servers=s.nats_url,
+            client_name=s.client_name,
+            signer=identity.public_key,
+            signing=identity.signer is not None,
+        )
         await self._emit(ConnectionEvent.CONNECTED)
 
     async def close(self) -> None:
-        """Drain subscriptions and close. Idempotent."""
+        """Drain subscriptions and close. Idempotent. After a security violation: wait until
+        the violation has closed the connection and told the listeners."""
+        if self._violation_closed is not None:
+            if asyncio.current_task() is not self._violating:  # not from one of its listeners
+                await self._violation_closed.wait()
+            return
         if self._state is _State.OPEN:
             self._state = _State.CLOSING
             try:
@@ -176,11 +222,55 @@ class Connection:
         return backoff_delay(self.settings, failures)
 
     async def on_error(self, exc: Exception) -> None:
-        log.error("bridge.nats_error", error=str(exc))
+        violation = _violations.from_server_error(exc, self.subjects)
+        if violation is None:
+            log.error("bridge.nats_error", error=str(exc))
+            return
+        await self.violated(violation)
+
+    # -- security violations ----------------------------------------------------------------
+
+    async def violated(self, violation: SecurityViolationError) -> None:
+        """End the client for ``violation``: from now on nothing is sent; fail what waits for
+        an answer and everything after with it, log one ERROR line, emit ``SECURITY_VIOLATION``,
+        close the connection (no drain, no reconnect), emit ``CLOSED``. Only the first
+        violation counts."""
+        if self.violation is not None or self._state is _State.CLOSED:
+            return
+        self.violation = violation
+        was = self._state
+        self._state = _State.CLOSING  # from here on, nothing is sent
+        self.state = ConnectionState.CLOSED
+        log.error(
+            "bridge.security_violation",
+            reason=violation.reason,
+            subject=violation.subject,
+            account=violation.account,
+            detail=violation.text,
+            signer=self.identity.public_key if self.identity else None,
+            error=str(violation),
+        )
+        self.transport.abort_requests(violation)
+        for callback in self._on_violation:
+            callback(violation)
+        closed = self._violation_closed = asyncio.Event()
+        self._violating = asyncio.current_task()
+        try:
+            await self._emit(ConnectionEvent.SECURITY_VIOLATION)
+            try:
+                await self.transport.close()
+            except Exception as exc:  # best effort: the client has ended regardless
+                log.warning("bridge.close_failed", error=repr(exc))
+            self._state = _State.CLOSED
+            if was is _State.OPEN:
+                await self._emit(ConnectionEvent.CLOSED)
+        finally:
+            closed.set()
 
     async def on_disconnected(self) -> None:
         if self._state is _State.CLOSING:
-            log.debug("bridge.disconnected", reason="closed by the application")
+            why = "closed by the application" if self.violation is None else "security violation"
+            log.debug("bridge.disconnected", reason=why)
             return
         if self._state is not _State.OPEN:
             return  # a failed first-connect attempt
@@ -197,6 +287,8 @@ class Connection:
         await self._emit(ConnectionEvent.RECONNECTED)
 
     async def on_closed(self) -> None:
+        if self.violation is not None:
+            return  # violated() emits SECURITY_VIOLATION, then CLOSED
         if self._state in (_State.OPEN, _State.CLOSING):
             if self._state is _State.OPEN:
                 # Not asked for: max_reconnect_attempts ran out.

@@ -9,6 +9,10 @@ retried (same id) under the policy of ``bridge.retry``. At most ``max_inflight``
 are unconfirmed at once (backpressure: wait ``backpressure_wait_ms`` for a slot, then
 ``BackpressureError``).
 
+Each attempt is signed anew when the client signs (``bridge._requests`` says how); a security
+violation fails every order still waiting for JetStream's answer with the
+``SecurityViolationError`` (``Connection.on_violation``).
+
 ``js.publish`` costs a request per order (inbox token, future, timer, ``wait_for``), three
 times the client CPU of this path, and nats-py 2.16's ``publish_async`` never resolves its
 futures when JetStream answers with an error (stream full); hence ``_PubAcks``.
@@ -34,6 +38,7 @@ from bridge.errors import (
     OutcomeUnknownError,
     PartialBatchError,
     PublishError,
+    SecurityViolationError,
     StreamFullError,
 )
 from bridge.logs import bound_ids
@@ -65,6 +70,7 @@ class Pipeline:
         conn.on_drop(
             lambda: self._acks.fail_all("the connection dropped before JetStream confirmed it")
         )
+        conn.on_violation(self._acks.fail_all_with)
 
     async def run(self, orders: Sequence[Order], correlation_id: str) -> list[Outcome]:
         """Queue ``orders`` in input order; every order's outcome, in input order.
@@ -136,14 +142,16 @@ class Pipeline:
     ) -> asyncio.Future[QueuedOrder]:
         """One attempt of one queued order; the future resolves with JetStream's answer."""
         reply, future = self._acks.expect(order.client_order_id, correlation_id)
+        conn = self._conn
         try:
-            self._conn.connected(order.client_order_id, correlation_id)
-            await transport.publish(
-                contract.queue(order.account),
-                order.to_proto().SerializeToString(),
-                reply=reply,
-                headers=_queued_headers(order, correlation_id),
-            )
+            conn.connected(order.client_order_id, correlation_id)
+            subject = conn.subjects.of(order.account, "Order").queue
+            data = order.to_proto().SerializeToString()
+            headers = _queued_headers(order, correlation_id)
+            signer = conn.signer
+            if signer is not None:
+                headers.update(signer.headers(subject, data))
+            await transport.publish(subject, data, reply=reply, headers=headers)
         except BridgeError as exc:
             self._acks.resolve(reply, exc)
         except nats.errors.Error as exc:
@@ -280,6 +288,13 @@ class _PubAcks:
             return []
         tokens = [t for t, entry in self._waiting.items() if entry[0] in futures]
         return [self._waiting.pop(t) for t in tokens]
+
+    def fail_all_with(self, error: SecurityViolationError) -> None:
+        """Fail every expected answer now with ``error`` (the client closed itself)."""
+        waiting, self._waiting = self._waiting, {}
+        for future, client_order_id, correlation_id in waiting.values():
+            if not future.done():
+                future.set_exception(error.for_operation(client_order_id, correlation_id))
 
     def fail_all(self, why: str) -> None:
         """Fail every expected answer now (the connection dropped): they are retried."""

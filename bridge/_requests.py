@@ -5,7 +5,12 @@ Each operation is one core NATS request to the engines' queue group, under the r
 request means: NATS "no responders" -> ``EngineUnavailableError`` (nothing was delivered); no
 answer in time, or the connection failed after sending -> ``OutcomeUnknownError``; the
 connection down before sending -> ``ConnectionFailedError``; an undecodable answer ->
-``ProtocolError``.
+``ProtocolError``; an answer refusing it for a security reason -> ``SecurityViolationError``
+(the client closes itself, see ``bridge._connection``).
+
+Each attempt is signed anew (``Bridge-Signer``, ``Bridge-Signed-At``, ``Bridge-Signature`` over
+the subject, the time and the exact bytes sent) when the client signs: a retry is a new
+signature, never a replay of the old one.
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ from typing import TypeVar
 import nats.errors
 from google.protobuf.message import DecodeError, Message
 
-from bridge import contract
+from bridge import _violations, contract
 from bridge._connection import Connection
-from bridge.errors import EngineUnavailableError, OutcomeUnknownError, ProtocolError
+from bridge.errors import (
+    EngineUnavailableError,
+    OutcomeUnknownError,
+    ProtocolError,
+    SecurityViolationError,
+)
 from bridge.logs import get_logger
-from bridge.models import Order, OrderAck, OrderState
+from bridge.models import SECURITY_REASONS, Order, OrderAck, OrderState, RejectReason
 from bridge.outbox import OrderOutbox
 from bridge.retry import with_retries
 from bridge.v1 import orders_pb2
@@ -36,6 +46,22 @@ def new_correlation_id() -> str:
     return uuid.uuid4().hex
 
 
+class _RefusedError(Exception):
+    """An engine answer refusing the operation for a security reason (``_request`` turns it
+    into the client's ``SecurityViolationError``)."""
+
+    def __init__(self, reason: RejectReason, text: str, ack: OrderAck | None) -> None:
+        super().__init__(reason.value)
+        self.reason, self.text, self.ack = reason, text, ack
+
+
+def _checked_ack(msg: orders_pb2.OrderAck) -> OrderAck:
+    ack = OrderAck.from_proto(msg)
+    if ack.reason in SECURITY_REASONS:
+        raise _RefusedError(ack.reason, ack.text, ack)
+    return ack
+
+
 class Requests:
     """The request-reply operations of one client."""
 
@@ -46,7 +72,9 @@ class Requests:
 
     async def _request(
         self,
+        what: str,
         subject: str,
+        account: str,
         msg: Message,
         answer: Callable[[bytes], _T],
         *,
@@ -54,17 +82,23 @@ class Requests:
         correlation_id: str,
         timeout: float | None,
     ) -> _T:
-        """One request-reply round trip; the engine's answer decoded by ``answer``."""
-        transport = self._conn.connected(client_order_id, correlation_id)
+        """One request-reply round trip (one attempt: signed now); the engine's answer
+        decoded by ``answer``."""
+        conn = self._conn
+        transport = conn.connected(client_order_id, correlation_id)
         wait = timeout if timeout is not None else self._settings.request_timeout_ms / 1000
+        data = msg.SerializeToString()
         headers = {
             contract.HEADER_CORRELATION_ID: correlation_id,
             contract.HEADER_SCHEMA: msg.DESCRIPTOR.full_name,
         }
+        signer = conn.signer
+        if signer is not None:
+            headers.update(signer.headers(subject, data))
         try:
-            reply = await transport.request(
-                subject, msg.SerializeToString(), timeout=wait, headers=headers
-            )
+            reply = await transport.request(subject, data, timeout=wait, headers=headers)
+        except SecurityViolationError as exc:  # the client closed itself meanwhile
+            raise exc.for_operation(client_order_id, correlation_id) from None
         except nats.errors.NoRespondersError as exc:
             await self._conn.engine_seen(False)
             raise EngineUnavailableError(
@@ -84,29 +118,49 @@ class Requests:
                 client_order_id=client_order_id,
                 correlation_id=correlation_id,
             ) from exc
-        await self._conn.engine_seen(True)
-        return answer(reply)
+        await conn.engine_seen(True)
+        try:
+            return answer(reply)
+        except _RefusedError as refused:
+            violation = _violations.from_refusal(
+                what,
+                refused.reason,
+                refused.text,
+                subject=subject,
+                account=account,
+                ack=refused.ack,
+                client_order_id=client_order_id,
+                correlation_id=correlation_id,
+            )
+            await conn.violated(violation)
+            raise violation from None
 
     async def submit(self, order: Order, timeout: float | None, correlation_id: str) -> OrderAck:
         """``BridgeClient.submit`` (the caller binds the log context)."""
+        subject = self._conn.subjects.of(order.account, "Order").submit
         if self._outbox is not None:
             self._outbox.record([order], route="submit")
         request = order.to_proto()
-        decode = _answer(
-            orders_pb2.OrderAck, OrderAck.from_proto, order.client_order_id, correlation_id
-        )
-        ack = await with_retries(
-            self._settings,
-            "submit",
-            lambda: self._request(
-                contract.submit(order.account),
-                request,
-                decode,
-                client_order_id=order.client_order_id,
-                correlation_id=correlation_id,
-                timeout=timeout,
-            ),
-        )
+        decode = _answer(orders_pb2.OrderAck, _checked_ack, order.client_order_id, correlation_id)
+        try:
+            ack = await with_retries(
+                self._settings,
+                "submit",
+                lambda: self._request(
+                    "submit",
+                    subject,
+                    order.account,
+                    request,
+                    decode,
+                    client_order_id=order.client_order_id,
+                    correlation_id=correlation_id,
+                    timeout=timeout,
+                ),
+            )
+        except SecurityViolationError as exc:
+            if exc.ack is not None and self._outbox is not None:
+                self._outbox.resolve({order.client_order_id: f"ack:{exc.ack.status.value}"})
+            raise
         if self._outbox is not None:
             self._outbox.resolve({order.client_order_id: f"ack:{ack.status.value}"})
         log.debug("bridge.ack", status=ack.status.value, duplicate=ack.duplicate)
@@ -116,13 +170,16 @@ class Requests:
         self, account: str, client_order_id: str, timeout: float | None, correlation_id: str
     ) -> OrderAck:
         """``BridgeClient.cancel``."""
+        subject = self._conn.subjects.of(account, "CancelRequest").cancel
         return await with_retries(
             self._settings,
             "cancel",
             lambda: self._request(
-                contract.cancel(account),
+                "cancel",
+                subject,
+                account,
                 orders_pb2.CancelRequest(account=account, client_order_id=client_order_id),
-                _answer(orders_pb2.OrderAck, OrderAck.from_proto, client_order_id, correlation_id),
+                _answer(orders_pb2.OrderAck, _checked_ack, client_order_id, correlation_id),
                 client_order_id=client_order_id,
                 correlation_id=correlation_id,
                 timeout=timeout,
@@ -133,8 +190,11 @@ class Requests:
         self, account: str, client_order_id: str, timeout: float | None, correlation_id: str
     ) -> OrderState:
         """``BridgeClient.status``."""
+        subject = self._conn.subjects.of(account, "OrderStatusRequest").status
 
         def state(m: orders_pb2.OrderStatusReply) -> OrderState:
+            if m.reason in _SECURITY_PB:
+                raise _RefusedError(_SECURITY_PB[m.reason], m.text, None)
             if not m.found and m.reason == orders_pb2.REJECT_REASON_ENGINE_UNAVAILABLE:
                 raise OutcomeUnknownError(
                     f"status unknown: {m.text or 'the engine could not retire the id'}",
@@ -147,7 +207,9 @@ class Requests:
             self._settings,
             "status",
             lambda: self._request(
-                contract.status(account),
+                "status",
+                subject,
+                account,
                 orders_pb2.OrderStatusRequest(account=account, client_order_id=client_order_id),
                 _answer(orders_pb2.OrderStatusReply, state, client_order_id, correlation_id),
                 client_order_id=client_order_id,
@@ -155,6 +217,12 @@ class Requests:
                 timeout=timeout,
             ),
         )
+
+
+_SECURITY_PB: dict[int, RejectReason] = {
+    orders_pb2.RejectReason.Value(f"REJECT_REASON_{r.value}"): r for r in SECURITY_REASONS
+}
+"""Wire values of the security reasons (a status reply carries the bare enum value)."""
 
 
 def _decode(

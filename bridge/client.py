@@ -21,6 +21,15 @@ operation are retried with the same ids (``bridge.retry``); the typed errors of
 observable: ``bridge.connection_state``, ``bridge.engine_available`` and
 ``bridge.on_connection_event(callback)``.
 
+Security: every order operation is signed with the identity's NKey seed (``sign_orders``, on by
+default; a retry signs anew), and goes to a subject that carries its account, built only from a
+valid account token (else ``InvalidOrderError`` before anything is sent). A security violation
+(the server reports a permissions violation, or the engine refuses an operation as unsigned,
+badly signed, expired, replayed, for another account or not entitled) ends the client at once:
+its connection is closed without reconnecting, every pending and later operation raises
+``SecurityViolationError``, ``SECURITY_VIOLATION`` is emitted and one ERROR line logged
+(``bridge.security_violation`` holds the error).
+
 The rooms behind it, one concern each: ``bridge._connection`` (lifecycle, state, events),
 ``bridge._requests`` (submit, cancel, status), ``bridge._pipeline`` (queued orders),
 ``bridge.reports`` (report streams), all over ``bridge.transport`` (the seam to NATS). Every
@@ -36,7 +45,6 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
-from bridge import contract
 from bridge._connection import (
     Connection,
     ConnectionEvent,
@@ -46,7 +54,7 @@ from bridge._connection import (
 from bridge._pipeline import Pipeline, batch_result
 from bridge._requests import Requests, new_correlation_id
 from bridge.config import BridgeSettings
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, PartialBatchError, SecurityViolationError
 from bridge.logs import bound_ids
 from bridge.models import Order, OrderAck, OrderState, QueuedOrder
 from bridge.outbox import OrderOutbox
@@ -78,7 +86,10 @@ class BridgeClient:
         """``outbox``: optional local record of orders sent and their outcomes, so that after
         a restart of this process ``resubmit_pending()`` can re-send what has no outcome
         (``journal`` is its deprecated old name and warns). ``transport``: how to reach NATS;
-        nats-py (``NatsTransport``) unless given, e.g. an in-memory fake in tests."""
+        nats-py (``NatsTransport``) unless given, e.g. an in-memory fake in tests.
+
+        ``ConfigurationError`` at once when the settings cannot work: ``sign_orders`` on without
+        an NKey seed (``nkey_seed_file`` or ``nkey_seed``). The seed itself is read at connect."""
         self._settings = settings or BridgeSettings()
         if journal is not None:
             warnings.warn(
@@ -104,6 +115,17 @@ class BridgeClient:
     def connected_server(self) -> str | None:
         """``host:port`` of the NATS server in use, None while not connected."""
         return self._conn.transport.connected_server
+
+    @property
+    def security_violation(self) -> SecurityViolationError | None:
+        """The violation that ended this client (then every operation raises it), or None."""
+        return self._conn.violation
+
+    @property
+    def signer(self) -> str | None:
+        """Public NKey of this client's identity (known once connected; None without a seed)."""
+        identity = self._conn.identity
+        return identity.public_key if identity else None
 
     @property
     def engine_available(self) -> bool | None:
@@ -152,7 +174,9 @@ class BridgeClient:
         failures are retried with the same client order id (a re-sent order is answered with
         its original ack, ``duplicate=True``). When retries run out: ``EngineUnavailableError``
         (no engine listens), ``ConnectionFailedError`` (NATS down; nothing sent) or
-        ``OutcomeUnknownError`` (sent, unanswered: resolve it with ``status()``).
+        ``OutcomeUnknownError`` (sent, unanswered: resolve it with ``status()``). A security
+        refusal raises ``SecurityViolationError`` (its ``ack`` is the engine's answer) and ends
+        the client.
         """
         correlation_id = correlation_id or new_correlation_id()
         with bound_ids(correlation_id, order.client_order_id, order.account, order.symbol):
@@ -161,7 +185,10 @@ class BridgeClient:
     async def cancel(
         self, account: str, client_order_id: str, *, timeout: float | None = None
     ) -> OrderAck:
-        """Ask the engine to cancel a resting order; the ack says whether it did."""
+        """Ask the engine to cancel a resting order; the ack says whether it did.
+
+        ``InvalidOrderError`` (field ``account``) before anything is sent when ``account`` is
+        not a valid subject token."""
         correlation_id = new_correlation_id()
         with bound_ids(correlation_id, client_order_id, account):
             return await self._requests.cancel(account, client_order_id, timeout, correlation_id)
@@ -222,7 +249,15 @@ class BridgeClient:
         """
         correlation_id = correlation_id or new_correlation_id()
         with bound_ids(correlation_id):
-            return batch_result(await self._pipeline.run(orders, correlation_id))
+            outcomes = await self._pipeline.run(orders, correlation_id)
+        try:
+            return batch_result(outcomes)
+        except PartialBatchError as partial:
+            if isinstance(partial.failure, SecurityViolationError):
+                # The client closed itself: the violation is the error; what happened to each
+                # order of the batch stays available as its cause.
+                raise partial.failure.for_operation(None, correlation_id) from partial
+            raise
 
     async def resubmit_pending(self) -> tuple[list[OrderAck], list[QueuedOrder]]:
         """Re-send, by their original route and ids, the outbox's orders without an outcome.
@@ -253,9 +288,5 @@ class BridgeClient:
         stored after it opens; ``since_seq`` starts at that EXECUTIONS sequence instead (resume
         with ``stream.last_seq + 1``). Any number of readers may watch the same flow.
         """
-        subject = (
-            contract.executions(account, client_order_id)
-            if client_order_id
-            else contract.executions_for_account(account)
-        )
+        subject = self._conn.subjects.reports(account, client_order_id or None)
         return ReportStream(self._conn, subject, since_seq)

@@ -22,8 +22,6 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from bridge import contract
-
 RENAMED_KNOBS: dict[str, str] = {
     "retry_max_attempts": "order_retry_max_attempts",
     "retry_deadline_ms": "order_retry_deadline_ms",
@@ -48,9 +46,18 @@ class BridgeSettings(BaseSettings):
     nkey_seed: SecretStr | None = Field(
         default=None, description="NKey user seed given inline (prefer nkey_seed_file)."
     )
-    inbox_prefix: str = Field(
-        default=contract.inbox_prefix("orchestrator"),
-        description="Inbox prefix; must match the role's subscribe permission.",
+    inbox_prefix: str | None = Field(
+        default=None,
+        description="Inbox prefix; must match the identity's subscribe permission. None (the "
+        "default) derives it from the NKey seed: the identity's own inbox "
+        "(contract.identity_inbox_prefix('orchestrator', <public key of the seed>)), or "
+        "contract.inbox_prefix('orchestrator') when no seed is configured.",
+    )
+    sign_orders: bool = Field(
+        default=True,
+        description="Sign every order operation (submit, cancel, status, queued) with the "
+        "identity's NKey seed (nkey_seed_file or nkey_seed, then required); the engine refuses "
+        "unsigned ones unless its require_signatures is off.",
     )
     client_name: str = Field(default="bridge-orchestrator", description="Name shown by the server.")
     connect_timeout_ms: int = Field(default=2000, gt=0, description="Per-attempt connect timeout.")

@@ -10,7 +10,8 @@ SUBMIT_PREFIX = "bridge.v1.orders.submit."
 
 
 def submit(account: str) -> str:
-    """Synchronous request-reply submit of one account's order (NewOrder -> OrderAck), served by the engines' queue group. The account token lets the server enforce entitlements."""
+    """Synchronous request-reply submit of one account's order (NewOrder -> OrderAck), served by the
+    engines' queue group. The account token lets the server enforce entitlements."""
     return f"bridge.v1.orders.submit.{account}"
 
 
@@ -86,7 +87,8 @@ IDENTITY_INBOX_PREFIX_PREFIX = "_INBOX."
 
 
 def identity_inbox_prefix(role: str, nkey: str) -> str:
-    """Inbox prefix of one identity (its public NKey): the server only lets it subscribe to its own inboxes, so no identity reads another's replies."""
+    """Inbox prefix of one identity (its public NKey): the server only lets it subscribe to its own
+    inboxes, so no identity reads another's replies."""
     return f"_INBOX.{role}.{nkey}"
 
 
@@ -94,7 +96,8 @@ ALERT_PREFIX = "bridge.v1.alerts."
 
 
 def alert(source: str, kind: str) -> str:
-    """One security alert (SecurityAlert) raised by `source` (engine or sentinel); kind is a SecurityViolationKind name in lower case, e.g. bad_signature."""
+    """One security alert (SecurityAlert) raised by `source` (engine or sentinel); kind is a
+    SecurityViolationKind name in lower case, e.g. bad_signature."""
     return f"bridge.v1.alerts.{source}.{kind}"
 
 
@@ -216,7 +219,8 @@ HEADER_SIGNER = "Bridge-Signer"
 HEADER_SIGNED_AT = "Bridge-Signed-At"
 """When it was signed: Unix epoch nanoseconds, decimal."""
 HEADER_SIGNATURE = "Bridge-Signature"
-"""Ed25519 signature (base64url, no padding) over SIGNING_DOMAIN, subject, signed_at and payload (see [constants])."""
+"""Ed25519 signature (base64url, no padding) over SIGNING_DOMAIN, subject, signed_at and payload
+(see [constants])."""
 HEADER_CHAIN = "Bridge-Chain"
 """Execution report hash chain: the engine_id whose chain the report belongs to."""
 HEADER_CHAIN_PREV = "Bridge-Chain-Prev"
@@ -236,7 +240,8 @@ SYMBOL_PATTERN = "^[A-Za-z0-9._/-]{1,32}$"
 
 # Fixed strings
 SIGNING_DOMAIN = "bridge.v1.sig"
-"""Signed bytes: SIGNING_DOMAIN, subject, signed_at (decimal) and payload, joined by one newline byte each."""
+"""Signed bytes: SIGNING_DOMAIN, subject, signed_at (decimal) and payload, joined by one newline
+byte each."""
 ALL_ACCOUNTS = "*"
 """In an entitlements file, an identity entitled to every (non-reserved) account."""
 

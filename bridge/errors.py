@@ -5,6 +5,8 @@
     BridgeError
     ├── InvalidOrderError        (also ValueError) input failed validation before anything was sent;
     │                            .errors lists (field, rule, message)
+    ├── ConfigurationError       (also ValueError) the settings cannot work (e.g. signing on and
+    │                            no NKey seed); raised when the client is built, before connecting
     ├── ClientClosedError        the client was used before ``async with`` or after it closed
     ├── ConnectionFailedError    NATS unreachable: the connect failed (refused, TLS handshake,
     │                            authorization) or the connection is down and did not come back
@@ -26,6 +28,11 @@
     ├── OrderRejectedError       the engine rejected the order (``OrderAck.raise_for_status()``):
     │                            reason, field errors and the engine's text
     ├── ProtocolError            the engine answered with something that is not a valid message
+    ├── SecurityViolationError   the server reported a permissions violation, or the engine refused
+    │                            an operation for a security reason (unsigned, bad signature,
+    │                            expired, replayed, wrong account, not entitled): the client closed
+    │                            its connection at once, and this fails every pending and later
+    │                            operation. Never retried: fix the credentials or entitlements
     └── ReportsLostError         a report stream's reader fell so far behind that EXECUTIONS aged
                                  out reports it had not read: the range is named, never skipped
 
@@ -44,7 +51,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from bridge.models import QueuedOrder
+    from bridge.models import OrderAck, QueuedOrder
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +100,10 @@ class InvalidOrderError(BridgeError, ValueError):
         self.errors = tuple(errors)
         detail = "; ".join(str(e) for e in self.errors)
         super().__init__(f"invalid {model}: {detail}")
+
+
+class ConfigurationError(BridgeError, ValueError):
+    """The settings cannot work as given (the message says which knob to set); nothing was sent."""
 
 
 class ClientClosedError(BridgeError):
@@ -214,6 +225,58 @@ class OrderRejectedError(BridgeError):
 
 class ProtocolError(BridgeError):
     """A peer sent bytes that do not decode as the expected bridge.v1 message."""
+
+
+class SecurityViolationError(BridgeError):
+    """A security violation ended this client: it closed its connection at once.
+
+    Raised by the operation that caused it and by every operation pending or started after it.
+    Two sources: the server reported a permissions violation (publish or subscribe to a subject
+    this identity may not use; ``reason`` is ``PERMISSIONS_VIOLATION``), or the engine refused an
+    order operation for a security reason (``reason`` is the ``RejectReason``, e.g.
+    ``BAD_SIGNATURE`` or ``NOT_ENTITLED``; ``ack`` is the engine's answer, ``text`` its detail).
+    ``subject`` is what the violation concerned (the server reports it in lower case) and
+    ``account`` the trading account, when known. A new ``BridgeClient`` is needed afterwards;
+    the cause (credentials, entitlements, clock) must be fixed first.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        subject: str | None = None,
+        account: str | None = None,
+        text: str = "",
+        ack: OrderAck | None = None,
+        client_order_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(message, client_order_id=client_order_id, correlation_id=correlation_id)
+        self.reason = reason
+        self.subject = subject
+        self.account = account
+        self.text = text
+        self.ack = ack
+
+    def for_operation(
+        self, client_order_id: str | None, correlation_id: str | None
+    ) -> SecurityViolationError:
+        """The same violation, raised by another operation (its ids, this cause)."""
+        if (client_order_id, correlation_id) == (self.client_order_id, self.correlation_id):
+            return self
+        err = SecurityViolationError(
+            Exception.__str__(self),
+            reason=self.reason,
+            subject=self.subject,
+            account=self.account,
+            text=self.text,
+            ack=self.ack,
+            client_order_id=client_order_id,
+            correlation_id=correlation_id,
+        )
+        err.__cause__ = self
+        return err
 
 
 class ReportsLostError(BridgeError):

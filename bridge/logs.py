@@ -13,6 +13,15 @@ operation's ids, bound once per operation by ``BridgeClient`` with
 ``account``, ``symbol``), ``level`` (lowercase: debug, info, warning, error), ``timestamp``
 (ISO 8601, UTC), and secrets redacted before the line leaves the library. JSON lines call the
 text ``message``: the field names of the engine's JSON lines.
+
+Secrets (NKey seeds, PEM private keys, values under secret-looking keys such as ``token`` or
+``password``) are redacted whatever logging configuration the application chooses, in two
+layers that do not depend on it: the ``redact_secrets`` structlog processor, first in every
+bridge logger's own chain (nested values and exception text included), and ``SecretsFilter``,
+a ``logging.Filter`` on each ``bridge`` logger object itself (not on a handler), which scrubs
+the stdlib record (``msg``, ``args``, extra attributes, exception and stack text) before any
+handler or formatter of the application sees it. Settings print their inline secrets as
+``SecretStr`` (``**********``). Signatures and public keys are not secrets and are kept.
 """
 
 from __future__ import annotations
@@ -33,8 +42,10 @@ _SECRET_KEY = re.compile(
     re.I,
 )
 # NKey seeds ("SU...", "SO...", "SA...", ...) and PEM private keys, wherever they appear in a value.
+# A seed is masked wherever a run of base32 characters starts with it, even glued to other
+# text ("seed_SU...", "xSU..."); a public key ("U...", "N...") starts a run with another letter.
 _SECRET_VALUE = re.compile(
-    r"\bS[UOANCXP][A-Z2-7]{40,}\b"
+    r"(?<![A-Z2-7])S[UOANCXP][A-Z2-7]{40,}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"
 )
 REDACTED = "***"
@@ -42,16 +53,98 @@ REDACTED = "***"
 logging.getLogger("bridge").addHandler(logging.NullHandler())
 
 
+def _secret_key(key: object) -> bool:
+    return (
+        isinstance(key, str)
+        and _SECRET_KEY.search(key) is not None
+        and not key.endswith(("_file", "_path"))
+    )
+
+
+def scrub(value: Any, depth: int = 0) -> Any:
+    """``value`` with every secret inside it masked: strings, bytes, nested dicts, lists and
+    tuples (values under secret-looking keys entirely); any other object whose text shows a
+    secret becomes that text, masked. Numbers, booleans, None and harmless objects are kept."""
+    if isinstance(value, str):
+        return _SECRET_VALUE.sub(REDACTED, value) if "S" in value or "-----" in value else value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth > 8:
+        return REDACTED  # deeper than any log value should be: do not risk it
+    if isinstance(value, dict):
+        return {k: REDACTED if _secret_key(k) else scrub(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [scrub(v, depth + 1) for v in value]
+        return type(value)(items) if not isinstance(value, tuple) else tuple(items)
+    if isinstance(value, bytes | bytearray):
+        text = bytes(value).decode("latin-1")
+        return _SECRET_VALUE.sub(REDACTED, text) if _SECRET_VALUE.search(text) else value
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:  # an object that cannot print itself prints nothing secret either
+        return value
+    return _SECRET_VALUE.sub(REDACTED, text) if _SECRET_VALUE.search(text) else value
+
+
 def redact_secrets(
     _logger: Any, _method: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: mask values of secret-looking keys and secret-looking substrings."""
+    """structlog processor: mask values of secret-looking keys and secrets anywhere in the
+    other values (nested ones, exceptions and objects included)."""
     for key, value in list(event.items()):
-        if _SECRET_KEY.search(key) and not key.endswith(("_file", "_path")):
+        if _secret_key(key):
             event[key] = REDACTED
-        elif isinstance(value, str):
-            event[key] = _SECRET_VALUE.sub(REDACTED, value)
+        else:
+            event[key] = scrub(value)
     return event
+
+
+# Attributes every record has, and those structlog's wrap_for_formatter adds (its logger object):
+# not the application's extra values.
+_STANDARD_RECORD_KEYS = frozenset(
+    vars(logging.LogRecord("", logging.INFO, "", 0, "", (), None))
+) | {"message", "asctime", "taskName", "_logger", "_name", "_from_structlog"}
+
+
+class SecretsFilter(logging.Filter):
+    """Scrubs secrets from a stdlib record before any handler or formatter sees it.
+
+    Attached to each ``bridge`` logger object (``get_logger``), so it holds whatever handlers,
+    formatters or structlog setup the application installs: ``msg`` (a string or the event
+    dict of a structlog line), ``args``, every extra attribute, and the exception and stack
+    text (an exception whose text shows a secret is formatted here, masked and kept as
+    ``exc_text``; its ``exc_info`` is dropped so that no formatter renders the original). A
+    filter on a logger sees only that logger's own records, hence one per bridge logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = scrub(record.msg)
+        if record.args:
+            record.args = scrub(record.args)
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD_RECORD_KEYS:
+                setattr(record, key, REDACTED if _secret_key(key) else scrub(value))
+        if record.exc_info:
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            if _SECRET_VALUE.search(text):
+                record.exc_text = _SECRET_VALUE.sub(REDACTED, text)
+                record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = _SECRET_VALUE.sub(REDACTED, record.exc_text)
+        if record.stack_info:
+            record.stack_info = _SECRET_VALUE.sub(REDACTED, record.stack_info)
+        return True
+
+
+_FILTER = SecretsFilter()
+
+
+def _protected(logger: logging.Logger) -> logging.Logger:
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+    return logger
+
+
+_protected(logging.getLogger("bridge"))
 
 
 # Everything a line gets before it leaves the library (or the application's structlog loggers,
@@ -134,7 +227,7 @@ class _BridgeLogger(structlog.stdlib.BoundLogger):
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """The logger of one bridge module (``name`` starts with ``bridge.``)."""
     processors = [*_ENRICH, ProcessorFormatter.wrap_for_formatter]
-    return _BridgeLogger(logging.getLogger(name), processors, {})
+    return _BridgeLogger(_protected(logging.getLogger(name)), processors, {})
 
 
 _installed: logging.Handler | None = None

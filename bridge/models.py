@@ -245,6 +245,31 @@ class RejectReason(StrEnum):
     TOO_LATE = "TOO_LATE"
     ENGINE_UNAVAILABLE = "ENGINE_UNAVAILABLE"
     RECOVERY_INVALID = "RECOVERY_INVALID"
+    UNSIGNED = "UNSIGNED"
+    BAD_SIGNATURE = "BAD_SIGNATURE"
+    SIGNATURE_EXPIRED = "SIGNATURE_EXPIRED"
+    REPLAYED = "REPLAYED"
+    ACCOUNT_MISMATCH = "ACCOUNT_MISMATCH"
+    NOT_ENTITLED = "NOT_ENTITLED"
+
+    @property
+    def is_security(self) -> bool:
+        """A security refusal: the client that receives it closes its connection
+        (``SecurityViolationError``)."""
+        return self in SECURITY_REASONS
+
+
+SECURITY_REASONS = frozenset(
+    {
+        RejectReason.UNSIGNED,
+        RejectReason.BAD_SIGNATURE,
+        RejectReason.SIGNATURE_EXPIRED,
+        RejectReason.REPLAYED,
+        RejectReason.ACCOUNT_MISMATCH,
+        RejectReason.NOT_ENTITLED,
+    }
+)
+"""The reasons the engine refuses an order operation for: not a bad order, a security violation."""
 
 
 def _enum_from_proto(cls: type[_E], prefix: str, value: int, enum: Any) -> _E:
@@ -432,6 +457,8 @@ class ExecutionReport(_Model):
     seq: int
     engine_id: str
     tags: Tags
+    signer: str = ""
+    """Public NKey of the identity that signed the order ("" for the engine's own orders)."""
 
     @property
     def is_final(self) -> bool:
@@ -471,6 +498,7 @@ class ExecutionReport(_Model):
             seq=msg.seq,
             engine_id=msg.engine_id,
             tags=MappingProxyType(dict(msg.tags)),
+            signer=msg.signer,
         )
 
 

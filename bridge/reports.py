@@ -127,6 +127,8 @@ class ReportStream:
     # -- the consumer ------------------------------------------------------------------------
 
     async def _next(self, deadline: float | None) -> ExecutionReport:
+        if self._conn.violation is not None:
+            raise self._conn.violation.for_operation(None, None)
         if not self._open:
             raise ClientClosedError("use `async with bridge.reports(...)` before reading it")
         while True:
@@ -148,6 +150,8 @@ class ReportStream:
                 await self._reset(f"no report and no heartbeat for {STALL_S:.0f}s")
                 continue
             except nats.errors.ConnectionClosedError as exc:
+                if self._conn.violation is not None:
+                    raise self._conn.violation.for_operation(None, None) from exc
                 raise ClientClosedError("the client closed while reading reports") from exc
             report = await self._take(msg)
             if report is not None:

@@ -25,6 +25,7 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.client import Server as NatsServer
 from nats.aio.msg import Msg
 
+from bridge import contract
 from bridge.config import BridgeSettings
 from bridge.logs import get_logger
 
@@ -117,8 +118,9 @@ class Transport(Protocol):
         pending_msgs_limit: int | None = None,
     ) -> Subscription: ...
 
-    def abort_requests(self) -> None:
-        """Fail every request still awaiting its reply (the connection dropped)."""
+    def abort_requests(self, error: BaseException | None = None) -> None:
+        """Fail every request still awaiting its reply with ``error`` (default: nats-py's
+        ``ConnectionReconnectingError``; the connection dropped)."""
         ...
 
     async def stream_info(self, stream: str) -> StreamState: ...
@@ -192,7 +194,7 @@ class NatsTransport:
             tls_hostname=None,
             nkeys_seed=str(s.nkey_seed_file) if s.nkey_seed_file else None,
             nkeys_seed_str=seed,
-            inbox_prefix=s.inbox_prefix,
+            inbox_prefix=s.inbox_prefix or contract.inbox_prefix("orchestrator"),
             connect_timeout=max(1, s.connect_timeout_ms // 1000),
             # The first connect runs with reconnects off so that the client's backoff, not
             # nats-py's fixed-wait loop, governs it; allow_reconnect() turns them on.
@@ -256,16 +258,19 @@ class NatsTransport:
             return await nc.subscribe(subject, cb=cb)
         return await nc.subscribe(subject, cb=cb, pending_msgs_limit=pending_msgs_limit)
 
-    def abort_requests(self) -> None:
+    def abort_requests(self, error: BaseException | None = None) -> None:
         """nats-py 2.16 leaves requests waiting for their full timeout although no reply can
         arrive on a dead connection; failing them now lets the retry policy re-send (same ids,
         so safely) as soon as the connection is back, instead of after the timeout: across a
         50 ms server restart the first publish ack came 2.06 s after the kill before, 0.07-0.11
         s after (tests/faults/test_server_restart.py). ``_resp_map`` is private: the only
-        handle on them."""
-        for future in list(self._conn()._resp_map.values()):
+        handle on them. A security violation fails them with its ``SecurityViolationError``:
+        nats-py 2.16 leaves them waiting when it closes, too."""
+        if self._nc is None:
+            return
+        for future in list(self._nc._resp_map.values()):
             if not future.done():
-                future.set_exception(nats.errors.ConnectionReconnectingError())
+                future.set_exception(error or nats.errors.ConnectionReconnectingError())
 
     async def stream_info(self, stream: str) -> StreamState:
         info = await self._conn().jetstream().stream_info(stream)

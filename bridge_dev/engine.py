@@ -110,10 +110,14 @@ def write_client_config(settings: BridgeSettings, path: Path) -> Path:
     return path
 
 
-def engine_env(url: str, creds: DevCredentials, engine_id: str) -> dict[str, str]:
-    """The ``BRIDGE_*`` connection variables of an engine."""
+def engine_env(
+    url: str, creds: DevCredentials, engine_id: str, entitlements_file: Path | None = None
+) -> dict[str, str]:
+    """The ``BRIDGE_*`` connection variables of an engine, and its entitlements file (default:
+    the dev PKI's resolved ``.dev/entitlements.toml``, the file the dev server renders)."""
     role = creds.role("engine")
     return {
+        "BRIDGE_ENTITLEMENTS_FILE": str(entitlements_file or creds.entitlements_file),
         "BRIDGE_NATS_URL": url,
         "BRIDGE_TLS_CA_FILE": str(creds.ca_file),
         "BRIDGE_TLS_CERT_FILE": str(role.cert_file),
@@ -164,7 +168,14 @@ class EngineProcess:
         if timeout is None:
             timeout = READY_TIMEOUT_S + lease_wait_limit()
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
-        env.update(engine_env(self.handle.url, self.handle.creds, self.engine_id))
+        env.update(
+            engine_env(
+                self.handle.url,
+                self.handle.creds,
+                self.engine_id,
+                self.handle.entitlements_file,
+            )
+        )
         if SEED_GENERATION is not None:
             env["BRIDGE_SEED_GENERATION"] = SEED_GENERATION
         env.update(self._env)

@@ -13,6 +13,7 @@ import argparse
 import json
 import re
 import sys
+import textwrap
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,12 @@ def _q(text: str) -> str:
     return json.dumps(text)
 
 
-def _docstring(doc: str) -> list[str]:
-    return [f'"""{doc}"""'] if doc else []
+def _docstring(doc: str, indent: str = "") -> list[str]:
+    """A docstring wrapped to the line limit (ruff's E501 holds generated code too)."""
+    if not doc:
+        return []
+    lines = textwrap.wrap(f'"""{doc}"""', width=100 - len(indent))
+    return [indent + line for line in lines]
 
 
 def _pattern(name: str, pattern: str, doc: str) -> list[str]:
@@ -48,7 +53,7 @@ def _pattern(name: str, pattern: str, doc: str) -> list[str]:
     return [
         *head,
         f"def {name}({args}) -> str:",
-        f'    """{doc}"""',
+        *_docstring(doc, "    "),
         f'    return f"{pattern}"',
         "",
     ]

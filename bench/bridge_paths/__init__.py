@@ -1,7 +1,8 @@
 """The bridge's own order paths, measured through its public API (``BridgeClient``).
 
 * synchronous: ``submit`` -> ack and -> first fill, one order at a time on an idle engine, and
-  ``submit`` back to back (the Python/engine CPU cost per order is taken there);
+  ``submit`` back to back (the Python/engine CPU cost per order is taken there); signing on vs
+  off (its cost per order and on the ack latency, ABBA in the same run);
 * queued: ``enqueue_batch`` publish throughput, the engine's drain rate of a pre-queued
   backlog, and order -> final report latency under an open-loop offered load, measured from
   each order's *intended* send time so that a slow system cannot hide its queueing
@@ -10,7 +11,8 @@
 Every order is a 1-share MARKET IOC order of symbol BENCH (``bench/engine.toml`` seeds ample
 liquidity), so each is acknowledged, filled once and final (reports NEW, TRADE/FILLED).
 
-One module per scenario: ``sync`` (isolated, back to back, client codec cost), ``diag`` (raw
+One module per scenario: ``sync`` (isolated, back to back, client codec cost), ``signing``,
+``diag`` (raw
 requests to the engine), ``publish`` ((b) raw publish and ``enqueue_batch``), ``drain``,
 ``open_loop`` and ``engine_core``; ``common`` holds the orders, settings and engine they share.
 """
@@ -21,9 +23,13 @@ from bench.bridge_paths.drain import drain, prequeue
 from bench.bridge_paths.engine_core import engine_core
 from bench.bridge_paths.open_loop import open_loop
 from bench.bridge_paths.publish import enqueue_throughput, publish_raw
+from bench.bridge_paths.signing import LEGS as SIGNING_LEGS
+from bench.bridge_paths.signing import engine_env as signing_engine_env
+from bench.bridge_paths.signing import signing_leg, signing_rows
 from bench.bridge_paths.sync import client_codec_us, sync_back_to_back, sync_isolated
 
 __all__ = [
+    "SIGNING_LEGS",
     "Engine",
     "client_codec_us",
     "drain",
@@ -34,6 +40,9 @@ __all__ = [
     "prequeue",
     "publish_raw",
     "raw_request_to_engine",
+    "signing_engine_env",
+    "signing_leg",
+    "signing_rows",
     "sync_back_to_back",
     "sync_isolated",
 ]

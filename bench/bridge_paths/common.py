@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -48,8 +48,10 @@ def order_payload(run: str) -> bytes:
     return make_orders(f"{run}px", 1)[0].to_proto().SerializeToString()
 
 
-def settings_for(handle: ServerHandle) -> BridgeSettings:
-    return client_settings(handle, request_timeout_ms=int(REPLY_TIMEOUT * 1000))
+def settings_for(handle: ServerHandle, *, sign_orders: bool = True) -> BridgeSettings:
+    return client_settings(
+        handle, request_timeout_ms=int(REPLY_TIMEOUT * 1000), sign_orders=sign_orders
+    )
 
 
 @asynccontextmanager
@@ -68,12 +70,15 @@ async def purge_orders(handle: ServerHandle) -> None:
 
 
 class Engine:
-    """The engine process of the bridge phase; restartable, tracking its peak RSS."""
+    """The engine process of the bridge phase; restartable (with other ``BRIDGE_*`` knobs),
+    tracking its peak RSS."""
 
     def __init__(self, handle: ServerHandle, config: Path, log_file: Path) -> None:
         self.handle = handle
         self.config = config
         self.log_file = log_file
+        self.env: Mapping[str, str] = {}
+        """Extra ``BRIDGE_*`` variables of the running engine (e.g. signatures not required)."""
         self.proc: EngineProcess | None = None
         self.peak_rss = 0
         self.restarts = 0
@@ -86,7 +91,9 @@ class Engine:
 
     def start(self) -> tuple[int, float]:
         """Start and wait for 'engine ready'; returns (perf_counter_ns, engine CPU s) then."""
-        self.proc = EngineProcess(self.handle, config_file=self.config, log_file=self.log_file)
+        self.proc = EngineProcess(
+            self.handle, config_file=self.config, log_file=self.log_file, env=self.env
+        )
         self.proc.start()
         return time.perf_counter_ns(), cpu_seconds(self.pid)
 
@@ -99,6 +106,13 @@ class Engine:
         code = proc.stop()
         if code != 0:
             raise BenchError(f"engine exited with {code}; log tail:\n{proc.log_tail()}")
+
+    def restart_with(self, env: Mapping[str, str]) -> None:
+        """Run with ``env`` from now on: restarted (ORDERS purged) if it differs."""
+        if dict(env) == dict(self.env) and self.proc is not None:
+            return
+        self.env = dict(env)
+        self.restart_empty()
 
     def restart_empty(self) -> None:
         """Stop (it finishes its current pull batch), purge ORDERS, start again."""

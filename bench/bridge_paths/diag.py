@@ -3,7 +3,13 @@ client library's cost from the engine's."""
 
 from __future__ import annotations
 
-from bench.bridge_paths.common import REPLY_TIMEOUT, Engine, make_orders, server_pid
+from bench.bridge_paths.common import (
+    REPLY_TIMEOUT,
+    SYNC_ACCOUNT,
+    Engine,
+    make_orders,
+    server_pid,
+)
 from bench.measure import Result, closed_loop
 from bench.profile import Budget
 from bridge import contract
@@ -19,9 +25,10 @@ async def raw_request_to_engine(
     orders = make_orders(f"{run}r", budget.warmup + budget.count)
     payloads = [o.to_proto().SerializeToString() for o in orders]
     nc = await connect_as(handle.url, handle.creds, "orchestrator")
+    subject = contract.submit(SYNC_ACCOUNT)
 
     async def one(i: int) -> None:
-        await nc.request(contract.SUBMIT, payloads[i], timeout=REPLY_TIMEOUT)
+        await nc.request(subject, payloads[i], timeout=REPLY_TIMEOUT)
 
     try:
         timed = await closed_loop(one, budget, {"peer": engine.pid, "nats": server_pid(handle)})

@@ -91,6 +91,7 @@ def public_key(nkey: str) -> VerifyKey:
         raise SignatureError(f"{nkey!r} is not a public NKey (base32)") from None
     if len(raw) != 35 or raw[0] != nkeys.PREFIX_BYTE_USER:
         raise SignatureError(f"{nkey!r} is not a public user NKey")
-    if nkeys.crc16_checksum(raw[:-2]) != raw[-2:]:
+    # nkeys.crc16 (not crc16_checksum, which nkeys 0.2.0, the declared floor, lacks).
+    if nkeys.crc16(raw[:-2]).to_bytes(2, "little") != raw[-2:]:
         raise SignatureError(f"{nkey!r}: checksum mismatch")
     return VerifyKey(raw[1:33])

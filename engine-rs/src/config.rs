@@ -23,6 +23,18 @@ pub struct Config {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     pub nkey_seed_file: Option<PathBuf>,
+    /// The entitlements file (format: `nats/entitlements.toml`, with every key resolved):
+    /// who may sign order operations for which accounts. Re-read on SIGHUP. Required when
+    /// `require_signatures` is on.
+    pub entitlements_file: Option<PathBuf>,
+    /// Refuse every order operation (submit, cancel, status, queued) that is not signed by an
+    /// identity entitled to its account. Off only to measure the cost of signing: nothing is
+    /// checked and no signer is recorded.
+    pub require_signatures: bool,
+    /// A signature whose signed_at is further than this from the engine's clock (a queued
+    /// order: from the time JetStream stored it) is refused; a signature is remembered this
+    /// long to refuse its replays.
+    pub signature_window_ms: u64,
     /// Must match the engine role's subscribe permission (`_INBOX.engine.>`).
     pub inbox_prefix: String,
     pub client_name: String,
@@ -130,6 +142,9 @@ impl Default for Config {
             tls_cert_file: None,
             tls_key_file: None,
             nkey_seed_file: None,
+            entitlements_file: None,
+            require_signatures: true,
+            signature_window_ms: 30_000,
             inbox_prefix: "_INBOX.engine".into(),
             client_name: "bridge-engine".into(),
             engine_id: "engine-1".into(),
@@ -297,6 +312,30 @@ impl Config {
                 self.reconnect_initial_delay_ms.to_string(),
                 "must not exceed reconnect_max_delay_ms",
             );
+        }
+        Ok(())
+    }
+
+    /// The authorization knobs must describe a usable policy: signatures required means an
+    /// entitlements file to check them against. Checked at start-up (not by `load`, so that
+    /// `--print-config` shows any configuration).
+    pub fn check_authorization(&self) -> Result<(), ConfigError> {
+        if self.require_signatures && self.entitlements_file.is_none() {
+            return Err(ConfigError::Value {
+                field: "entitlements_file".into(),
+                value: String::new(),
+                reason: "is required when require_signatures is true (set entitlements_file \
+                         / BRIDGE_ENTITLEMENTS_FILE to a resolved entitlements file; \
+                         require_signatures = false only to measure the cost of signing)"
+                    .into(),
+            });
+        }
+        if self.signature_window_ms == 0 {
+            return Err(ConfigError::Value {
+                field: "signature_window_ms".into(),
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::error::ConnectError;
 use crate::jetstream_errors;
 use crate::retry;
+use crate::secret::Secret;
 
 /// Connects with mutual TLS and the engine's NKey, using the engine role's inbox prefix.
 ///
@@ -66,11 +67,11 @@ pub async fn connect(cfg: &Config) -> Result<Client, ConnectError> {
             }
         });
     if let Some(seed_file) = &cfg.nkey_seed_file {
-        let seed = std::fs::read_to_string(seed_file).map_err(|source| ConnectError::ReadSeed {
+        let seed = Secret::read_file(seed_file).map_err(|source| ConnectError::ReadSeed {
             path: seed_file.clone(),
             source,
         })?;
-        opts = opts.nkey(seed.trim().to_string());
+        opts = opts.nkey(seed.expose().to_string());
     }
     if let Some(ca) = &cfg.tls_ca_file {
         opts = opts.require_tls(true).add_root_certificates(ca.clone());

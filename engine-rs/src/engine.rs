@@ -35,11 +35,13 @@ use async_nats::Client;
 use bytes::Bytes;
 use tracing::{error, info, warn};
 
+use crate::alerts::Alerts;
+use crate::auth::{Authorizer, Entitlements, Refusal};
 use crate::config::Config;
 use crate::consumer;
 use crate::error::EngineError;
 use crate::failpoint::Failpoint;
-use crate::intake::{self, Prepared};
+use crate::intake::{self, IntakeCounters, Prepared};
 use crate::jetstream_errors::Readiness;
 use crate::limits::Limits;
 use crate::proto::v1 as pb;
@@ -74,12 +76,22 @@ pub struct Engine {
     pub(crate) limits: Limits,
     pub(crate) last_seq: u64,
     pub(crate) failpoint: Failpoint,
+    /// The authorization checks; `None` when `require_signatures` is off.
+    pub(crate) auth: Option<Authorizer>,
+    pub(crate) alerts: Alerts,
+    pub(crate) alerts_raised: u64,
+    pub counters: IntakeCounters,
 }
 
 impl Engine {
     /// Binds to the provisioned streams, consumer and bucket (it never creates them: the
-    /// engine role may not) and sets up an empty venue.
-    pub async fn new(cfg: Config, client: Client) -> Result<(Self, PullConsumer), EngineError> {
+    /// engine role may not) and sets up an empty venue. `entitlements`: what signed order
+    /// operations are checked against (`None`: signatures are not required).
+    pub async fn new(
+        cfg: Config,
+        client: Client,
+        entitlements: Option<Entitlements>,
+    ) -> Result<(Self, PullConsumer), EngineError> {
         let js = jetstream::new(client.clone());
         let readiness = Arc::new(Readiness::default());
         let failpoint = Failpoint::new(cfg.failpoint.clone(), client.clone());
@@ -88,6 +100,8 @@ impl Engine {
         let consumer = consumer::bind(&js).await?;
         let limits = cfg.core_limits()?;
         let venue = Venue::new(&limits.symbols);
+        let auth = entitlements.map(|e| Authorizer::new(e, cfg.signature_window_ms));
+        let alerts = Alerts::start(client.clone());
         Ok((
             Engine {
                 cfg,
@@ -98,6 +112,10 @@ impl Engine {
                 limits,
                 last_seq: 0,
                 failpoint,
+                auth,
+                alerts,
+                alerts_raised: 0,
+                counters: IntakeCounters::default(),
             },
             consumer,
         ))
@@ -121,6 +139,7 @@ impl Engine {
         rejection: Option<Rejection>,
         payload_len: usize,
         correlation_id: &str,
+        signer: &str,
     ) -> Result<Prepared, EngineError> {
         let seq = self.next_seq();
         let validator = self.limits.validator();
@@ -128,12 +147,47 @@ impl Engine {
             validator: &validator,
             engine_id: &self.cfg.engine_id,
             now: now_ns(),
+            signer,
         };
         let prepared = intake::prepare(&ctx, order, rejection, payload_len, seq, correlation_id)?;
         if let Prepared::Unkeyed(ack) = &prepared {
             warn!(client_order_id = %echo(&ack.client_order_id), reason = %ack.text, "order rejected (unkeyed)");
         }
         Ok(prepared)
+    }
+
+    /// A queued order refused by the authorization checks, prepared as an invalid one
+    /// ([`intake::refusal`]): stored REJECTED under the subject's account, reported.
+    pub(crate) fn prepare_refusal(
+        &mut self,
+        refusal: &Refusal,
+        client_order_id: &str,
+        correlation_id: &str,
+    ) -> Result<Prepared, EngineError> {
+        let seq = self.next_seq();
+        let validator = self.limits.validator();
+        // The signer is recorded only once its signature verified.
+        let signer = if refusal.identity.is_some() {
+            refusal.signer.as_str()
+        } else {
+            ""
+        };
+        let ctx = intake::Context {
+            validator: &validator,
+            engine_id: &self.cfg.engine_id,
+            now: now_ns(),
+            signer,
+        };
+        let reason = refusal.kind.reject_reason();
+        Ok(intake::refusal(
+            &ctx,
+            &refusal.account,
+            client_order_id,
+            reason,
+            &refusal.text,
+            seq,
+            correlation_id,
+        )?)
     }
 
     /// Step 1's write: `kv.create` of a prepared order's record. `None`: no record (unkeyed).
@@ -195,8 +249,9 @@ impl Engine {
         order: pb::NewOrder,
         payload_len: usize,
         correlation_id: &str,
+        signer: &str,
     ) -> Result<(pb::OrderAck, Intake), EngineError> {
-        let prepared = self.prepare(order, None, payload_len, correlation_id)?;
+        let prepared = self.prepare(order, None, payload_len, correlation_id, signer)?;
         let created = self.create_prepared(&prepared).await?;
         let (ack, intake) = self.settle(prepared, created, correlation_id).await?;
         if let Intake::Rejected(reports) = &intake {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use async_nats::jetstream::{self, kv};
 
+use crate::auth::EntitlementsError;
 use crate::config::ConfigError;
 use crate::house::BadSeedId;
 use crate::lease::LeaseError;
@@ -109,4 +110,6 @@ pub enum EngineError {
     Seed(#[from] BadSeedId),
     #[error(transparent)]
     Lease(#[from] LeaseError),
+    #[error(transparent)]
+    Entitlements(#[from] EntitlementsError),
 }

@@ -61,11 +61,14 @@ impl Prepared {
     }
 }
 
-/// What intake needs besides the order: the checks, who we are, and the time.
+/// What intake needs besides the order: the checks, who we are, the time, and who signed it.
 pub struct Context<'a> {
     pub validator: &'a Validator<'a>,
     pub engine_id: &'a str,
     pub now: i64,
+    /// Public NKey of the identity whose signature verified ("" when signatures are not
+    /// checked): recorded in the order's record and every report.
+    pub signer: &'a str,
 }
 
 /// True when account and client order id can form a KV key (and a subject token). Requests
@@ -173,7 +176,8 @@ pub fn prepare(
     let correlation_id = bounded_correlation_id(correlation_id);
     Ok(match checked {
         Err(rej) => {
-            let live = LiveOrder::new(key, bounded(order), ctx.engine_id, seq, correlation_id);
+            let mut live = LiveOrder::new(key, bounded(order), ctx.engine_id, seq, correlation_id);
+            live.record.signer = ctx.signer.into();
             let text = rej.text();
             let mut touched = Venue::reject(live, rej.reason, &rej.errors, &text, ctx.now)?;
             let ack = ack_for(&touched.order, ctx.engine_id, ctx.now).rejected_by(&rej);
@@ -182,11 +186,76 @@ pub fn prepare(
         }
         Ok(valid) => {
             let mut live = LiveOrder::new(key, order, ctx.engine_id, seq, correlation_id);
+            live.record.signer = ctx.signer.into();
             let ack = ack_for(&live, ctx.engine_id, ctx.now).accepted("");
             live.record.ack = Some(ack);
             Prepared::Accepted(Box::new(live), valid)
         }
     })
+}
+
+/// The REJECTED ack of an order operation the authorization checks refused, answered without
+/// a record: the subject's account and the client order id the payload seemed to carry (cut to
+/// their limits: only echoed), the refusal's reason and text.
+pub fn refusal_ack(
+    account: &str,
+    client_order_id: &str,
+    reason: RejectReason,
+    text: &str,
+    engine_id: &str,
+    now: i64,
+) -> pb::OrderAck {
+    AckFor {
+        client_order_id: truncate(client_order_id, MAX_CLIENT_ORDER_ID_BYTES),
+        account: truncate(account, MAX_ACCOUNT_BYTES),
+        engine_order_id: "",
+        order_status: OrderStatus::Rejected as i32,
+        engine_id,
+        now,
+    }
+    .rejected(reason, vec![], truncate(text, MAX_REFUSAL_TEXT_BYTES))
+}
+
+/// The longest refusal text an ack, record or report carries.
+pub use crate::auth::MAX_REFUSAL_TEXT_BYTES;
+
+/// A queued order the authorization checks refused, as the queued path takes in an invalid
+/// order: REJECTED, stored under the subject's account (which the server let its sender use)
+/// and the message's client order id, reported, never executed. Nothing else of the untrusted
+/// payload is kept. Without a valid key: answered only (nobody to answer on the queued path).
+pub fn refusal(
+    ctx: &Context<'_>,
+    account: &str,
+    client_order_id: &str,
+    reason: RejectReason,
+    text: &str,
+    seq: u64,
+    correlation_id: &str,
+) -> Result<Prepared, VenueError> {
+    let text = truncate(text, MAX_REFUSAL_TEXT_BYTES);
+    if !valid_key(account, client_order_id) {
+        return Ok(Prepared::Unkeyed(refusal_ack(
+            account,
+            client_order_id,
+            reason,
+            text,
+            ctx.engine_id,
+            ctx.now,
+        )));
+    }
+    let order = pb::NewOrder {
+        account: account.into(),
+        client_order_id: client_order_id.into(),
+        ..Default::default()
+    };
+    let key = contract::order_key(account, client_order_id);
+    let correlation_id = bounded_correlation_id(correlation_id);
+    let mut live = LiveOrder::new(key, order, ctx.engine_id, seq, correlation_id);
+    live.record.signer = ctx.signer.into();
+    let mut touched = Venue::reject(live, reason, &[], text, ctx.now)?;
+    let ack = ack_for(&touched.order, ctx.engine_id, ctx.now).rejected(reason, vec![], text);
+    touched.order.record.ack = Some(ack);
+    Ok(Prepared::Rejected(Box::new(touched)))
 }
 
 /// A keyed order the order store refused for good (its create can never succeed): REJECTED
@@ -266,6 +335,10 @@ pub fn status_reply(record: OrderRecord) -> pb::OrderStatusReply {
         ..Default::default()
     }
 }
+
+pub mod counters;
+
+pub use counters::IntakeCounters;
 
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,8 @@
 //! - [`intake`]: an order's record and answer, every size bounded.
 //! - [`reconcile`]: recovery's decision for each open record after a restart.
 //! - [`fixed`]: exact fixed-point (1e-8) arithmetic and wire decimals.
+//! - [`auth`]: who may do what: the entitlements file, order signatures, the signature
+//!   window, replays, entitlement and account checks; each refusal typed.
 //!
 //! Configuration and policy:
 //! - [`config`]: defaults < TOML file < `BRIDGE_*` environment; renamed knobs refused.
@@ -18,6 +20,7 @@
 //! - [`contract`]: every subject, stream, consumer, bucket and header name, id rule and size
 //!   limit, generated from `schemas/bridge/v1/contract.toml`.
 //! - [`logging`]: JSON log lines with the field names the Python side uses.
+//! - [`secret`]: secrets (the NKey seed) in a type that prints `[REDACTED]`.
 //!
 //! The NATS side:
 //! - [`error`]: one error enum per boundary, each with a kind to match.
@@ -29,6 +32,7 @@
 //! - [`store`]: the order store (KV `bridge_orders`): create, read, update; record revisions.
 //! - [`publish`]: execution reports to EXECUTIONS in atomic batches; the last stored report.
 //! - [`failpoint`]: crash-test failpoints.
+//! - [`alerts`]: security alerts to the ALERTS stream, off the order path.
 //! - [`engine`]: the engine's state and the protocol steps the commands share.
 //! - [`commands`]: one module per request (submit, queued, cancel, status) and the dispatch.
 //! - [`recovery`]: start-up recovery of this engine's open orders and books.
@@ -36,6 +40,8 @@
 //! - [`proto`]: prost-generated `bridge.v1` and engine state types.
 
 pub mod ack;
+pub mod alerts;
+pub mod auth;
 pub mod book;
 pub mod commands;
 pub mod config;
@@ -59,6 +65,7 @@ pub mod reconcile;
 pub mod recovery;
 pub mod retry;
 pub mod run;
+pub mod secret;
 pub mod store;
 pub mod validate;
 pub mod venue;

@@ -1,6 +1,7 @@
 //! The engine's life: connect, take the leases, bind, recover, subscribe, serve every request
 //! through one dispatch ([`Engine::dispatch`]) and the ORDERS pull consumer, then on shutdown
-//! stop intake, finish what was delivered, flush and release the leases.
+//! stop intake, finish what was delivered, log what intake could not attribute, flush and
+//! release the leases. SIGHUP re-reads the entitlements file.
 
 use std::future::Future;
 use std::time::Duration;
@@ -8,8 +9,10 @@ use std::time::Duration;
 use async_nats::{jetstream, Client, Subscriber};
 use backon::Retryable;
 use futures::{FutureExt, StreamExt};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{info, warn};
 
+use crate::auth::{self, Entitlements};
 use crate::commands::Request;
 use crate::config::Config;
 use crate::connection;
@@ -21,12 +24,14 @@ use crate::jetstream_errors::retrying;
 use crate::lease;
 use crate::retry;
 
-/// The request-reply subscriptions, as one source of [`Request`]s.
+/// The request-reply subscriptions and SIGHUP (reload the entitlements), as one source of
+/// [`Request`]s.
 struct Subscriptions {
     submits: Subscriber,
     cancels: Subscriber,
     forwarded: Subscriber,
     statuses: Subscriber,
+    hangup: Signal,
     /// Which of the four (in that order) have not ended.
     open: [bool; 4],
 }
@@ -36,7 +41,9 @@ impl Subscriptions {
         let group = contract::ENGINE_QUEUE_GROUP.to_string();
         let setup = |e: async_nats::SubscribeError| SetupError::new("subscribe", e);
         let queue = |s: &'static str| client.queue_subscribe(s, group.clone());
+        let hangup = signal(SignalKind::hangup()).map_err(|e| SetupError::new("SIGHUP", e))?;
         Ok(Subscriptions {
+            hangup,
             submits: queue(contract::SUBMIT_ALL).await.map_err(setup)?,
             cancels: queue(contract::CANCEL_ALL).await.map_err(setup)?,
             statuses: queue(contract::STATUS_ALL).await.map_err(setup)?,
@@ -57,6 +64,7 @@ impl Subscriptions {
                 m = self.cancels.next(), if open[1] => match m { Some(m) => return Some(Request::Cancel(m)), None => self.open[1] = false },
                 m = self.forwarded.next(), if open[2] => match m { Some(m) => return Some(Request::ForwardedCancel(m)), None => self.open[2] = false },
                 m = self.statuses.next(), if open[3] => match m { Some(m) => return Some(Request::Status(m)), None => self.open[3] = false },
+                Some(()) = self.hangup.recv() => return Some(Request::ReloadEntitlements),
             }
         }
         None
@@ -80,6 +88,8 @@ impl Subscriptions {
 /// Runs the engine until `shutdown` resolves: recover, subscribe, serve; then stop intake,
 /// finish in-flight orders, flush and return.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
+    // A configuration that cannot check signatures stops start-up before anything connects.
+    let entitlements = load_entitlements(&cfg)?;
     let client = connection::connect(&cfg).await?;
     // Before anything else touches orders: refuse to run beside another live engine.
     // Both are retried while JetStream is unavailable (a cluster electing leaders at start-up);
@@ -89,13 +99,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .when(|e| !matches!(e, lease::LeaseError::Refused(_)))
         .notify(|e, delay| retrying("take leases", &cfg.engine_id, e, delay))
         .await?;
-    let (mut engine, consumer) = (|| Engine::new(cfg.clone(), client.clone()))
-        .retry(retry::Backoff::from_config(&cfg))
-        .when(|e| matches!(e, EngineError::Setup(_)))
-        .notify(|e, delay| retrying("bind streams and bucket", &cfg.engine_id, e, delay))
-        .await?;
+    let (mut engine, consumer) =
+        (|| Engine::new(cfg.clone(), client.clone(), entitlements.clone()))
+            .retry(retry::Backoff::from_config(&cfg))
+            .when(|e| matches!(e, EngineError::Setup(_)))
+            .notify(|e, delay| retrying("bind streams and bucket", &cfg.engine_id, e, delay))
+            .await?;
     let recovered = engine.recover().await?;
-
+    let served: Result<(), EngineError> = async {
     let mut subs = Subscriptions::subscribe(&client, &cfg).await?;
     client.flush().await.map_err(ConnectError::from)?;
 
@@ -198,8 +209,36 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             break;
         }
     }
+    Ok(())
+    }
+    .await;
+    // Whatever ended the run: what intake could not attribute, and the alerts still queued.
+    engine.counters.log();
+    engine
+        .alerts
+        .close(Duration::from_millis(cfg.jetstream_request_timeout_ms))
+        .await;
+    served?;
     client.flush().await.map_err(ConnectError::from)?;
     lease.release().await;
     info!("engine stopped cleanly");
     Ok(())
+}
+
+/// The entitlements signed order operations are checked against: `None` when signatures are
+/// not required; an error when they are and the file is missing or invalid.
+fn load_entitlements(cfg: &Config) -> Result<Option<Entitlements>, EngineError> {
+    cfg.check_authorization()?;
+    let (true, Some(path)) = (cfg.require_signatures, &cfg.entitlements_file) else {
+        warn!("require_signatures is off: order operations are not authorized and no signer is recorded (benchmarks only)");
+        return Ok(None);
+    };
+    let entitlements = auth::entitlements::load(path)?;
+    info!(
+        file = %path.display(),
+        identities = entitlements.identities().len(),
+        signature_window_ms = cfg.signature_window_ms,
+        "entitlements loaded: every order operation must be signed"
+    );
+    Ok(Some(entitlements))
 }

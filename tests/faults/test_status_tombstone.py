@@ -27,6 +27,7 @@ from bridge.client import flush_ordered
 from bridge.v1 import orders_pb2
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import LocalNatsServer, connect_as
+from bridge_dev.signing import dev_signer, signed
 from tests.faults.harness import finals_by_order, new_account, order_flow, wait_for_finals
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,10 @@ async def _round(
             )
             inbox = nc.new_inbox()
             answers = await nc.subscribe(inbox, max_msgs=1)
-            await nc.publish(contract.status(account), request.SerializeToString(), reply=inbox)
+            payload = request.SerializeToString()
+            subject = contract.status(account)
+            headers = signed(dev_signer(engine.handle.creds), subject, payload)
+            await nc.publish(subject, payload, reply=inbox, headers=headers)
             await flush_ordered(nc)  # the query has reached the server, during the pause
         finally:
             os.kill(engine.pid, signal.SIGCONT)

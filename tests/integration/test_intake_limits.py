@@ -32,6 +32,7 @@ from bridge import (
 from bridge.v1 import common_pb2, orders_pb2
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import LocalNatsServer, ServerHandle, connect_as
+from bridge_dev.signing import dev_signer, signed
 from tests.faults.harness import stored_reports
 
 pytestmark = pytest.mark.integration
@@ -77,10 +78,16 @@ async def test_oversized_tags_on_the_submit_path_are_rejected_and_the_engine_kee
     huge = tagged_order(account, 25_000)
     payload = huge.SerializeToString()
     assert 600_000 < len(payload) < 1_000_000  # under the server's max_payload
+    signer = dev_signer(nats_server.creds)
+
+    def sign(subject: str, payload: bytes) -> dict[str, str]:
+        return signed(signer, subject, payload)
+
     nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
     try:
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
-            reply = await nc.request(contract.submit(account), payload, timeout=10)
+            subject = contract.submit(account)
+            reply = await nc.request(subject, payload, timeout=10, headers=sign(subject, payload))
             ack = OrderAck.from_proto(orders_pb2.OrderAck.FromString(reply.data))
             report = await stream.next(timeout=10)
             good = await bridge.submit(market(account))
@@ -125,15 +132,14 @@ async def test_oversized_tags_on_the_queued_path_are_rejected_or_refused_by_the_
         time_in_force=TimeInForce.IOC,
         tags=dict(big.tags),
     )
+    signer = dev_signer(nats_server.creds)
     nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
     try:
         js = nc.jetstream()
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
-            await js.publish(
-                contract.queue(account),
-                mid.SerializeToString(),
-                headers={contract.HEADER_MSG_ID: mid.client_order_id},
-            )
+            subject, payload = contract.queue(account), mid.SerializeToString()
+            headers = {contract.HEADER_MSG_ID: mid.client_order_id}
+            await js.publish(subject, payload, headers=signed(signer, subject, payload, headers))
             report = await stream.next(timeout=10)
             with pytest.raises(PublishError) as refused:
                 await bridge.enqueue(oversized)

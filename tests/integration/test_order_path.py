@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from nats.aio.msg import Msg
 
 from bridge import (
     AckStatus,
@@ -30,6 +31,7 @@ from bridge import (
 from bridge.v1 import common_pb2, orders_pb2
 from bridge_dev.engine import EngineProcess
 from bridge_dev.server import ServerHandle, connect_as
+from bridge_dev.signing import dev_signer, signed
 from tests.faults.harness import stored_entries, stored_reports, wait_for_ack_floor
 
 pytestmark = pytest.mark.integration
@@ -244,9 +246,15 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
 ) -> None:
     """Garbage bytes and invalid orders are REJECTED with field paths; the engine keeps serving."""
     account = new_id("M")
+    signer = dev_signer(nats_server.creds)
     nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
+
+    async def request(subject: str, payload: bytes) -> Msg:
+        headers = signed(signer, subject, payload)
+        return await nc.request(subject, payload, timeout=5, headers=headers)
+
     try:
-        reply = await nc.request(contract.submit("ACC1"), b"\xff\xff\xff not protobuf", timeout=5)
+        reply = await request(contract.submit("ACC1"), b"\xff\xff\xff not protobuf")
         ack = orders_pb2.OrderAck.FromString(reply.data)
         assert ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert ack.reason == orders_pb2.REJECT_REASON_MALFORMED
@@ -260,7 +268,7 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
             quantity=common_pb2.Decimal(units=0, scale=0),
             time_in_force=orders_pb2.TIME_IN_FORCE_GTC,
         )
-        reply = await nc.request(contract.submit("ACC1"), bad.SerializeToString(), timeout=5)
+        reply = await request(contract.submit(account), bad.SerializeToString())
         ack = orders_pb2.OrderAck.FromString(reply.data)
         assert ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert ack.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
@@ -272,11 +280,11 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
         assert all(e.message for e in ack.field_errors)
 
         # Status and cancel requests naming no order are answered, and do not stop the engine.
-        reply = await nc.request(contract.status("ACC1"), b"", timeout=5)
+        reply = await request(contract.status("ACC1"), b"")
         status_reply = orders_pb2.OrderStatusReply.FromString(reply.data)
         assert not status_reply.found
         assert status_reply.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
-        reply = await nc.request(contract.cancel("ACC1"), b"", timeout=5)
+        reply = await request(contract.cancel("ACC1"), b"")
         cancel_ack = orders_pb2.OrderAck.FromString(reply.data)
         assert cancel_ack.status == orders_pb2.ACK_STATUS_REJECTED
         assert cancel_ack.reason == orders_pb2.REJECT_REASON_INVALID_FIELD
@@ -286,10 +294,11 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
         garbage_id = new_id("garbage")
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:
             # Garbage without a Nats-Msg-Id cannot be attributed: acked and dropped, not fatal.
-            await js.publish(contract.queue(account), b"\xff\xff")
-            await js.publish(
-                contract.queue(account), b"\x08\x96\x01\xff", headers={"Nats-Msg-Id": garbage_id}
-            )
+            queue = contract.queue(account)
+            await js.publish(queue, b"\xff\xff", headers=signed(signer, queue, b"\xff\xff"))
+            garbage = b"\x08\x96\x01\xff"
+            headers = {contract.HEADER_MSG_ID: garbage_id}
+            await js.publish(queue, garbage, headers=signed(signer, queue, garbage, headers))
             report = await stream.next(timeout=10)
             assert report.client_order_id == garbage_id
             assert report.exec_type is ExecType.REJECTED

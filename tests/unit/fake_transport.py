@@ -4,14 +4,17 @@
 
 * requests go to a responder registered per subject (``respond``), which returns the reply's
   bytes or raises nats-py's error (``NoRespondersError``, ``TimeoutError``, ...); a subject
-  without a responder is "no responders", like a server with no engine subscribed;
+  without a responder is "no responders", like a server with no engine subscribed; a subject
+  that ``hang``s keeps its requests waiting until ``abort_requests`` fails them (as a
+  permissions violation leaves a request to a forbidden subject unanswered);
 * publishes to ``bridge.v1.orders.queue.*`` with a reply subject are answered as JetStream's
   ORDERS stream answers them (``FakeOrdersStream``: dedup by ``Nats-Msg-Id``, ``max_msgs``
   with discard new), unless a scripted behaviour says otherwise (``script``): ``drop`` (no
   answer), ``hold`` (answered on ``release_held()``), ``503`` (no stream responded),
   ``garbage`` (an unreadable answer);
 * ``drop_connection()`` / ``restore_connection()`` play a lost and re-established connection
-  through the client's ``TransportEvents``.
+  through the client's ``TransportEvents``; ``server_error(text)`` an ``-ERR`` the server sends
+  (nats-py hands it to the error callback in lower case, e.g. a permissions violation).
 
 Answers are delivered on the event loop after the publish returns, as from a socket. Report
 streams (JetStream pull consumers) are not simulated: the integration tests cover them.
@@ -20,13 +23,16 @@ streams (JetStream pull consumers) are not simulated: the integration tests cove
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import secrets
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nats.errors
 import nats.js.api
+import nkeys
 from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 
@@ -41,6 +47,16 @@ from bridge.transport import (
 )
 
 Responder = Callable[[bytes, dict[str, str]], bytes]
+
+
+def new_user_seed() -> str:
+    """A real, freshly generated NKey user seed ("SU..."), encoded as the NKeys spec says (what
+    ``nkeys.encode_seed`` does; nkeys 0.2.0, the declared floor, does not have it)."""
+    prefix = nkeys.PREFIX_BYTE_USER
+    raw = bytes([nkeys.PREFIX_BYTE_SEED | prefix >> 5, (31 & prefix) << 3])
+    raw += secrets.token_bytes(32)
+    raw += nkeys.crc16(raw).to_bytes(2, "little")
+    return base64.b32encode(raw).decode("ascii").rstrip("=")
 
 
 @dataclass(frozen=True)
@@ -123,6 +139,11 @@ class FakeTransport:
         self._events: TransportEvents | None = None
         self._subs: list[FakeSubscription] = []
         self._held: list[tuple[str, bytes, dict[str, str]]] = []
+        self._hanging_subjects: set[str] = set()
+        self._hanging: list[asyncio.Future[bytes]] = []
+        self.waiting = asyncio.Event()  # set when a request starts hanging
+        self.closes = 0
+        self.settings: BridgeSettings | None = None
         self._inboxes = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._msg_client = NatsConnection()
@@ -131,6 +152,15 @@ class FakeTransport:
 
     def respond(self, subject: str, responder: Responder) -> None:
         self.responders[subject] = responder
+
+    def hang(self, subject: str) -> None:
+        """Requests to ``subject`` wait for an answer that never comes (see the module)."""
+        self._hanging_subjects.add(subject)
+
+    async def server_error(self, text: str) -> None:
+        """The server sent ``-ERR '<text>'``: what nats-py 2.16 passes to the error callback."""
+        assert self._events is not None
+        await self._events.on_error(nats.errors.Error(f"nats: {text.lower()}"))
 
     def requests(self, subject: str) -> list[Sent]:
         return [s for s in self.sent if s.subject == subject and not s.reply]
@@ -166,6 +196,7 @@ class FakeTransport:
         if self.connect_failures:
             raise self.connect_failures.popleft()
         self._events = events
+        self.settings = settings  # what the client connected with (seed inline, inbox resolved)
         self.connected = True
 
     def connect_error(self, exc: BaseException) -> bool | None:
@@ -189,7 +220,14 @@ class FakeTransport:
     async def request(
         self, subject: str, data: bytes, *, timeout: float, headers: dict[str, str]
     ) -> bytes:
+        if not self.connected:
+            raise nats.errors.ConnectionClosedError
         self.sent.append(Sent(subject, data, dict(headers)))
+        if subject in self._hanging_subjects:
+            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            self._hanging.append(future)
+            self.waiting.set()
+            return await future
         responder = self.responders.get(subject)
         if responder is None:
             raise nats.errors.NoRespondersError
@@ -244,8 +282,11 @@ class FakeTransport:
         self._subs.append(sub)
         return sub
 
-    def abort_requests(self) -> None:
-        pass  # requests are answered at once here: none is ever waiting
+    def abort_requests(self, error: BaseException | None = None) -> None:
+        hanging, self._hanging = self._hanging, []
+        for future in hanging:
+            if not future.done():
+                future.set_exception(error or nats.errors.ConnectionReconnectingError())
 
     async def stream_info(self, stream: str) -> StreamState:
         raise NotImplementedError("report streams need a real server (tests/integration)")
@@ -257,6 +298,7 @@ class FakeTransport:
         await self.close()
 
     async def close(self) -> None:
+        self.closes += 1
         self.connected = False
         if self._events is not None:
             await self._events.on_closed()

@@ -36,11 +36,14 @@ from bridge import (
 )
 from bridge.retry import is_transient
 from bridge.v1 import orders_pb2
-from tests.unit.fake_transport import FakeTransport
+from tests.unit.fake_transport import FakeTransport, new_user_seed
+
+SEED = new_user_seed()
 
 
 def settings(**kw: Any) -> BridgeSettings:
     base: dict[str, Any] = {
+        "nkey_seed": SEED,
         "reconnect_initial_delay_ms": 1,
         "reconnect_max_delay_ms": 2,
         "reconnect_jitter_ms": 0,
@@ -129,11 +132,11 @@ async def client(fake: FakeTransport, events: list[ConnectionEvent]) -> AsyncIte
 async def test_submit_sends_the_order_with_its_ids_and_returns_the_ack(
     fake: FakeTransport, client: BridgeClient
 ) -> None:
-    fake.respond(contract.SUBMIT, accepted)
+    fake.respond(contract.submit("ACC1"), accepted)
     ack = await client.submit(order(), correlation_id="corr-1")
     assert ack.accepted
     assert ack.client_order_id == "o-1"
-    [sent] = fake.requests(contract.SUBMIT)
+    [sent] = fake.requests(contract.submit("ACC1"))
     assert client_order_id_of(sent.data) == "o-1"
     assert sent.headers[contract.HEADER_CORRELATION_ID] == "corr-1"
     assert sent.headers[contract.HEADER_SCHEMA] == "bridge.v1.NewOrder"
@@ -145,11 +148,12 @@ async def test_retries_resend_the_same_order_and_correlation_id(
 ) -> None:
     """Two failures a retry may cure, then an answer: three attempts, one order, one id."""
     fake.respond(
-        contract.SUBMIT, failing(nats.errors.NoRespondersError(), nats.errors.TimeoutError())
+        contract.submit("ACC1"),
+        failing(nats.errors.NoRespondersError(), nats.errors.TimeoutError()),
     )
     ack = await client.submit(order())
     assert ack.accepted
-    sent = fake.requests(contract.SUBMIT)
+    sent = fake.requests(contract.submit("ACC1"))
     assert [client_order_id_of(s.data) for s in sent] == ["o-1"] * 3
     assert len({s.headers[contract.HEADER_CORRELATION_ID] for s in sent}) == 1
     assert events[1:] == [ConnectionEvent.ENGINE_UNAVAILABLE, ConnectionEvent.ENGINE_AVAILABLE]
@@ -158,10 +162,10 @@ async def test_retries_resend_the_same_order_and_correlation_id(
 async def test_attempts_stop_at_order_retry_max_attempts(
     fake: FakeTransport, client: BridgeClient
 ) -> None:
-    fake.respond(contract.SUBMIT, failing(*[nats.errors.TimeoutError()] * 5))
+    fake.respond(contract.submit("ACC1"), failing(*[nats.errors.TimeoutError()] * 5))
     with pytest.raises(OutcomeUnknownError):
         await client.submit(order())
-    assert len(fake.requests(contract.SUBMIT)) == 3
+    assert len(fake.requests(contract.submit("ACC1"))) == 3
 
 
 async def test_no_responders_is_engine_unavailable(
@@ -183,7 +187,7 @@ async def test_no_answer_after_sending_is_outcome_unknown(
     fake: FakeTransport, error: BaseException
 ) -> None:
     bridge = await open_client(fake)
-    fake.respond(contract.CANCEL, failing(error))
+    fake.respond(contract.cancel("ACC1"), failing(error))
     with pytest.raises(OutcomeUnknownError) as info:
         await bridge.cancel("ACC1", "o-9")
     assert info.value.client_order_id == "o-9"
@@ -194,7 +198,7 @@ async def test_connection_down_is_connection_failed_and_nothing_is_sent(
     fake: FakeTransport,
 ) -> None:
     bridge = await open_client(fake)
-    fake.respond(contract.SUBMIT, accepted)
+    fake.respond(contract.submit("ACC1"), accepted)
     await fake.drop_connection()
     with pytest.raises(ConnectionFailedError, match="nothing was sent"):
         await bridge.submit(order())
@@ -203,7 +207,7 @@ async def test_connection_down_is_connection_failed_and_nothing_is_sent(
 
 async def test_undecodable_answer_is_a_protocol_error(fake: FakeTransport) -> None:
     bridge = await open_client(fake)
-    fake.respond(contract.STATUS, lambda _data, _headers: b"\xff\xff\xff")
+    fake.respond(contract.status("ACC1"), lambda _data, _headers: b"\xff\xff\xff")
     with pytest.raises(ProtocolError, match="OrderStatusReply") as info:
         await bridge.status("ACC1", "o-3")
     assert info.value.client_order_id == "o-3"
@@ -215,7 +219,7 @@ async def test_status_the_engine_could_not_settle_is_outcome_unknown(fake: FakeT
     reply = orders_pb2.OrderStatusReply(
         found=False, reason=orders_pb2.REJECT_REASON_ENGINE_UNAVAILABLE, text="store down"
     )
-    fake.respond(contract.STATUS, lambda _data, _headers: reply.SerializeToString())
+    fake.respond(contract.status("ACC1"), lambda _data, _headers: reply.SerializeToString())
     with pytest.raises(OutcomeUnknownError, match="store down"):
         await bridge.status("ACC1", "o-4")
 
@@ -493,7 +497,7 @@ async def test_every_line_of_an_operation_carries_its_ids(
 ) -> None:
     """The ids are bound once per operation, not passed to each log call."""
     bridge = await open_client(fake, order_retry_max_attempts=2)
-    fake.respond(contract.SUBMIT, failing(nats.errors.TimeoutError()))
+    fake.respond(contract.submit("ACC1"), failing(nats.errors.TimeoutError()))
     await bridge.submit(order(), correlation_id="corr-9")
     lines = {e["event"]: e for e in captured.entries}
     for name in ("bridge.retrying", "bridge.ack"):

@@ -37,7 +37,8 @@ def test_defaults() -> None:
     assert s.tls_key_file is None
     assert s.nkey_seed_file is None
     assert s.nkey_seed is None
-    assert s.inbox_prefix == "_INBOX.orchestrator"
+    assert s.inbox_prefix is None  # derived from the seed at connect (bridge._identity)
+    assert s.sign_orders is True
     assert s.client_name == "bridge-orchestrator"
     assert s.connect_timeout_ms == 2000
     assert s.request_timeout_ms == 2000

@@ -17,9 +17,12 @@ from bridge import contract
 def test_documented_subject_values() -> None:
     """The request-reply subjects, streams, consumer, bucket and headers have their v1 names."""
     assert contract.PREFIX == "bridge.v1"
-    assert contract.SUBMIT == "bridge.v1.orders.submit"
-    assert contract.CANCEL == "bridge.v1.orders.cancel"
-    assert contract.STATUS == "bridge.v1.orders.status"
+    assert contract.submit("ACC1") == "bridge.v1.orders.submit.ACC1"
+    assert contract.cancel("ACC1") == "bridge.v1.orders.cancel.ACC1"
+    assert contract.status("ACC1") == "bridge.v1.orders.status.ACC1"
+    assert contract.SUBMIT_ALL == "bridge.v1.orders.submit.*"
+    assert contract.CANCEL_ALL == "bridge.v1.orders.cancel.*"
+    assert contract.STATUS_ALL == "bridge.v1.orders.status.*"
     assert contract.ORDERS_STREAM == "ORDERS"
     assert contract.EXECUTIONS_STREAM == "EXECUTIONS"
     assert contract.ENGINE_CONSUMER == "engine"
@@ -46,17 +49,30 @@ def test_executions_for_account_covers_every_order() -> None:
 
 
 def test_inbox_prefix() -> None:
-    """Each role gets its own inbox prefix under _INBOX."""
+    """Each role gets its own inbox prefix under _INBOX; an orchestrator identity its own
+    under its role's."""
     assert contract.inbox_prefix("orchestrator") == "_INBOX.orchestrator"
     assert contract.inbox_prefix("engine") == "_INBOX.engine"
+    assert contract.identity_inbox_prefix("orchestrator", "UABC") == "_INBOX.orchestrator.UABC"
+
+
+def test_order_subjects_carry_the_account_as_their_last_token() -> None:
+    """What each engine serves is the per-account subject with '*' for the account."""
+    for one, every in (
+        (contract.submit, contract.SUBMIT_ALL),
+        (contract.cancel, contract.CANCEL_ALL),
+        (contract.status, contract.STATUS_ALL),
+    ):
+        assert one("ACC1").rsplit(".", 1) == [every.rsplit(".", 1)[0], "ACC1"]
+        assert every.endswith(".*")
 
 
 def test_built_subjects_stay_in_the_bridge_namespace() -> None:
     """Every built order subject starts with the bridge.v1 prefix and has no empty token."""
     built = [
-        contract.SUBMIT,
-        contract.CANCEL,
-        contract.STATUS,
+        contract.submit("a"),
+        contract.cancel("a"),
+        contract.status("a"),
         contract.queue("a"),
         contract.executions("a", "o"),
         contract.executions_for_account("a"),
@@ -77,5 +93,27 @@ def test_the_old_module_name_still_imports_and_warns() -> None:
     sys.modules.pop("bridge.subjects", None)
     with pytest.warns(DeprecationWarning, match="bridge.contract"):
         old = importlib.import_module("bridge.subjects")
-    assert old.SUBMIT == contract.SUBMIT
     assert old.queue("A") == contract.queue("A")
+    assert old.submit("A") == contract.submit("A")
+
+
+@pytest.mark.parametrize(
+    ("old_name", "now", "function"),
+    [
+        ("SUBMIT", contract.SUBMIT_ALL, "submit"),
+        ("CANCEL", contract.CANCEL_ALL, "cancel"),
+        ("STATUS", contract.STATUS_ALL, "status"),
+    ],
+)
+def test_the_old_single_order_subjects_name_the_wildcards_with_a_warning(
+    old_name: str, now: str, function: str
+) -> None:
+    """bridge.subjects.SUBMIT (one subject before accounts became a token) still resolves: to
+    what engines serve, warning that senders use the per-account function."""
+    sys.modules.pop("bridge.subjects", None)
+    with pytest.warns(DeprecationWarning, match="bridge.contract"):
+        old = importlib.import_module("bridge.subjects")
+    with pytest.warns(DeprecationWarning, match=rf"contract\.{function}\(account\)"):
+        assert getattr(old, old_name) == now
+    with pytest.raises(AttributeError):
+        _ = old.NOT_A_NAME

@@ -1,17 +1,19 @@
-//! `bridge.v1.orders.cancel` (and `bridge.v1.engine.<engine_id>.cancel`, relayed by a peer):
-//! cancel an order resting in this engine's book, or relay the request to the engine whose
-//! book holds it.
+//! `bridge.v1.orders.cancel.<account>` (checked by [`crate::auth`] first) and
+//! `bridge.v1.engine.<engine_id>.cancel` (relayed by a peer): cancel an order resting in this
+//! engine's book, or relay the request to the engine whose book holds it.
 
 use async_nats::Message;
 use prost::Message as _;
 use tracing::info;
 
+use super::authorize::{echoed_id, CANCEL_REQUEST};
 use super::{correlation_id, malformed, record_order, request_span, within};
 use crate::ack::AckFor;
+use crate::auth::Refusal;
 use crate::contract;
 use crate::engine::{now_ns, Engine};
 use crate::error::EngineError;
-use crate::intake::valid_key;
+use crate::intake::{self, valid_key};
 use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
 use crate::publish::Tagged;
 use crate::venue::is_final;
@@ -35,15 +37,36 @@ impl Engine {
         correlation_id: &str,
         span: &tracing::Span,
     ) -> Result<(), EngineError> {
+        self.count_request(
+            msg.reply.as_ref(),
+            msg.headers.as_ref(),
+            msg.payload.len(),
+            CANCEL_REQUEST,
+        );
+        // A cancel relayed by a peer engine was checked by that engine (only engines may
+        // publish to the relay subject).
+        let verified = if forwarded {
+            None
+        } else {
+            let subject = msg.subject.as_str();
+            match self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None) {
+                Ok(v) => v,
+                Err(refusal) => return self.refuse_cancel(&msg, &refusal, correlation_id).await,
+            }
+        };
         let req = match pb::CancelRequest::decode(msg.payload.clone()) {
             Ok(r) => r,
             Err(e) => {
+                self.counters.malformed += 1;
                 let ack = self.unkeyed_reject(&pb::NewOrder::default(), &malformed(&e));
                 self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
                 return Ok(());
             }
         };
         record_order(span, &req.account, &req.client_order_id);
+        if let Some(Err(refusal)) = verified.as_ref().map(|v| v.check_account(&req.account)) {
+            return self.refuse_cancel(&msg, &refusal, correlation_id).await;
+        }
         let key = contract::order_key(&req.account, &req.client_order_id);
         let engine_id = self.cfg.engine_id.clone();
         let about = |order_status: i32| AckFor {
@@ -111,6 +134,28 @@ impl Engine {
                 "order is not resting in a book",
             ),
         };
+        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        Ok(())
+    }
+
+    /// A refused cancel: answered REJECTED with the refusal's reason and text, nothing
+    /// canceled; logged, alerted and counted.
+    async fn refuse_cancel(
+        &mut self,
+        msg: &Message,
+        refusal: &Refusal,
+        correlation_id: &str,
+    ) -> Result<(), EngineError> {
+        let id = echoed_id(&msg.payload, |r: &pb::CancelRequest| &r.client_order_id);
+        self.refused(refusal, msg.subject.as_str(), correlation_id, &id);
+        let ack = intake::refusal_ack(
+            &refusal.account,
+            &id,
+            refusal.kind.reject_reason(),
+            &refusal.text,
+            &self.cfg.engine_id,
+            now_ns(),
+        );
         self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
         Ok(())
     }

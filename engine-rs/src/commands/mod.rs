@@ -18,6 +18,7 @@ use crate::validate::{
     field_error, truncate, Rejection, MAX_ACCOUNT_BYTES, MAX_CLIENT_ORDER_ID_BYTES,
 };
 
+pub mod authorize;
 pub mod cancel;
 pub mod queued;
 pub mod status;
@@ -30,6 +31,8 @@ pub enum Request {
     /// A cancel relayed by another engine (`bridge.v1.engine.<engine_id>.cancel`).
     ForwardedCancel(Message),
     Status(Message),
+    /// SIGHUP: re-read the entitlements file.
+    ReloadEntitlements,
 }
 
 impl Engine {
@@ -48,6 +51,10 @@ impl Engine {
             Request::Cancel(m) => self.on_cancel(m, false).await,
             Request::ForwardedCancel(m) => self.on_cancel(m, true).await,
             Request::Status(m) => self.on_status(m).await,
+            Request::ReloadEntitlements => {
+                self.reload_entitlements();
+                Ok(())
+            }
         }
     }
 

@@ -1,15 +1,19 @@
 //! `bridge.v1.orders.queue.<account>` through the ORDERS pull consumer: the orders of one
-//! pull, taken in, executed and reported together, then acked.
+//! pull, checked ([`crate::auth`]), taken in, executed and reported together, then acked (a
+//! refused one terminated).
 
 use async_nats::jetstream;
 use futures::future::try_join_all;
 use prost::Message as _;
 use tracing::{warn, Instrument};
 
+use super::authorize::{echoed_id, NEW_ORDER};
 use super::{correlation_id, malformed, order_span};
+use crate::auth::Refusal;
 use crate::contract;
 use crate::engine::{now_ns, Engine, Intake};
 use crate::error::EngineError;
+use crate::intake::Prepared;
 use crate::proto::v1 as pb;
 use crate::publish::Tagged;
 use crate::validate::Rejection;
@@ -52,15 +56,15 @@ impl Engine {
         let mut correlation_ids = Vec::with_capacity(msgs.len());
         let mut spans = Vec::with_capacity(msgs.len());
         let mut prepared = Vec::with_capacity(msgs.len());
+        // Per message: refused by the authorization checks (terminated, not acked).
+        let mut refused = Vec::with_capacity(msgs.len());
         for msg in msgs {
             let correlation_id = correlation_id(msg.headers.as_ref());
-            let (order, rejection) = decode_queued(msg);
-            let span = order_span(&correlation_id, &order.account, &order.client_order_id);
-            let p = span
-                .in_scope(|| self.prepare(order, rejection, msg.payload.len(), &correlation_id))?;
+            let (p, span, was_refused) = self.take_queued(msg, &correlation_id)?;
             prepared.push(p);
             correlation_ids.push(correlation_id);
             spans.push(span);
+            refused.push(was_refused);
         }
         let this = &*self;
         let created = try_join_all(prepared.iter().map(|p| this.create_prepared(p))).await?;
@@ -112,10 +116,88 @@ impl Engine {
             }
         }
         self.write_back(writes).await?;
-        for (msg, span) in msgs.iter().zip(&spans) {
-            ack_queued(msg).instrument(span.clone()).await;
+        for ((msg, span), refused) in msgs.iter().zip(&spans).zip(refused) {
+            if refused {
+                term_queued(msg).instrument(span.clone()).await;
+            } else {
+                ack_queued(msg).instrument(span.clone()).await;
+            }
         }
         Ok(())
+    }
+
+    /// One queued message up to its prepared intake: the authorization checks first (the
+    /// window against the time JetStream stored it, redeliveries of its stream sequence not
+    /// replays), then decoding and validation. True when refused by the checks.
+    fn take_queued(
+        &mut self,
+        msg: &jetstream::Message,
+        correlation_id: &str,
+    ) -> Result<(Prepared, tracing::Span, bool), EngineError> {
+        self.count_message(msg.headers.as_ref(), msg.payload.len(), NEW_ORDER);
+        let (stored_ns, stream_seq) = match msg.info() {
+            Ok(info) => (
+                i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+                Some(info.stream_sequence),
+            ),
+            Err(_) => (now_ns(), None),
+        };
+        let subject = msg.subject.as_str();
+        let verified = match self.authorize(
+            subject,
+            &msg.payload,
+            msg.headers.as_ref(),
+            stored_ns,
+            stream_seq,
+        ) {
+            Ok(v) => v,
+            Err(refusal) => return self.refuse_queued(msg, &refusal, correlation_id),
+        };
+        let (order, rejection) = decode_queued(msg);
+        if rejection.is_some() {
+            self.counters.malformed += 1;
+        }
+        let mut signer = String::new();
+        if let (Some(v), None) = (&verified, &rejection) {
+            if let Err(refusal) = v.check_account(&order.account) {
+                return self.refuse_queued(msg, &refusal, correlation_id);
+            }
+            signer.clone_from(&v.nkey);
+        }
+        let span = order_span(correlation_id, &order.account, &order.client_order_id);
+        let len = msg.payload.len();
+        let p = span.in_scope(|| self.prepare(order, rejection, len, correlation_id, &signer))?;
+        Ok((p, span, false))
+    }
+
+    /// A refused queued order: logged, alerted, counted; taken in like an invalid order
+    /// (REJECTED record and report under the subject's account and the message's client order
+    /// id, see [`crate::intake::refusal`]); its message is then terminated.
+    fn refuse_queued(
+        &mut self,
+        msg: &jetstream::Message,
+        refusal: &Refusal,
+        correlation_id: &str,
+    ) -> Result<(Prepared, tracing::Span, bool), EngineError> {
+        let id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(contract::HEADER_MSG_ID))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_else(|| echoed_id(&msg.payload, |o: &pb::NewOrder| &o.client_order_id));
+        let span = order_span(correlation_id, &refusal.account, &id);
+        span.in_scope(|| self.refused(refusal, msg.subject.as_str(), correlation_id, &id));
+        let p = span.in_scope(|| self.prepare_refusal(refusal, &id, correlation_id))?;
+        Ok((p, span, true))
+    }
+}
+
+/// Terminates a refused queued message once its rejection is stored and reported: JetStream
+/// never redelivers it (and removes it from the work queue). A lost term is like a lost ack:
+/// the redelivery finds the rejection's record and is answered as its duplicate.
+async fn term_queued(msg: &jetstream::Message) {
+    if let Err(e) = msg.ack_with(jetstream::AckKind::Term).await {
+        warn!(error = %e, "term of a refused queued order not sent; a redelivery will be answered as a duplicate");
     }
 }
 

@@ -1,12 +1,15 @@
-//! `bridge.v1.orders.status`: an order's state from the order store. "Not found" is
-//! definitive: an id without a record is retired by an atomic `kv.create` of a tombstone
-//! record before the engine answers found=false; an order with that id arriving later finds
-//! the key taken and is answered as a duplicate of the tombstone's REJECTED outcome.
+//! `bridge.v1.orders.status.<account>`: an order's state from the order store, once the query
+//! passed the checks of [`crate::auth`] (a refused query is answered not found with the
+//! refusal's reason, and retires nothing). "Not found" is definitive: an id without a record
+//! is retired by an atomic `kv.create` of a tombstone record before the engine answers
+//! found=false; an order with that id arriving later finds the key taken and is answered as a
+//! duplicate of the tombstone's REJECTED outcome.
 
 use async_nats::Message;
 use prost::Message as _;
 use tracing::{error, info};
 
+use super::authorize::{echoed_id, refused_status, ORDER_STATUS_REQUEST};
 use super::{correlation_id, record_order, request_span, within};
 use crate::contract;
 use crate::engine::{now_ns, Engine};
@@ -31,7 +34,32 @@ impl Engine {
         correlation_id: &str,
         span: &tracing::Span,
     ) -> Result<(), EngineError> {
-        let reply = match pb::OrderStatusRequest::decode(msg.payload.clone()) {
+        self.count_request(
+            msg.reply.as_ref(),
+            msg.headers.as_ref(),
+            msg.payload.len(),
+            ORDER_STATUS_REQUEST,
+        );
+        let subject = msg.subject.as_str();
+        let verified =
+            match self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None) {
+                Ok(v) => v,
+                Err(refusal) => {
+                    let id = echoed_id(&msg.payload, |r: &pb::OrderStatusRequest| {
+                        &r.client_order_id
+                    });
+                    self.refused(&refusal, subject, correlation_id, &id);
+                    let reply = refused_status(&refusal);
+                    self.respond(msg.reply.as_ref(), reply.encode_to_vec())
+                        .await;
+                    return Ok(());
+                }
+            };
+        let decoded = pb::OrderStatusRequest::decode(msg.payload.clone());
+        if decoded.is_err() {
+            self.counters.malformed += 1;
+        }
+        let reply = match decoded {
             Err(e) => pb::OrderStatusReply {
                 reason: RejectReason::Malformed as i32,
                 text: format!("undecodable OrderStatusRequest: {e}"),
@@ -48,6 +76,13 @@ impl Engine {
             },
             Ok(req) => {
                 record_order(span, &req.account, &req.client_order_id);
+                if let Some(Err(refusal)) = verified.map(|v| v.check_account(&req.account)) {
+                    self.refused(&refusal, subject, correlation_id, &req.client_order_id);
+                    let reply = refused_status(&refusal);
+                    self.respond(msg.reply.as_ref(), reply.encode_to_vec())
+                        .await;
+                    return Ok(());
+                }
                 let key = contract::order_key(&req.account, &req.client_order_id);
                 match self.store.load(&key).await? {
                     Some((r, _)) => intake::status_reply(r),

@@ -1,23 +1,40 @@
-//! `bridge.v1.orders.submit`: a synchronous order. Parse, take in (store), ack once durable,
-//! then execute.
+//! `bridge.v1.orders.submit.<account>`: a synchronous order. Authorize, parse, take in
+//! (store), ack once durable, then execute.
 
 use async_nats::Message;
 use prost::Message as _;
 use tracing::{warn, Instrument};
 
+use super::authorize::{echoed_id, NEW_ORDER};
 use super::{correlation_id, malformed, order_span, request_span};
-use crate::engine::{Engine, Intake};
+use crate::auth::Refusal;
+use crate::engine::{now_ns, Engine, Intake};
 use crate::error::EngineError;
+use crate::intake;
 use crate::proto::v1 as pb;
 
 impl Engine {
-    /// Synchronous submit: ack once durable, then execute.
+    /// Synchronous submit: checked (signature, entitlement) before anything else, then ack
+    /// once durable, then execute. A refusal is answered without a record.
     pub async fn on_submit(&mut self, msg: Message) -> Result<(), EngineError> {
         let correlation_id = correlation_id(msg.headers.as_ref());
+        self.count_request(
+            msg.reply.as_ref(),
+            msg.headers.as_ref(),
+            msg.payload.len(),
+            NEW_ORDER,
+        );
+        let subject = msg.subject.as_str();
+        let verified =
+            match self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None) {
+                Ok(v) => v,
+                Err(refusal) => return self.refuse_submit(&msg, &refusal, &correlation_id).await,
+            };
         let order = match pb::NewOrder::decode(msg.payload.clone()) {
             Ok(o) => o,
             Err(e) => {
                 // Nothing in the bytes can be trusted to name the order: answer only.
+                self.counters.malformed += 1;
                 let rej = malformed(&e);
                 request_span(&correlation_id)
                     .in_scope(|| warn!(reason = %rej.text(), "malformed order rejected"));
@@ -26,8 +43,15 @@ impl Engine {
                 return Ok(());
             }
         };
+        let signer = match &verified {
+            None => String::new(),
+            Some(v) => match v.check_account(&order.account) {
+                Ok(()) => v.nkey.clone(),
+                Err(refusal) => return self.refuse_submit(&msg, &refusal, &correlation_id).await,
+            },
+        };
         let span = order_span(&correlation_id, &order.account, &order.client_order_id);
-        self.submit(msg, order, &correlation_id)
+        self.submit(msg, order, &correlation_id, &signer)
             .instrument(span)
             .await
     }
@@ -37,17 +61,41 @@ impl Engine {
         msg: Message,
         order: pb::NewOrder,
         correlation_id: &str,
+        signer: &str,
     ) -> Result<(), EngineError> {
         // The size limits (the whole message, then each field) are checked by intake, before
         // anything is stored.
         let (ack, intake) = self
-            .intake(order, msg.payload.len(), correlation_id)
+            .intake(order, msg.payload.len(), correlation_id, signer)
             .await?;
         self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
         self.failpoint.reached("after_ack").await;
         if let Intake::Accepted(live, valid) = intake {
             self.execute(*live, &valid, correlation_id).await?;
         }
+        Ok(())
+    }
+
+    /// A refused submit: answered REJECTED with the refusal's reason and text, never stored,
+    /// never executed; logged, alerted and counted.
+    async fn refuse_submit(
+        &mut self,
+        msg: &Message,
+        refusal: &Refusal,
+        correlation_id: &str,
+    ) -> Result<(), EngineError> {
+        let id = echoed_id(&msg.payload, |o: &pb::NewOrder| &o.client_order_id);
+        let span = order_span(correlation_id, &refusal.account, &id);
+        span.in_scope(|| self.refused(refusal, msg.subject.as_str(), correlation_id, &id));
+        let ack = intake::refusal_ack(
+            &refusal.account,
+            &id,
+            refusal.kind.reject_reason(),
+            &refusal.text,
+            &self.cfg.engine_id,
+            now_ns(),
+        );
+        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
         Ok(())
     }
 }

@@ -52,6 +52,11 @@ fn every_knob_is_settable_from_the_environment_in_its_natural_form() {
                 // -1 and a larger value both stay valid for every numeric knob.
                 serde_json::Value::Number(n) if n.as_i64() == Some(-1) => 7,
                 serde_json::Value::Number(n) => n.as_i64().unwrap_or(0) + 3,
+                serde_json::Value::Bool(b) => {
+                    jail.set_env(format!("BRIDGE_{}", knob.to_uppercase()), !b);
+                    want[knob] = (!b).into();
+                    continue;
+                }
                 other => return Err(format!("{knob}: unexpected default {other}").into()),
             };
             jail.set_env(format!("BRIDGE_{}", knob.to_uppercase()), value);
@@ -186,4 +191,51 @@ fn config_converts_into_core_limits() {
     );
     cfg.max_order_notional = "-1".into();
     assert!(Limits::try_from(&cfg).is_err());
+}
+
+/// Signatures required (the default) need an entitlements file: start-up fails naming the
+/// knob; with one, or with signatures off, the policy is usable.
+#[test]
+fn signatures_need_an_entitlements_file() {
+    figment::Jail::expect_with(|jail| {
+        let cfg = Config::load(None).map_err(|e| e.to_string())?;
+        assert!(cfg.require_signatures);
+        assert_eq!(cfg.signature_window_ms, 30_000);
+        let err = cfg.check_authorization().unwrap_err().to_string();
+        assert!(err.contains("entitlements_file"), "{err}");
+        assert!(err.contains("require_signatures"), "{err}");
+        jail.set_env("BRIDGE_REQUIRE_SIGNATURES", "false");
+        let cfg = Config::load(None).map_err(|e| e.to_string())?;
+        assert!(!cfg.require_signatures);
+        assert!(cfg.check_authorization().is_ok());
+        jail.set_env("BRIDGE_REQUIRE_SIGNATURES", "true");
+        jail.set_env("BRIDGE_ENTITLEMENTS_FILE", "/etc/bridge/entitlements.toml");
+        let cfg = Config::load(None).map_err(|e| e.to_string())?;
+        assert!(cfg.check_authorization().is_ok());
+        jail.set_env("BRIDGE_SIGNATURE_WINDOW_MS", "0");
+        let cfg = Config::load(None).map_err(|e| e.to_string())?;
+        assert!(cfg.check_authorization().is_err());
+        Ok(())
+    });
+}
+
+/// Neither the printed configuration nor its Debug form can hold a secret: the seed is read
+/// from its file into a `Secret` at connect time, and only the path is configuration.
+#[test]
+fn config_printing_shows_paths_not_secrets() {
+    figment::Jail::expect_with(|jail| {
+        let seed = "SUAMKZH6ZB2NYB5VEOVW4IQSYMW5O42GO4ZU5YHZYOGXWOF5NDPKVQYNIM";
+        jail.create_file("engine.nk", seed)?;
+        jail.set_env("BRIDGE_NKEY_SEED_FILE", "engine.nk");
+        let cfg = Config::load(None).map_err(|e| e.to_string())?;
+        let shown = format!("{cfg:?} {}", cfg.redacted_json());
+        assert!(
+            shown.contains("engine.nk") && !shown.contains(seed),
+            "{shown}"
+        );
+        let secret =
+            crate::secret::Secret::read_file(Path::new("engine.nk")).map_err(|e| e.to_string())?;
+        assert_eq!(format!("{secret:?} {secret}"), "[REDACTED] [REDACTED]");
+        Ok(())
+    });
 }

@@ -39,6 +39,7 @@ fn with_ctx<T>(f: impl FnOnce(&Context<'_>) -> T) -> T {
         validator: &validator,
         engine_id: "engine-1",
         now: 1_700_000_000_000_000_000,
+        signer: "",
     })
 }
 
@@ -415,3 +416,5 @@ fn contract_states_the_engine_limits() {
     ]);
     assert_eq!(stated, engine);
 }
+
+mod decode;
