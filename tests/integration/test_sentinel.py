@@ -11,9 +11,10 @@ against the clock started at the offending action:
   the webhook in Alertmanager's format;
 * nothing was executed (no execution report, no order record).
 
-The engine's refusals (bad signature, replay) are the engine's to raise (branch ``authz``);
-here the engine's ``SecurityAlert`` is published on ALERTS as the engine identity, and the
-sentinel must kick the signer's connection and alert with the refusal's id.
+The engine's refusals (bad signature, replay) are raised by the real engine: desk-a sends a
+forged signature, or replays a signed operation, and the sentinel must kick desk-a's connection
+and alert with the refusal's id. The sentinel's side of it is also checked alone, with the
+engine's ``SecurityAlert`` published on ALERTS as the engine identity (no engine running).
 What each test measured is printed at the end of the run (tests/conftest.py).
 """
 
@@ -21,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import queue
 import ssl
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -47,7 +46,7 @@ from bridge.security import alerts
 from bridge.security.signing import Signer
 from bridge.v1 import common_pb2, orders_pb2
 from bridge.v1 import security_pb2 as pb
-from bridge_dev.engine import EngineProcess, engine_binary
+from bridge_dev.engine import EngineProcess
 from bridge_dev.pki import DevCredentials, issue_cert, make_ca, write_nkey_seed
 from bridge_dev.provision import provision
 from bridge_dev.sentinel import LogLine, SentinelProcess
@@ -588,27 +587,6 @@ async def test_replay_refusal_kicks_the_signer(
 # --------------------------------------------------------------------------- the real engine
 
 
-def _engine_verifies_signatures() -> bool:
-    """Whether the engine binary has the authorization checks (branch ``authz``): its effective
-    configuration then has ``require_signatures``."""
-    done = subprocess.run(
-        [str(engine_binary()), "--print-config"],
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    return done.returncode == 0 and "require_signatures" in json.loads(done.stdout)
-
-
-needs_authz_engine = pytest.mark.skipif(
-    not _engine_verifies_signatures(),
-    reason="the engine does not verify signatures yet (branch authz): covered above with the "
-    "engine's alert injected",
-)
-
-
 async def _real_refusal(
     nats_server: ServerHandle,
     sentinel: SentinelProcess,
@@ -656,7 +634,6 @@ async def _real_refusal(
     )
 
 
-@needs_authz_engine
 async def test_bad_signature_real_engine(
     nats_server: ServerHandle,
     engine: EngineProcess,
@@ -687,7 +664,6 @@ async def test_bad_signature_real_engine(
     )
 
 
-@needs_authz_engine
 async def test_replay_real_engine(
     nats_server: ServerHandle,
     engine: EngineProcess,
