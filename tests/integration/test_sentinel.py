@@ -29,6 +29,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,21 @@ from nats.js.errors import NotFoundError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from bridge import contract
+from bridge import (
+    BridgeClient,
+    ConnectionEvent,
+    Order,
+    OrderType,
+    SecurityViolationError,
+    Side,
+    TimeInForce,
+    contract,
+)
 from bridge.security import alerts
 from bridge.security.signing import Signer
 from bridge.v1 import common_pb2, orders_pb2
 from bridge.v1 import security_pb2 as pb
-from bridge_dev.engine import EngineProcess
+from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.pki import DevCredentials, issue_cert, make_ca, write_nkey_seed
 from bridge_dev.provision import provision
 from bridge_dev.sentinel import LogLine, SentinelProcess
@@ -502,6 +512,61 @@ async def test_wrong_account(
     executed = await _executed(nats_server, "DESK-B", order_id)
     await _check_reported(
         "wrong account", t0, gone_at, alert_at, alert, watch, webhook, sentinel, executed
+    )
+
+
+async def test_bridge_client_closes_itself_and_the_sentinel_alerts(
+    nats_server: ServerHandle, sentinel: SentinelProcess, watch: AlertWatch, webhook: Webhook
+) -> None:
+    """Both halves at once: desk-a's BridgeClient sends an order for DESK-B; the server refuses
+    it, the client fails it with SecurityViolationError and closes itself, and the sentinel
+    alerts (the connection is closed already, or it kicks it first: they race)."""
+    bridge = BridgeClient(client_settings(nats_server, "desk-a", request_timeout_ms=5000))
+    closed = asyncio.Event()
+    closed_at = 0.0
+
+    def on_event(event: ConnectionEvent) -> None:
+        nonlocal closed_at
+        if event is ConnectionEvent.CLOSED and not closed.is_set():
+            closed_at = time.monotonic()
+            closed.set()
+
+    bridge.on_connection_event(on_event)
+    await bridge.connect()
+    order = Order(
+        client_order_id=f"both-{uuid.uuid4().hex[:8]}",
+        account="DESK-B",
+        symbol="AAPL",
+        side=Side.BUY,
+        order_type=OrderType.MARKET,
+        quantity=Decimal(1),
+        time_in_force=TimeInForce.IOC,
+    )
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(SecurityViolationError) as info:
+            await bridge.submit(order)
+        await asyncio.wait_for(closed.wait(), WAIT_S)
+        alert_at, alert = await watch.wait_for(
+            lambda a: a.subject == contract.submit("DESK-B") and a.identity == "desk-a"
+        )
+    finally:
+        await bridge.close()
+    assert info.value.reason == "PERMISSIONS_VIOLATION"
+    assert alert.kind == pb.SECURITY_VIOLATION_KIND_FORBIDDEN_PUBLISH
+    assert alert.account == "DESK-B"
+    assert alert.action.startswith(("kicked cid", "connection already closed")), alert.action
+    executed = await _executed(nats_server, "DESK-B", order.client_order_id)
+    await _check_reported(
+        "wrong account (BridgeClient)",
+        t0,
+        closed_at,
+        alert_at,
+        alert,
+        watch,
+        webhook,
+        sentinel,
+        executed,
     )
 
 
