@@ -50,6 +50,11 @@ fn prints_the_effective_configuration_as_json() {
     assert_eq!(printed["pull_batch"], 9);
     assert_eq!(printed["nkey_seed_file"], "/secrets/engine.nk");
     assert_eq!(printed["jetstream_retry_max_attempts"], 1000);
+    // Signatures are required by default, within a 30 s window; the file is a path (printed
+    // as is), and --print-config works without one.
+    assert_eq!(printed["require_signatures"], true);
+    assert_eq!(printed["signature_window_ms"], 30_000);
+    assert_eq!(printed["entitlements_file"], serde_json::Value::Null);
     std::fs::remove_dir_all(&dir).ok();
 }
 

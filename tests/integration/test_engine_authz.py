@@ -267,7 +267,7 @@ async def test_not_entitled_and_sighup_reload(nats_server: ServerHandle, tmp_pat
     newcomer, newcomer_seed = fresh_signer()
     desk_a, desk_b, new_account = new_id("DA"), new_id("DB"), new_id("NEW")
     file = entitlements_file(
-        tmp_path / "entitlements.toml", nats_server, [("desk-a", desk.public_key, [desk_a])]
+        tmp_path / "entitlements.toml", nats_server, [("desk-fresh", desk.public_key, [desk_a])]
     )
     engine = EngineProcess(
         nats_server,
@@ -283,7 +283,7 @@ async def test_not_entitled_and_sighup_reload(nats_server: ServerHandle, tmp_pat
                 orders_pb2.REJECT_REASON_NOT_ENTITLED,
             )
             assert refused.text == (
-                f"identity desk-a is not entitled to account {desk_b} (entitled: {desk_a})"
+                f"identity desk-fresh is not entitled to account {desk_b} (entitled: {desk_a})"
             )
             assert await stored_reports(nats_server, desk_b) == []
             own = new_id("ord")
@@ -296,7 +296,7 @@ async def test_not_entitled_and_sighup_reload(nats_server: ServerHandle, tmp_pat
             entitlements_file(
                 file,
                 nats_server,
-                [("desk-a", desk.public_key, [desk_a]), ("newcomer", newcomer.public_key, ["*"])],
+                [("desk-fresh", desk.public_key, [desk_a]), ("newcomer", newcomer.public_key, ["*"])],
             )
             os.kill(engine.pid or 0, signal.SIGHUP)
             reloaded = await wait_for_log(engine, "entitlements reloaded")
