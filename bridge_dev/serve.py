@@ -2,8 +2,9 @@
 Ctrl-C or SIGTERM.
 
 CLI: ``python -m bridge_dev.serve [--port 4222] [--http-port 8222] [--store-dir DIR]
-[--dir DIR] [--engine]`` ensures dev credentials, starts the server, provisions JetStream as
-the operator, optionally starts the release-built engine (``engine-rs/config/dev.toml``), writes
+[--dir DIR] [--engine] [--sentinel [--webhook-url URL]]`` ensures dev credentials, starts the
+server, provisions JetStream as the operator, optionally starts the release-built engine
+(``engine-rs/config/dev.toml``) and the security sentinel (``bridge-sentinel``), writes
 the orchestrator's connection settings to ``<dir>/orchestrator.toml`` and prints what to do
 with them, e.g. ``BRIDGE_CONFIG_FILE=.dev/orchestrator.toml python examples/orchestrator.py``,
 and how to apply a changed entitlements file (the server's runtime configuration is in
@@ -25,6 +26,7 @@ from types import FrameType
 from bridge_dev.engine import EngineError, EngineProcess, client_settings, write_client_config
 from bridge_dev.nats_config import CONFIG_DIR, PID_FILE
 from bridge_dev.pki import default_root, ensure_dev_credentials
+from bridge_dev.sentinel import SentinelError, SentinelProcess
 from bridge_dev.server import (
     LocalNatsServer,
     NatsServerError,
@@ -67,6 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--engine", action="store_true", help="also run the engine (release build, dev config)"
     )
+    parser.add_argument(
+        "--sentinel",
+        action="store_true",
+        help="also run the security sentinel (kicks and alerts; log <dir>/sentinel.log)",
+    )
+    parser.add_argument(
+        "--webhook-url", default=None, help="the sentinel's Alertmanager-format webhook"
+    )
     args = parser.parse_args(argv)
 
     root: Path = args.dir if args.dir is not None else default_root()
@@ -106,6 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stack.callback(engine.stop)
                 engine.start()
                 print(f"engine {engine.pid} ready (log {engine.log_file})")
+            sentinel: SentinelProcess | None = None
+            if args.sentinel:
+                sentinel = SentinelProcess(
+                    handle, log_file=root / "sentinel.log", webhook_url=args.webhook_url
+                )
+                stack.callback(sentinel.stop)
+                sentinel.start()
+                print(f"sentinel {sentinel.pid} ready (log {sentinel.log_file})")
             config = write_client_config(client_settings(handle), root / ORCHESTRATOR_CONFIG)
             print(f"operator CLI: {_cli_hint(handle, 'operator')}")
             print(f"entitlements changed: python -m bridge_dev.pki; {_apply_hint(server, handle)}")
@@ -121,7 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if engine is not None and not engine.running:
                     print(f"engine exited; log tail:\n{engine.log_tail()}", file=sys.stderr)
                     return 1
-        except (NatsServerError, EngineError) as exc:
+                if sentinel is not None and not sentinel.running:
+                    print(f"sentinel exited; log tail:\n{sentinel.log_tail()}", file=sys.stderr)
+                    return 1
+        except (NatsServerError, EngineError, SentinelError) as exc:
             print(str(exc), file=sys.stderr)
             return 1
     print("stopped", flush=True)

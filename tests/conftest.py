@@ -204,7 +204,35 @@ def _collect_transports_of_failed_connects() -> Iterator[None]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print what the fault-injection tests measured (tests/faults/harness.py)."""
+    """Print what the security violation tests and the fault-injection tests measured."""
+    _sentinel_summary(terminalreporter)
+    _fault_summary(terminalreporter)
+
+
+def _sentinel_summary(tr: pytest.TerminalReporter) -> None:
+    """Violation kind -> refused, connection gone / alert / webhook after (ms), executed
+    (tests/integration/test_sentinel.py)."""
+    module = sys.modules.get("tests.integration.test_sentinel")
+    if module is None or not module.RESULTS:
+        return
+    tr.section("security violations: refused, connection closed / alert received after, executed")
+    tr.write_line(
+        f"{'violation':<40} {'refused':>7} {'closed_ms':>9} {'alert_ms':>8} {'webhook_ms':>10} "
+        f"{'executed':>8}"
+    )
+
+    def ms(value: float | None) -> str:
+        return f"{value:.1f}" if value is not None else "-"
+
+    for r in module.RESULTS:
+        tr.write_line(
+            f"{r.kind:<40} {'yes' if r.refused else 'NO':>7} {ms(r.closed_after_ms):>9} "
+            f"{ms(r.alert_after_ms):>8} {ms(r.webhook_after_ms):>10} {r.executed:>8}"
+        )
+
+
+def _fault_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """What the fault-injection tests measured (tests/faults/harness.py)."""
     harness = sys.modules.get("tests.faults.harness")  # imported only if fault tests ran
     if harness is None or not harness.RESULTS:
         return
