@@ -1,5 +1,8 @@
 """``bridge``: the operators' command line. Subcommands are added here, one function each.
 
+``bridge alerts [--last N]`` prints the newest security alerts of the ALERTS stream, one line
+each (who, what, which subject or account, which connection, what was done), oldest first.
+
 ``bridge audit verify`` walks a stream (default EXECUTIONS) and checks every engine's hash chain
 (:mod:`bridge.audit`): it prints ``OK: ...`` and exits 0, or ``BROKEN at stream sequence ...``
 naming the first broken link and exits 1 (2: it could not run, e.g. no connection).
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import os
 import sys
 from collections.abc import Sequence
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsConnection
 
 from bridge import audit, contract
@@ -28,6 +33,7 @@ from bridge.config import BridgeSettings
 from bridge.logs import configure_logging
 from bridge.security import entitlements
 from bridge.transport import tls_context
+from bridge.v1 import security_pb2
 
 DEFAULT_ENTITLEMENTS = Path(".dev") / "entitlements.toml"
 
@@ -58,7 +64,69 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=10.0, help="seconds per read (default %(default)s)"
     )
     verify.set_defaults(run=_audit_verify)
+    alerts = commands.add_parser(
+        "alerts",
+        help="the newest security alerts",
+        description="Print the newest SecurityAlerts of the ALERTS stream, oldest first.",
+    )
+    alerts.add_argument("--last", type=int, default=20, help="how many (default %(default)s)")
+    alerts.add_argument("--nats-url", help="NATS URL(s), comma-separated (default: settings)")
+    alerts.add_argument(
+        "--config", type=Path, help="settings TOML of the operator connection (BRIDGE_CONFIG_FILE)"
+    )
+    alerts.set_defaults(run=_alerts)
     return parser
+
+
+def render_alert(seq: int, alert: security_pb2.SecurityAlert) -> str:
+    """One alert as one line: when, who raised it, kind, who, where, which connection, action."""
+    when = dt.datetime.fromtimestamp(alert.time_unix_ns / 1e9, dt.UTC).isoformat(
+        timespec="milliseconds"
+    )
+    kind = security_pb2.SecurityViolationKind.Name(alert.kind)
+    kind = kind.removeprefix("SECURITY_VIOLATION_KIND_").lower()
+    fields = {
+        "identity": alert.identity,
+        "nkey": alert.nkey,
+        "account": alert.account,
+        "subject": alert.subject,
+        "cid": str(alert.connection_id) if alert.connection_id else "",
+        "remote": alert.remote_address,
+        "client_order_id": alert.client_order_id,
+        "action": alert.action,
+        "reason": alert.reason,
+    }
+    detail = " ".join(f"{k}={v!r}" for k, v in fields.items() if v)
+    return f"#{seq} {when} {alert.source} {kind} {detail}"
+
+
+async def _read_alerts(args: argparse.Namespace) -> list[str]:
+    nc = await _connect(_settings(args))
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info(contract.ALERTS_STREAM)).state
+        lines = []
+        first = max(state.first_seq, state.last_seq - max(args.last, 0) + 1)
+        for seq in range(first, state.last_seq + 1):
+            try:
+                msg = await js.get_msg(contract.ALERTS_STREAM, seq)
+            except nats.js.errors.NotFoundError:
+                continue  # deleted (the stream denies deletes; or aged out meanwhile)
+            alert = security_pb2.SecurityAlert.FromString(msg.data or b"")
+            lines.append(render_alert(seq, alert))
+        return lines
+    finally:
+        await nc.close()
+
+
+def _alerts(args: argparse.Namespace) -> int:
+    try:
+        lines = asyncio.run(_read_alerts(args))
+    except (OSError, ValueError, nats.errors.Error, TimeoutError) as exc:
+        print(f"error: reading {contract.ALERTS_STREAM}: {exc!r}", file=sys.stderr)
+        return 2
+    print("\n".join(lines) if lines else "no alerts")
+    return 0
 
 
 def _settings(args: argparse.Namespace) -> BridgeSettings:
