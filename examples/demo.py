@@ -4,12 +4,15 @@ Run with ``./dev demo`` (which installs everything first). It
 
 1. starts a local nats-server with the project's TLS + NKey configuration and provisions the
    ORDERS / EXECUTIONS streams, the engine's consumer and the order-state KV bucket;
-2. starts the release-built engine;
+2. starts the release-built engine and the security sentinel;
 3. subscribes to execution reports (pub-sub), sends urgent market orders one by one through
    synchronous request-reply and a mixed flow of limit/market/IOC/FOK orders in batches
    through the JetStream queue, cancels what is still resting, and queries a status;
 4. prints counts (acked, rejected, filled, partially filled, ...) and latency percentiles of
-   order->ack, order->first fill and order->final report; then stops everything it started.
+   order->ack, order->first fill and order->final report;
+5. tours the security model (``demo_security.py``): an identity trading another desk's account
+   and a forged signature are refused, the sentinel's alerts are read back from ALERTS, and the
+   execution journal's hash chain is verified; then stops everything it started.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from demo_security import security_tour
 from hdrh.histogram import HdrHistogram
 from rich.console import Console
 from rich.progress import (
@@ -52,6 +56,7 @@ from bridge import (
 from bridge.logs import configure_logging
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.pki import default_root, ensure_dev_credentials
+from bridge_dev.sentinel import SentinelProcess
 from bridge_dev.server import LocalNatsServer, ServerHandle, _provision_as_operator
 
 console = Console(stderr=False)
@@ -336,10 +341,15 @@ def main() -> int:
         handle = server.handle
         for line in asyncio.run(_provision_as_operator(handle)):
             console.print(f"[dim]provisioned {line}[/dim]")
-        with EngineProcess(handle, log_file=work / "engine.log"):
-            console.print(f"nats-server {handle.url} and engine started")
+        with (
+            EngineProcess(handle, log_file=work / "engine.log"),
+            SentinelProcess(handle, log_file=work / "sentinel.log"),
+        ):
+            console.print(f"nats-server {handle.url}, engine and sentinel started")
             code = asyncio.run(run_demo(handle, ns.sync, ns.queued, ns.batch))
-    console.print("[dim]engine and nats-server stopped[/dim]")
+            secure = asyncio.run(security_tour(handle, console))
+            code = code or (0 if secure else 1)
+    console.print("[dim]sentinel, engine and nats-server stopped[/dim]")
     return code
 
 
