@@ -49,12 +49,13 @@ from bridge.transport import (
 Responder = Callable[[bytes, dict[str, str]], bytes]
 
 
-def new_user_seed() -> str:
-    """A real, freshly generated NKey user seed ("SU..."), encoded as the NKeys spec says (what
-    ``nkeys.encode_seed`` does; nkeys 0.2.0, the declared floor, does not have it)."""
+def new_user_seed(key: bytes | None = None) -> str:
+    """A real NKey user seed ("SU...") of the 32-byte Ed25519 ``key`` (default: a fresh one),
+    encoded as the NKeys spec says (what ``nkeys.encode_seed`` does; nkeys 0.2.0, the declared
+    floor, does not have it)."""
     prefix = nkeys.PREFIX_BYTE_USER
     raw = bytes([nkeys.PREFIX_BYTE_SEED | prefix >> 5, (31 & prefix) << 3])
-    raw += secrets.token_bytes(32)
+    raw += secrets.token_bytes(32) if key is None else key
     raw += nkeys.crc16(raw).to_bytes(2, "little")
     return base64.b32encode(raw).decode("ascii").rstrip("=")
 

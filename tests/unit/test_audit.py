@@ -16,6 +16,7 @@ from nacl.signing import SigningKey, VerifyKey
 
 from bridge import audit, cli, contract
 from bridge.audit import Break, StoredMessage
+from tests.unit.fake_transport import new_user_seed
 
 # SHA-256(32 zero bytes || "report-1"), then SHA-256(that || "report-2"): the vector the
 # engine's chain is held to (engine-rs/src/chain/tests.rs).
@@ -211,8 +212,7 @@ def test_malformed_headers_are_a_break(header: str, value: str) -> None:
 
 def test_engine_keys_come_from_public_nkeys() -> None:
     raw = secrets.token_bytes(32)
-    seed = nkeys.encode_seed(raw, nkeys.PREFIX_BYTE_USER)
-    kp = nkeys.from_seed(bytearray(seed))
+    kp = nkeys.from_seed(bytearray(new_user_seed(raw).encode("ascii")))
     public = bytes(kp.public_key).decode("ascii")
     kp.wipe()
     e = Engine("e1", SigningKey(raw))
