@@ -49,6 +49,7 @@ from bridge_dev.pki import DevCredentials
 from bridge_dev.provision import provision
 from bridge_dev.sentinel import LogLine, SentinelProcess
 from bridge_dev.server import LocalNatsServer, ServerHandle, connect_as
+from tests.nats_leaks import refused_connections
 
 LIMIT_S = 1.0
 """The issue's bound: connection gone and alert received within a second."""
@@ -249,21 +250,25 @@ async def refused_handshake(
 ) -> tuple[float, BaseException]:
     """Connect once (no retry); when and how the server refused it."""
     nc = Client()
-    try:
-        await nc.connect(
-            servers=[url],
-            tls=tls,
-            nkeys_seed=str(seed),
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            connect_timeout=int(WAIT_S),
-            name="intruder",
-        )
-    except Exception as exc:
-        return time.monotonic(), exc
-    finally:
-        await nc.close()
-    raise AssertionError("the server accepted a connection it must refuse")
+    refused: tuple[float, BaseException] | None = None
+    with refused_connections():
+        try:
+            await nc.connect(
+                servers=[url],
+                tls=tls,
+                nkeys_seed=str(seed),
+                allow_reconnect=False,
+                max_reconnect_attempts=0,
+                connect_timeout=int(WAIT_S),
+                name="intruder",
+            )
+        except Exception as exc:
+            refused = (time.monotonic(), exc)
+        finally:
+            await nc.close()
+    if refused is None:
+        raise AssertionError("the server accepted a connection it must refuse")
+    return refused
 
 
 async def count_executed(handle: ServerHandle, account: str, client_order_id: str) -> int:

@@ -29,6 +29,7 @@ from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.nats_config import PID_FILE
 from bridge_dev.pki import write_nkey_seed
 from bridge_dev.server import LocalNatsServer, ServerHandle, client_ssl_context, connect_as
+from tests.nats_leaks import refused_connections
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -100,14 +101,15 @@ async def _refused(
         """The raised exception is what the test asserts on."""
 
     try:
-        nc = await connect_as(
-            handle.url,
-            handle.creds,
-            identity,
-            entitlements=entitlements,
-            error_cb=ignore,
-            **_FAIL_FAST,
-        )
+        with refused_connections():
+            nc = await connect_as(
+                handle.url,
+                handle.creds,
+                identity,
+                entitlements=entitlements,
+                error_cb=ignore,
+                **_FAIL_FAST,
+            )
     except NatsError as exc:
         refused = exc
     else:
@@ -285,8 +287,9 @@ async def test_identity_removed_by_reload(fresh_server: LocalNatsServer, tmp_pat
         assert not changes.added
         assert not changes.changed
         assert fresh_server.handle.pid == handle.pid
-        async with asyncio.timeout(_WAIT_S):
-            await desk_b_watch.closed.wait()
+        with refused_connections():  # desk-b's reconnects are refused until it gives up
+            async with asyncio.timeout(_WAIT_S):
+                await desk_b_watch.closed.wait()
         assert not desk_b.is_connected
         await _still_up(desk_a, cid, desk_a_watch)
         await _publish_is_stored(desk_a, contract.queue("DESK-A"))

@@ -32,6 +32,7 @@ from bridge.v1 import orders_pb2
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import ServerHandle, connect_as
 from bridge_dev.signing import dev_signer
+from tests.nats_leaks import refused_connections
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -138,12 +139,12 @@ async def test_no_secret_in_either_log(
                 # DESK-B is not desk-a's account: a permissions violation.
                 await desk_a.submit(order("DESK-B"))
         stranger = write_stranger_seed(tmp_path / "stranger.nk")
-        with pytest.raises(BridgeError):
+        with pytest.raises(BridgeError), refused_connections():
             async with BridgeClient(
                 settings.model_copy(update={"nkey_seed_file": stranger, "connect_deadline_ms": 500})
             ):
                 pass
-        with pytest.raises((BridgeError, ssl.SSLError, OSError)):
+        with pytest.raises((BridgeError, ssl.SSLError, OSError)), refused_connections():
             async with BridgeClient(
                 settings.model_copy(
                     update={"tls_cert_file": None, "tls_key_file": None, "connect_deadline_ms": 500}

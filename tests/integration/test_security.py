@@ -16,6 +16,7 @@ from nats.errors import Error as NatsError
 from bridge.client import flush_ordered
 from bridge_dev.pki import DevCredentials, issue_cert, make_ca, write_nkey_seed
 from bridge_dev.server import ServerHandle, client_ssl_context, connect_as
+from tests.nats_leaks import refused_connections
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -34,7 +35,8 @@ async def _connect_must_fail(url: str, **options: Any) -> BaseException:
     """Connect expecting failure; return the exception (fails the test if it connects)."""
     try:
         nc = Client()
-        await nc.connect(url, error_cb=_ignore_error, **_FAIL_FAST, **options)
+        with refused_connections():
+            await nc.connect(url, error_cb=_ignore_error, **_FAIL_FAST, **options)
     except (OSError, NatsError) as exc:  # ssl.SSLError is an OSError
         return exc
     await nc.close()
