@@ -201,6 +201,18 @@ def sys_reload(server_id: str) -> str:
     return f"$SYS.REQ.SERVER.{server_id}.RELOAD"
 
 
+SERVICE_ALL = "$SRV.>"
+"""NATS service API (micro): every discovery request (PING, INFO, STATS), which each service
+instance answers."""
+SERVICE_PING_PREFIX = "$SRV.PING."
+
+
+def service_ping(service: str) -> str:
+    """NATS service API: ping every instance of one service (e.g. SERVICE_NAME); each running engine
+    answers."""
+    return f"$SRV.PING.{service}"
+
+
 # Headers
 HEADER_MSG_ID = "Nats-Msg-Id"
 """JetStream de-duplication id: the client order id of a queued order."""
@@ -227,6 +239,9 @@ HEADER_CHAIN_PREV = "Bridge-Chain-Prev"
 """Hex SHA-256 digest of the previous report of this chain (64 zeros for the first)."""
 HEADER_CHAIN_DIGEST = "Bridge-Chain-Digest"
 """Hex SHA-256 over the previous digest's 32 bytes followed by this report's payload."""
+HEADER_TRACEPARENT = "traceparent"
+"""W3C Trace Context (https://www.w3.org/TR/trace-context/): 00-<trace id>-<parent span id>-<flags>.
+The client starts one trace per order operation; both sides log its trace id as trace_id."""
 HEADER_CHAIN_SIGNATURE = "Bridge-Chain-Signature"
 """Ed25519 signature (base64url, no padding) of the engine's NKey over the 32 digest bytes."""
 
@@ -242,6 +257,8 @@ SYMBOL_PATTERN = "^[A-Za-z0-9._/-]{1,32}$"
 SIGNING_DOMAIN = "bridge.v1.sig"
 """Signed bytes: SIGNING_DOMAIN, subject, signed_at (decimal) and payload, joined by one newline
 byte each."""
+SERVICE_NAME = "bridge-engine"
+"""The engines' NATS micro service name (`nats micro ls`): every engine registers one instance."""
 ALL_ACCOUNTS = "*"
 """In an entitlements file, an identity entitled to every (non-reserved) account."""
 
