@@ -47,6 +47,7 @@ class Metric:
     type: str
     labels: tuple[str, ...]
     help: str
+    buckets: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Registry:
 
     metrics: dict[str, Metric]
     label_values: dict[str, list[str] | str]
+    buckets: dict[str, list[float]]
 
     def side(self, side: str) -> dict[str, Metric]:
         """The metrics one side (``client`` or ``engine``) exports."""
@@ -65,10 +67,10 @@ def load(path: Path = REGISTRY) -> Registry:
     """Parse the registry file."""
     data: dict[str, Any] = tomllib.loads(path.read_text("utf-8"))
     metrics = {
-        name: Metric(name, m["side"], m["type"], tuple(m["labels"]), m["help"])
+        name: Metric(name, m["side"], m["type"], tuple(m["labels"]), m["help"], m.get("buckets"))
         for name, m in data["metrics"].items()
     }
-    return Registry(metrics, dict(data["labels"]))
+    return Registry(metrics, dict(data["labels"]), dict(data["buckets"]))
 
 
 def promql_metric_names(expr: str) -> set[str]:
@@ -118,9 +120,14 @@ def rule_exprs(rules: dict[str, Any]) -> list[str]:
 def _labels_cell(metric: Metric, registry: Registry) -> str:
     cells = []
     for label in metric.labels:
-        values = registry.label_values.get(label)
+        # a label whose values differ by side is declared as `<side>_<label>` (outcome)
+        values = registry.label_values.get(
+            f"{metric.side}_{label}", registry.label_values.get(label)
+        )
         if isinstance(values, list):
             cells.append(f"`{label}` ({', '.join(values)})")
+        elif isinstance(values, str) and re.fullmatch(r"[A-Z][A-Za-z]+", values):
+            cells.append(f"`{label}` (bridge.v1.{values} names, lowercase, no prefix)")
         elif isinstance(values, str):
             cells.append(f"`{label}` ({values})")
         else:
@@ -137,9 +144,14 @@ def readme_table(registry: Registry) -> str:
     ]
     for m in registry.metrics.values():
         meaning = m.help.replace("|", "\\|")
+        if m.buckets:
+            meaning += f" Buckets: `{m.buckets}`."
         lines.append(
             f"| `{m.name}` | {m.side} | {m.type} | {_labels_cell(m, registry)} | {meaning} |"
         )
+    lines.append("")
+    for name, bounds in registry.buckets.items():
+        lines.append(f"- buckets `{name}` (seconds): {', '.join(f'{b:g}' for b in bounds)}")
     lines.append(TABLE_END)
     return "\n".join(lines)
 
