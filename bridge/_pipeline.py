@@ -42,6 +42,7 @@ from bridge.errors import (
     StreamFullError,
 )
 from bridge.logs import bound_ids
+from bridge.metrics import PathMetrics, outcome_of
 from bridge.models import Order, QueuedOrder
 from bridge.outbox import OrderOutbox
 from bridge.retry import is_transient, retry_after
@@ -65,7 +66,9 @@ class Pipeline:
         self._settings = conn.settings
         self._outbox = outbox
         self._inflight = asyncio.Semaphore(conn.settings.max_inflight)
-        self._acks = _PubAcks(conn.settings.publish_timeout_ms / 1000)
+        self.in_flight = 0  # slots taken now (bridge_client_queued_in_flight, read at scrape)
+        self._metrics = conn.metrics
+        self._acks = _PubAcks(conn.settings.publish_timeout_ms / 1000, conn.metrics.queued)
         conn.on_open(self._acks.start)  # JetStream's answers, subscribed before the first order
         conn.on_drop(
             lambda: self._acks.fail_all("the connection dropped before JetStream confirmed it")
@@ -76,9 +79,15 @@ class Pipeline:
         """Queue ``orders`` in input order; every order's outcome, in input order.
 
         After the first failure a retry cannot cure, or when backpressure stops the batch, no
-        further order is sent (those are ``None``).
+        further order is sent (those are ``None``). Counted in
+        ``bridge_client_orders_total{path="queued"}``, each order's ack timed from its publish.
         """
-        transport = self._conn.open()
+        outcome_counters = self._metrics.queued.outcomes
+        try:
+            transport = self._conn.open()
+        except BridgeError:
+            outcome_counters["error"].inc(len(orders))
+            raise
         inflight = self._inflight
         if self._outbox is not None:
             self._outbox.record(orders, route="queue")
@@ -90,6 +99,7 @@ class Pipeline:
         def settled(future: asyncio.Future[QueuedOrder]) -> None:
             nonlocal failed
             inflight.release()
+            self.in_flight -= 1
             exc = None if future.cancelled() else future.exception()
             failed = failed or (exc is not None and not is_transient(exc))
 
@@ -129,6 +139,14 @@ class Pipeline:
             outcomes.append(stopped)
         outcomes.extend([None] * (len(orders) - len(outcomes)))
         result = [_as_outcome(o) for o in outcomes]
+        accepted = 0
+        for o in result:
+            if isinstance(o, QueuedOrder):
+                accepted += 1
+            elif o is not None:
+                outcome_counters[outcome_of(o)].inc()
+        if accepted:
+            outcome_counters["accepted"].inc(accepted)
         if self._outbox is not None:
             resolved = {q.client_order_id: "queued" for q in result if isinstance(q, QueuedOrder)}
             for o in result:
@@ -141,7 +159,9 @@ class Pipeline:
         self, transport: Transport, order: Order, correlation_id: str
     ) -> asyncio.Future[QueuedOrder]:
         """One attempt of one queued order; the future resolves with JetStream's answer."""
-        reply, future = self._acks.expect(order.client_order_id, correlation_id)
+        reply, future, at = self._acks.expect(order.client_order_id, correlation_id)
+        if self._metrics.report_readers:
+            self._metrics.queued.sent(order.client_order_id, at)  # for its first report
         conn = self._conn
         try:
             conn.connected(order.client_order_id, correlation_id)
@@ -181,15 +201,18 @@ class Pipeline:
                     lambda: self._publish_once(order, correlation_id),
                     failed,
                     started,
+                    self._metrics.retries["enqueue"].inc,
                 )
             finally:
                 self._inflight.release()
+                self.in_flight -= 1
 
     async def _acquire_slot(self, client_order_id: str, correlation_id: str) -> None:
         """Backpressure: wait for one of ``max_inflight`` slots, or raise."""
         inflight = self._inflight
         if not inflight.locked():
             await inflight.acquire()  # a free slot: taken at once, nothing to time out
+            self.in_flight += 1
             return
         wait_ms = self._settings.backpressure_wait_ms
         try:
@@ -197,7 +220,9 @@ class Pipeline:
                 raise TimeoutError
             async with asyncio.timeout(wait_ms / 1000 if wait_ms else None):
                 await inflight.acquire()
+            self.in_flight += 1
         except TimeoutError:
+            self._metrics.backpressure_refusals.inc()
             raise BackpressureError(
                 f"max_inflight={self._settings.max_inflight} queued publishes are awaiting "
                 f"JetStream acks and none completed within backpressure_wait_ms={wait_ms}; "
@@ -227,11 +252,13 @@ class _PubAcks:
     JetStream error, or the no-responders status).
     """
 
-    def __init__(self, wait_s: float) -> None:
+    def __init__(self, wait_s: float, metrics: PathMetrics) -> None:
         self._prefix = ""
         self._wait_s = wait_s
         self._count = 0
-        self._waiting: dict[str, tuple[asyncio.Future[QueuedOrder], str, str]] = {}
+        self._ack_latency = metrics.ack_latency
+        # reply token -> (future, client order id, correlation id, perf_counter at publish)
+        self._waiting: dict[str, tuple[asyncio.Future[QueuedOrder], str, str, float]] = {}
 
     async def start(self, transport: Transport) -> None:
         self._prefix = transport.new_inbox() + "."
@@ -239,13 +266,15 @@ class _PubAcks:
 
     def expect(
         self, client_order_id: str, correlation_id: str
-    ) -> tuple[str, asyncio.Future[QueuedOrder]]:
-        """A reply subject for one publish, and the future its answer resolves."""
+    ) -> tuple[str, asyncio.Future[QueuedOrder], float]:
+        """A reply subject for one publish, the future its answer resolves and the time it
+        was sent (``time.perf_counter``)."""
         self._count += 1
         token = str(self._count)
         future: asyncio.Future[QueuedOrder] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = (future, client_order_id, correlation_id)
-        return self._prefix + token, future
+        at = time.perf_counter()
+        self._waiting[token] = (future, client_order_id, correlation_id, at)
+        return self._prefix + token, future, at
 
     def resolve(self, reply: str, exc: BridgeError) -> None:
         """Fail one expected answer (the publish itself failed)."""
@@ -257,18 +286,21 @@ class _PubAcks:
         entry = self._waiting.pop(msg.subject[len(self._prefix) :], None)
         if entry is None or entry[0].done():
             return  # expired or failed already: its retry has its own answer
-        future, client_order_id, correlation_id = entry
+        future, client_order_id, correlation_id, at = entry
         try:
-            future.set_result(queued_order(msg, client_order_id, correlation_id))
+            queued = queued_order(msg, client_order_id, correlation_id)
         except BridgeError as exc:
             future.set_exception(exc)
+            return
+        self._ack_latency.observe(time.perf_counter() - at)
+        future.set_result(queued)
 
     async def settle(self, futures: Sequence[asyncio.Future[QueuedOrder]]) -> None:
         """Wait for ``futures`` up to the publish timeout; fail those still unanswered."""
         if not futures:
             return
         _, late = await asyncio.wait(futures, timeout=self._wait_s)
-        for future, client_order_id, correlation_id in self._drop(late):
+        for future, client_order_id, correlation_id, _ in self._drop(late):
             future.set_exception(
                 _publish_failure(
                     nats.errors.TimeoutError(), client_order_id, correlation_id, self._wait_s
@@ -277,12 +309,12 @@ class _PubAcks:
 
     def cancel(self, futures: Sequence[asyncio.Future[QueuedOrder]]) -> None:
         """Stop waiting for ``futures`` (the batch was cancelled)."""
-        for future, _, _ in self._drop(set(futures)):
+        for future, _, _, _ in self._drop(set(futures)):
             future.cancel()
 
     def _drop(
         self, futures: set[asyncio.Future[QueuedOrder]]
-    ) -> list[tuple[asyncio.Future[QueuedOrder], str, str]]:
+    ) -> list[tuple[asyncio.Future[QueuedOrder], str, str, float]]:
         """Forget the still-unanswered entries of ``futures``."""
         if not futures:
             return []
@@ -292,14 +324,14 @@ class _PubAcks:
     def fail_all_with(self, error: SecurityViolationError) -> None:
         """Fail every expected answer now with ``error`` (the client closed itself)."""
         waiting, self._waiting = self._waiting, {}
-        for future, client_order_id, correlation_id in waiting.values():
+        for future, client_order_id, correlation_id, _ in waiting.values():
             if not future.done():
                 future.set_exception(error.for_operation(client_order_id, correlation_id))
 
     def fail_all(self, why: str) -> None:
         """Fail every expected answer now (the connection dropped): they are retried."""
         waiting, self._waiting = self._waiting, {}
-        for future, client_order_id, correlation_id in waiting.values():
+        for future, client_order_id, correlation_id, _ in waiting.values():
             if not future.done():
                 future.set_exception(
                     OutcomeUnknownError(

@@ -15,6 +15,7 @@ signature, never a replay of the old one.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from typing import TypeVar
@@ -25,13 +26,22 @@ from google.protobuf.message import DecodeError, Message
 from bridge import _violations, contract
 from bridge._connection import Connection
 from bridge.errors import (
+    BridgeError,
     EngineUnavailableError,
     OutcomeUnknownError,
     ProtocolError,
     SecurityViolationError,
 )
 from bridge.logs import get_logger
-from bridge.models import SECURITY_REASONS, Order, OrderAck, OrderState, RejectReason
+from bridge.metrics import outcome_of
+from bridge.models import (
+    SECURITY_REASONS,
+    AckStatus,
+    Order,
+    OrderAck,
+    OrderState,
+    RejectReason,
+)
 from bridge.outbox import OrderOutbox
 from bridge.retry import with_retries
 from bridge.v1 import orders_pb2
@@ -136,13 +146,22 @@ class Requests:
             raise violation from None
 
     async def submit(self, order: Order, timeout: float | None, correlation_id: str) -> OrderAck:
-        """``BridgeClient.submit`` (the caller binds the log context)."""
-        subject = self._conn.subjects.of(order.account, "Order").submit
-        if self._outbox is not None:
-            self._outbox.record([order], route="submit")
-        request = order.to_proto()
-        decode = _answer(orders_pb2.OrderAck, _checked_ack, order.client_order_id, correlation_id)
+        """``BridgeClient.submit`` (the caller binds the log context); counted in
+        ``bridge_client_orders_total{path="sync"}``, its ack timed from here."""
+        started = time.perf_counter()
+        metrics = self._conn.metrics
+        path = metrics.sync
+        outbox = self._outbox
         try:
+            subject = self._conn.subjects.of(order.account, "Order").submit
+            if metrics.report_readers:
+                path.sent(order.client_order_id, started)  # for its first report
+            if outbox is not None:
+                outbox.record([order], route="submit")
+            request = order.to_proto()
+            decode = _answer(
+                orders_pb2.OrderAck, _checked_ack, order.client_order_id, correlation_id
+            )
             ack = await with_retries(
                 self._settings,
                 "submit",
@@ -156,13 +175,18 @@ class Requests:
                     correlation_id=correlation_id,
                     timeout=timeout,
                 ),
+                metrics.retries["submit"].inc,
             )
-        except SecurityViolationError as exc:
-            if exc.ack is not None and self._outbox is not None:
-                self._outbox.resolve({order.client_order_id: f"ack:{exc.ack.status.value}"})
+        except BridgeError as exc:
+            path.outcomes[outcome_of(exc)].inc()
+            refused = exc.ack if isinstance(exc, SecurityViolationError) else None
+            if refused is not None and outbox is not None:
+                outbox.resolve({order.client_order_id: f"ack:{refused.status.value}"})
             raise
-        if self._outbox is not None:
-            self._outbox.resolve({order.client_order_id: f"ack:{ack.status.value}"})
+        path.ack_latency.observe(time.perf_counter() - started)
+        path.outcomes["accepted" if ack.status is AckStatus.ACCEPTED else "rejected"].inc()
+        if outbox is not None:
+            outbox.resolve({order.client_order_id: f"ack:{ack.status.value}"})
         log.debug("bridge.ack", status=ack.status.value, duplicate=ack.duplicate)
         return ack
 
@@ -184,6 +208,7 @@ class Requests:
                 correlation_id=correlation_id,
                 timeout=timeout,
             ),
+            self._conn.metrics.retries["cancel"].inc,
         )
 
     async def status(
@@ -216,6 +241,7 @@ class Requests:
                 correlation_id=correlation_id,
                 timeout=timeout,
             ),
+            self._conn.metrics.retries["status"].inc,
         )
 
 

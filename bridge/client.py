@@ -52,10 +52,12 @@ from bridge._connection import (
     ConnectionState,
 )
 from bridge._pipeline import Pipeline, batch_result
+from bridge._readiness import Readiness, probe
 from bridge._requests import Requests, new_correlation_id
 from bridge.config import BridgeSettings
 from bridge.errors import BridgeError, PartialBatchError, SecurityViolationError
 from bridge.logs import bound_ids
+from bridge.metrics import METRICS, ClientMetrics
 from bridge.models import Order, OrderAck, OrderState, QueuedOrder
 from bridge.outbox import OrderOutbox
 from bridge.reports import ReportStream
@@ -66,6 +68,7 @@ __all__ = [
     "ConnectionEvent",
     "ConnectionListener",
     "ConnectionState",
+    "Readiness",
     "flush_ordered",
     "new_correlation_id",
     "tls_context",
@@ -82,11 +85,14 @@ class BridgeClient:
         outbox: OrderOutbox | None = None,
         transport: Transport | None = None,
         journal: OrderOutbox | None = None,
+        metrics: ClientMetrics | None = None,
     ) -> None:
         """``outbox``: optional local record of orders sent and their outcomes, so that after
         a restart of this process ``resubmit_pending()`` can re-send what has no outcome
         (``journal`` is its deprecated old name and warns). ``transport``: how to reach NATS;
         nats-py (``NatsTransport``) unless given, e.g. an in-memory fake in tests.
+        ``metrics``: where this client records its Prometheus metrics (``bridge.metrics``);
+        ``bridge.metrics.METRICS``, on ``prometheus_client.REGISTRY``, unless given.
 
         ``ConfigurationError`` at once when the settings cannot work: ``sign_orders`` on without
         an NKey seed (``nkey_seed_file`` or ``nkey_seed``). The seed itself is read at connect."""
@@ -99,13 +105,20 @@ class BridgeClient:
             )
             outbox = outbox or journal
         self._outbox = outbox
-        self._conn = Connection(self._settings, transport or NatsTransport())
+        self._metrics = metrics or METRICS
+        self._conn = Connection(self._settings, transport or NatsTransport(), self._metrics)
         self._requests = Requests(self._conn, outbox)
         self._pipeline = Pipeline(self._conn, outbox)
+        self._metrics.watch(self._conn, self._pipeline)
 
     @property
     def settings(self) -> BridgeSettings:
         return self._settings
+
+    @property
+    def metrics(self) -> ClientMetrics:
+        """The Prometheus metrics this client records into."""
+        return self._metrics
 
     @property
     def connection_state(self) -> ConnectionState:
@@ -162,6 +175,15 @@ class BridgeClient:
     async def close(self) -> None:
         """Drain subscriptions and close. Idempotent."""
         await self._conn.close()
+
+    async def readiness(self, timeout: float = 0.5) -> Readiness:
+        """Whether this client can trade now: connected, and how many engines answer the NATS
+        service API's ping (``$SRV.PING.bridge-engine``) within ``timeout`` seconds (it always
+        waits that long, to count them all). ``ready`` = connected and at least one engine.
+
+        Never raises for a down connection or a closed client (``connected=False``); what
+        ``/readyz`` of ``bridge.observability.serve`` answers."""
+        return await probe(self._conn, timeout)
 
     # -- synchronous request-reply -----------------------------------------------------------
 

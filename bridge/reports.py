@@ -91,6 +91,7 @@ class ReportStream:
             self.last_seq = info.last_seq
         self._open = True
         await self._start_consumer()
+        self._conn.metrics.reader_opened()
         return self
 
     async def __aexit__(
@@ -99,6 +100,8 @@ class ReportStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._open:
+            self._conn.metrics.reader_closed()
         self._open = False
         await self._drop_subscription()
 
@@ -186,7 +189,9 @@ class ReportStream:
             return None  # already yielded before a reset
         self._next_seq = meta.sequence.stream + 1
         self.last_seq = meta.sequence.stream
-        return _decode_report(msg.data)
+        report = _decode_report(msg.data)
+        self._conn.metrics.report(report.exec_type, report.client_order_id)
+        return report
 
     async def _request_more(self, sub: Subscription) -> None:
         """Keep up to ``subscription_capacity`` reports requested; re-fill at half received."""
