@@ -44,6 +44,7 @@ from bridge.models import (
 )
 from bridge.outbox import OrderOutbox
 from bridge.retry import with_retries
+from bridge.transport import ServiceError
 from bridge.v1 import orders_pb2
 
 log = get_logger("bridge.client")
@@ -119,6 +120,19 @@ class Requests:
         except (TimeoutError, nats.errors.TimeoutError) as exc:
             raise OutcomeUnknownError(
                 f"no answer on {subject} within {wait:.3f}s; query the order status",
+                client_order_id=client_order_id,
+                correlation_id=correlation_id,
+            ) from exc
+        except ServiceError as exc:
+            await conn.engine_seen(True)
+            if exc.code < 500:  # the engine could not decode it: nothing happened
+                raise ProtocolError(
+                    f"the engine could not take the request on {subject}: {exc.status}",
+                    client_order_id=client_order_id,
+                    correlation_id=correlation_id,
+                ) from exc
+            raise OutcomeUnknownError(
+                f"the engine failed while serving the request on {subject}: {exc.status}",
                 client_order_id=client_order_id,
                 correlation_id=correlation_id,
             ) from exc

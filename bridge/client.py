@@ -32,7 +32,8 @@ its connection is closed without reconnecting, every pending and later operation
 
 The rooms behind it, one concern each: ``bridge._connection`` (lifecycle, state, events),
 ``bridge._requests`` (submit, cancel, status), ``bridge._pipeline`` (queued orders),
-``bridge.reports`` (report streams), all over ``bridge.transport`` (the seam to NATS). Every
+``bridge.reports`` (report streams), all over ``bridge.transport`` (the seam to NATS); each
+records into ``bridge.metrics`` (Prometheus), and ``readiness()`` asks ``bridge._readiness``. Every
 operation binds its ``correlation_id`` (and order fields) to the log context once
 (``structlog.contextvars``, through ``bridge.logs.bound_ids``), so every line logged inside it
 carries them.

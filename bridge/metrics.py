@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterable
-from typing import Final, Protocol, TypeVar
+from typing import Final, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics import MetricWrapperBase
 
 from bridge.errors import (
     BackpressureError,
@@ -67,9 +65,6 @@ def outcome_of(error: BaseException) -> str:
     if isinstance(error, PublishError) and error.transient:
         return "unavailable"  # no stream leader answered (503): JetStream's "no responders"
     return "error"
-
-
-_M = TypeVar("_M", bound=MetricWrapperBase)
 
 
 class _Connected(Protocol):
@@ -124,109 +119,78 @@ class ClientMetrics:
     def __init__(self, registry: CollectorRegistry | None = REGISTRY) -> None:
         """``registry=None`` creates the metrics without registering them anywhere."""
         self.registry = registry
-        self._families: list[MetricWrapperBase] = []
-        orders = self._add(
-            Counter(
-                "bridge_client_orders_total",
-                "Order submissions by path and what the caller got back.",
-                ["path", "outcome"],
-                registry=registry,
-            )
+        orders = Counter(
+            "bridge_client_orders_total",
+            "Order submissions by path and what the caller got back.",
+            ["path", "outcome"],
+            registry=registry,
         )
-        ack = self._add(
-            Histogram(
-                "bridge_client_ack_latency_seconds",
-                "Order to ack: sync = request to the engine's OrderAck; queued = publish to "
-                "JetStream's publish ack.",
-                ["path"],
-                buckets=ORDER_SECONDS,
-                registry=registry,
-            )
+        ack = Histogram(
+            "bridge_client_ack_latency_seconds",
+            "Order to ack: sync = request to the engine's OrderAck; queued = publish to "
+            "JetStream's publish ack.",
+            ["path"],
+            buckets=ORDER_SECONDS,
+            registry=registry,
         )
-        first = self._add(
-            Histogram(
-                "bridge_client_first_report_latency_seconds",
-                "Order sent to its first execution report received by this client's report "
-                "subscription.",
-                ["path"],
-                buckets=ORDER_SECONDS,
-                registry=registry,
-            )
+        first = Histogram(
+            "bridge_client_first_report_latency_seconds",
+            "Order sent to its first execution report received by this client's report "
+            "subscription.",
+            ["path"],
+            buckets=ORDER_SECONDS,
+            registry=registry,
         )
         self.sync = PathMetrics("sync", orders, ack, first)
         self.queued = PathMetrics("queued", orders, ack, first)
-        retries = self._add(
-            Counter(
-                "bridge_client_retries_total",
-                "Retried attempts of order operations (the first attempt is not counted).",
-                ["operation"],
-                registry=registry,
-            )
+        retries = Counter(
+            "bridge_client_retries_total",
+            "Retried attempts of order operations (the first attempt is not counted).",
+            ["operation"],
+            registry=registry,
         )
         self.retries = {what: retries.labels(operation=label) for what, label in _OPERATION.items()}
-        in_flight = self._add(
-            Gauge(
-                "bridge_client_queued_in_flight",
-                "Queued publishes awaiting JetStream's ack now (at most max_inflight).",
-                registry=registry,
-            )
+        in_flight = Gauge(
+            "bridge_client_queued_in_flight",
+            "Queued publishes awaiting JetStream's ack now (at most max_inflight).",
+            registry=registry,
         )
-        self.backpressure_refusals = self._add(
-            Counter(
-                "bridge_client_backpressure_refusals_total",
-                "Queued publishes refused because max_inflight slots stayed full for "
-                "backpressure_wait_ms.",
-                registry=registry,
-            )
+        self.backpressure_refusals = Counter(
+            "bridge_client_backpressure_refusals_total",
+            "Queued publishes refused because max_inflight slots stayed full for "
+            "backpressure_wait_ms.",
+            registry=registry,
         )
-        connected = self._add(
-            Gauge(
-                "bridge_client_connected",
-                "Connected bridge clients in this process (1 per connected BridgeClient).",
-                registry=registry,
-            )
+        connected = Gauge(
+            "bridge_client_connected",
+            "Connected bridge clients in this process (1 per connected BridgeClient).",
+            registry=registry,
         )
-        self.reconnects = self._add(
-            Counter(
-                "bridge_client_reconnects_total",
-                "Reconnects after a lost connection.",
-                registry=registry,
-            )
+        self.reconnects = Counter(
+            "bridge_client_reconnects_total",
+            "Reconnects after a lost connection.",
+            registry=registry,
         )
-        self.disconnects = self._add(
-            Counter("bridge_client_disconnects_total", "Connections lost.", registry=registry)
+        self.disconnects = Counter(
+            "bridge_client_disconnects_total", "Connections lost.", registry=registry
         )
-        reports = self._add(
-            Counter(
-                "bridge_client_reports_total",
-                "Execution reports delivered to this process.",
-                ["exec_type"],
-                registry=registry,
-            )
+        reports = Counter(
+            "bridge_client_reports_total",
+            "Execution reports delivered to this process.",
+            ["exec_type"],
+            registry=registry,
         )
         self.reports = {t: reports.labels(exec_type=t.value.lower()) for t in ExecType}
-        self.security_violations = self._add(
-            Counter(
-                "bridge_client_security_violations_total",
-                "Permission violations the server reported to this process (each closes the "
-                "client).",
-                registry=registry,
-            )
+        self.security_violations = Counter(
+            "bridge_client_security_violations_total",
+            "Permission violations the server reported to this process (each closes the client).",
+            registry=registry,
         )
         self._connections: weakref.WeakSet[_Connected] = weakref.WeakSet()
         self._pipelines: weakref.WeakSet[_InFlight] = weakref.WeakSet()
         connected.set_function(lambda: sum(1 for c in tuple(self._connections) if c.is_up))
         in_flight.set_function(lambda: sum(p.in_flight for p in tuple(self._pipelines)))
         self.report_readers = 0  # open report streams: send times are kept while > 0
-
-    def _add(self, family: _M) -> _M:
-        self._families.append(family)
-        return family
-
-    @property
-    def families(self) -> Iterable[MetricWrapperBase]:
-        """Every metric family (e.g. to unregister them: ``registry.unregister(f)``)."""
-        return tuple(self._families)
 
     # -- what the client's rooms call -------------------------------------------------------
 
@@ -235,12 +199,6 @@ class ClientMetrics:
         publishes in ``bridge_client_queued_in_flight`` (read at scrape time; held weakly)."""
         self._connections.add(connection)
         self._pipelines.add(pipeline)
-
-    def retried(self, what: str) -> None:
-        """One more attempt of operation ``what`` (``bridge.retry``'s name)."""
-        child = self.retries.get(what)
-        if child is not None:
-            child.inc()
 
     def report(self, exec_type: ExecType, client_order_id: str) -> None:
         """A report stream of this process received a report."""
@@ -257,12 +215,6 @@ class ClientMetrics:
         if not self.report_readers:
             self.sync.forget()
             self.queued.forget()
-
-    def unregister(self) -> None:
-        """Remove every family from the registry (a test's, typically)."""
-        if self.registry is not None:
-            for family in self._families:
-                self.registry.unregister(family)
 
 
 METRICS: Final = ClientMetrics()

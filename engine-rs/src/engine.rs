@@ -131,11 +131,6 @@ impl Engine {
         self.last_seq
     }
 
-    /// The REJECTED ack of a request that names no order (undecodable, or no valid key).
-    pub(crate) fn unkeyed_reject(&self, order: &pb::NewOrder, rej: &Rejection) -> pb::OrderAck {
-        intake::unkeyed_reject(order, rej, &self.cfg.engine_id, now_ns())
-    }
-
     /// Validation and the record to store (step 1 without its write; [`intake::prepare`]).
     pub(crate) fn prepare(
         &mut self,
@@ -312,19 +307,6 @@ impl Engine {
     /// Step 4: `kv.update` of every record (concurrently), at most one write per key.
     pub(crate) async fn write_back(&mut self, orders: Vec<LiveOrder>) -> Result<(), EngineError> {
         Ok(self.store.write(&orders).await?)
-    }
-
-    /// Sends a reply, if the request asked for one; a failure is only logged.
-    pub(crate) async fn respond(&self, reply: Option<&async_nats::Subject>, payload: Vec<u8>) {
-        if let Some(reply) = reply {
-            if let Err(e) = self
-                .client
-                .publish(reply.clone(), Bytes::from(payload))
-                .await
-            {
-                warn!(error = %e, "could not send reply");
-            }
-        }
     }
 
     /// A request to another engine (the cancel relay).

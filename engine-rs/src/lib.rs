@@ -71,6 +71,7 @@ pub mod recovery;
 pub mod retry;
 pub mod run;
 pub mod secret;
+pub mod service;
 pub mod store;
 pub mod validate;
 pub mod venue;

@@ -2,12 +2,11 @@
 //! `bridge.v1.engine.<engine_id>.cancel` (relayed by a peer): cancel an order resting in this
 //! engine's book, or relay the request to the engine whose book holds it.
 
-use async_nats::Message;
 use prost::Message as _;
 use tracing::info;
 
 use super::authorize::{echoed_id, CANCEL_REQUEST};
-use super::{correlation_id, malformed, record_order, request_span, within};
+use super::{correlation_id, record_order, request_span, within};
 use crate::ack::AckFor;
 use crate::auth::Refusal;
 use crate::contract;
@@ -16,27 +15,29 @@ use crate::error::EngineError;
 use crate::intake::{self, valid_key};
 use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
 use crate::publish::Tagged;
+use crate::service::{Incoming, ServiceError};
 use crate::venue::is_final;
 
 impl Engine {
     /// Cancel: here if the order rests in this engine's book, else forwarded to its owner.
-    pub async fn on_cancel(&mut self, msg: Message, forwarded: bool) -> Result<(), EngineError> {
-        let correlation_id = correlation_id(msg.headers.as_ref());
+    pub async fn on_cancel(&mut self, req: &Incoming, forwarded: bool) -> Result<(), EngineError> {
+        let correlation_id = correlation_id(req.msg().headers.as_ref());
         let span = request_span(&correlation_id);
         within(
             span.clone(),
-            self.cancel(msg, forwarded, &correlation_id, &span),
+            self.cancel(req, forwarded, &correlation_id, &span),
         )
         .await
     }
 
     async fn cancel(
         &mut self,
-        msg: Message,
+        incoming: &Incoming,
         forwarded: bool,
         correlation_id: &str,
         span: &tracing::Span,
     ) -> Result<(), EngineError> {
+        let msg = incoming.msg();
         self.count_request(
             msg.reply.as_ref(),
             msg.headers.as_ref(),
@@ -51,21 +52,24 @@ impl Engine {
             let subject = msg.subject.as_str();
             match self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None) {
                 Ok(v) => v,
-                Err(refusal) => return self.refuse_cancel(&msg, &refusal, correlation_id).await,
+                Err(refusal) => {
+                    return self.refuse_cancel(incoming, &refusal, correlation_id).await
+                }
             }
         };
         let req = match pb::CancelRequest::decode(msg.payload.clone()) {
             Ok(r) => r,
             Err(e) => {
                 self.counters.malformed += 1;
-                let ack = self.unkeyed_reject(&pb::NewOrder::default(), &malformed(&e));
-                self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+                incoming
+                    .fail(ServiceError::undecodable(CANCEL_REQUEST, &e))
+                    .await;
                 return Ok(());
             }
         };
         record_order(span, &req.account, &req.client_order_id);
         if let Some(Err(refusal)) = verified.as_ref().map(|v| v.check_account(&req.account)) {
-            return self.refuse_cancel(&msg, &refusal, correlation_id).await;
+            return self.refuse_cancel(incoming, &refusal, correlation_id).await;
         }
         let key = contract::order_key(&req.account, &req.client_order_id);
         let engine_id = self.cfg.engine_id.clone();
@@ -83,7 +87,7 @@ impl Engine {
                 vec![],
                 "account and client_order_id must be [A-Za-z0-9_-]",
             );
-            self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+            incoming.answer(ack.encode_to_vec()).await;
             return Ok(());
         }
         if let Some(touched) = self.venue.cancel(&key, now_ns())? {
@@ -100,7 +104,7 @@ impl Engine {
             self.reports.publish(vec![tagged]).await?;
             self.write_back(vec![touched.order]).await?;
             info!(key, "order canceled");
-            self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+            incoming.answer(ack.encode_to_vec()).await;
             return Ok(());
         }
         let ack = match self.store.load(&key).await? {
@@ -117,8 +121,11 @@ impl Engine {
                 let subject = contract::engine_cancel(&r.engine_id);
                 match self.request(subject, msg.payload.clone()).await {
                     Ok(answer) => {
-                        self.respond(msg.reply.as_ref(), answer.payload.to_vec())
-                            .await;
+                        // The owner's answer, as it is (its endpoint error included).
+                        match ServiceError::of_answer(answer.headers.as_ref()) {
+                            Some(error) => incoming.fail(error).await,
+                            None => incoming.answer(answer.payload.to_vec()).await,
+                        }
                         return Ok(());
                     }
                     Err(e) => about(r.status).rejected(
@@ -134,7 +141,7 @@ impl Engine {
                 "order is not resting in a book",
             ),
         };
-        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        incoming.answer(ack.encode_to_vec()).await;
         Ok(())
     }
 
@@ -142,10 +149,11 @@ impl Engine {
     /// canceled; logged, alerted and counted.
     async fn refuse_cancel(
         &mut self,
-        msg: &Message,
+        incoming: &Incoming,
         refusal: &Refusal,
         correlation_id: &str,
     ) -> Result<(), EngineError> {
+        let msg = incoming.msg();
         let id = echoed_id(&msg.payload, |r: &pb::CancelRequest| &r.client_order_id);
         self.refused(refusal, msg.subject.as_str(), correlation_id, &id);
         let ack = intake::refusal_ack(
@@ -156,7 +164,7 @@ impl Engine {
             &self.cfg.engine_id,
             now_ns(),
         );
-        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        incoming.answer(ack.encode_to_vec()).await;
         Ok(())
     }
 }

@@ -5,7 +5,6 @@
 //! found=false; an order with that id arriving later finds the key taken and is answered as a
 //! duplicate of the tombstone's REJECTED outcome.
 
-use async_nats::Message;
 use prost::Message as _;
 use tracing::{error, info};
 
@@ -16,24 +15,26 @@ use crate::engine::{now_ns, Engine};
 use crate::error::EngineError;
 use crate::intake::{self, valid_key};
 use crate::proto::v1::{self as pb, RejectReason};
+use crate::service::{Incoming, ServiceError};
 use crate::store::Created;
 use crate::validate::echo;
 
 impl Engine {
     /// Status: the order store is authoritative (written before any ack). An id without a
     /// record is retired first ([`Engine::retire`]), so that "not found" stays true.
-    pub async fn on_status(&mut self, msg: Message) -> Result<(), EngineError> {
-        let correlation_id = correlation_id(msg.headers.as_ref());
+    pub async fn on_status(&mut self, req: &Incoming) -> Result<(), EngineError> {
+        let correlation_id = correlation_id(req.msg().headers.as_ref());
         let span = request_span(&correlation_id);
-        within(span.clone(), self.status(msg, &correlation_id, &span)).await
+        within(span.clone(), self.status(req, &correlation_id, &span)).await
     }
 
     async fn status(
         &mut self,
-        msg: Message,
+        incoming: &Incoming,
         correlation_id: &str,
         span: &tracing::Span,
     ) -> Result<(), EngineError> {
+        let msg = incoming.msg();
         self.count_request(
             msg.reply.as_ref(),
             msg.headers.as_ref(),
@@ -50,22 +51,22 @@ impl Engine {
                     });
                     self.refused(&refusal, subject, correlation_id, &id);
                     let reply = refused_status(&refusal);
-                    self.respond(msg.reply.as_ref(), reply.encode_to_vec())
-                        .await;
+                    incoming.answer(reply.encode_to_vec()).await;
                     return Ok(());
                 }
             };
-        let decoded = pb::OrderStatusRequest::decode(msg.payload.clone());
-        if decoded.is_err() {
-            self.counters.malformed += 1;
-        }
+        let decoded = match pb::OrderStatusRequest::decode(msg.payload.clone()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.counters.malformed += 1;
+                incoming
+                    .fail(ServiceError::undecodable(ORDER_STATUS_REQUEST, &e))
+                    .await;
+                return Ok(());
+            }
+        };
         let reply = match decoded {
-            Err(e) => pb::OrderStatusReply {
-                reason: RejectReason::Malformed as i32,
-                text: format!("undecodable OrderStatusRequest: {e}"),
-                ..Default::default()
-            },
-            Ok(req) if !valid_key(&req.account, &req.client_order_id) => pb::OrderStatusReply {
+            req if !valid_key(&req.account, &req.client_order_id) => pb::OrderStatusReply {
                 reason: RejectReason::InvalidField as i32,
                 text: format!(
                     "account {} / client_order_id {} must be [A-Za-z0-9_-]",
@@ -74,13 +75,12 @@ impl Engine {
                 ),
                 ..Default::default()
             },
-            Ok(req) => {
+            req => {
                 record_order(span, &req.account, &req.client_order_id);
                 if let Some(Err(refusal)) = verified.map(|v| v.check_account(&req.account)) {
                     self.refused(&refusal, subject, correlation_id, &req.client_order_id);
                     let reply = refused_status(&refusal);
-                    self.respond(msg.reply.as_ref(), reply.encode_to_vec())
-                        .await;
+                    incoming.answer(reply.encode_to_vec()).await;
                     return Ok(());
                 }
                 let key = contract::order_key(&req.account, &req.client_order_id);
@@ -90,8 +90,7 @@ impl Engine {
                 }
             }
         };
-        self.respond(msg.reply.as_ref(), reply.encode_to_vec())
-            .await;
+        incoming.answer(reply.encode_to_vec()).await;
         Ok(())
     }
 

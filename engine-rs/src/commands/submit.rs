@@ -1,22 +1,24 @@
 //! `bridge.v1.orders.submit.<account>`: a synchronous order. Authorize, parse, take in
 //! (store), ack once durable, then execute.
 
-use async_nats::Message;
 use prost::Message as _;
 use tracing::{warn, Instrument};
 
 use super::authorize::{echoed_id, NEW_ORDER};
-use super::{correlation_id, malformed, order_span, request_span};
+use super::{correlation_id, order_span, request_span};
 use crate::auth::Refusal;
 use crate::engine::{now_ns, Engine, Intake};
 use crate::error::EngineError;
 use crate::intake;
 use crate::proto::v1 as pb;
+use crate::service::{Incoming, ServiceError};
 
 impl Engine {
     /// Synchronous submit: checked (signature, entitlement) before anything else, then ack
-    /// once durable, then execute. A refusal is answered without a record.
-    pub async fn on_submit(&mut self, msg: Message) -> Result<(), EngineError> {
+    /// once durable, then execute. A refusal is answered without a record; an undecodable
+    /// request with an endpoint error.
+    pub async fn on_submit(&mut self, req: &Incoming) -> Result<(), EngineError> {
+        let msg = req.msg();
         let correlation_id = correlation_id(msg.headers.as_ref());
         self.count_request(
             msg.reply.as_ref(),
@@ -28,18 +30,17 @@ impl Engine {
         let verified =
             match self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None) {
                 Ok(v) => v,
-                Err(refusal) => return self.refuse_submit(&msg, &refusal, &correlation_id).await,
+                Err(refusal) => return self.refuse_submit(req, &refusal, &correlation_id).await,
             };
         let order = match pb::NewOrder::decode(msg.payload.clone()) {
             Ok(o) => o,
             Err(e) => {
-                // Nothing in the bytes can be trusted to name the order: answer only.
+                // Nothing in the bytes can be trusted to name the order: an endpoint error.
                 self.counters.malformed += 1;
-                let rej = malformed(&e);
+                let error = ServiceError::undecodable(NEW_ORDER, &e);
                 request_span(&correlation_id)
-                    .in_scope(|| warn!(reason = %rej.text(), "malformed order rejected"));
-                let ack = self.unkeyed_reject(&pb::NewOrder::default(), &rej);
-                self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+                    .in_scope(|| warn!(reason = %error.status, "malformed order rejected"));
+                req.fail(error).await;
                 return Ok(());
             }
         };
@@ -47,18 +48,18 @@ impl Engine {
             None => String::new(),
             Some(v) => match v.check_account(&order.account) {
                 Ok(()) => v.nkey.clone(),
-                Err(refusal) => return self.refuse_submit(&msg, &refusal, &correlation_id).await,
+                Err(refusal) => return self.refuse_submit(req, &refusal, &correlation_id).await,
             },
         };
         let span = order_span(&correlation_id, &order.account, &order.client_order_id);
-        self.submit(msg, order, &correlation_id, &signer)
+        self.submit(req, order, &correlation_id, &signer)
             .instrument(span)
             .await
     }
 
     async fn submit(
         &mut self,
-        msg: Message,
+        req: &Incoming,
         order: pb::NewOrder,
         correlation_id: &str,
         signer: &str,
@@ -66,9 +67,9 @@ impl Engine {
         // The size limits (the whole message, then each field) are checked by intake, before
         // anything is stored.
         let (ack, intake) = self
-            .intake(order, msg.payload.len(), correlation_id, signer)
+            .intake(order, req.msg().payload.len(), correlation_id, signer)
             .await?;
-        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        req.answer(ack.encode_to_vec()).await;
         self.failpoint.reached("after_ack").await;
         if let Intake::Accepted(live, valid) = intake {
             self.execute(*live, &valid, correlation_id).await?;
@@ -80,10 +81,11 @@ impl Engine {
     /// never executed; logged, alerted and counted.
     async fn refuse_submit(
         &mut self,
-        msg: &Message,
+        req: &Incoming,
         refusal: &Refusal,
         correlation_id: &str,
     ) -> Result<(), EngineError> {
+        let msg = req.msg();
         let id = echoed_id(&msg.payload, |o: &pb::NewOrder| &o.client_order_id);
         let span = order_span(correlation_id, &refusal.account, &id);
         span.in_scope(|| self.refused(refusal, msg.subject.as_str(), correlation_id, &id));
@@ -95,7 +97,7 @@ impl Engine {
             &self.cfg.engine_id,
             now_ns(),
         );
-        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        req.answer(ack.encode_to_vec()).await;
         Ok(())
     }
 }
