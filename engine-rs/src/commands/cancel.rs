@@ -59,7 +59,7 @@ impl Engine {
             Err(e) => {
                 self.counters.malformed += 1;
                 let ack = self.unkeyed_reject(&pb::NewOrder::default(), &malformed(&e));
-                self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+                self.answer_cancel(&msg, &ack).await;
                 return Ok(());
             }
         };
@@ -83,7 +83,7 @@ impl Engine {
                 vec![],
                 "account and client_order_id must be [A-Za-z0-9_-]",
             );
-            self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+            self.answer_cancel(&msg, &ack).await;
             return Ok(());
         }
         if let Some(touched) = self.venue.cancel(&key, now_ns())? {
@@ -98,9 +98,11 @@ impl Engine {
                 .map(|r| (r, correlation_id))
                 .collect();
             self.reports.publish(vec![tagged]).await?;
+            let symbol = touched.order.order().symbol.clone();
             self.write_back(vec![touched.order]).await?;
+            self.observe_books([symbol.as_str()]);
             info!(key, "order canceled");
-            self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+            self.answer_cancel(&msg, &ack).await;
             return Ok(());
         }
         let ack = match self.store.load(&key).await? {
@@ -134,7 +136,7 @@ impl Engine {
                 "order is not resting in a book",
             ),
         };
-        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        self.answer_cancel(&msg, &ack).await;
         Ok(())
     }
 
@@ -156,7 +158,15 @@ impl Engine {
             &self.cfg.engine_id,
             now_ns(),
         );
-        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        self.answer_cancel(msg, &ack).await;
         Ok(())
+    }
+
+    /// Answers a cancel; a rejected one is counted by its reason.
+    async fn answer_cancel(&self, msg: &Message, ack: &pb::OrderAck) {
+        if ack.status != pb::AckStatus::Accepted as i32 {
+            self.metrics.reject(ack.reason);
+        }
+        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
     }
 }

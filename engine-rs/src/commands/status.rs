@@ -50,8 +50,7 @@ impl Engine {
                     });
                     self.refused(&refusal, subject, correlation_id, &id);
                     let reply = refused_status(&refusal);
-                    self.respond(msg.reply.as_ref(), reply.encode_to_vec())
-                        .await;
+                    self.answer_status(&msg, &reply).await;
                     return Ok(());
                 }
             };
@@ -79,8 +78,7 @@ impl Engine {
                 if let Some(Err(refusal)) = verified.map(|v| v.check_account(&req.account)) {
                     self.refused(&refusal, subject, correlation_id, &req.client_order_id);
                     let reply = refused_status(&refusal);
-                    self.respond(msg.reply.as_ref(), reply.encode_to_vec())
-                        .await;
+                    self.answer_status(&msg, &reply).await;
                     return Ok(());
                 }
                 let key = contract::order_key(&req.account, &req.client_order_id);
@@ -90,9 +88,20 @@ impl Engine {
                 }
             }
         };
+        self.answer_status(&msg, &reply).await;
+        Ok(())
+    }
+
+    /// Answers a status query; a refused or invalid one is counted by its reason ("not
+    /// found", UNKNOWN_ORDER, is an answer, not a rejection).
+    async fn answer_status(&self, msg: &Message, reply: &pb::OrderStatusReply) {
+        let reason = reply.reason;
+        if reason != RejectReason::Unspecified as i32 && reason != RejectReason::UnknownOrder as i32
+        {
+            self.metrics.reject(reason);
+        }
         self.respond(msg.reply.as_ref(), reply.encode_to_vec())
             .await;
-        Ok(())
     }
 
     /// Retires an id that has no record: an atomic `kv.create` of a tombstone, so that an order

@@ -1,6 +1,8 @@
 //! `bridge.v1.orders.submit.<account>`: a synchronous order. Authorize, parse, take in
 //! (store), ack once durable, then execute.
 
+use std::time::Instant;
+
 use async_nats::Message;
 use prost::Message as _;
 use tracing::{warn, Instrument};
@@ -11,12 +13,14 @@ use crate::auth::Refusal;
 use crate::engine::{now_ns, Engine, Intake};
 use crate::error::EngineError;
 use crate::intake;
+use crate::metrics::{Path, Stage};
 use crate::proto::v1 as pb;
 
 impl Engine {
     /// Synchronous submit: checked (signature, entitlement) before anything else, then ack
     /// once durable, then execute. A refusal is answered without a record.
     pub async fn on_submit(&mut self, msg: Message) -> Result<(), EngineError> {
+        let started = Instant::now();
         let correlation_id = correlation_id(msg.headers.as_ref());
         self.count_request(
             msg.reply.as_ref(),
@@ -39,10 +43,11 @@ impl Engine {
                 request_span(&correlation_id)
                     .in_scope(|| warn!(reason = %rej.text(), "malformed order rejected"));
                 let ack = self.unkeyed_reject(&pb::NewOrder::default(), &rej);
-                self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+                self.answer_order(&msg, &ack).await;
                 return Ok(());
             }
         };
+        self.metrics.stage(Stage::Decode, started.elapsed());
         let signer = match &verified {
             None => String::new(),
             Some(v) => match v.check_account(&order.account) {
@@ -68,7 +73,7 @@ impl Engine {
         let (ack, intake) = self
             .intake(order, msg.payload.len(), correlation_id, signer)
             .await?;
-        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        self.answer_order(&msg, &ack).await;
         self.failpoint.reached("after_ack").await;
         if let Intake::Accepted(live, valid) = intake {
             self.execute(*live, &valid, correlation_id).await?;
@@ -95,7 +100,15 @@ impl Engine {
             &self.cfg.engine_id,
             now_ns(),
         );
-        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        self.answer_order(msg, &ack).await;
         Ok(())
+    }
+
+    /// Answers a synchronous order with its ack (the `ack` stage), then counts it.
+    async fn answer_order(&self, msg: &Message, ack: &pb::OrderAck) {
+        let started = Instant::now();
+        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        self.metrics.stage(Stage::Ack, started.elapsed());
+        self.metrics.order(Path::Sync, ack);
     }
 }
