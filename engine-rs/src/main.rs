@@ -56,9 +56,17 @@ fn args() -> anyhow::Result<Args> {
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
     if let Some(url) = &args.check_ready {
-        let code = http::check::status(url).await?;
-        println!("{url}: {code}");
-        std::process::exit(if code == 200 { 0 } else { 1 });
+        // One line either way, never a backtrace: its output lands in `docker inspect`.
+        match http::check::status(url).await {
+            Ok(code) => {
+                println!("{url}: {code}");
+                std::process::exit(if code == 200 { 0 } else { 1 });
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        }
     }
     let cfg = Config::load(args.config.as_deref()).context("loading configuration")?;
     if args.print_config {
