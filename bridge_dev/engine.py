@@ -1,9 +1,12 @@
 """Start and stop the real engine binary against a local server (demo, tests, benchmarks).
 
-Readiness is an event, not a sleep: a reader thread follows the engine's JSON log on stderr,
-tees it to a log file and signals when the engine logs ``engine ready`` (after recovery and
-after its subscriptions are registered). The engine is configured like in production: its
-TOML file plus ``BRIDGE_*`` environment variables for the connection.
+Readiness comes from the engine's own endpoint, not from a sleep: a reader thread follows the
+engine's JSON log on stderr, tees it to a log file and learns the HTTP address from the
+``http listening`` line (logged before the engine connects; the fixture binds port 0 unless
+``BRIDGE_HTTP_LISTEN`` is given). ``start()`` then asks ``/readyz`` until it answers 200
+(connected, consumer bound, recovery finished, intake subscribed), bounded by the readiness
+deadline and ended early if the process exits. The engine is configured like in production:
+its TOML file plus ``BRIDGE_*`` environment variables for the connection.
 
 Before it is ready an engine takes its leases (``engine-rs/src/lease.rs``). A restart after a
 kill -9 with the same engine id waits for the killed instance's lease to expire, up to
@@ -17,6 +20,9 @@ import os
 import signal
 import subprocess
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
@@ -37,6 +43,21 @@ restarts; the test suite sets a fresh generation per test so that each test star
 full seed even on a server shared by a module."""
 READY_TIMEOUT_S = 30.0
 """Time an engine gets for connecting, recovery and subscribing, on top of any lease wait."""
+READY_POLL_S = 0.02
+"""Interval between two asks of ``/readyz`` while the engine starts."""
+HTTP_LISTEN = "127.0.0.1:0"
+"""``http_listen`` of the engines started here: any free port (several engines share a host)."""
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """The status code ``url`` answers a GET with; None if nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
 
 
 class EngineError(RuntimeError):
@@ -128,6 +149,15 @@ def engine_env(
     }
 
 
+def _field(line: bytes, name: str) -> str | None:
+    """One field of a JSON log line, as text (None if the line is not JSON or lacks it)."""
+    try:
+        value = json.loads(line).get(name)
+    except (ValueError, AttributeError):
+        return None
+    return None if value is None else str(value)
+
+
 class EngineProcess:
     """One engine process. ``start()`` returns once it is serving; ``stop()`` sends SIGTERM."""
 
@@ -146,15 +176,33 @@ class EngineProcess:
         self.log_file = log_file
         self._env = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
-        # Set when the engine is ready, or when its log ends (it exited): see _serving.
-        self._ready = threading.Event()
-        self._serving = False
+        # Set when the engine logs its HTTP address, or when its log ends (it exited).
+        self._listening = threading.Event()
+        # Set when the engine logs "engine ready" (or its log ends): `recovered` is known.
+        self._ready_line = threading.Event()
         self._reader: threading.Thread | None = None
         self.recovered: int | None = None
+        self.http_addr: str | None = None
+        """host:port the engine's HTTP endpoints are bound to (known once it started)."""
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the engine's HTTP endpoints (``/healthz``, ``/readyz``, ``/metrics``)."""
+        if self.http_addr is None:
+            raise EngineError("the engine has not logged its HTTP address (not started?)")
+        return f"http://{self.http_addr}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.http_url}/metrics"
+
+    @property
+    def readyz_url(self) -> str:
+        return f"{self.http_url}/readyz"
 
     @property
     def running(self) -> bool:
@@ -178,9 +226,12 @@ class EngineProcess:
         )
         if SEED_GENERATION is not None:
             env["BRIDGE_SEED_GENERATION"] = SEED_GENERATION
+        env["BRIDGE_HTTP_LISTEN"] = HTTP_LISTEN
         env.update(self._env)
-        self._ready.clear()
-        self._serving = False
+        self._listening.clear()
+        self._ready_line.clear()
+        self.http_addr = None
+        self.recovered = None
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
             [str(engine_binary()), "--config", str(self.config_file)],
@@ -194,31 +245,58 @@ class EngineProcess:
             target=self._follow, args=(self._proc.stderr,), daemon=True, name="engine-log"
         )
         self._reader.start()
-        ended = self._ready.wait(timeout)
-        if not (ended and self._serving):
+        deadline = time.monotonic() + timeout
+        ready = self._listening.wait(timeout) and self._await_ready(deadline)
+        if not ready:
+            exited = not self.running
             try:
                 # Its log ended: the process is exiting; take its own exit code.
-                code: int | None = self._proc.wait(5 if ended else 0)
+                code: int | None = self._proc.wait(5 if exited else 0)
             except subprocess.TimeoutExpired:
                 code = None
             self.kill()
-            what = "exited before it was ready" if ended else f"not ready in {timeout:.0f}s"
+            what = "exited before it was ready" if exited else f"not ready in {timeout:.0f}s"
             raise EngineError(f"engine {what} (exit={code}); log tail:\n" + self.log_tail())
+        # The engine logs "engine ready" before /readyz turns 200: the line is in the pipe.
+        self._ready_line.wait(5)
         return self
+
+    def _await_ready(self, deadline: float) -> bool:
+        """Ask ``/readyz`` until it answers 200 (True), the process exits or the deadline
+        passes (False)."""
+        if self.http_addr is None:
+            return False
+        while self.running:
+            if http_status(self.readyz_url) == 200:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(READY_POLL_S)
+        return False
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until ``/readyz`` answers 200 again (e.g. after a reconnect);
+        :class:`EngineError` if it does not within ``timeout`` or the process exits."""
+        if not self._await_ready(time.monotonic() + timeout):
+            raise EngineError(f"engine not ready within {timeout}s; log tail:\n" + self.log_tail())
 
     def _follow(self, stream: IO[bytes]) -> None:
         with stream, self.log_file.open("ab") as out:
             for line in stream:
                 out.write(line)
                 out.flush()
-                if not self._ready.is_set() and b"engine ready" in line:
+                if not self._listening.is_set() and b"http listening" in line:
+                    self.http_addr = _field(line, "addr")
+                    self._listening.set()
+                elif not self._ready_line.is_set() and b"engine ready" in line:
                     try:
                         self.recovered = int(json.loads(line).get("recovered", 0))
                     except (ValueError, TypeError):
                         self.recovered = None
-                    self._serving = True
-                    self._ready.set()
-        self._ready.set()  # process ended: wake a waiter so it can report the failure
+                    self._ready_line.set()
+        # Process ended: wake the waiters so they can report the failure.
+        self._listening.set()
+        self._ready_line.set()
 
     def log_tail(self, lines: int = 30) -> str:
         try:

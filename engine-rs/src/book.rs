@@ -72,6 +72,14 @@ impl Side {
             Side::Sell => Side::Buy,
         }
     }
+
+    /// Lower-case name (`buy`, `sell`), e.g. a metric's label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Side::Buy => "buy",
+            Side::Sell => "sell",
+        }
+    }
 }
 
 /// Time in force of an incoming order.
@@ -376,7 +384,16 @@ impl OrderBook {
             .collect()
     }
 
-    /// Number of resting orders.
+    /// Number of resting orders on one side (one pass over its price levels).
+    pub fn orders(&self, side: Side) -> usize {
+        let levels = match side {
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        };
+        levels.values().map(|l| l.orders.len()).sum()
+    }
+
+    /// Number of resting orders (both sides).
     pub fn len(&self) -> usize {
         self.index.len()
     }

@@ -92,6 +92,11 @@ pub struct Config {
     /// per generation; a new value cancels the live seed orders of the others and places the
     /// configured seed afresh.
     pub seed_generation: String,
+    /// host:port of the HTTP endpoints (`/healthz`, `/readyz`, `/metrics`); port 0 = any
+    /// free port (the bound address is logged as `http listening`).
+    pub http_listen: String,
+    /// How often the stream and consumer figures of `/metrics` are read from JetStream.
+    pub metrics_refresh_ms: u64,
     pub symbols: BTreeMap<String, SymbolConfig>,
 }
 
@@ -172,6 +177,8 @@ impl Default for Config {
             max_order_notional: "10000000".into(),
             failpoint: None,
             seed_generation: "1".into(),
+            http_listen: "127.0.0.1:9464".into(),
+            metrics_refresh_ms: 5000,
             symbols: BTreeMap::new(),
         }
     }
@@ -310,6 +317,9 @@ impl Config {
                 "0".into(),
                 "must be at least 1",
             );
+        }
+        if self.metrics_refresh_ms == 0 {
+            return bad("metrics_refresh_ms", "0".into(), "must be at least 1");
         }
         if self.reconnect_initial_delay_ms > self.reconnect_max_delay_ms {
             return bad(

@@ -1,6 +1,8 @@
 //! The NATS connection: connect options (mutual TLS, NKey, the engine role's inbox prefix),
 //! reconnect backoff, connection events, and the start-up wait for a first connection.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::Client;
@@ -10,6 +12,7 @@ use crate::config::Config;
 use crate::engine_key::EngineKey;
 use crate::error::ConnectError;
 use crate::jetstream_errors;
+use crate::metrics::Metrics;
 use crate::retry;
 
 /// Connects with mutual TLS and the engine's NKey, using the engine role's inbox prefix.
@@ -18,9 +21,15 @@ use crate::retry;
 /// with jitter ([`retry::Policy`]); subscriptions are re-established by async-nats itself.
 /// Start-up fails with a clear error if no connection is up within `connect_deadline_ms`.
 /// `key` is the engine's NKey ([`EngineKey::load`] of `nkey_seed_file`), read once by the
-/// caller.
-pub async fn connect(cfg: &Config, key: Option<&EngineKey>) -> Result<Client, ConnectError> {
+/// caller. Connection events keep `metrics` current: connected (readiness), reconnects.
+pub async fn connect(
+    cfg: &Config,
+    key: Option<&EngineKey>,
+    metrics: Arc<Metrics>,
+) -> Result<Client, ConnectError> {
     let policy = retry::Policy::from_config(cfg);
+    // A connection after the first one is a reconnect.
+    let connected_before = Arc::new(AtomicBool::new(false));
     let (state_tx, mut state_rx) = tokio::sync::watch::channel(ConnState::Connecting);
     let mut opts = async_nats::ConnectOptions::new()
         .name(&cfg.client_name)
@@ -39,13 +48,24 @@ pub async fn connect(cfg: &Config, key: Option<&EngineKey>) -> Result<Client, Co
         .retry_on_initial_connect()
         .event_callback(move |event| {
             let state_tx = state_tx.clone();
+            let metrics = metrics.clone();
+            let connected_before = connected_before.clone();
             async move {
                 match &event {
                     async_nats::Event::Connected => {
                         info!(%event, "nats connection event");
+                        if connected_before.swap(true, Ordering::AcqRel) {
+                            metrics.reconnected();
+                        }
+                        metrics.health.set_connected(true);
                         state_tx.send_replace(ConnState::Connected);
                     }
+                    async_nats::Event::Disconnected => {
+                        metrics.health.set_connected(false);
+                        warn!(%event, "nats connection event");
+                    }
                     async_nats::Event::Closed => {
+                        metrics.health.set_connected(false);
                         error!(%event, "nats connection event");
                         state_tx.send_replace(ConnState::Closed);
                     }

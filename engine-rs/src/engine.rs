@@ -28,7 +28,7 @@
 //! no order can cause one of these.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use async_nats::Client;
@@ -37,6 +37,7 @@ use tracing::{error, info, warn};
 
 use crate::alerts::Alerts;
 use crate::auth::{Authorizer, Entitlements, Refusal};
+use crate::book::Side;
 use crate::config::Config;
 use crate::consumer;
 use crate::engine_key::EngineKey;
@@ -45,6 +46,7 @@ use crate::failpoint::Failpoint;
 use crate::intake::{self, IntakeCounters, Prepared};
 use crate::jetstream_errors::Readiness;
 use crate::limits::Limits;
+use crate::metrics::{Metrics, Stage};
 use crate::proto::v1 as pb;
 use crate::publish::{Reports, Tagged};
 use crate::store::{Created, OrderStore};
@@ -82,6 +84,8 @@ pub struct Engine {
     pub(crate) alerts: Alerts,
     pub(crate) alerts_raised: u64,
     pub counters: IntakeCounters,
+    /// Every metric and the readiness flags (shared with the HTTP server).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Engine {
@@ -95,12 +99,22 @@ impl Engine {
         client: Client,
         entitlements: Option<Entitlements>,
         key: Option<Arc<EngineKey>>,
+        metrics: Arc<Metrics>,
     ) -> Result<(Self, PullConsumer), EngineError> {
         let js = jetstream::new(client.clone());
         let readiness = Arc::new(Readiness::default());
         let failpoint = Failpoint::new(cfg.failpoint.clone(), client.clone());
         let store = OrderStore::bind(&js, &cfg, readiness.clone()).await?;
-        let reports = Reports::bind(&client, &js, &cfg, readiness, failpoint.clone(), key).await?;
+        let reports = Reports::bind(
+            &client,
+            &js,
+            &cfg,
+            readiness,
+            failpoint.clone(),
+            key,
+            metrics.clone(),
+        )
+        .await?;
         let consumer = consumer::bind(&js).await?;
         let limits = cfg.core_limits()?;
         let venue = Venue::new(&limits.symbols);
@@ -120,6 +134,7 @@ impl Engine {
                 alerts,
                 alerts_raised: 0,
                 counters: IntakeCounters::default(),
+                metrics,
             },
             consumer,
         ))
@@ -250,12 +265,18 @@ impl Engine {
         correlation_id: &str,
         signer: &str,
     ) -> Result<(pb::OrderAck, Intake), EngineError> {
+        let started = Instant::now();
         let prepared = self.prepare(order, None, payload_len, correlation_id, signer)?;
+        self.metrics.stage(Stage::Validate, started.elapsed());
+        let started = Instant::now();
         let created = self.create_prepared(&prepared).await?;
+        self.metrics.stage(Stage::Journal, started.elapsed());
         let (ack, intake) = self.settle(prepared, created, correlation_id).await?;
         if let Intake::Rejected(reports) = &intake {
             let tagged: Vec<Tagged<'_>> = reports.iter().map(|r| (r, correlation_id)).collect();
+            let started = Instant::now();
             self.reports.publish(vec![tagged]).await?;
+            self.metrics.stage(Stage::Publish, started.elapsed());
         }
         Ok((ack, intake))
     }
@@ -296,12 +317,29 @@ impl Engine {
         valid: &ValidOrder,
         correlation_id: &str,
     ) -> Result<(), EngineError> {
-        let executed = self.venue.execute(live, valid, now_ns())?;
+        let symbol = live.order().symbol.clone();
+        let metrics = self.metrics.clone();
+        let executed = metrics.timed(Stage::Match, || self.venue.execute(live, valid, now_ns()))?;
+        self.observe_books([symbol.as_str()]);
+        let started = Instant::now();
         self.reports
             .publish(execution_groups(&[(&executed, correlation_id)]))
             .await?;
+        self.metrics.stage(Stage::Publish, started.elapsed());
         let touched: Vec<_> = executed.into_all().map(|t| t.order).collect();
         self.write_back(touched).await
+    }
+
+    /// `bridge_engine_book_depth` of these symbols' books, from the venue now.
+    pub(crate) fn observe_books<'a>(&self, symbols: impl IntoIterator<Item = &'a str>) {
+        for symbol in symbols {
+            if let Some(book) = self.venue.book(symbol) {
+                for side in [Side::Buy, Side::Sell] {
+                    self.metrics
+                        .book_depth(symbol, side.label(), book.orders(side));
+                }
+            }
+        }
     }
 
     /// Step 4: `kv.update` of every record (concurrently), at most one write per key.

@@ -137,4 +137,6 @@ pub enum EngineError {
     Entitlements(#[from] EntitlementsError),
     #[error(transparent)]
     Chain(#[from] ChainError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }

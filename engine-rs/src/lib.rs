@@ -39,6 +39,8 @@
 //! - [`engine`]: the engine's state and the protocol steps the commands share.
 //! - [`commands`]: one module per request (submit, queued, cancel, status) and the dispatch.
 //! - [`recovery`]: start-up recovery of this engine's open orders and books.
+//! - [`metrics`]: every Prometheus metric of the engine (`schemas/metrics.toml`), readiness.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`; the `--check-ready` probe.
 //! - [`run`]: the engine's life: connect, lease, bind, recover, serve, shut down.
 //! - [`proto`]: prost-generated `bridge.v1` and engine state types.
 
@@ -58,11 +60,13 @@ pub mod error;
 pub mod failpoint;
 pub mod fixed;
 pub mod house;
+pub mod http;
 pub mod intake;
 pub mod jetstream_errors;
 pub mod lease;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod order;
 pub mod proto;
 pub mod publish;

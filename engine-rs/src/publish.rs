@@ -38,6 +38,7 @@ use crate::engine_key::EngineKey;
 use crate::error::{ChainError, PublishError, SetupError};
 use crate::failpoint::Failpoint;
 use crate::jetstream_errors::{self, Readiness};
+use crate::metrics::Metrics;
 use crate::proto::v1 as pb;
 use crate::retry;
 
@@ -89,6 +90,8 @@ pub struct Reports {
     /// This engine's chain; its head is the digest of its last committed report. Only the
     /// engine's task touches it, never across an await.
     chain: Mutex<Chain>,
+    /// Counts the reports stored (`bridge_engine_reports_total`).
+    metrics: Arc<Metrics>,
 }
 
 impl Reports {
@@ -101,6 +104,7 @@ impl Reports {
         readiness: Arc<Readiness>,
         failpoint: Failpoint,
         key: Option<Arc<EngineKey>>,
+        metrics: Arc<Metrics>,
     ) -> Result<Reports, SetupError> {
         let executions = js
             .get_stream(contract::EXECUTIONS_STREAM)
@@ -115,6 +119,7 @@ impl Reports {
             failpoint,
             key,
             chain: Mutex::new(Chain::new(cfg.engine_id.clone(), chain::GENESIS)),
+            metrics,
         })
     }
 
@@ -186,6 +191,9 @@ impl Reports {
             }
         };
         let last = links.last().map_or(chain::GENESIS, |l| l.digest);
+        for (r, _) in batch {
+            self.metrics.report(r.exec_type);
+        }
         match committed {
             Committed::Stored => self.set_head(last),
             Committed::Duplicate => {

@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use backon::Retryable;
@@ -19,8 +19,11 @@ use crate::consumer;
 use crate::engine::Engine;
 use crate::engine_key::EngineKey;
 use crate::error::{ConnectError, EngineError};
+use crate::http;
 use crate::jetstream_errors::retrying;
 use crate::lease;
+use crate::metrics::refresh::Refresher;
+use crate::metrics::Metrics;
 use crate::retry;
 use crate::service::Intake;
 
@@ -29,6 +32,9 @@ use crate::service::Intake;
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
     // A configuration that cannot check signatures stops start-up before anything connects.
     let entitlements = load_entitlements(&cfg)?;
+    // Probes can reach the engine from here on: /healthz answers, /readyz says what is missing.
+    let metrics = Arc::new(Metrics::new(cfg.symbols.keys()));
+    let http = http::Server::start(&cfg.http_listen, metrics.clone()).await?;
     // The NKey seed is read once: it authenticates the connection and signs the report chain.
     let key = match &cfg.nkey_seed_file {
         Some(path) => Some(Arc::new(EngineKey::load(path).map_err(ConnectError::from)?)),
@@ -37,7 +43,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             None
         }
     };
-    let client = connection::connect(&cfg, key.as_deref()).await?;
+    let client = connection::connect(&cfg, key.as_deref(), metrics.clone()).await?;
     // Before anything else touches orders: refuse to run beside another live engine.
     // Both are retried while JetStream is unavailable (a cluster electing leaders at start-up);
     // a refusal or a configuration error is final.
@@ -52,15 +58,26 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             client.clone(),
             entitlements.clone(),
             key.clone(),
+            metrics.clone(),
         )
     })
     .retry(retry::Backoff::from_config(&cfg))
     .when(|e| matches!(e, EngineError::Setup(_)))
     .notify(|e, delay| retrying("bind streams and bucket", &cfg.engine_id, e, delay))
     .await?;
+    metrics.health.set_consumer_bound(true);
+    let _refresher = Refresher::start(
+        jetstream::new(client.clone()),
+        metrics.clone(),
+        Duration::from_millis(cfg.metrics_refresh_ms),
+    );
     // Before anything is published (recovery may publish): where this engine's chain ends.
     engine.reports.open_chain().await?;
+    let started = Instant::now();
     let recovered = engine.recover().await?;
+    metrics.recovery(started.elapsed(), recovered);
+    engine.observe_books(cfg.symbols.keys().map(String::as_str));
+    metrics.health.set_recovery_finished();
     let served: Result<(), EngineError> = async {
     let mut subs = Intake::start(&client, &cfg).await?;
     client.flush().await.map_err(ConnectError::from)?;
@@ -68,6 +85,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     // Ready only once the service's endpoints are registered server-side (flushed above):
     // tooling and operators take this line to mean "requests will be answered".
     info!(engine_id = %cfg.engine_id, recovered, "engine ready");
+    // /readyz answers 200 from here: after the line above, so that a probe that saw 200 finds
+    // it in the log.
+    metrics.health.set_intake_subscribed(true);
 
     tokio::pin!(shutdown);
     let mut stopping = false;
@@ -93,7 +113,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 Ok(b) => Some(b),
                 Err(e) => {
                     warn!(error = %e, "pull request failed: re-binding the consumer");
+                    metrics.health.set_consumer_bound(false);
                     consumer = consumer::rebind(&js, &cfg).await?;
+                    metrics.health.set_consumer_bound(true);
                     continue;
                 }
             }
@@ -137,6 +159,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 lost = lease.lost() => return Err(lost.into()),
                 () = &mut shutdown, if !stopping => {
                     info!("shutdown requested: stopping intake");
+                    metrics.health.set_intake_subscribed(false);
                     stopping = true;
                     subs.stop_intake(&client).await;
                     if batch.is_none() { break; }
@@ -145,7 +168,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             }
         }
         if rebind && !stopping {
+            metrics.health.set_consumer_bound(false);
             consumer = consumer::rebind(&js, &cfg).await?;
+            metrics.health.set_consumer_bound(true);
             info!("consumer re-bound: pulling again");
         }
         if stopping {
@@ -177,6 +202,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     served?;
     client.flush().await.map_err(ConnectError::from)?;
     lease.release().await;
+    http.stop().await;
     info!("engine stopped cleanly");
     Ok(())
 }

@@ -64,7 +64,18 @@ fn assert_consistent(b: &OrderBook) {
     }
     assert_eq!(count, b.index.len());
     assert_eq!(b.len(), count);
+    assert_eq!(b.orders(Side::Buy) + b.orders(Side::Sell), count);
     assert_eq!(b.is_empty(), count == 0);
+}
+
+/// Resting orders are counted per side.
+#[test]
+fn orders_counts_each_side() {
+    let mut b = seeded();
+    assert_eq!((b.orders(Side::Buy), b.orders(Side::Sell)), (2, 4));
+    b.cancel(1);
+    assert_eq!((b.orders(Side::Buy), b.orders(Side::Sell)), (2, 3));
+    assert_eq!((Side::Buy.label(), Side::Sell.label()), ("buy", "sell"));
 }
 
 fn total_resting(b: &OrderBook) -> i64 {

@@ -87,7 +87,7 @@ impl Engine {
                 vec![],
                 "account and client_order_id must be [A-Za-z0-9_-]",
             );
-            incoming.answer(ack.encode_to_vec()).await;
+            self.answer_cancel(incoming, &ack).await;
             return Ok(());
         }
         if let Some(touched) = self.venue.cancel(&key, now_ns())? {
@@ -102,9 +102,11 @@ impl Engine {
                 .map(|r| (r, correlation_id))
                 .collect();
             self.reports.publish(vec![tagged]).await?;
+            let symbol = touched.order.order().symbol.clone();
             self.write_back(vec![touched.order]).await?;
+            self.observe_books([symbol.as_str()]);
             info!(key, "order canceled");
-            incoming.answer(ack.encode_to_vec()).await;
+            self.answer_cancel(incoming, &ack).await;
             return Ok(());
         }
         let ack = match self.store.load(&key).await? {
@@ -141,7 +143,7 @@ impl Engine {
                 "order is not resting in a book",
             ),
         };
-        incoming.answer(ack.encode_to_vec()).await;
+        self.answer_cancel(incoming, &ack).await;
         Ok(())
     }
 
@@ -164,7 +166,15 @@ impl Engine {
             &self.cfg.engine_id,
             now_ns(),
         );
-        incoming.answer(ack.encode_to_vec()).await;
+        self.answer_cancel(incoming, &ack).await;
         Ok(())
+    }
+
+    /// Answers a cancel; a rejected one is counted by its reason.
+    async fn answer_cancel(&self, incoming: &Incoming, ack: &pb::OrderAck) {
+        if ack.status != pb::AckStatus::Accepted as i32 {
+            self.metrics.reject(ack.reason);
+        }
+        incoming.answer(ack.encode_to_vec()).await;
     }
 }

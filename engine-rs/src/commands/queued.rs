@@ -2,6 +2,8 @@
 //! pull, checked ([`crate::auth`]), taken in, executed and reported together, then acked (a
 //! refused one terminated).
 
+use std::time::Instant;
+
 use async_nats::jetstream;
 use futures::future::try_join_all;
 use prost::Message as _;
@@ -14,6 +16,7 @@ use crate::contract;
 use crate::engine::{now_ns, Engine, Intake};
 use crate::error::EngineError;
 use crate::intake::Prepared;
+use crate::metrics::{Path, Stage};
 use crate::proto::v1 as pb;
 use crate::publish::Tagged;
 use crate::validate::Rejection;
@@ -67,22 +70,31 @@ impl Engine {
             refused.push(was_refused);
         }
         let this = &*self;
+        let started = Instant::now();
         let created = try_join_all(prepared.iter().map(|p| this.create_prepared(p))).await?;
+        self.metrics
+            .stage_each(Stage::Journal, started.elapsed(), msgs.len());
         self.failpoint.reached("after_store").await;
 
         // In delivery order: what each order did (an execution, or the reports of its
         // rejection), and the index of its message.
         let mut executions: Vec<(Executed, usize)> = Vec::new();
         let mut rejections: Vec<(Vec<pb::ExecutionReport>, usize)> = Vec::new();
+        // The books an execution touched: their depth is exported afterwards.
+        let mut symbols = std::collections::BTreeSet::new();
         for (i, (p, created)) in prepared.into_iter().zip(created).enumerate() {
             let settled = self
                 .settle(p, created, &correlation_ids[i])
                 .instrument(spans[i].clone())
                 .await?;
+            self.metrics.order(Path::Queued, &settled.0);
             match settled.1 {
                 Intake::Accepted(live, valid) => {
+                    symbols.insert(live.order().symbol.clone());
+                    let started = Instant::now();
                     let executed =
                         spans[i].in_scope(|| self.venue.execute(*live, &valid, now_ns()))?;
+                    self.metrics.stage(Stage::Match, started.elapsed());
                     executions.push((executed, i));
                 }
                 Intake::Rejected(rs) => rejections.push((rs, i)),
@@ -103,9 +115,14 @@ impl Engine {
             groups.push((*i, rs.iter().map(|r| (r, correlation_id)).collect()));
         }
         groups.sort_by_key(|(i, _)| *i); // stable: delivery order, each order's facts in order
+        let reported = executions.len() + rejections.len();
+        let started = Instant::now();
         self.reports
             .publish(groups.into_iter().map(|(_, g)| g).collect())
             .await?;
+        self.metrics
+            .stage_each(Stage::Publish, started.elapsed(), reported);
+        self.observe_books(symbols.iter().map(String::as_str));
         // Every state of a record within this batch is written at the revision it had before
         // the batch: the last state replaces the earlier ones.
         let mut writes: Vec<LiveOrder> = Vec::new();
@@ -117,11 +134,13 @@ impl Engine {
         }
         self.write_back(writes).await?;
         for ((msg, span), refused) in msgs.iter().zip(&spans).zip(refused) {
+            let started = Instant::now();
             if refused {
                 term_queued(msg).instrument(span.clone()).await;
             } else {
                 ack_queued(msg).instrument(span.clone()).await;
             }
+            self.metrics.stage(Stage::Ack, started.elapsed());
         }
         Ok(())
     }
@@ -134,12 +153,18 @@ impl Engine {
         msg: &jetstream::Message,
         correlation_id: &str,
     ) -> Result<(Prepared, tracing::Span, bool), EngineError> {
+        let started = Instant::now();
         self.count_message(msg.headers.as_ref(), msg.payload.len(), NEW_ORDER);
         let (stored_ns, stream_seq) = match msg.info() {
-            Ok(info) => (
-                i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
-                Some(info.stream_sequence),
-            ),
+            Ok(info) => {
+                if info.delivered > 1 {
+                    self.metrics.redelivered();
+                }
+                (
+                    i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
+                    Some(info.stream_sequence),
+                )
+            }
             Err(_) => (now_ns(), None),
         };
         let subject = msg.subject.as_str();
@@ -164,9 +189,12 @@ impl Engine {
             }
             signer.clone_from(&v.nkey);
         }
+        self.metrics.stage(Stage::Decode, started.elapsed());
         let span = order_span(correlation_id, &order.account, &order.client_order_id);
         let len = msg.payload.len();
+        let started = Instant::now();
         let p = span.in_scope(|| self.prepare(order, rejection, len, correlation_id, &signer))?;
+        self.metrics.stage(Stage::Validate, started.elapsed());
         Ok((p, span, false))
     }
 

@@ -51,7 +51,7 @@ impl Engine {
                     });
                     self.refused(&refusal, subject, correlation_id, &id);
                     let reply = refused_status(&refusal);
-                    incoming.answer(reply.encode_to_vec()).await;
+                    self.answer_status(incoming, &reply).await;
                     return Ok(());
                 }
             };
@@ -80,7 +80,7 @@ impl Engine {
                 if let Some(Err(refusal)) = verified.map(|v| v.check_account(&req.account)) {
                     self.refused(&refusal, subject, correlation_id, &req.client_order_id);
                     let reply = refused_status(&refusal);
-                    incoming.answer(reply.encode_to_vec()).await;
+                    self.answer_status(incoming, &reply).await;
                     return Ok(());
                 }
                 let key = contract::order_key(&req.account, &req.client_order_id);
@@ -90,8 +90,19 @@ impl Engine {
                 }
             }
         };
-        incoming.answer(reply.encode_to_vec()).await;
+        self.answer_status(incoming, &reply).await;
         Ok(())
+    }
+
+    /// Answers a status query; a refused or invalid one is counted by its reason ("not
+    /// found", UNKNOWN_ORDER, is an answer, not a rejection).
+    async fn answer_status(&self, incoming: &Incoming, reply: &pb::OrderStatusReply) {
+        let reason = reply.reason;
+        if reason != RejectReason::Unspecified as i32 && reason != RejectReason::UnknownOrder as i32
+        {
+            self.metrics.reject(reason);
+        }
+        incoming.answer(reply.encode_to_vec()).await;
     }
 
     /// Retires an id that has no record: an atomic `kv.create` of a tombstone, so that an order

@@ -1,6 +1,8 @@
 //! `bridge.v1.orders.submit.<account>`: a synchronous order. Authorize, parse, take in
 //! (store), ack once durable, then execute.
 
+use std::time::Instant;
+
 use prost::Message as _;
 use tracing::{warn, Instrument};
 
@@ -10,6 +12,7 @@ use crate::auth::Refusal;
 use crate::engine::{now_ns, Engine, Intake};
 use crate::error::EngineError;
 use crate::intake;
+use crate::metrics::{Path, Stage};
 use crate::proto::v1 as pb;
 use crate::service::{Incoming, ServiceError};
 
@@ -19,6 +22,7 @@ impl Engine {
     /// request with an endpoint error.
     pub async fn on_submit(&mut self, req: &Incoming) -> Result<(), EngineError> {
         let msg = req.msg();
+        let started = Instant::now();
         let correlation_id = correlation_id(msg.headers.as_ref());
         self.count_request(
             msg.reply.as_ref(),
@@ -44,6 +48,7 @@ impl Engine {
                 return Ok(());
             }
         };
+        self.metrics.stage(Stage::Decode, started.elapsed());
         let signer = match &verified {
             None => String::new(),
             Some(v) => match v.check_account(&order.account) {
@@ -69,7 +74,7 @@ impl Engine {
         let (ack, intake) = self
             .intake(order, req.msg().payload.len(), correlation_id, signer)
             .await?;
-        req.answer(ack.encode_to_vec()).await;
+        self.answer_order(req, &ack).await;
         self.failpoint.reached("after_ack").await;
         if let Intake::Accepted(live, valid) = intake {
             self.execute(*live, &valid, correlation_id).await?;
@@ -97,7 +102,15 @@ impl Engine {
             &self.cfg.engine_id,
             now_ns(),
         );
-        req.answer(ack.encode_to_vec()).await;
+        self.answer_order(req, &ack).await;
         Ok(())
+    }
+
+    /// Answers a synchronous order with its ack (the `ack` stage), then counts it.
+    async fn answer_order(&self, req: &Incoming, ack: &pb::OrderAck) {
+        let started = Instant::now();
+        req.answer(ack.encode_to_vec()).await;
+        self.metrics.stage(Stage::Ack, started.elapsed());
+        self.metrics.order(Path::Sync, ack);
     }
 }
