@@ -180,6 +180,7 @@ class EngineProcess:
         self._listening = threading.Event()
         # Set when the engine logs "engine ready" (or its log ends): `recovered` is known.
         self._ready_line = threading.Event()
+        self._ready_seen = False  # the line itself, not the end of the log
         self._reader: threading.Thread | None = None
         self.recovered: int | None = None
         self.http_addr: str | None = None
@@ -230,6 +231,7 @@ class EngineProcess:
         env.update(self._env)
         self._listening.clear()
         self._ready_line.clear()
+        self._ready_seen = False
         self.http_addr = None
         self.recovered = None
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -246,7 +248,9 @@ class EngineProcess:
         )
         self._reader.start()
         deadline = time.monotonic() + timeout
-        ready = self._listening.wait(timeout) and self._await_ready(deadline)
+        ready = self._listening.wait(timeout) and (
+            self._await_ready(deadline) if self.http_addr else self._legacy_ready()
+        )
         if not ready:
             exited = not self.running
             try:
@@ -274,6 +278,11 @@ class EngineProcess:
             time.sleep(READY_POLL_S)
         return False
 
+    def _legacy_ready(self) -> bool:
+        """An engine binary without HTTP endpoints (an older build that ``bench.compare_engines``
+        measures) logged ``engine ready`` first: that line is its readiness."""
+        return self._ready_seen and self.running
+
     def wait_ready(self, timeout: float) -> None:
         """Wait until ``/readyz`` answers 200 again (e.g. after a reconnect);
         :class:`EngineError` if it does not within ``timeout`` or the process exits."""
@@ -293,7 +302,9 @@ class EngineProcess:
                         self.recovered = int(json.loads(line).get("recovered", 0))
                     except (ValueError, TypeError):
                         self.recovered = None
+                    self._ready_seen = True
                     self._ready_line.set()
+                    self._listening.set()  # an engine without HTTP endpoints: see start()
         # Process ended: wake the waiters so they can report the failure.
         self._listening.set()
         self._ready_line.set()

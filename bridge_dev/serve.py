@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import threading
@@ -112,10 +113,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"store {handle.store_dir}, log {server.log_file}")
             engine: EngineProcess | None = None
             if args.engine:
-                engine = EngineProcess(handle, log_file=root / "engine.log")
+                # The engine's default HTTP port (the one a scrape config expects), unless
+                # BRIDGE_HTTP_LISTEN says otherwise.
+                listen = os.environ.get("BRIDGE_HTTP_LISTEN", "127.0.0.1:9464")
+                engine = EngineProcess(
+                    handle, log_file=root / "engine.log", env={"BRIDGE_HTTP_LISTEN": listen}
+                )
                 stack.callback(engine.stop)
                 engine.start()
                 print(f"engine {engine.pid} ready (log {engine.log_file})")
+                print(f"engine health and metrics: {engine.readyz_url}, {engine.metrics_url}")
             sentinel: SentinelProcess | None = None
             if args.sentinel:
                 sentinel = SentinelProcess(

@@ -7,8 +7,8 @@
 //! lock-free atomics; the label children the order path touches are resolved once here
 //! ([`Metrics::new`]), so recording one is an atomic add, not a label lookup.
 //!
-//! Submodules: [`health`] (what `/readyz` answers, pure), [`labels`] (label values from the
-//! protobuf enums, pure), [`refresh`] (stream and consumer figures read from JetStream
+//! Submodules: [`health`] (what `/readyz` answers, pure), [`labels`] (label values: paths,
+//! outcomes, stages, and those of the protobuf enums; pure), [`refresh`] (stream and consumer figures read from JetStream
 //! periodically).
 
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 
-use crate::proto::v1::{self as pb, AckStatus, ExecType, RejectReason};
+use crate::proto::v1::{self as pb, ExecType, RejectReason};
 
 pub mod health;
 pub mod labels;
@@ -27,101 +27,13 @@ pub mod refresh;
 
 pub use health::Health;
 use labels::{enum_label, EXEC_TYPE_PREFIX, REJECT_REASON_PREFIX};
+pub use labels::{Outcome, Path, Stage};
 
 /// `[buckets] stage_seconds` of the registry: per-stage engine work, microseconds to
 /// milliseconds.
 pub const STAGE_SECONDS: [f64; 12] = [
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
 ];
-
-/// How an order came in (`path` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Path {
-    Sync,
-    Queued,
-}
-
-impl Path {
-    pub const ALL: [Path; 2] = [Path::Sync, Path::Queued];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Path::Sync => "sync",
-            Path::Queued => "queued",
-        }
-    }
-}
-
-/// What the engine did with an order it decoded (`outcome` label, `engine_outcome` values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Accepted,
-    Rejected,
-    /// A retry of an order the engine already has, answered from the order store.
-    Duplicate,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 3] = [Outcome::Accepted, Outcome::Rejected, Outcome::Duplicate];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Accepted => "accepted",
-            Outcome::Rejected => "rejected",
-            Outcome::Duplicate => "duplicate",
-        }
-    }
-
-    /// The outcome an ack answers.
-    pub fn of(ack: &pb::OrderAck) -> Outcome {
-        if ack.duplicate {
-            Outcome::Duplicate
-        } else if ack.status == AckStatus::Accepted as i32 {
-            Outcome::Accepted
-        } else {
-            Outcome::Rejected
-        }
-    }
-}
-
-/// Where an order spends its time in the engine (`stage` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Protobuf decoding (and the authorization checks that precede it).
-    Decode,
-    /// Field, size, symbol, risk and deadline checks: the record to store.
-    Validate,
-    /// The durable write that precedes the ack (`kv.create` of the order's record).
-    Journal,
-    /// Matching in the venue.
-    Match,
-    /// Publishing the order's execution reports (stored in EXECUTIONS).
-    Publish,
-    /// Sending the reply (sync) or the JetStream ack (queued).
-    Ack,
-}
-
-impl Stage {
-    pub const ALL: [Stage; 6] = [
-        Stage::Decode,
-        Stage::Validate,
-        Stage::Journal,
-        Stage::Match,
-        Stage::Publish,
-        Stage::Ack,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Stage::Decode => "decode",
-            Stage::Validate => "validate",
-            Stage::Journal => "journal",
-            Stage::Match => "match",
-            Stage::Publish => "publish",
-            Stage::Ack => "ack",
-        }
-    }
-}
 
 /// The streams whose figures are exported (`stream` label).
 pub const STREAMS: [&str; 2] = [

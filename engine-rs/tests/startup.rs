@@ -16,7 +16,9 @@ fn engine(env: &[(&str, &str)]) -> std::process::Output {
     // (after connect_deadline_ms), with another error.
     cmd.env("BRIDGE_NATS_URL", "nats://127.0.0.1:1")
         .env("BRIDGE_CONNECT_DEADLINE_MS", "100")
-        .env("BRIDGE_LOG_FORMAT", "json");
+        .env("BRIDGE_LOG_FORMAT", "json")
+        // Any free port: these engines run in parallel, beside any other on this host.
+        .env("BRIDGE_HTTP_LISTEN", "127.0.0.1:0");
     cmd.envs(env.iter().copied());
     cmd.output().expect("bridge-engine runs")
 }
@@ -54,4 +56,7 @@ fn signatures_off_needs_no_entitlements_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("connecting to NATS"), "{err}");
     assert!(err.contains("require_signatures is off"), "{err}");
+    // The HTTP endpoints were up before the connection was tried.
+    let listening = err.find("http listening").expect("http listening logged");
+    assert!(listening < err.find("connecting to NATS").expect("connect error"));
 }

@@ -1,8 +1,98 @@
-//! Label values of the engine's metrics that come from the protobuf enums (pure):
-//! `bridge.v1.RejectReason` and `bridge.v1.ExecType` names without their prefix, lower case
-//! (`REJECT_REASON_UNKNOWN_SYMBOL` -> `unknown_symbol`), as `schemas/metrics.toml` says.
+//! Label values of the engine's metrics (pure), as `schemas/metrics.toml` lists them: the
+//! order's path, outcome and stage, and the protobuf enums' names (`bridge.v1.RejectReason`,
+//! `bridge.v1.ExecType`) without their prefix, lower case (`REJECT_REASON_UNKNOWN_SYMBOL` ->
+//! `unknown_symbol`).
 
-use crate::proto::v1::{ExecType, RejectReason};
+use crate::proto::v1::{self as pb, AckStatus, ExecType, RejectReason};
+
+/// How an order came in (`path` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Sync,
+    Queued,
+}
+
+impl Path {
+    pub const ALL: [Path; 2] = [Path::Sync, Path::Queued];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Path::Sync => "sync",
+            Path::Queued => "queued",
+        }
+    }
+}
+
+/// What the engine did with an order it decoded (`outcome` label, `engine_outcome` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Rejected,
+    /// A retry of an order the engine already has, answered from the order store.
+    Duplicate,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Accepted, Outcome::Rejected, Outcome::Duplicate];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Rejected => "rejected",
+            Outcome::Duplicate => "duplicate",
+        }
+    }
+
+    /// The outcome an ack answers.
+    pub fn of(ack: &pb::OrderAck) -> Outcome {
+        if ack.duplicate {
+            Outcome::Duplicate
+        } else if ack.status == AckStatus::Accepted as i32 {
+            Outcome::Accepted
+        } else {
+            Outcome::Rejected
+        }
+    }
+}
+
+/// Where an order spends its time in the engine (`stage` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Protobuf decoding (and the authorization checks that precede it).
+    Decode,
+    /// Field, size, symbol, risk and deadline checks: the record to store.
+    Validate,
+    /// The durable write that precedes the ack (`kv.create` of the order's record).
+    Journal,
+    /// Matching in the venue.
+    Match,
+    /// Publishing the order's execution reports (stored in EXECUTIONS).
+    Publish,
+    /// Sending the reply (sync) or the JetStream ack (queued).
+    Ack,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Decode,
+        Stage::Validate,
+        Stage::Journal,
+        Stage::Match,
+        Stage::Publish,
+        Stage::Ack,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::Validate => "validate",
+            Stage::Journal => "journal",
+            Stage::Match => "match",
+            Stage::Publish => "publish",
+            Stage::Ack => "ack",
+        }
+    }
+}
 
 pub const REJECT_REASON_PREFIX: &str = "REJECT_REASON_";
 pub const EXEC_TYPE_PREFIX: &str = "EXEC_TYPE_";
