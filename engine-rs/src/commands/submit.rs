@@ -3,21 +3,22 @@
 
 use async_nats::Message;
 use prost::Message as _;
-use tracing::{warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use super::authorize::{echoed_id, NEW_ORDER};
-use super::{correlation_id, malformed, order_span, request_span};
+use super::{malformed, order_span, request_span};
 use crate::auth::Refusal;
 use crate::engine::{now_ns, Engine, Intake};
 use crate::error::EngineError;
 use crate::intake;
 use crate::proto::v1 as pb;
+use crate::trace::Trace;
 
 impl Engine {
     /// Synchronous submit: checked (signature, entitlement) before anything else, then ack
     /// once durable, then execute. A refusal is answered without a record.
     pub async fn on_submit(&mut self, msg: Message) -> Result<(), EngineError> {
-        let correlation_id = correlation_id(msg.headers.as_ref());
+        let trace = Trace::of(msg.headers.as_ref());
         self.count_request(
             msg.reply.as_ref(),
             msg.headers.as_ref(),
@@ -28,7 +29,7 @@ impl Engine {
         let verified =
             match self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None) {
                 Ok(v) => v,
-                Err(refusal) => return self.refuse_submit(&msg, &refusal, &correlation_id).await,
+                Err(refusal) => return self.refuse_submit(&msg, &refusal, &trace).await,
             };
         let order = match pb::NewOrder::decode(msg.payload.clone()) {
             Ok(o) => o,
@@ -36,7 +37,7 @@ impl Engine {
                 // Nothing in the bytes can be trusted to name the order: answer only.
                 self.counters.malformed += 1;
                 let rej = malformed(&e);
-                request_span(&correlation_id)
+                request_span(&trace)
                     .in_scope(|| warn!(reason = %rej.text(), "malformed order rejected"));
                 let ack = self.unkeyed_reject(&pb::NewOrder::default(), &rej);
                 self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
@@ -47,11 +48,11 @@ impl Engine {
             None => String::new(),
             Some(v) => match v.check_account(&order.account) {
                 Ok(()) => v.nkey.clone(),
-                Err(refusal) => return self.refuse_submit(&msg, &refusal, &correlation_id).await,
+                Err(refusal) => return self.refuse_submit(&msg, &refusal, &trace).await,
             },
         };
-        let span = order_span(&correlation_id, &order.account, &order.client_order_id);
-        self.submit(msg, order, &correlation_id, &signer)
+        let span = order_span(&trace, &order.account, &order.client_order_id);
+        self.submit(msg, order, &trace, &signer)
             .instrument(span)
             .await
     }
@@ -60,18 +61,18 @@ impl Engine {
         &mut self,
         msg: Message,
         order: pb::NewOrder,
-        correlation_id: &str,
+        trace: &Trace,
         signer: &str,
     ) -> Result<(), EngineError> {
+        debug!(symbol = %order.symbol, "order received (sync)");
         // The size limits (the whole message, then each field) are checked by intake, before
         // anything is stored.
-        let (ack, intake) = self
-            .intake(order, msg.payload.len(), correlation_id, signer)
-            .await?;
+        let (ack, intake) = self.intake(order, msg.payload.len(), trace, signer).await?;
         self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        debug!(status = ack.status, duplicate = ack.duplicate, "ack sent");
         self.failpoint.reached("after_ack").await;
         if let Intake::Accepted(live, valid) = intake {
-            self.execute(*live, &valid, correlation_id).await?;
+            self.execute(*live, &valid, trace).await?;
         }
         Ok(())
     }
@@ -82,10 +83,11 @@ impl Engine {
         &mut self,
         msg: &Message,
         refusal: &Refusal,
-        correlation_id: &str,
+        trace: &Trace,
     ) -> Result<(), EngineError> {
         let id = echoed_id(&msg.payload, |o: &pb::NewOrder| &o.client_order_id);
-        let span = order_span(correlation_id, &refusal.account, &id);
+        let span = order_span(trace, &refusal.account, &id);
+        let correlation_id = trace.correlation_id.as_str();
         span.in_scope(|| self.refused(refusal, msg.subject.as_str(), correlation_id, &id));
         let ack = intake::refusal_ack(
             &refusal.account,
