@@ -22,6 +22,7 @@
 //!   limit, generated from `schemas/bridge/v1/contract.toml`.
 //! - [`logging`]: JSON log lines with the field names the Python side uses.
 //! - [`secret`]: secrets (the NKey seed) in a type that prints `[REDACTED]`.
+//! - [`trace`]: W3C `traceparent` and the ids (correlation, trace) of every line about an order.
 //!
 //! The NATS side:
 //! - [`error`]: one error enum per boundary, each with a kind to match.
@@ -73,5 +74,6 @@ pub mod run;
 pub mod secret;
 pub mod service;
 pub mod store;
+pub mod trace;
 pub mod validate;
 pub mod venue;
