@@ -39,6 +39,8 @@
 //! - [`alerts`]: security alerts to the ALERTS stream, off the order path.
 //! - [`engine`]: the engine's state and the protocol steps the commands share.
 //! - [`commands`]: one module per request (submit, queued, cancel, status) and the dispatch.
+//! - [`service`]: the engine as NATS micro service `bridge-engine`: its endpoints are the
+//!   request-reply intake; each request answered once, through the service's statistics.
 //! - [`recovery`]: start-up recovery of this engine's open orders and books.
 //! - [`run`]: the engine's life: connect, lease, bind, recover, serve, shut down.
 //! - [`proto`]: prost-generated `bridge.v1` and engine state types.
