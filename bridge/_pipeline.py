@@ -9,6 +9,10 @@ retried (same id) under the policy of ``bridge.retry``. At most ``max_inflight``
 are unconfirmed at once (backpressure: wait ``backpressure_wait_ms`` for a slot, then
 ``BackpressureError``).
 
+Every message of a batch carries the batch's correlation id and ``traceparent`` (one trace per
+operation, ``bridge.tracecontext``); with debug logging on, one ``bridge.queued`` line per order
+names its outcome with the order's ids (the batch's context binds only the operation's).
+
 Each attempt is signed anew when the client signs (``bridge._requests`` says how); a security
 violation fails every order still waiting for JetStream's answer with the
 ``SecurityViolationError`` (``Connection.on_violation``).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Sequence
 
@@ -41,7 +46,7 @@ from bridge.errors import (
     SecurityViolationError,
     StreamFullError,
 )
-from bridge.logs import bound_ids
+from bridge.logs import bound_ids, get_logger
 from bridge.metrics import PathMetrics, outcome_of
 from bridge.models import Order, QueuedOrder
 from bridge.outbox import OrderOutbox
@@ -53,6 +58,8 @@ _STREAM_FULL_CODES = frozenset({10077})  # JSStreamStoreFailedF: maximum message
 _STREAM_FULL_WORDS = ("maximum messages", "maximum bytes", "resource limits exceeded")
 _NO_RESPONDERS = "503"  # status of the answer when no stream listens on the subject
 _JS_UNAVAILABLE = 10008  # JSClusterNotAvailErr: JetStream system temporarily unavailable
+
+log = get_logger("bridge.client")
 
 Outcome = QueuedOrder | BridgeError | None
 """What happened to one order of a batch: stored, its error, or None (never sent)."""
@@ -75,7 +82,9 @@ class Pipeline:
         )
         conn.on_violation(self._acks.fail_all_with)
 
-    async def run(self, orders: Sequence[Order], correlation_id: str) -> list[Outcome]:
+    async def run(
+        self, orders: Sequence[Order], correlation_id: str, traceparent: str
+    ) -> list[Outcome]:
         """Queue ``orders`` in input order; every order's outcome, in input order.
 
         After the first failure a retry cannot cure, or when backpressure stops the batch, no
@@ -113,7 +122,7 @@ class Pipeline:
                 except BackpressureError as exc:
                     stopped = exc
                     break
-                future = await self._send(transport, order, correlation_id)
+                future = await self._send(transport, order, correlation_id, traceparent)
                 future.add_done_callback(settled)
                 sent.append((order, future))
             await self._acks.settle([f for _, f in sent])
@@ -126,7 +135,9 @@ class Pipeline:
                     continue
                 if isinstance(error, BridgeError) and is_transient(error):
                     # Timeout, reconnect, no stream leader: retried, same id, under the policy.
-                    retries[len(outcomes)] = self._retry(order, error, correlation_id, started)
+                    retries[len(outcomes)] = self._retry(
+                        order, error, correlation_id, traceparent, started
+                    )
                 outcomes.append(error)
             if retries:
                 retried = await asyncio.gather(*retries.values(), return_exceptions=True)
@@ -153,10 +164,12 @@ class Pipeline:
                 if isinstance(o, StreamFullError) and o.client_order_id:
                     resolved[o.client_order_id] = "refused:stream_full"
             self._outbox.resolve(resolved)
+        if log.isEnabledFor(logging.DEBUG):
+            _log_outcomes(orders, result)
         return result
 
     async def _send(
-        self, transport: Transport, order: Order, correlation_id: str
+        self, transport: Transport, order: Order, correlation_id: str, traceparent: str
     ) -> asyncio.Future[QueuedOrder]:
         """One attempt of one queued order; the future resolves with JetStream's answer."""
         reply, future, at = self._acks.expect(order.client_order_id, correlation_id)
@@ -167,7 +180,7 @@ class Pipeline:
             conn.connected(order.client_order_id, correlation_id)
             subject = conn.subjects.of(order.account, "Order").queue
             data = order.to_proto().SerializeToString()
-            headers = _queued_headers(order, correlation_id)
+            headers = _queued_headers(order, correlation_id, traceparent)
             signer = conn.signer
             if signer is not None:
                 headers.update(signer.headers(subject, data))
@@ -181,24 +194,33 @@ class Pipeline:
             )
         return future
 
-    async def _publish_once(self, order: Order, correlation_id: str) -> QueuedOrder:
+    async def _publish_once(
+        self, order: Order, correlation_id: str, traceparent: str
+    ) -> QueuedOrder:
         """One more attempt of one order, awaited (retries: the same path as first attempts)."""
-        future = await self._send(self._conn.open(), order, correlation_id)
+        future = await self._send(self._conn.open(), order, correlation_id, traceparent)
         await self._acks.settle([future])
         return future.result()
 
     async def _retry(
-        self, order: Order, failed: BridgeError, correlation_id: str, started: float
+        self,
+        order: Order,
+        failed: BridgeError,
+        correlation_id: str,
+        traceparent: str,
+        started: float,
     ) -> QueuedOrder:
         """Retries of a queued order whose first attempt failed transiently (holding a slot).
         Runs as a task of its own, so the order's ids are bound to its log context here."""
-        with bound_ids(correlation_id, order.client_order_id, order.account, order.symbol):
+        trace_id = traceparent[3:35]
+        ids = (order.client_order_id, order.account, order.symbol)
+        with bound_ids(correlation_id, *ids, trace_id=trace_id):
             await self._acquire_slot(order.client_order_id, correlation_id)
             try:
                 return await retry_after(
                     self._settings,
                     "enqueue",
-                    lambda: self._publish_once(order, correlation_id),
+                    lambda: self._publish_once(order, correlation_id, traceparent),
                     failed,
                     started,
                     self._metrics.retries["enqueue"].inc,
@@ -342,12 +364,30 @@ class _PubAcks:
                 )
 
 
-def _queued_headers(order: Order, correlation_id: str) -> dict[str, str]:
+def _queued_headers(order: Order, correlation_id: str, traceparent: str) -> dict[str, str]:
     return {
         contract.HEADER_MSG_ID: order.client_order_id,
         contract.HEADER_CORRELATION_ID: correlation_id,
+        contract.HEADER_TRACEPARENT: traceparent,
         contract.HEADER_SCHEMA: "bridge.v1.NewOrder",
     }
+
+
+def _log_outcomes(orders: Sequence[Order], outcomes: Sequence[Outcome]) -> None:
+    """One debug line per order of a batch: its ids (beside the operation's correlation and
+    trace ids, bound by the caller) and what JetStream did with it."""
+    for order, outcome in zip(orders, outcomes, strict=True):
+        ids = {
+            "client_order_id": order.client_order_id,
+            "account": order.account,
+            "symbol": order.symbol,
+        }
+        if isinstance(outcome, QueuedOrder):
+            log.debug("bridge.queued", stream_seq=outcome.seq, duplicate=outcome.duplicate, **ids)
+        elif outcome is None:
+            log.debug("bridge.queue_skipped", **ids)
+        else:
+            log.debug("bridge.queue_failed", error=type(outcome).__name__, **ids)
 
 
 def queued_order(msg: Msg, client_order_id: str, correlation_id: str) -> QueuedOrder:

@@ -10,13 +10,13 @@ connection down before sending -> ``ConnectionFailedError``; an undecodable answ
 
 Each attempt is signed anew (``Bridge-Signer``, ``Bridge-Signed-At``, ``Bridge-Signature`` over
 the subject, the time and the exact bytes sent) when the client signs: a retry is a new
-signature, never a replay of the old one.
+signature, never a replay of the old one. Every attempt carries the operation's correlation id
+and ``traceparent`` (``bridge.tracecontext``): the same trace, whichever attempt is answered.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -44,6 +44,7 @@ from bridge.models import (
 )
 from bridge.outbox import OrderOutbox
 from bridge.retry import with_retries
+from bridge.tracecontext import new_trace_id
 from bridge.transport import ServiceError
 from bridge.v1 import orders_pb2
 
@@ -53,8 +54,9 @@ _T = TypeVar("_T")
 
 
 def new_correlation_id() -> str:
-    """A fresh correlation id (joins client and engine log lines of one request)."""
-    return uuid.uuid4().hex
+    """A fresh correlation id (joins client and engine log lines of one request); it is also a
+    valid W3C trace id, so that an operation given it has it as its trace id."""
+    return new_trace_id()
 
 
 class _RefusedError(Exception):
@@ -91,6 +93,7 @@ class Requests:
         *,
         client_order_id: str,
         correlation_id: str,
+        traceparent: str,
         timeout: float | None,
     ) -> _T:
         """One request-reply round trip (one attempt: signed now); the engine's answer
@@ -101,6 +104,7 @@ class Requests:
         data = msg.SerializeToString()
         headers = {
             contract.HEADER_CORRELATION_ID: correlation_id,
+            contract.HEADER_TRACEPARENT: traceparent,
             contract.HEADER_SCHEMA: msg.DESCRIPTOR.full_name,
         }
         signer = conn.signer
@@ -159,13 +163,16 @@ class Requests:
             await conn.violated(violation)
             raise violation from None
 
-    async def submit(self, order: Order, timeout: float | None, correlation_id: str) -> OrderAck:
+    async def submit(
+        self, order: Order, timeout: float | None, correlation_id: str, traceparent: str
+    ) -> OrderAck:
         """``BridgeClient.submit`` (the caller binds the log context); counted in
         ``bridge_client_orders_total{path="sync"}``, its ack timed from here."""
         started = time.perf_counter()
         metrics = self._conn.metrics
         path = metrics.sync
         outbox = self._outbox
+        log.debug("bridge.submit", symbol=order.symbol)
         try:
             subject = self._conn.subjects.of(order.account, "Order").submit
             if metrics.report_readers:
@@ -187,6 +194,7 @@ class Requests:
                     decode,
                     client_order_id=order.client_order_id,
                     correlation_id=correlation_id,
+                    traceparent=traceparent,
                     timeout=timeout,
                 ),
                 metrics.retries["submit"].inc,
@@ -201,15 +209,25 @@ class Requests:
         path.outcomes["accepted" if ack.status is AckStatus.ACCEPTED else "rejected"].inc()
         if outbox is not None:
             outbox.resolve({order.client_order_id: f"ack:{ack.status.value}"})
-        log.debug("bridge.ack", status=ack.status.value, duplicate=ack.duplicate)
+        log.debug(
+            "bridge.ack",
+            status=ack.status.value,
+            reason=ack.reason.value,
+            duplicate=ack.duplicate,
+        )
         return ack
 
     async def cancel(
-        self, account: str, client_order_id: str, timeout: float | None, correlation_id: str
+        self,
+        account: str,
+        client_order_id: str,
+        timeout: float | None,
+        correlation_id: str,
+        traceparent: str,
     ) -> OrderAck:
         """``BridgeClient.cancel``."""
         subject = self._conn.subjects.of(account, "CancelRequest").cancel
-        return await with_retries(
+        ack = await with_retries(
             self._settings,
             "cancel",
             lambda: self._request(
@@ -220,13 +238,21 @@ class Requests:
                 _answer(orders_pb2.OrderAck, _checked_ack, client_order_id, correlation_id),
                 client_order_id=client_order_id,
                 correlation_id=correlation_id,
+                traceparent=traceparent,
                 timeout=timeout,
             ),
             self._conn.metrics.retries["cancel"].inc,
         )
+        log.debug("bridge.cancel_ack", status=ack.status.value, reason=ack.reason.value)
+        return ack
 
     async def status(
-        self, account: str, client_order_id: str, timeout: float | None, correlation_id: str
+        self,
+        account: str,
+        client_order_id: str,
+        timeout: float | None,
+        correlation_id: str,
+        traceparent: str,
     ) -> OrderState:
         """``BridgeClient.status``."""
         subject = self._conn.subjects.of(account, "OrderStatusRequest").status
@@ -242,7 +268,7 @@ class Requests:
                 )
             return OrderState.from_proto(account, client_order_id, m)
 
-        return await with_retries(
+        found = await with_retries(
             self._settings,
             "status",
             lambda: self._request(
@@ -253,10 +279,13 @@ class Requests:
                 _answer(orders_pb2.OrderStatusReply, state, client_order_id, correlation_id),
                 client_order_id=client_order_id,
                 correlation_id=correlation_id,
+                traceparent=traceparent,
                 timeout=timeout,
             ),
             self._conn.metrics.retries["status"].inc,
         )
+        log.debug("bridge.status", found=found.found)
+        return found
 
 
 _SECURITY_PB: dict[int, RejectReason] = {

@@ -34,9 +34,14 @@ The rooms behind it, one concern each: ``bridge._connection`` (lifecycle, state,
 ``bridge._requests`` (submit, cancel, status), ``bridge._pipeline`` (queued orders),
 ``bridge.reports`` (report streams), all over ``bridge.transport`` (the seam to NATS); each
 records into ``bridge.metrics`` (Prometheus), and ``readiness()`` asks ``bridge._readiness``. Every
-operation binds its ``correlation_id`` (and order fields) to the log context once
+operation binds its ``correlation_id``, ``trace_id`` (and order fields) to the log context once
 (``structlog.contextvars``, through ``bridge.logs.bound_ids``), so every line logged inside it
 carries them.
+
+Tracing: every operation is one W3C trace; its ``traceparent`` header rides on every message
+it sends (each attempt, each order of a batch) and the engine logs its lines about the order
+with the same ``correlation_id``, ``trace_id``, ``client_order_id`` and ``account``. Without a
+``correlation_id`` the operation's correlation id is its trace id (``bridge.tracecontext``).
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from bridge.metrics import METRICS, ClientMetrics
 from bridge.models import Order, OrderAck, OrderState, QueuedOrder
 from bridge.outbox import OrderOutbox
 from bridge.reports import ReportStream
+from bridge.tracecontext import new_trace_id, trace_id_for, traceparent
 from bridge.transport import NatsTransport, Transport, flush_ordered, tls_context
 
 __all__ = [
@@ -201,9 +207,11 @@ class BridgeClient:
         refusal raises ``SecurityViolationError`` (its ``ack`` is the engine's answer) and ends
         the client.
         """
-        correlation_id = correlation_id or new_correlation_id()
-        with bound_ids(correlation_id, order.client_order_id, order.account, order.symbol):
-            return await self._requests.submit(order, timeout, correlation_id)
+        correlation_id, trace = _trace(correlation_id)
+        with bound_ids(
+            correlation_id, order.client_order_id, order.account, order.symbol, trace_id=trace
+        ):
+            return await self._requests.submit(order, timeout, correlation_id, traceparent(trace))
 
     async def cancel(
         self, account: str, client_order_id: str, *, timeout: float | None = None
@@ -212,9 +220,11 @@ class BridgeClient:
 
         ``InvalidOrderError`` (field ``account``) before anything is sent when ``account`` is
         not a valid subject token."""
-        correlation_id = new_correlation_id()
-        with bound_ids(correlation_id, client_order_id, account):
-            return await self._requests.cancel(account, client_order_id, timeout, correlation_id)
+        correlation_id = trace = new_trace_id()
+        with bound_ids(correlation_id, client_order_id, account, trace_id=trace):
+            return await self._requests.cancel(
+                account, client_order_id, timeout, correlation_id, traceparent(trace)
+            )
 
     async def status(
         self, account: str, client_order_id: str, *, timeout: float | None = None
@@ -229,9 +239,11 @@ class BridgeClient:
         under a new id is safe. Raises ``OutcomeUnknownError`` (retried like a timeout) when the
         engine could not retire the id and so cannot say "not found".
         """
-        correlation_id = new_correlation_id()
-        with bound_ids(correlation_id, client_order_id, account):
-            return await self._requests.status(account, client_order_id, timeout, correlation_id)
+        correlation_id = trace = new_trace_id()
+        with bound_ids(correlation_id, client_order_id, account, trace_id=trace):
+            return await self._requests.status(
+                account, client_order_id, timeout, correlation_id, traceparent(trace)
+            )
 
     # -- asynchronous JetStream queueing -----------------------------------------------------
 
@@ -242,9 +254,11 @@ class BridgeClient:
         ``PublishError``, ``OutcomeUnknownError``, ``ConnectionFailedError``,
         ``BackpressureError``), after the same retries as ``enqueue_batch``.
         """
-        correlation_id = correlation_id or new_correlation_id()
-        with bound_ids(correlation_id, order.client_order_id, order.account, order.symbol):
-            (outcome,) = await self._pipeline.run([order], correlation_id)
+        correlation_id, trace = _trace(correlation_id)
+        with bound_ids(
+            correlation_id, order.client_order_id, order.account, order.symbol, trace_id=trace
+        ):
+            (outcome,) = await self._pipeline.run([order], correlation_id, traceparent(trace))
         if isinstance(outcome, BridgeError):
             raise outcome
         assert outcome is not None  # one order is always sent or refused
@@ -270,9 +284,9 @@ class BridgeClient:
         Re-sending the whole batch is always safe: a client order id cannot create a second
         order (JetStream's duplicate window, then the engine's own record).
         """
-        correlation_id = correlation_id or new_correlation_id()
-        with bound_ids(correlation_id):
-            outcomes = await self._pipeline.run(orders, correlation_id)
+        correlation_id, trace = _trace(correlation_id)
+        with bound_ids(correlation_id, trace_id=trace):
+            outcomes = await self._pipeline.run(orders, correlation_id, traceparent(trace))
         try:
             return batch_result(outcomes)
         except PartialBatchError as partial:
@@ -313,3 +327,12 @@ class BridgeClient:
         """
         subject = self._conn.subjects.reports(account, client_order_id or None)
         return ReportStream(self._conn, subject, since_seq)
+
+
+def _trace(correlation_id: str | None) -> tuple[str, str]:
+    """(correlation id, trace id) of one operation: without a correlation id, a fresh trace id
+    is both; else the correlation id's trace id (``bridge.tracecontext.trace_id_for``)."""
+    if not correlation_id:
+        trace = new_trace_id()
+        return trace, trace
+    return correlation_id, trace_id_for(correlation_id)

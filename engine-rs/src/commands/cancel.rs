@@ -3,10 +3,10 @@
 //! engine's book, or relay the request to the engine whose book holds it.
 
 use prost::Message as _;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::authorize::{echoed_id, CANCEL_REQUEST};
-use super::{correlation_id, record_order, request_span, within};
+use super::{record_order, request_span, within};
 use crate::ack::AckFor;
 use crate::auth::Refusal;
 use crate::contract;
@@ -16,28 +16,26 @@ use crate::intake::{self, valid_key};
 use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
 use crate::publish::Tagged;
 use crate::service::{Incoming, ServiceError};
+use crate::trace::Trace;
 use crate::venue::is_final;
 
 impl Engine {
     /// Cancel: here if the order rests in this engine's book, else forwarded to its owner.
     pub async fn on_cancel(&mut self, req: &Incoming, forwarded: bool) -> Result<(), EngineError> {
-        let correlation_id = correlation_id(req.msg().headers.as_ref());
-        let span = request_span(&correlation_id);
-        within(
-            span.clone(),
-            self.cancel(req, forwarded, &correlation_id, &span),
-        )
-        .await
+        let trace = Trace::of(req.msg().headers.as_ref());
+        let span = request_span(&trace);
+        within(span.clone(), self.cancel(req, forwarded, &trace, &span)).await
     }
 
     async fn cancel(
         &mut self,
         incoming: &Incoming,
         forwarded: bool,
-        correlation_id: &str,
+        trace: &Trace,
         span: &tracing::Span,
     ) -> Result<(), EngineError> {
         let msg = incoming.msg();
+        let correlation_id = trace.correlation_id.as_str();
         self.count_request(
             msg.reply.as_ref(),
             msg.headers.as_ref(),
@@ -96,11 +94,7 @@ impl Engine {
                 ..about(OrderStatus::Canceled as i32)
             }
             .accepted("canceled");
-            let tagged: Vec<Tagged<'_>> = touched
-                .reports
-                .iter()
-                .map(|r| (r, correlation_id))
-                .collect();
+            let tagged: Vec<Tagged<'_>> = touched.reports.iter().map(|r| (r, trace)).collect();
             self.reports.publish(vec![tagged]).await?;
             let symbol = touched.order.order().symbol.clone();
             self.write_back(vec![touched.order]).await?;
@@ -121,7 +115,7 @@ impl Engine {
             Some((r, _)) if r.engine_id != self.cfg.engine_id && !forwarded => {
                 // The order rests in another engine's book: relay the request to its owner.
                 let subject = contract::engine_cancel(&r.engine_id);
-                match self.request(subject, msg.payload.clone()).await {
+                match self.request(subject, msg.payload.clone(), trace).await {
                     Ok(answer) => {
                         // The owner's answer, as it is (its endpoint error included).
                         match ServiceError::of_answer(answer.headers.as_ref()) {
@@ -144,6 +138,7 @@ impl Engine {
             ),
         };
         self.answer_cancel(incoming, &ack).await;
+        debug!(status = ack.status, reason = ack.reason, "cancel answered");
         Ok(())
     }
 

@@ -2,20 +2,19 @@
 //! (a pull of the ORDERS consumer), [`cancel`] and [`status`]; and the one dispatch of a
 //! request-reply message to its command.
 //!
-//! Each command binds the request's correlation id (and, once known, the order's ids) to a
-//! tracing span, so every line logged while it is handled carries them.
+//! Each command binds the request's ids ([`Trace`]: correlation id, trace id) and, once known,
+//! the order's (`client_order_id`, `account`) to a tracing span, so every line logged while it
+//! is handled carries them, under the field names of the client's lines.
 
 use async_nats::service::endpoint::Endpoint;
-use async_nats::HeaderMap;
 use futures::{FutureExt, StreamExt};
 use tracing::Instrument;
 
-use crate::contract;
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::intake;
 use crate::proto::v1::RejectReason;
 use crate::service::{Incoming, ServiceError};
+use crate::trace::Trace;
 use crate::validate::{
     field_error, truncate, Rejection, MAX_ACCOUNT_BYTES, MAX_CLIENT_ORDER_ID_BYTES,
 };
@@ -96,14 +95,6 @@ async fn failed(req: &Incoming, served: Result<(), EngineError>) -> Result<(), E
     served
 }
 
-/// The request's correlation id, cut to its limit (it is stored and logged).
-pub(crate) fn correlation_id(headers: Option<&HeaderMap>) -> String {
-    headers
-        .and_then(|h| h.get(contract::HEADER_CORRELATION_ID))
-        .map(|v| intake::bounded_correlation_id(v.as_str()).to_string())
-        .unwrap_or_default()
-}
-
 /// A message that is not the protobuf it should be (a queued order: reported REJECTED).
 pub(crate) fn malformed(e: &prost::DecodeError) -> Rejection {
     Rejection {
@@ -116,25 +107,23 @@ pub(crate) fn malformed(e: &prost::DecodeError) -> Rejection {
     }
 }
 
-/// The span of one request: its correlation id, and the order's ids once known.
-pub(crate) fn request_span(correlation_id: &str) -> tracing::Span {
+/// The span of one request: its ids, and the order's once known.
+pub(crate) fn request_span(trace: &Trace) -> tracing::Span {
     tracing::info_span!(
         "request",
-        correlation_id,
+        correlation_id = trace.correlation_id.as_str(),
+        trace_id = trace.trace_id.as_str(),
         client_order_id = tracing::field::Empty,
         account = tracing::field::Empty
     )
 }
 
 /// The span of one order's request, its ids (cut to their limits) known from the start.
-pub(crate) fn order_span(
-    correlation_id: &str,
-    account: &str,
-    client_order_id: &str,
-) -> tracing::Span {
+pub(crate) fn order_span(trace: &Trace, account: &str, client_order_id: &str) -> tracing::Span {
     tracing::info_span!(
         "request",
-        correlation_id,
+        correlation_id = trace.correlation_id.as_str(),
+        trace_id = trace.trace_id.as_str(),
         client_order_id = truncate(client_order_id, MAX_CLIENT_ORDER_ID_BYTES),
         account = truncate(account, MAX_ACCOUNT_BYTES)
     )

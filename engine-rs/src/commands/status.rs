@@ -6,10 +6,10 @@
 //! duplicate of the tombstone's REJECTED outcome.
 
 use prost::Message as _;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use super::authorize::{echoed_id, refused_status, ORDER_STATUS_REQUEST};
-use super::{correlation_id, record_order, request_span, within};
+use super::{record_order, request_span, within};
 use crate::contract;
 use crate::engine::{now_ns, Engine};
 use crate::error::EngineError;
@@ -17,15 +17,16 @@ use crate::intake::{self, valid_key};
 use crate::proto::v1::{self as pb, RejectReason};
 use crate::service::{Incoming, ServiceError};
 use crate::store::Created;
+use crate::trace::Trace;
 use crate::validate::echo;
 
 impl Engine {
     /// Status: the order store is authoritative (written before any ack). An id without a
     /// record is retired first ([`Engine::retire`]), so that "not found" stays true.
     pub async fn on_status(&mut self, req: &Incoming) -> Result<(), EngineError> {
-        let correlation_id = correlation_id(req.msg().headers.as_ref());
-        let span = request_span(&correlation_id);
-        within(span.clone(), self.status(req, &correlation_id, &span)).await
+        let trace = Trace::of(req.msg().headers.as_ref());
+        let span = request_span(&trace);
+        within(span.clone(), self.status(req, &trace.correlation_id, &span)).await
     }
 
     async fn status(
@@ -91,6 +92,11 @@ impl Engine {
             }
         };
         self.answer_status(incoming, &reply).await;
+        debug!(
+            found = reply.found,
+            order_status = reply.last_report.as_ref().map_or(0, |r| r.order_status),
+            "status answered"
+        );
         Ok(())
     }
 

@@ -4,10 +4,10 @@
 use std::time::Instant;
 
 use prost::Message as _;
-use tracing::{warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use super::authorize::{echoed_id, NEW_ORDER};
-use super::{correlation_id, order_span, request_span};
+use super::{order_span, request_span};
 use crate::auth::Refusal;
 use crate::engine::{now_ns, Engine, Intake};
 use crate::error::EngineError;
@@ -15,6 +15,7 @@ use crate::intake;
 use crate::metrics::{Path, Stage};
 use crate::proto::v1 as pb;
 use crate::service::{Incoming, ServiceError};
+use crate::trace::Trace;
 
 impl Engine {
     /// Synchronous submit: checked (signature, entitlement) before anything else, then ack
@@ -23,7 +24,7 @@ impl Engine {
     pub async fn on_submit(&mut self, req: &Incoming) -> Result<(), EngineError> {
         let msg = req.msg();
         let started = Instant::now();
-        let correlation_id = correlation_id(msg.headers.as_ref());
+        let trace = Trace::of(msg.headers.as_ref());
         self.count_request(
             msg.reply.as_ref(),
             msg.headers.as_ref(),
@@ -34,7 +35,7 @@ impl Engine {
         let verified =
             match self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None) {
                 Ok(v) => v,
-                Err(refusal) => return self.refuse_submit(req, &refusal, &correlation_id).await,
+                Err(refusal) => return self.refuse_submit(req, &refusal, &trace).await,
             };
         let order = match pb::NewOrder::decode(msg.payload.clone()) {
             Ok(o) => o,
@@ -42,7 +43,7 @@ impl Engine {
                 // Nothing in the bytes can be trusted to name the order: an endpoint error.
                 self.counters.malformed += 1;
                 let error = ServiceError::undecodable(NEW_ORDER, &e);
-                request_span(&correlation_id)
+                request_span(&trace)
                     .in_scope(|| warn!(reason = %error.status, "malformed order rejected"));
                 req.fail(error).await;
                 return Ok(());
@@ -53,11 +54,11 @@ impl Engine {
             None => String::new(),
             Some(v) => match v.check_account(&order.account) {
                 Ok(()) => v.nkey.clone(),
-                Err(refusal) => return self.refuse_submit(req, &refusal, &correlation_id).await,
+                Err(refusal) => return self.refuse_submit(req, &refusal, &trace).await,
             },
         };
-        let span = order_span(&correlation_id, &order.account, &order.client_order_id);
-        self.submit(req, order, &correlation_id, &signer)
+        let span = order_span(&trace, &order.account, &order.client_order_id);
+        self.submit(req, order, &trace, &signer)
             .instrument(span)
             .await
     }
@@ -66,18 +67,20 @@ impl Engine {
         &mut self,
         req: &Incoming,
         order: pb::NewOrder,
-        correlation_id: &str,
+        trace: &Trace,
         signer: &str,
     ) -> Result<(), EngineError> {
+        debug!(symbol = %order.symbol, "order received (sync)");
         // The size limits (the whole message, then each field) are checked by intake, before
         // anything is stored.
         let (ack, intake) = self
-            .intake(order, req.msg().payload.len(), correlation_id, signer)
+            .intake(order, req.msg().payload.len(), trace, signer)
             .await?;
         self.answer_order(req, &ack).await;
+        debug!(status = ack.status, duplicate = ack.duplicate, "ack sent");
         self.failpoint.reached("after_ack").await;
         if let Intake::Accepted(live, valid) = intake {
-            self.execute(*live, &valid, correlation_id).await?;
+            self.execute(*live, &valid, trace).await?;
         }
         Ok(())
     }
@@ -88,11 +91,12 @@ impl Engine {
         &mut self,
         req: &Incoming,
         refusal: &Refusal,
-        correlation_id: &str,
+        trace: &Trace,
     ) -> Result<(), EngineError> {
         let msg = req.msg();
         let id = echoed_id(&msg.payload, |o: &pb::NewOrder| &o.client_order_id);
-        let span = order_span(correlation_id, &refusal.account, &id);
+        let span = order_span(trace, &refusal.account, &id);
+        let correlation_id = trace.correlation_id.as_str();
         span.in_scope(|| self.refused(refusal, msg.subject.as_str(), correlation_id, &id));
         let ack = intake::refusal_ack(
             &refusal.account,
