@@ -7,7 +7,7 @@ import importlib.metadata as _metadata
 import typing as _typing
 import warnings as _warnings
 
-from bridge.client import BridgeClient, ConnectionEvent, ConnectionState
+from bridge.client import BridgeClient, ConnectionEvent, ConnectionState, Readiness
 from bridge.config import BridgeSettings
 from bridge.errors import (
     BackpressureError,
@@ -81,6 +81,7 @@ __all__ = [
     "ProtocolError",
     "PublishError",
     "QueuedOrder",
+    "Readiness",
     "RejectReason",
     "ReportStream",
     "ReportsLostError",

@@ -27,6 +27,7 @@ from bridge._subjects import Subjects
 from bridge.config import BridgeSettings
 from bridge.errors import ClientClosedError, ConnectionFailedError, SecurityViolationError
 from bridge.logs import get_logger
+from bridge.metrics import ClientMetrics
 from bridge.retry import backoff_delay, connect_retrying
 from bridge.security.signing import Signer
 from bridge.transport import Transport
@@ -68,10 +69,13 @@ ConnectionListener = Callable[[ConnectionEvent], Awaitable[None] | None]
 class Connection:
     """One client's connection: opened once, observable, closed once (``TransportEvents``)."""
 
-    def __init__(self, settings: BridgeSettings, transport: Transport) -> None:
+    def __init__(
+        self, settings: BridgeSettings, transport: Transport, metrics: ClientMetrics
+    ) -> None:
         _identity.check_settings(settings)  # a missing seed fails here, not at connect
         self.settings = settings
         self.transport = transport
+        self.metrics = metrics
         self.identity: _identity.Identity | None = None  # read at connect
         self.signer: Signer | None = None  # the identity's, when sign_orders
         self.subjects = Subjects()
@@ -86,6 +90,11 @@ class Connection:
         self._on_violation: list[Callable[[SecurityViolationError], None]] = []
         self._violation_closed: asyncio.Event | None = None  # set once violated() is done
         self._violating: asyncio.Task[object] | None = None  # the task running violated()
+
+    @property
+    def is_up(self) -> bool:
+        """Connected now (``bridge_client_connected`` counts it)."""
+        return self._state is _State.OPEN and self.state is ConnectionState.CONNECTED
 
     # -- for the other rooms ----------------------------------------------------------------
 
@@ -226,6 +235,7 @@ class Connection:
         if violation is None:
             log.error("bridge.nats_error", error=str(exc))
             return
+        self.metrics.security_violations.inc()
         await self.violated(violation)
 
     # -- security violations ----------------------------------------------------------------
@@ -275,6 +285,7 @@ class Connection:
         if self._state is not _State.OPEN:
             return  # a failed first-connect attempt
         log.warning("bridge.disconnected")
+        self.metrics.disconnects.inc()
         self.state = ConnectionState.RECONNECTING
         self.transport.abort_requests()
         for callback in self._on_drop:
@@ -284,6 +295,7 @@ class Connection:
     async def on_reconnected(self) -> None:
         self.state = ConnectionState.CONNECTED
         self.reconnects += 1
+        self.metrics.reconnects.inc()
         await self._emit(ConnectionEvent.RECONNECTED)
 
     async def on_closed(self) -> None:

@@ -9,6 +9,10 @@ retried (same id) under the policy of ``bridge.retry``. At most ``max_inflight``
 are unconfirmed at once (backpressure: wait ``backpressure_wait_ms`` for a slot, then
 ``BackpressureError``).
 
+Every message of a batch carries the batch's correlation id and ``traceparent`` (one trace per
+operation, ``bridge.tracecontext``); with debug logging on, one ``bridge.queued`` line per order
+names its outcome with the order's ids (the batch's context binds only the operation's).
+
 Each attempt is signed anew when the client signs (``bridge._requests`` says how); a security
 violation fails every order still waiting for JetStream's answer with the
 ``SecurityViolationError`` (``Connection.on_violation``).
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Sequence
 
@@ -41,7 +46,8 @@ from bridge.errors import (
     SecurityViolationError,
     StreamFullError,
 )
-from bridge.logs import bound_ids
+from bridge.logs import bound_ids, get_logger
+from bridge.metrics import PathMetrics, outcome_of
 from bridge.models import Order, QueuedOrder
 from bridge.outbox import OrderOutbox
 from bridge.retry import is_transient, retry_after
@@ -52,6 +58,8 @@ _STREAM_FULL_CODES = frozenset({10077})  # JSStreamStoreFailedF: maximum message
 _STREAM_FULL_WORDS = ("maximum messages", "maximum bytes", "resource limits exceeded")
 _NO_RESPONDERS = "503"  # status of the answer when no stream listens on the subject
 _JS_UNAVAILABLE = 10008  # JSClusterNotAvailErr: JetStream system temporarily unavailable
+
+log = get_logger("bridge.client")
 
 Outcome = QueuedOrder | BridgeError | None
 """What happened to one order of a batch: stored, its error, or None (never sent)."""
@@ -65,20 +73,30 @@ class Pipeline:
         self._settings = conn.settings
         self._outbox = outbox
         self._inflight = asyncio.Semaphore(conn.settings.max_inflight)
-        self._acks = _PubAcks(conn.settings.publish_timeout_ms / 1000)
+        self.in_flight = 0  # slots taken now (bridge_client_queued_in_flight, read at scrape)
+        self._metrics = conn.metrics
+        self._acks = _PubAcks(conn.settings.publish_timeout_ms / 1000, conn.metrics.queued)
         conn.on_open(self._acks.start)  # JetStream's answers, subscribed before the first order
         conn.on_drop(
             lambda: self._acks.fail_all("the connection dropped before JetStream confirmed it")
         )
         conn.on_violation(self._acks.fail_all_with)
 
-    async def run(self, orders: Sequence[Order], correlation_id: str) -> list[Outcome]:
+    async def run(
+        self, orders: Sequence[Order], correlation_id: str, traceparent: str
+    ) -> list[Outcome]:
         """Queue ``orders`` in input order; every order's outcome, in input order.
 
         After the first failure a retry cannot cure, or when backpressure stops the batch, no
-        further order is sent (those are ``None``).
+        further order is sent (those are ``None``). Counted in
+        ``bridge_client_orders_total{path="queued"}``, each order's ack timed from its publish.
         """
-        transport = self._conn.open()
+        outcome_counters = self._metrics.queued.outcomes
+        try:
+            transport = self._conn.open()
+        except BridgeError:
+            outcome_counters["error"].inc(len(orders))
+            raise
         inflight = self._inflight
         if self._outbox is not None:
             self._outbox.record(orders, route="queue")
@@ -90,6 +108,7 @@ class Pipeline:
         def settled(future: asyncio.Future[QueuedOrder]) -> None:
             nonlocal failed
             inflight.release()
+            self.in_flight -= 1
             exc = None if future.cancelled() else future.exception()
             failed = failed or (exc is not None and not is_transient(exc))
 
@@ -103,7 +122,7 @@ class Pipeline:
                 except BackpressureError as exc:
                     stopped = exc
                     break
-                future = await self._send(transport, order, correlation_id)
+                future = await self._send(transport, order, correlation_id, traceparent)
                 future.add_done_callback(settled)
                 sent.append((order, future))
             await self._acks.settle([f for _, f in sent])
@@ -116,7 +135,9 @@ class Pipeline:
                     continue
                 if isinstance(error, BridgeError) and is_transient(error):
                     # Timeout, reconnect, no stream leader: retried, same id, under the policy.
-                    retries[len(outcomes)] = self._retry(order, error, correlation_id, started)
+                    retries[len(outcomes)] = self._retry(
+                        order, error, correlation_id, traceparent, started
+                    )
                 outcomes.append(error)
             if retries:
                 retried = await asyncio.gather(*retries.values(), return_exceptions=True)
@@ -129,25 +150,37 @@ class Pipeline:
             outcomes.append(stopped)
         outcomes.extend([None] * (len(orders) - len(outcomes)))
         result = [_as_outcome(o) for o in outcomes]
+        accepted = 0
+        for o in result:
+            if isinstance(o, QueuedOrder):
+                accepted += 1
+            elif o is not None:
+                outcome_counters[outcome_of(o)].inc()
+        if accepted:
+            outcome_counters["accepted"].inc(accepted)
         if self._outbox is not None:
             resolved = {q.client_order_id: "queued" for q in result if isinstance(q, QueuedOrder)}
             for o in result:
                 if isinstance(o, StreamFullError) and o.client_order_id:
                     resolved[o.client_order_id] = "refused:stream_full"
             self._outbox.resolve(resolved)
+        if log.isEnabledFor(logging.DEBUG):
+            _log_outcomes(orders, result)
         return result
 
     async def _send(
-        self, transport: Transport, order: Order, correlation_id: str
+        self, transport: Transport, order: Order, correlation_id: str, traceparent: str
     ) -> asyncio.Future[QueuedOrder]:
         """One attempt of one queued order; the future resolves with JetStream's answer."""
-        reply, future = self._acks.expect(order.client_order_id, correlation_id)
+        reply, future, at = self._acks.expect(order.client_order_id, correlation_id)
+        if self._metrics.report_readers:
+            self._metrics.queued.sent(order.client_order_id, at)  # for its first report
         conn = self._conn
         try:
             conn.connected(order.client_order_id, correlation_id)
             subject = conn.subjects.of(order.account, "Order").queue
             data = order.to_proto().SerializeToString()
-            headers = _queued_headers(order, correlation_id)
+            headers = _queued_headers(order, correlation_id, traceparent)
             signer = conn.signer
             if signer is not None:
                 headers.update(signer.headers(subject, data))
@@ -161,35 +194,47 @@ class Pipeline:
             )
         return future
 
-    async def _publish_once(self, order: Order, correlation_id: str) -> QueuedOrder:
+    async def _publish_once(
+        self, order: Order, correlation_id: str, traceparent: str
+    ) -> QueuedOrder:
         """One more attempt of one order, awaited (retries: the same path as first attempts)."""
-        future = await self._send(self._conn.open(), order, correlation_id)
+        future = await self._send(self._conn.open(), order, correlation_id, traceparent)
         await self._acks.settle([future])
         return future.result()
 
     async def _retry(
-        self, order: Order, failed: BridgeError, correlation_id: str, started: float
+        self,
+        order: Order,
+        failed: BridgeError,
+        correlation_id: str,
+        traceparent: str,
+        started: float,
     ) -> QueuedOrder:
         """Retries of a queued order whose first attempt failed transiently (holding a slot).
         Runs as a task of its own, so the order's ids are bound to its log context here."""
-        with bound_ids(correlation_id, order.client_order_id, order.account, order.symbol):
+        trace_id = traceparent[3:35]
+        ids = (order.client_order_id, order.account, order.symbol)
+        with bound_ids(correlation_id, *ids, trace_id=trace_id):
             await self._acquire_slot(order.client_order_id, correlation_id)
             try:
                 return await retry_after(
                     self._settings,
                     "enqueue",
-                    lambda: self._publish_once(order, correlation_id),
+                    lambda: self._publish_once(order, correlation_id, traceparent),
                     failed,
                     started,
+                    self._metrics.retries["enqueue"].inc,
                 )
             finally:
                 self._inflight.release()
+                self.in_flight -= 1
 
     async def _acquire_slot(self, client_order_id: str, correlation_id: str) -> None:
         """Backpressure: wait for one of ``max_inflight`` slots, or raise."""
         inflight = self._inflight
         if not inflight.locked():
             await inflight.acquire()  # a free slot: taken at once, nothing to time out
+            self.in_flight += 1
             return
         wait_ms = self._settings.backpressure_wait_ms
         try:
@@ -197,7 +242,9 @@ class Pipeline:
                 raise TimeoutError
             async with asyncio.timeout(wait_ms / 1000 if wait_ms else None):
                 await inflight.acquire()
+            self.in_flight += 1
         except TimeoutError:
+            self._metrics.backpressure_refusals.inc()
             raise BackpressureError(
                 f"max_inflight={self._settings.max_inflight} queued publishes are awaiting "
                 f"JetStream acks and none completed within backpressure_wait_ms={wait_ms}; "
@@ -227,11 +274,13 @@ class _PubAcks:
     JetStream error, or the no-responders status).
     """
 
-    def __init__(self, wait_s: float) -> None:
+    def __init__(self, wait_s: float, metrics: PathMetrics) -> None:
         self._prefix = ""
         self._wait_s = wait_s
         self._count = 0
-        self._waiting: dict[str, tuple[asyncio.Future[QueuedOrder], str, str]] = {}
+        self._ack_latency = metrics.ack_latency
+        # reply token -> (future, client order id, correlation id, perf_counter at publish)
+        self._waiting: dict[str, tuple[asyncio.Future[QueuedOrder], str, str, float]] = {}
 
     async def start(self, transport: Transport) -> None:
         self._prefix = transport.new_inbox() + "."
@@ -239,13 +288,15 @@ class _PubAcks:
 
     def expect(
         self, client_order_id: str, correlation_id: str
-    ) -> tuple[str, asyncio.Future[QueuedOrder]]:
-        """A reply subject for one publish, and the future its answer resolves."""
+    ) -> tuple[str, asyncio.Future[QueuedOrder], float]:
+        """A reply subject for one publish, the future its answer resolves and the time it
+        was sent (``time.perf_counter``)."""
         self._count += 1
         token = str(self._count)
         future: asyncio.Future[QueuedOrder] = asyncio.get_running_loop().create_future()
-        self._waiting[token] = (future, client_order_id, correlation_id)
-        return self._prefix + token, future
+        at = time.perf_counter()
+        self._waiting[token] = (future, client_order_id, correlation_id, at)
+        return self._prefix + token, future, at
 
     def resolve(self, reply: str, exc: BridgeError) -> None:
         """Fail one expected answer (the publish itself failed)."""
@@ -257,18 +308,21 @@ class _PubAcks:
         entry = self._waiting.pop(msg.subject[len(self._prefix) :], None)
         if entry is None or entry[0].done():
             return  # expired or failed already: its retry has its own answer
-        future, client_order_id, correlation_id = entry
+        future, client_order_id, correlation_id, at = entry
         try:
-            future.set_result(queued_order(msg, client_order_id, correlation_id))
+            queued = queued_order(msg, client_order_id, correlation_id)
         except BridgeError as exc:
             future.set_exception(exc)
+            return
+        self._ack_latency.observe(time.perf_counter() - at)
+        future.set_result(queued)
 
     async def settle(self, futures: Sequence[asyncio.Future[QueuedOrder]]) -> None:
         """Wait for ``futures`` up to the publish timeout; fail those still unanswered."""
         if not futures:
             return
         _, late = await asyncio.wait(futures, timeout=self._wait_s)
-        for future, client_order_id, correlation_id in self._drop(late):
+        for future, client_order_id, correlation_id, _ in self._drop(late):
             future.set_exception(
                 _publish_failure(
                     nats.errors.TimeoutError(), client_order_id, correlation_id, self._wait_s
@@ -277,12 +331,12 @@ class _PubAcks:
 
     def cancel(self, futures: Sequence[asyncio.Future[QueuedOrder]]) -> None:
         """Stop waiting for ``futures`` (the batch was cancelled)."""
-        for future, _, _ in self._drop(set(futures)):
+        for future, _, _, _ in self._drop(set(futures)):
             future.cancel()
 
     def _drop(
         self, futures: set[asyncio.Future[QueuedOrder]]
-    ) -> list[tuple[asyncio.Future[QueuedOrder], str, str]]:
+    ) -> list[tuple[asyncio.Future[QueuedOrder], str, str, float]]:
         """Forget the still-unanswered entries of ``futures``."""
         if not futures:
             return []
@@ -292,14 +346,14 @@ class _PubAcks:
     def fail_all_with(self, error: SecurityViolationError) -> None:
         """Fail every expected answer now with ``error`` (the client closed itself)."""
         waiting, self._waiting = self._waiting, {}
-        for future, client_order_id, correlation_id in waiting.values():
+        for future, client_order_id, correlation_id, _ in waiting.values():
             if not future.done():
                 future.set_exception(error.for_operation(client_order_id, correlation_id))
 
     def fail_all(self, why: str) -> None:
         """Fail every expected answer now (the connection dropped): they are retried."""
         waiting, self._waiting = self._waiting, {}
-        for future, client_order_id, correlation_id in waiting.values():
+        for future, client_order_id, correlation_id, _ in waiting.values():
             if not future.done():
                 future.set_exception(
                     OutcomeUnknownError(
@@ -310,12 +364,30 @@ class _PubAcks:
                 )
 
 
-def _queued_headers(order: Order, correlation_id: str) -> dict[str, str]:
+def _queued_headers(order: Order, correlation_id: str, traceparent: str) -> dict[str, str]:
     return {
         contract.HEADER_MSG_ID: order.client_order_id,
         contract.HEADER_CORRELATION_ID: correlation_id,
+        contract.HEADER_TRACEPARENT: traceparent,
         contract.HEADER_SCHEMA: "bridge.v1.NewOrder",
     }
+
+
+def _log_outcomes(orders: Sequence[Order], outcomes: Sequence[Outcome]) -> None:
+    """One debug line per order of a batch: its ids (beside the operation's correlation and
+    trace ids, bound by the caller) and what JetStream did with it."""
+    for order, outcome in zip(orders, outcomes, strict=True):
+        ids = {
+            "client_order_id": order.client_order_id,
+            "account": order.account,
+            "symbol": order.symbol,
+        }
+        if isinstance(outcome, QueuedOrder):
+            log.debug("bridge.queued", stream_seq=outcome.seq, duplicate=outcome.duplicate, **ids)
+        elif outcome is None:
+            log.debug("bridge.queue_skipped", **ids)
+        else:
+            log.debug("bridge.queue_failed", error=type(outcome).__name__, **ids)
 
 
 def queued_order(msg: Msg, client_order_id: str, correlation_id: str) -> QueuedOrder:

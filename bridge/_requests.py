@@ -10,12 +10,13 @@ connection down before sending -> ``ConnectionFailedError``; an undecodable answ
 
 Each attempt is signed anew (``Bridge-Signer``, ``Bridge-Signed-At``, ``Bridge-Signature`` over
 the subject, the time and the exact bytes sent) when the client signs: a retry is a new
-signature, never a replay of the old one.
+signature, never a replay of the old one. Every attempt carries the operation's correlation id
+and ``traceparent`` (``bridge.tracecontext``): the same trace, whichever attempt is answered.
 """
 
 from __future__ import annotations
 
-import uuid
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -25,15 +26,26 @@ from google.protobuf.message import DecodeError, Message
 from bridge import _violations, contract
 from bridge._connection import Connection
 from bridge.errors import (
+    BridgeError,
     EngineUnavailableError,
     OutcomeUnknownError,
     ProtocolError,
     SecurityViolationError,
 )
 from bridge.logs import get_logger
-from bridge.models import SECURITY_REASONS, Order, OrderAck, OrderState, RejectReason
+from bridge.metrics import outcome_of
+from bridge.models import (
+    SECURITY_REASONS,
+    AckStatus,
+    Order,
+    OrderAck,
+    OrderState,
+    RejectReason,
+)
 from bridge.outbox import OrderOutbox
 from bridge.retry import with_retries
+from bridge.tracecontext import new_trace_id
+from bridge.transport import ServiceError
 from bridge.v1 import orders_pb2
 
 log = get_logger("bridge.client")
@@ -42,8 +54,9 @@ _T = TypeVar("_T")
 
 
 def new_correlation_id() -> str:
-    """A fresh correlation id (joins client and engine log lines of one request)."""
-    return uuid.uuid4().hex
+    """A fresh correlation id (joins client and engine log lines of one request); it is also a
+    valid W3C trace id, so that an operation given it has it as its trace id."""
+    return new_trace_id()
 
 
 class _RefusedError(Exception):
@@ -80,6 +93,7 @@ class Requests:
         *,
         client_order_id: str,
         correlation_id: str,
+        traceparent: str,
         timeout: float | None,
     ) -> _T:
         """One request-reply round trip (one attempt: signed now); the engine's answer
@@ -90,6 +104,7 @@ class Requests:
         data = msg.SerializeToString()
         headers = {
             contract.HEADER_CORRELATION_ID: correlation_id,
+            contract.HEADER_TRACEPARENT: traceparent,
             contract.HEADER_SCHEMA: msg.DESCRIPTOR.full_name,
         }
         signer = conn.signer
@@ -109,6 +124,19 @@ class Requests:
         except (TimeoutError, nats.errors.TimeoutError) as exc:
             raise OutcomeUnknownError(
                 f"no answer on {subject} within {wait:.3f}s; query the order status",
+                client_order_id=client_order_id,
+                correlation_id=correlation_id,
+            ) from exc
+        except ServiceError as exc:
+            await conn.engine_seen(True)
+            if exc.code < 500:  # the engine could not decode it: nothing happened
+                raise ProtocolError(
+                    f"the engine could not take the request on {subject}: {exc.status}",
+                    client_order_id=client_order_id,
+                    correlation_id=correlation_id,
+                ) from exc
+            raise OutcomeUnknownError(
+                f"the engine failed while serving the request on {subject}: {exc.status}",
                 client_order_id=client_order_id,
                 correlation_id=correlation_id,
             ) from exc
@@ -135,14 +163,26 @@ class Requests:
             await conn.violated(violation)
             raise violation from None
 
-    async def submit(self, order: Order, timeout: float | None, correlation_id: str) -> OrderAck:
-        """``BridgeClient.submit`` (the caller binds the log context)."""
-        subject = self._conn.subjects.of(order.account, "Order").submit
-        if self._outbox is not None:
-            self._outbox.record([order], route="submit")
-        request = order.to_proto()
-        decode = _answer(orders_pb2.OrderAck, _checked_ack, order.client_order_id, correlation_id)
+    async def submit(
+        self, order: Order, timeout: float | None, correlation_id: str, traceparent: str
+    ) -> OrderAck:
+        """``BridgeClient.submit`` (the caller binds the log context); counted in
+        ``bridge_client_orders_total{path="sync"}``, its ack timed from here."""
+        started = time.perf_counter()
+        metrics = self._conn.metrics
+        path = metrics.sync
+        outbox = self._outbox
+        log.debug("bridge.submit", symbol=order.symbol)
         try:
+            subject = self._conn.subjects.of(order.account, "Order").submit
+            if metrics.report_readers:
+                path.sent(order.client_order_id, started)  # for its first report
+            if outbox is not None:
+                outbox.record([order], route="submit")
+            request = order.to_proto()
+            decode = _answer(
+                orders_pb2.OrderAck, _checked_ack, order.client_order_id, correlation_id
+            )
             ack = await with_retries(
                 self._settings,
                 "submit",
@@ -154,24 +194,40 @@ class Requests:
                     decode,
                     client_order_id=order.client_order_id,
                     correlation_id=correlation_id,
+                    traceparent=traceparent,
                     timeout=timeout,
                 ),
+                metrics.retries["submit"].inc,
             )
-        except SecurityViolationError as exc:
-            if exc.ack is not None and self._outbox is not None:
-                self._outbox.resolve({order.client_order_id: f"ack:{exc.ack.status.value}"})
+        except BridgeError as exc:
+            path.outcomes[outcome_of(exc)].inc()
+            refused = exc.ack if isinstance(exc, SecurityViolationError) else None
+            if refused is not None and outbox is not None:
+                outbox.resolve({order.client_order_id: f"ack:{refused.status.value}"})
             raise
-        if self._outbox is not None:
-            self._outbox.resolve({order.client_order_id: f"ack:{ack.status.value}"})
-        log.debug("bridge.ack", status=ack.status.value, duplicate=ack.duplicate)
+        path.ack_latency.observe(time.perf_counter() - started)
+        path.outcomes["accepted" if ack.status is AckStatus.ACCEPTED else "rejected"].inc()
+        if outbox is not None:
+            outbox.resolve({order.client_order_id: f"ack:{ack.status.value}"})
+        log.debug(
+            "bridge.ack",
+            status=ack.status.value,
+            reason=ack.reason.value,
+            duplicate=ack.duplicate,
+        )
         return ack
 
     async def cancel(
-        self, account: str, client_order_id: str, timeout: float | None, correlation_id: str
+        self,
+        account: str,
+        client_order_id: str,
+        timeout: float | None,
+        correlation_id: str,
+        traceparent: str,
     ) -> OrderAck:
         """``BridgeClient.cancel``."""
         subject = self._conn.subjects.of(account, "CancelRequest").cancel
-        return await with_retries(
+        ack = await with_retries(
             self._settings,
             "cancel",
             lambda: self._request(
@@ -182,12 +238,21 @@ class Requests:
                 _answer(orders_pb2.OrderAck, _checked_ack, client_order_id, correlation_id),
                 client_order_id=client_order_id,
                 correlation_id=correlation_id,
+                traceparent=traceparent,
                 timeout=timeout,
             ),
+            self._conn.metrics.retries["cancel"].inc,
         )
+        log.debug("bridge.cancel_ack", status=ack.status.value, reason=ack.reason.value)
+        return ack
 
     async def status(
-        self, account: str, client_order_id: str, timeout: float | None, correlation_id: str
+        self,
+        account: str,
+        client_order_id: str,
+        timeout: float | None,
+        correlation_id: str,
+        traceparent: str,
     ) -> OrderState:
         """``BridgeClient.status``."""
         subject = self._conn.subjects.of(account, "OrderStatusRequest").status
@@ -203,7 +268,7 @@ class Requests:
                 )
             return OrderState.from_proto(account, client_order_id, m)
 
-        return await with_retries(
+        found = await with_retries(
             self._settings,
             "status",
             lambda: self._request(
@@ -214,9 +279,13 @@ class Requests:
                 _answer(orders_pb2.OrderStatusReply, state, client_order_id, correlation_id),
                 client_order_id=client_order_id,
                 correlation_id=correlation_id,
+                traceparent=traceparent,
                 timeout=timeout,
             ),
+            self._conn.metrics.retries["status"].inc,
         )
+        log.debug("bridge.status", found=found.found)
+        return found
 
 
 _SECURITY_PB: dict[int, RejectReason] = {

@@ -32,10 +32,16 @@ its connection is closed without reconnecting, every pending and later operation
 
 The rooms behind it, one concern each: ``bridge._connection`` (lifecycle, state, events),
 ``bridge._requests`` (submit, cancel, status), ``bridge._pipeline`` (queued orders),
-``bridge.reports`` (report streams), all over ``bridge.transport`` (the seam to NATS). Every
-operation binds its ``correlation_id`` (and order fields) to the log context once
+``bridge.reports`` (report streams), all over ``bridge.transport`` (the seam to NATS); each
+records into ``bridge.metrics`` (Prometheus), and ``readiness()`` asks ``bridge._readiness``. Every
+operation binds its ``correlation_id``, ``trace_id`` (and order fields) to the log context once
 (``structlog.contextvars``, through ``bridge.logs.bound_ids``), so every line logged inside it
 carries them.
+
+Tracing: every operation is one W3C trace; its ``traceparent`` header rides on every message
+it sends (each attempt, each order of a batch) and the engine logs its lines about the order
+with the same ``correlation_id``, ``trace_id``, ``client_order_id`` and ``account``. Without a
+``correlation_id`` the operation's correlation id is its trace id (``bridge.tracecontext``).
 """
 
 from __future__ import annotations
@@ -52,13 +58,16 @@ from bridge._connection import (
     ConnectionState,
 )
 from bridge._pipeline import Pipeline, batch_result
+from bridge._readiness import Readiness, probe
 from bridge._requests import Requests, new_correlation_id
 from bridge.config import BridgeSettings
 from bridge.errors import BridgeError, PartialBatchError, SecurityViolationError
 from bridge.logs import bound_ids
+from bridge.metrics import METRICS, ClientMetrics
 from bridge.models import Order, OrderAck, OrderState, QueuedOrder
 from bridge.outbox import OrderOutbox
 from bridge.reports import ReportStream
+from bridge.tracecontext import new_trace_id, trace_id_for, traceparent
 from bridge.transport import NatsTransport, Transport, flush_ordered, tls_context
 
 __all__ = [
@@ -66,6 +75,7 @@ __all__ = [
     "ConnectionEvent",
     "ConnectionListener",
     "ConnectionState",
+    "Readiness",
     "flush_ordered",
     "new_correlation_id",
     "tls_context",
@@ -82,11 +92,14 @@ class BridgeClient:
         outbox: OrderOutbox | None = None,
         transport: Transport | None = None,
         journal: OrderOutbox | None = None,
+        metrics: ClientMetrics | None = None,
     ) -> None:
         """``outbox``: optional local record of orders sent and their outcomes, so that after
         a restart of this process ``resubmit_pending()`` can re-send what has no outcome
         (``journal`` is its deprecated old name and warns). ``transport``: how to reach NATS;
         nats-py (``NatsTransport``) unless given, e.g. an in-memory fake in tests.
+        ``metrics``: where this client records its Prometheus metrics (``bridge.metrics``);
+        ``bridge.metrics.METRICS``, on ``prometheus_client.REGISTRY``, unless given.
 
         ``ConfigurationError`` at once when the settings cannot work: ``sign_orders`` on without
         an NKey seed (``nkey_seed_file`` or ``nkey_seed``). The seed itself is read at connect."""
@@ -99,13 +112,20 @@ class BridgeClient:
             )
             outbox = outbox or journal
         self._outbox = outbox
-        self._conn = Connection(self._settings, transport or NatsTransport())
+        self._metrics = metrics or METRICS
+        self._conn = Connection(self._settings, transport or NatsTransport(), self._metrics)
         self._requests = Requests(self._conn, outbox)
         self._pipeline = Pipeline(self._conn, outbox)
+        self._metrics.watch(self._conn, self._pipeline)
 
     @property
     def settings(self) -> BridgeSettings:
         return self._settings
+
+    @property
+    def metrics(self) -> ClientMetrics:
+        """The Prometheus metrics this client records into."""
+        return self._metrics
 
     @property
     def connection_state(self) -> ConnectionState:
@@ -163,6 +183,15 @@ class BridgeClient:
         """Drain subscriptions and close. Idempotent."""
         await self._conn.close()
 
+    async def readiness(self, timeout: float = 0.5) -> Readiness:
+        """Whether this client can trade now: connected, and how many engines answer the NATS
+        service API's ping (``$SRV.PING.bridge-engine``) within ``timeout`` seconds (it always
+        waits that long, to count them all). ``ready`` = connected and at least one engine.
+
+        Never raises for a down connection or a closed client (``connected=False``); what
+        ``/readyz`` of ``bridge.observability.serve`` answers."""
+        return await probe(self._conn, timeout)
+
     # -- synchronous request-reply -----------------------------------------------------------
 
     async def submit(
@@ -178,9 +207,11 @@ class BridgeClient:
         refusal raises ``SecurityViolationError`` (its ``ack`` is the engine's answer) and ends
         the client.
         """
-        correlation_id = correlation_id or new_correlation_id()
-        with bound_ids(correlation_id, order.client_order_id, order.account, order.symbol):
-            return await self._requests.submit(order, timeout, correlation_id)
+        correlation_id, trace = _trace(correlation_id)
+        with bound_ids(
+            correlation_id, order.client_order_id, order.account, order.symbol, trace_id=trace
+        ):
+            return await self._requests.submit(order, timeout, correlation_id, traceparent(trace))
 
     async def cancel(
         self, account: str, client_order_id: str, *, timeout: float | None = None
@@ -189,9 +220,11 @@ class BridgeClient:
 
         ``InvalidOrderError`` (field ``account``) before anything is sent when ``account`` is
         not a valid subject token."""
-        correlation_id = new_correlation_id()
-        with bound_ids(correlation_id, client_order_id, account):
-            return await self._requests.cancel(account, client_order_id, timeout, correlation_id)
+        correlation_id = trace = new_trace_id()
+        with bound_ids(correlation_id, client_order_id, account, trace_id=trace):
+            return await self._requests.cancel(
+                account, client_order_id, timeout, correlation_id, traceparent(trace)
+            )
 
     async def status(
         self, account: str, client_order_id: str, *, timeout: float | None = None
@@ -206,9 +239,11 @@ class BridgeClient:
         under a new id is safe. Raises ``OutcomeUnknownError`` (retried like a timeout) when the
         engine could not retire the id and so cannot say "not found".
         """
-        correlation_id = new_correlation_id()
-        with bound_ids(correlation_id, client_order_id, account):
-            return await self._requests.status(account, client_order_id, timeout, correlation_id)
+        correlation_id = trace = new_trace_id()
+        with bound_ids(correlation_id, client_order_id, account, trace_id=trace):
+            return await self._requests.status(
+                account, client_order_id, timeout, correlation_id, traceparent(trace)
+            )
 
     # -- asynchronous JetStream queueing -----------------------------------------------------
 
@@ -219,9 +254,11 @@ class BridgeClient:
         ``PublishError``, ``OutcomeUnknownError``, ``ConnectionFailedError``,
         ``BackpressureError``), after the same retries as ``enqueue_batch``.
         """
-        correlation_id = correlation_id or new_correlation_id()
-        with bound_ids(correlation_id, order.client_order_id, order.account, order.symbol):
-            (outcome,) = await self._pipeline.run([order], correlation_id)
+        correlation_id, trace = _trace(correlation_id)
+        with bound_ids(
+            correlation_id, order.client_order_id, order.account, order.symbol, trace_id=trace
+        ):
+            (outcome,) = await self._pipeline.run([order], correlation_id, traceparent(trace))
         if isinstance(outcome, BridgeError):
             raise outcome
         assert outcome is not None  # one order is always sent or refused
@@ -247,9 +284,9 @@ class BridgeClient:
         Re-sending the whole batch is always safe: a client order id cannot create a second
         order (JetStream's duplicate window, then the engine's own record).
         """
-        correlation_id = correlation_id or new_correlation_id()
-        with bound_ids(correlation_id):
-            outcomes = await self._pipeline.run(orders, correlation_id)
+        correlation_id, trace = _trace(correlation_id)
+        with bound_ids(correlation_id, trace_id=trace):
+            outcomes = await self._pipeline.run(orders, correlation_id, traceparent(trace))
         try:
             return batch_result(outcomes)
         except PartialBatchError as partial:
@@ -290,3 +327,12 @@ class BridgeClient:
         """
         subject = self._conn.subjects.reports(account, client_order_id or None)
         return ReportStream(self._conn, subject, since_seq)
+
+
+def _trace(correlation_id: str | None) -> tuple[str, str]:
+    """(correlation id, trace id) of one operation: without a correlation id, a fresh trace id
+    is both; else the correlation id's trace id (``bridge.tracecontext.trace_id_for``)."""
+    if not correlation_id:
+        trace = new_trace_id()
+        return trace, trace
+    return correlation_id, trace_id_for(correlation_id)

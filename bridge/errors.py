@@ -27,7 +27,8 @@
     │                            per order what happened (stored / its error / not sent)
     ├── OrderRejectedError       the engine rejected the order (``OrderAck.raise_for_status()``):
     │                            reason, field errors and the engine's text
-    ├── ProtocolError            the engine answered with something that is not a valid message
+    ├── ProtocolError            the engine answered with something that is not a valid message,
+    │                            or could not decode the request (service API error 400)
     ├── SecurityViolationError   the server reported a permissions violation, or the engine refused
     │                            an operation for a security reason (unsigned, bad signature,
     │                            expired, replayed, wrong account, not entitled): the client closed
@@ -224,7 +225,8 @@ class OrderRejectedError(BridgeError):
 
 
 class ProtocolError(BridgeError):
-    """A peer sent bytes that do not decode as the expected bridge.v1 message."""
+    """A peer sent bytes that do not decode as the expected bridge.v1 message, or the engine
+    could not decode the request (its service API error 400: nothing happened)."""
 
 
 class SecurityViolationError(BridgeError):

@@ -9,10 +9,11 @@ handlers. A disabled level costs one ``isEnabledFor`` check per call.
 
 Each bridge line is a structlog event dict handed to stdlib logging (``record.msg``): the
 operation's ids, bound once per operation by ``BridgeClient`` with
-``structlog.contextvars.bound_contextvars`` (``correlation_id``, ``client_order_id``,
-``account``, ``symbol``), ``level`` (lowercase: debug, info, warning, error), ``timestamp``
-(ISO 8601, UTC), and secrets redacted before the line leaves the library. JSON lines call the
-text ``message``: the field names of the engine's JSON lines.
+``structlog.contextvars.bound_contextvars`` (``correlation_id``, ``trace_id``,
+``client_order_id``, ``account``, ``symbol``; the engine's lines about an order carry the same
+names, see ``bridge.tracecontext``), ``level`` (lowercase: debug, info, warning, error),
+``timestamp`` (ISO 8601, UTC), and secrets redacted before the line leaves the library. JSON
+lines call the text ``message``: the field names of the engine's JSON lines.
 
 Secrets (NKey seeds, PEM private keys, values under secret-looking keys such as ``token`` or
 ``password``) are redacted whatever logging configuration the application chooses, in two
@@ -165,18 +166,26 @@ def _context_var(key: str) -> ContextVar[Any]:
     return tokens[key].var
 
 
-_CORRELATION_ID, _CLIENT_ORDER_ID, _ACCOUNT, _SYMBOL = (
-    _context_var(key) for key in ("correlation_id", "client_order_id", "account", "symbol")
+_CORRELATION_ID, _TRACE_ID, _CLIENT_ORDER_ID, _ACCOUNT, _SYMBOL = (
+    _context_var(key)
+    for key in ("correlation_id", "trace_id", "client_order_id", "account", "symbol")
 )
 
 
 class bound_ids:  # noqa: N801  (used like structlog's bound_contextvars)
     """Bind an operation's ids to the log context for the ``with`` block: what
-    ``structlog.contextvars.bound_contextvars(correlation_id=..., client_order_id=...,
-    account=..., symbol=...)`` does, at a fifth of its cost (it runs once per order). ``None``
-    leaves an id unbound."""
+    ``structlog.contextvars.bound_contextvars(correlation_id=..., trace_id=...,
+    client_order_id=..., account=..., symbol=...)`` does, at a fifth of its cost (it runs once
+    per order). ``None`` leaves an id unbound."""
 
-    __slots__ = ("_account", "_client_order_id", "_correlation_id", "_symbol", "_tokens")
+    __slots__ = (
+        "_account",
+        "_client_order_id",
+        "_correlation_id",
+        "_symbol",
+        "_tokens",
+        "_trace_id",
+    )
 
     def __init__(
         self,
@@ -184,29 +193,36 @@ class bound_ids:  # noqa: N801  (used like structlog's bound_contextvars)
         client_order_id: str | None = None,
         account: str | None = None,
         symbol: str | None = None,
+        *,
+        trace_id: str | None = None,
     ) -> None:
         self._correlation_id = correlation_id
+        self._trace_id = trace_id
         self._client_order_id = client_order_id
         self._account = account
         self._symbol = symbol
 
     def __enter__(self) -> None:
-        order, account, symbol = self._client_order_id, self._account, self._symbol
+        trace, order = self._trace_id, self._client_order_id
+        account, symbol = self._account, self._symbol
         self._tokens = (
             _CORRELATION_ID.set(self._correlation_id),
+            None if trace is None else _TRACE_ID.set(trace),
             None if order is None else _CLIENT_ORDER_ID.set(order),
             None if account is None else _ACCOUNT.set(account),
             None if symbol is None else _SYMBOL.set(symbol),
         )
 
     def __exit__(self, *_exc: object) -> None:
-        correlation, order, account, symbol = self._tokens
+        correlation, trace, order, account, symbol = self._tokens
         if symbol is not None:
             _SYMBOL.reset(symbol)
         if account is not None:
             _ACCOUNT.reset(account)
         if order is not None:
             _CLIENT_ORDER_ID.reset(order)
+        if trace is not None:
+            _TRACE_ID.reset(trace)
         _CORRELATION_ID.reset(correlation)
 
 

@@ -20,6 +20,11 @@ A report stream is an ordered, flow-controlled reader of EXECUTIONS, not a plain
 
 ``last_seq`` is the EXECUTIONS sequence of the last report yielded; ``bridge.reports(account,
 since_seq=last_seq + 1)`` resumes after a restart of the orchestrator without a gap.
+
+With debug logging on, each report yielded is logged (``bridge.report``) with the ids of its
+order: the correlation id and trace id the engine stored it with (its ``Bridge-Correlation-Id``
+and ``traceparent`` headers), ``client_order_id`` and ``account``, the field names of every
+other line about that order on both sides.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -44,6 +50,7 @@ from bridge.errors import ClientClosedError, ProtocolError, ReportsLostError
 from bridge.logs import get_logger
 from bridge.models import ExecutionReport
 from bridge.retry import backoff_delay
+from bridge.tracecontext import trace_id_of
 from bridge.transport import Subscription, Transport
 from bridge.v1 import orders_pb2
 
@@ -91,6 +98,7 @@ class ReportStream:
             self.last_seq = info.last_seq
         self._open = True
         await self._start_consumer()
+        self._conn.metrics.reader_opened()
         return self
 
     async def __aexit__(
@@ -99,6 +107,8 @@ class ReportStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._open:
+            self._conn.metrics.reader_closed()
         self._open = False
         await self._drop_subscription()
 
@@ -186,7 +196,11 @@ class ReportStream:
             return None  # already yielded before a reset
         self._next_seq = meta.sequence.stream + 1
         self.last_seq = meta.sequence.stream
-        return _decode_report(msg.data)
+        report = _decode_report(msg.data)
+        self._conn.metrics.report(report.exec_type, report.client_order_id)
+        if log.isEnabledFor(logging.DEBUG):
+            _log_report(report, headers, meta.sequence.stream)
+        return report
 
     async def _request_more(self, sub: Subscription) -> None:
         """Keep up to ``subscription_capacity`` reports requested; re-fill at half received."""
@@ -281,6 +295,21 @@ class ReportStream:
             # removed by the server after INACTIVE_THRESHOLD_S without pull requests.
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
+
+def _log_report(report: ExecutionReport, headers: dict[str, str], seq: int) -> None:
+    correlation_id = headers.get(contract.HEADER_CORRELATION_ID, "")
+    log.debug(
+        "bridge.report",
+        correlation_id=correlation_id,
+        trace_id=trace_id_of(headers.get(contract.HEADER_TRACEPARENT), correlation_id),
+        client_order_id=report.client_order_id,
+        account=report.account,
+        exec_id=report.exec_id,
+        exec_type=report.exec_type.value,
+        order_status=report.order_status.value,
+        stream_seq=seq,
+    )
 
 
 def _decode_report(data: bytes) -> ExecutionReport:

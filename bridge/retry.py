@@ -79,8 +79,15 @@ def is_transient(exc: BaseException) -> bool:
 log = get_logger("bridge.retry")
 
 
-def _log_retry(what: str) -> Callable[[RetryCallState], None]:
+Retried = Callable[[], object]
+"""Called once before each retried attempt of an order operation (the client's
+``bridge_client_retries_total``)."""
+
+
+def _log_retry(what: str, on_retry: Retried | None = None) -> Callable[[RetryCallState], None]:
     def before_sleep(state: RetryCallState) -> None:
+        if on_retry is not None:
+            on_retry()
         exc = state.outcome.exception() if state.outcome else None
         log.warning(
             "bridge.retrying",
@@ -94,19 +101,25 @@ def _log_retry(what: str) -> Callable[[RetryCallState], None]:
 
 
 def request_retrying(
-    settings: BridgeSettings, what: str, *, done: int = 0, elapsed_s: float = 0.0
+    settings: BridgeSettings,
+    what: str,
+    *,
+    done: int = 0,
+    elapsed_s: float = 0.0,
+    on_retry: Retried | None = None,
 ) -> AsyncRetrying:
     """The policy for one order operation (submit, enqueue, cancel, status).
 
     ``done`` attempts already failed outside the policy, ``elapsed_s`` ago in total: they
-    count against ``order_retry_max_attempts`` and ``order_retry_deadline_ms``.
+    count against ``order_retry_max_attempts`` and ``order_retry_deadline_ms``. ``on_retry``
+    is called before each retried attempt.
     """
     return AsyncRetrying(
         retry=retry_if_exception(is_transient),
         stop=stop_after_attempt(max(1, settings.order_retry_max_attempts - done))
         | stop_after_delay(max(0.0, settings.order_retry_deadline_ms / 1000 - elapsed_s)),
         wait=lambda state: backoff_delay(settings, state.attempt_number - 1 + done),
-        before_sleep=_log_retry(what),
+        before_sleep=_log_retry(what, on_retry),
         reraise=True,
     )
 
@@ -128,8 +141,14 @@ def log_first_retry(what: str, exc: BaseException, delay_s: float) -> None:
 _T = TypeVar("_T")
 
 
-async def with_retries(settings: BridgeSettings, what: str, op: Callable[[], Awaitable[_T]]) -> _T:
-    """``op`` under the retry policy (same ids on every attempt).
+async def with_retries(
+    settings: BridgeSettings,
+    what: str,
+    op: Callable[[], Awaitable[_T]],
+    on_retry: Retried | None = None,
+) -> _T:
+    """``op`` under the retry policy (same ids on every attempt); ``on_retry`` is called
+    before each retried attempt.
 
     The first attempt runs without the retry machinery (the hot path of every order); only a
     transient failure enters it.
@@ -138,7 +157,7 @@ async def with_retries(settings: BridgeSettings, what: str, op: Callable[[], Awa
     try:
         return await op()
     except BridgeError as exc:
-        return await retry_after(settings, what, op, exc, started)
+        return await retry_after(settings, what, op, exc, started, on_retry)
 
 
 async def retry_after(
@@ -147,16 +166,21 @@ async def retry_after(
     op: Callable[[], Awaitable[_T]],
     failed: BridgeError,
     started: float,
+    on_retry: Retried | None = None,
 ) -> _T:
     """Attempts 2.. of ``op``, whose first attempt (begun at ``started``, monotonic) raised
-    ``failed``; re-raises ``failed`` if it is not worth retrying."""
+    ``failed``; re-raises ``failed`` if it is not worth retrying. ``on_retry`` is called before
+    each retried attempt."""
     if not is_transient(failed) or settings.order_retry_max_attempts == 1:
         raise failed
     delay = backoff_delay(settings, 0)
     log_first_retry(what, failed, delay)
+    if on_retry is not None:
+        on_retry()
     await asyncio.sleep(delay)  # the backoff before the second attempt
     elapsed = time.monotonic() - started
-    async for attempt in request_retrying(settings, what, done=1, elapsed_s=elapsed):
+    retrying = request_retrying(settings, what, done=1, elapsed_s=elapsed, on_retry=on_retry)
+    async for attempt in retrying:
         with attempt:
             return await op()
     raise AssertionError("unreachable: tenacity re-raises the last error")

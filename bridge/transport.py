@@ -8,7 +8,8 @@ in-memory fake of ``tests/unit/fake_transport.py`` that tests the client without
 
 Errors crossing the seam are nats-py's (``nats.errors.NoRespondersError``, ``TimeoutError`` /
 ``nats.errors.TimeoutError``, other ``nats.errors.Error``, ``nats.js.errors.APIError``); the
-client maps them to ``bridge.errors``. Messages are nats-py's ``Msg``.
+client maps them to ``bridge.errors``, as it maps ``ServiceError`` (an engine's NATS service API
+error answer). Messages are nats-py's ``Msg``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,29 @@ from bridge.logs import get_logger
 log = get_logger("bridge.transport")
 
 MessageHandler = Callable[[Msg], Awaitable[None]]
+
+# The NATS service API's error answer (ADR-32): no payload, these two headers.
+SERVICE_ERROR_HEADER = "Nats-Service-Error"
+SERVICE_ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+
+
+class ServiceError(Exception):
+    """An engine answered a request with a service API error instead of its answer: ``code``
+    400, it could not decode the request (nothing happened); 500, it failed while serving it
+    (the outcome is unknown)."""
+
+    def __init__(self, code: int, status: str) -> None:
+        super().__init__(f"engine service error {code}: {status}")
+        self.code = code
+        self.status = status
+
+
+def service_error(headers: dict[str, str] | None) -> ServiceError | None:
+    """The service API error a reply's headers carry, if any."""
+    if not headers or SERVICE_ERROR_HEADER not in headers:
+        return None
+    code = headers.get(SERVICE_ERROR_CODE_HEADER, "")
+    return ServiceError(int(code) if code.isdigit() else 500, headers[SERVICE_ERROR_HEADER])
 
 
 class Subscription(Protocol):
@@ -103,7 +127,8 @@ class Transport(Protocol):
     async def request(
         self, subject: str, data: bytes, *, timeout: float, headers: dict[str, str]
     ) -> bytes:
-        """One request-reply round trip; the reply's payload."""
+        """One request-reply round trip; the reply's payload (``ServiceError`` if the reply is
+        a service API error)."""
         ...
 
     async def publish(
@@ -239,6 +264,9 @@ class NatsTransport:
         self, subject: str, data: bytes, *, timeout: float, headers: dict[str, str]
     ) -> bytes:
         reply = await self._conn().request(subject, data, timeout=timeout, headers=headers)
+        error = service_error(reply.headers)
+        if error is not None:
+            raise error
         return reply.data
 
     async def publish(

@@ -29,6 +29,7 @@ from bridge_dev.nats_config import CONFIG_DIR, PID_FILE
 from bridge_dev.pki import default_root, ensure_dev_credentials
 from bridge_dev.sentinel import SentinelError, SentinelProcess
 from bridge_dev.server import (
+    REPO_ROOT,
     LocalNatsServer,
     NatsServerError,
     ServerHandle,
@@ -41,9 +42,12 @@ ORCHESTRATOR_CONFIG = "orchestrator.toml"
 
 
 def _cli_hint(handle: ServerHandle, role: str) -> str:
+    """The natscli command line of ``role``: the pinned one ``./dev setup`` builds, if there."""
     rc = handle.creds.role(role)
+    pinned = REPO_ROOT / ".dev" / "bin" / "nats"
+    nats = pinned if pinned.exists() else "nats"
     return (
-        f"nats -s {handle.url} --tlsca {handle.creds.ca_file} --tlscert {rc.cert_file} "
+        f"{nats} -s {handle.url} --tlsca {handle.creds.ca_file} --tlscert {rc.cert_file} "
         f"--tlskey {rc.key_file} --nkey {rc.seed_file} --inbox-prefix {rc.inbox_prefix}"
     )
 

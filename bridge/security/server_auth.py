@@ -142,6 +142,9 @@ def _orchestrator(identity: Identity) -> Permissions:
             # delete consumers; the server removes an abandoned one after inactive_threshold.
             *(_consumer_create_filtered(executions, r) for r in reports),
             _msg_next(executions, _ANY_TOKEN),
+            # Readiness (BridgeClient.readiness): ping the engines' micro service, which every
+            # running engine answers; not its INFO or STATS, nor any other service.
+            contract.service_ping(contract.SERVICE_NAME),
         ),
         subscribe_allow=(_under(inbox_prefix(identity)), *reports),
     )
@@ -164,6 +167,9 @@ def _operator(identity: Identity) -> Permissions:
             _SYS_REQ_ALL,
             *orders,
             _under(inbox_prefix(identity)),
+            # The NATS service API (`nats micro ls | info | stats | ping`): discovery requests
+            # to every service instance.
+            contract.SERVICE_ALL,
         ),
         subscribe_allow=(_ALL,),
     )
@@ -173,6 +179,8 @@ def _engine(identity: Identity) -> Permissions:
     # Consumes the ORDERS work queue, serves order requests, publishes execution reports and
     # its refusals (alerts), maintains the order store and its leases. It may use the JetStream
     # API but not create, change, delete or purge streams, nor delete the ORDERS consumers.
+    # As a NATS micro service it answers the service API's discovery requests ($SRV.PING,
+    # INFO, STATS): subscribed to them, answered through allow_responses.
     inbox = _under(inbox_prefix(identity))
     return Permissions(
         publish_allow=(
@@ -194,9 +202,11 @@ def _engine(identity: Identity) -> Permissions:
             contract.CANCEL_ALL,
             contract.STATUS_ALL,
             contract.ENGINE_ALL,
+            contract.SERVICE_ALL,
             inbox,
         ),
-        # Answers requests: one publish to the reply subject of a message it received.
+        # Answers requests (orders and the service API's): one publish to the reply subject of
+        # a message it received.
         allow_responses=True,
     )
 

@@ -33,7 +33,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use async_nats::Client;
 use bytes::Bytes;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::alerts::Alerts;
 use crate::auth::{Authorizer, Entitlements, Refusal};
@@ -50,6 +50,7 @@ use crate::metrics::{Metrics, Stage};
 use crate::proto::v1 as pb;
 use crate::publish::{Reports, Tagged};
 use crate::store::{Created, OrderStore};
+use crate::trace::Trace;
 use crate::validate::{echo, Rejection, ValidOrder};
 use crate::venue::{Executed, LiveOrder, Venue};
 
@@ -146,11 +147,6 @@ impl Engine {
         self.last_seq
     }
 
-    /// The REJECTED ack of a request that names no order (undecodable, or no valid key).
-    pub(crate) fn unkeyed_reject(&self, order: &pb::NewOrder, rej: &Rejection) -> pb::OrderAck {
-        intake::unkeyed_reject(order, rej, &self.cfg.engine_id, now_ns())
-    }
-
     /// Validation and the record to store (step 1 without its write; [`intake::prepare`]).
     pub(crate) fn prepare(
         &mut self,
@@ -225,7 +221,7 @@ impl Engine {
         &mut self,
         prepared: Prepared,
         created: Option<Created>,
-        correlation_id: &str,
+        trace: &Trace,
     ) -> Result<(pb::OrderAck, Intake), EngineError> {
         match (prepared, created) {
             (Prepared::Unkeyed(ack), _) => Ok((ack, Intake::Answered)),
@@ -237,6 +233,7 @@ impl Engine {
             (Prepared::Accepted(live, valid), Some(Created::Written(revision))) => {
                 self.store.track(&live.key, revision);
                 let ack = live.record.ack.clone().unwrap_or_default();
+                debug!(engine_order_id = %live.record.engine_order_id, "order accepted and stored");
                 Ok((ack, Intake::Accepted(live, valid)))
             }
             (Prepared::Rejected(touched), Some(Created::Refused(why))) => {
@@ -250,14 +247,12 @@ impl Engine {
                 error!(key = %live.key, error = %why, "order store refused an order's record for good: order rejected, not retried");
                 Ok((ack, Intake::Rejected(reports)))
             }
-            (Prepared::Rejected(t), _) => Ok((
-                self.duplicate(&t.order.key, correlation_id).await?,
-                Intake::Answered,
-            )),
-            (Prepared::Accepted(live, _), _) => Ok((
-                self.duplicate(&live.key, correlation_id).await?,
-                Intake::Answered,
-            )),
+            (Prepared::Rejected(t), _) => {
+                Ok((self.duplicate(&t.order.key, trace).await?, Intake::Answered))
+            }
+            (Prepared::Accepted(live, _), _) => {
+                Ok((self.duplicate(&live.key, trace).await?, Intake::Answered))
+            }
         }
     }
 
@@ -267,18 +262,18 @@ impl Engine {
         &mut self,
         order: pb::NewOrder,
         payload_len: usize,
-        correlation_id: &str,
+        trace: &Trace,
         signer: &str,
     ) -> Result<(pb::OrderAck, Intake), EngineError> {
         let started = Instant::now();
-        let prepared = self.prepare(order, None, payload_len, correlation_id, signer)?;
+        let prepared = self.prepare(order, None, payload_len, &trace.correlation_id, signer)?;
         self.metrics.stage(Stage::Validate, started.elapsed());
         let started = Instant::now();
         let created = self.create_prepared(&prepared).await?;
         self.metrics.stage(Stage::Journal, started.elapsed());
-        let (ack, intake) = self.settle(prepared, created, correlation_id).await?;
+        let (ack, intake) = self.settle(prepared, created, trace).await?;
         if let Intake::Rejected(reports) = &intake {
-            let tagged: Vec<Tagged<'_>> = reports.iter().map(|r| (r, correlation_id)).collect();
+            let tagged: Vec<Tagged<'_>> = reports.iter().map(|r| (r, trace)).collect();
             let started = Instant::now();
             self.reports.publish(vec![tagged]).await?;
             self.metrics.stage(Stage::Publish, started.elapsed());
@@ -294,14 +289,12 @@ impl Engine {
     pub(crate) async fn duplicate(
         &self,
         key: &str,
-        correlation_id: &str,
+        trace: &Trace,
     ) -> Result<pb::OrderAck, EngineError> {
         let (record, _) = self.store.load_existing(key).await?;
         if let Some(report) = &record.last_report {
             if !self.reports.stored(report).await? {
-                self.reports
-                    .publish(vec![vec![(report, correlation_id)]])
-                    .await?;
+                self.reports.publish(vec![vec![(report, trace)]]).await?;
             }
         }
         let mut ack = record.ack.unwrap_or_default();
@@ -320,7 +313,7 @@ impl Engine {
         &mut self,
         live: LiveOrder,
         valid: &ValidOrder,
-        correlation_id: &str,
+        trace: &Trace,
     ) -> Result<(), EngineError> {
         let symbol = live.order().symbol.clone();
         let metrics = self.metrics.clone();
@@ -328,7 +321,7 @@ impl Engine {
         self.observe_books([symbol.as_str()]);
         let started = Instant::now();
         self.reports
-            .publish(execution_groups(&[(&executed, correlation_id)]))
+            .publish(execution_groups(&[(&executed, trace)]))
             .await?;
         self.metrics.stage(Stage::Publish, started.elapsed());
         let touched: Vec<_> = executed.into_all().map(|t| t.order).collect();
@@ -352,41 +345,35 @@ impl Engine {
         Ok(self.store.write(&orders).await?)
     }
 
-    /// Sends a reply, if the request asked for one; a failure is only logged.
-    pub(crate) async fn respond(&self, reply: Option<&async_nats::Subject>, payload: Vec<u8>) {
-        if let Some(reply) = reply {
-            if let Err(e) = self
-                .client
-                .publish(reply.clone(), Bytes::from(payload))
-                .await
-            {
-                warn!(error = %e, "could not send reply");
-            }
-        }
-    }
-
-    /// A request to another engine (the cancel relay).
+    /// A request to another engine (the cancel relay), carrying the request's ids.
     pub(crate) async fn request(
         &self,
         subject: String,
         payload: Bytes,
+        trace: &Trace,
     ) -> Result<async_nats::Message, async_nats::RequestError> {
-        self.client.request(subject, payload).await
+        let mut headers = async_nats::HeaderMap::new();
+        trace.insert_into(&mut headers);
+        self.client
+            .request_with_headers(subject, headers, payload)
+            .await
     }
 }
 
 /// The report groups of executions, in order: each expired order is its own fact, each
 /// execution one fact (its order and every order it traded with).
-pub(crate) fn execution_groups<'a>(executions: &[(&'a Executed, &'a str)]) -> Vec<Vec<Tagged<'a>>> {
+pub(crate) fn execution_groups<'a>(
+    executions: &[(&'a Executed, &'a Trace)],
+) -> Vec<Vec<Tagged<'a>>> {
     let mut groups: Vec<Vec<Tagged<'a>>> = Vec::new();
-    for (e, correlation_id) in executions {
+    for (e, trace) in executions {
         for t in &e.expired {
-            groups.push(t.reports.iter().map(|r| (r, *correlation_id)).collect());
+            groups.push(t.reports.iter().map(|r| (r, *trace)).collect());
         }
         groups.push(
             e.touched
                 .iter()
-                .flat_map(|t| t.reports.iter().map(|r| (r, *correlation_id)))
+                .flat_map(|t| t.reports.iter().map(|r| (r, *trace)))
                 .collect(),
         );
     }

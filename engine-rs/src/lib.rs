@@ -22,6 +22,7 @@
 //!   limit, generated from `schemas/bridge/v1/contract.toml`.
 //! - [`logging`]: JSON log lines with the field names the Python side uses.
 //! - [`secret`]: secrets (the NKey seed) in a type that prints `[REDACTED]`.
+//! - [`trace`]: W3C `traceparent` and the ids (correlation, trace) of every line about an order.
 //!
 //! The NATS side:
 //! - [`error`]: one error enum per boundary, each with a kind to match.
@@ -38,6 +39,8 @@
 //! - [`alerts`]: security alerts to the ALERTS stream, off the order path.
 //! - [`engine`]: the engine's state and the protocol steps the commands share.
 //! - [`commands`]: one module per request (submit, queued, cancel, status) and the dispatch.
+//! - [`service`]: the engine as NATS micro service `bridge-engine`: its endpoints are the
+//!   request-reply intake; each request answered once, through the service's statistics.
 //! - [`recovery`]: start-up recovery of this engine's open orders and books.
 //! - [`metrics`]: every Prometheus metric of the engine (`schemas/metrics.toml`), readiness.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`; the `--check-ready` probe.
@@ -75,6 +78,8 @@ pub mod recovery;
 pub mod retry;
 pub mod run;
 pub mod secret;
+pub mod service;
 pub mod store;
+pub mod trace;
 pub mod validate;
 pub mod venue;

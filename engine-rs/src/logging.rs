@@ -210,4 +210,30 @@ mod tests {
         assert_eq!(got[2]["level"], "debug");
         assert_eq!(got[3]["level"], "error");
     }
+
+    /// Every line inside an order's span carries the ids the client's lines carry, under the
+    /// same names: `correlation_id`, `trace_id`, `client_order_id`, `account`.
+    #[test]
+    fn order_lines_carry_the_shared_ids() {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+        let trace = crate::trace::Trace::of(Some(&headers));
+        let got = lines(|| {
+            let span = crate::commands::order_span(&trace, "ACC1", "ord-1");
+            span.in_scope(|| tracing::debug!(status = 1, "ack sent"));
+        });
+        let line = got[0].as_object().unwrap();
+        for (key, want) in [
+            ("correlation_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            ("client_order_id", "ord-1"),
+            ("account", "ACC1"),
+            ("message", "ack sent"),
+        ] {
+            assert_eq!(line[key], want, "{key} in {line:?}");
+        }
+    }
 }

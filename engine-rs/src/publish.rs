@@ -41,6 +41,7 @@ use crate::jetstream_errors::{self, Readiness};
 use crate::metrics::Metrics;
 use crate::proto::v1 as pb;
 use crate::retry;
+use crate::trace::Trace;
 
 /// Messages in one atomic batch at most: nats-server's default `max_batch_size`.
 pub const MAX_ATOMIC_BATCH: usize = 1000;
@@ -59,8 +60,9 @@ enum Committed {
     Duplicate,
 }
 
-/// A report and the correlation id of the request that caused it.
-pub type Tagged<'a> = (&'a pb::ExecutionReport, &'a str);
+/// A report and the ids (correlation, trace) of the request that caused it: each report is
+/// published with them (`Bridge-Correlation-Id`, `traceparent`) and logged under them.
+pub type Tagged<'a> = (&'a pb::ExecutionReport, &'a Trace);
 
 /// Packs groups (each one fact), in order, into batches of at most [`MAX_ATOMIC_BATCH`]
 /// reports without splitting a group. A group larger than a batch is split: only groups of
@@ -174,7 +176,9 @@ impl Reports {
                 jetstream_errors::permanent_on(e.as_ref(), &subject, started)
             })
         };
-        let attempts = self.readiness.operation("publish reports", about);
+        let attempts = self
+            .readiness
+            .operation("publish reports", &about.correlation_id);
         let published = (|| self.commit(batch, &payloads, &links))
             .retry(self.backoff())
             .when(|e| permanent(e).is_none())
@@ -185,7 +189,7 @@ impl Reports {
             Ok(committed) => committed,
             Err(e) => {
                 if let Some(why) = permanent(&e) {
-                    error!(correlation_id = about, error = %why, "report publish refused for good; not retried");
+                    error!(correlation_id = %about.correlation_id, trace_id = %about.trace_id, error = %why, "report publish refused for good; not retried");
                 }
                 return Err(PublishError::Batch(e));
             }
@@ -201,15 +205,25 @@ impl Reports {
                 // not this process, knows what the next report must link to.
                 let head = self.find_head().await?;
                 if head == last {
-                    info!(correlation_id = about, reports = batch.len(), "reports already stored by an earlier attempt; chain head confirmed from the stream");
+                    info!(correlation_id = %about.correlation_id, trace_id = %about.trace_id, reports = batch.len(), "reports already stored by an earlier attempt; chain head confirmed from the stream");
                 } else {
-                    warn!(correlation_id = about, stored_head = %chain::to_hex(&head), sent_head = %chain::to_hex(&last), "a duplicate publish found another chain head stored; continuing from the stored one");
+                    warn!(correlation_id = %about.correlation_id, trace_id = %about.trace_id, stored_head = %chain::to_hex(&head), sent_head = %chain::to_hex(&last), "a duplicate publish found another chain head stored; continuing from the stored one");
                 }
                 self.set_head(head);
             }
         }
-        for ((r, correlation_id), l) in batch.iter().zip(&links) {
-            debug!(exec_id = %r.exec_id, client_order_id = %r.client_order_id, correlation_id, exec_type = r.exec_type, chain_digest = %chain::to_hex(&l.digest), "report published");
+        for ((r, trace), l) in batch.iter().zip(&links) {
+            debug!(
+                correlation_id = %trace.correlation_id,
+                trace_id = %trace.trace_id,
+                client_order_id = %r.client_order_id,
+                account = %r.account,
+                exec_id = %r.exec_id,
+                exec_type = r.exec_type,
+                order_status = r.order_status,
+                chain_digest = %chain::to_hex(&l.digest),
+                "report published"
+            );
         }
         Ok(())
     }
@@ -229,10 +243,10 @@ impl Reports {
         let has_fills = batch
             .iter()
             .any(|(r, _)| r.exec_type == pb::ExecType::Trade as i32);
-        for (i, (r, correlation_id)) in batch.iter().enumerate() {
+        for (i, (r, trace)) in batch.iter().enumerate() {
             let mut headers = HeaderMap::new();
             headers.insert(contract::HEADER_MSG_ID, r.exec_id.as_str());
-            headers.insert(contract::HEADER_CORRELATION_ID, *correlation_id);
+            trace.insert_into(&mut headers);
             for (name, value) in links[i].headers(&self.cfg.engine_id) {
                 headers.insert(name, value.as_str());
             }
@@ -339,8 +353,9 @@ mod tests {
     #[test]
     fn packing_keeps_groups_whole_and_in_order() {
         let reports: Vec<_> = (0..2500).map(report).collect();
+        let trace = Trace::recovered("c");
         let tag = |range: std::ops::Range<usize>| -> Vec<Tagged<'_>> {
-            reports[range].iter().map(|r| (r, "c")).collect()
+            reports[range].iter().map(|r| (r, &trace)).collect()
         };
         let batches = pack(vec![
             tag(0..600),

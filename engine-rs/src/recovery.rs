@@ -33,6 +33,7 @@ use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
 use crate::publish::Tagged;
 use crate::reconcile::{adopt_report, reconcile, recovered_rejection, Reconcile};
 use crate::store::Created;
+use crate::trace::Trace;
 use crate::venue::{LiveOrder, Touched, Venue};
 
 impl Engine {
@@ -113,12 +114,14 @@ impl Engine {
         finished: Vec<Touched>,
         mut writes: Vec<LiveOrder>,
     ) -> Result<(), EngineError> {
+        let traces: Vec<Trace> = finished
+            .iter()
+            .map(|t| Trace::recovered(&t.order.record.correlation_id))
+            .collect();
         let groups: Vec<Vec<Tagged<'_>>> = finished
             .iter()
-            .map(|t| {
-                let correlation_id = t.order.record.correlation_id.as_str();
-                t.reports.iter().map(|r| (r, correlation_id)).collect()
-            })
+            .zip(&traces)
+            .map(|(t, trace)| t.reports.iter().map(|r| (r, trace)).collect())
             .collect();
         self.reports.publish(groups).await?;
         writes.extend(finished.into_iter().map(|t| t.order));
@@ -158,7 +161,9 @@ impl Engine {
                     continue;
                 }
             }
-            self.execute(live, &seed.valid, "").await?;
+            // The engine's own order: a trace of its own (correlation id = trace id).
+            let trace = Trace::recovered(&live.record.correlation_id);
+            self.execute(live, &seed.valid, &trace).await?;
             placed += 1;
         }
         Ok(placed)
@@ -171,12 +176,12 @@ impl Engine {
         live: LiveOrder,
         relaxed: &Limits,
     ) -> Result<(), EngineError> {
-        let correlation_id = live.record.correlation_id.clone();
+        let trace = Trace::recovered(&live.record.correlation_id);
         let order = live.order();
-        let span = order_span(&correlation_id, &order.account, &order.client_order_id);
+        let span = order_span(&trace, &order.account, &order.client_order_id);
         async {
             match relaxed.validator().check(live.order(), now_ns()) {
-                Ok(valid) => self.execute(live, &valid, &correlation_id).await,
+                Ok(valid) => self.execute(live, &valid, &trace).await,
                 Err(rej) => {
                     let reason = recovered_rejection(&rej);
                     if reason == RejectReason::RecoveryInvalid {

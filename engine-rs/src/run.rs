@@ -1,5 +1,5 @@
 //! The engine's life: connect, take the leases, bind, find the report chain's head, recover,
-//! subscribe, serve every request through one dispatch ([`Engine::dispatch`]) and the ORDERS pull consumer, then on shutdown
+//! register as NATS micro service ([`crate::service`]), serve every request through one dispatch ([`Engine::dispatch`]) and the ORDERS pull consumer, then on shutdown
 //! stop intake, finish what was delivered, log what intake could not attribute, flush and
 //! release the leases. SIGHUP re-reads the entitlements file.
 
@@ -7,88 +7,25 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::{jetstream, Client, Subscriber};
+use async_nats::jetstream;
 use backon::Retryable;
 use futures::{FutureExt, StreamExt};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::auth::{self, Entitlements};
-use crate::commands::Request;
 use crate::config::Config;
 use crate::connection;
 use crate::consumer;
-use crate::contract;
 use crate::engine::Engine;
 use crate::engine_key::EngineKey;
-use crate::error::{ConnectError, EngineError, SetupError};
+use crate::error::{ConnectError, EngineError};
 use crate::http;
 use crate::jetstream_errors::retrying;
 use crate::lease;
 use crate::metrics::refresh::Refresher;
 use crate::metrics::Metrics;
 use crate::retry;
-
-/// The request-reply subscriptions and SIGHUP (reload the entitlements), as one source of
-/// [`Request`]s.
-struct Subscriptions {
-    submits: Subscriber,
-    cancels: Subscriber,
-    forwarded: Subscriber,
-    statuses: Subscriber,
-    hangup: Signal,
-    /// Which of the four (in that order) have not ended.
-    open: [bool; 4],
-}
-
-impl Subscriptions {
-    async fn subscribe(client: &Client, cfg: &Config) -> Result<Subscriptions, SetupError> {
-        let group = contract::ENGINE_QUEUE_GROUP.to_string();
-        let setup = |e: async_nats::SubscribeError| SetupError::new("subscribe", e);
-        let queue = |s: &'static str| client.queue_subscribe(s, group.clone());
-        let hangup = signal(SignalKind::hangup()).map_err(|e| SetupError::new("SIGHUP", e))?;
-        Ok(Subscriptions {
-            hangup,
-            submits: queue(contract::SUBMIT_ALL).await.map_err(setup)?,
-            cancels: queue(contract::CANCEL_ALL).await.map_err(setup)?,
-            statuses: queue(contract::STATUS_ALL).await.map_err(setup)?,
-            forwarded: client
-                .subscribe(contract::engine_cancel(&cfg.engine_id))
-                .await
-                .map_err(setup)?,
-            open: [true; 4],
-        })
-    }
-
-    /// The next request of any subscription; `None` once every one has ended. Cancel-safe.
-    async fn next(&mut self) -> Option<Request> {
-        while self.open.iter().any(|o| *o) {
-            let open = self.open;
-            tokio::select! {
-                m = self.submits.next(), if open[0] => match m { Some(m) => return Some(Request::Submit(m)), None => self.open[0] = false },
-                m = self.cancels.next(), if open[1] => match m { Some(m) => return Some(Request::Cancel(m)), None => self.open[1] = false },
-                m = self.forwarded.next(), if open[2] => match m { Some(m) => return Some(Request::ForwardedCancel(m)), None => self.open[2] = false },
-                m = self.statuses.next(), if open[3] => match m { Some(m) => return Some(Request::Status(m)), None => self.open[3] = false },
-                Some(()) = self.hangup.recv() => return Some(Request::ReloadEntitlements),
-            }
-        }
-        None
-    }
-
-    /// Stops intake: the server stops routing to us; requests already delivered still come
-    /// out of [`Subscriptions::next`], which ends once the server confirmed each UNSUB
-    /// (drain = UNSUB + PING/PONG).
-    async fn drain(&mut self) {
-        for s in [
-            &mut self.submits,
-            &mut self.cancels,
-            &mut self.statuses,
-            &mut self.forwarded,
-        ] {
-            let _ = s.drain().await;
-        }
-    }
-}
+use crate::service::Intake;
 
 /// Runs the engine until `shutdown` resolves: recover, subscribe, serve; then stop intake,
 /// finish in-flight orders, flush and return.
@@ -142,10 +79,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     engine.observe_books(cfg.symbols.keys().map(String::as_str));
     metrics.health.set_recovery_finished();
     let served: Result<(), EngineError> = async {
-    let mut subs = Subscriptions::subscribe(&client, &cfg).await?;
+    let mut subs = Intake::start(&client, &cfg).await?;
     client.flush().await.map_err(ConnectError::from)?;
 
-    // Ready only once the request subscriptions are registered server-side (flushed above):
+    // Ready only once the service's endpoints are registered server-side (flushed above):
     // tooling and operators take this line to mean "requests will be answered".
     info!(engine_id = %cfg.engine_id, recovered, "engine ready");
     // /readyz answers 200 from here: after the line above, so that a probe that saw 200 finds
@@ -224,7 +161,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     info!("shutdown requested: stopping intake");
                     metrics.health.set_intake_subscribed(false);
                     stopping = true;
-                    subs.drain().await;
+                    subs.stop_intake(&client).await;
                     if batch.is_none() { break; }
                 }
                 else => break,
@@ -252,6 +189,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             break;
         }
     }
+    subs.close().await;
     Ok(())
     }
     .await;

@@ -21,6 +21,7 @@ from nats.aio.client import Client
 
 from bridge import contract
 from bridge.security.signing import Signer
+from bridge.transport import service_error
 from bridge.v1 import orders_pb2
 from bridge_dev.engine import EngineProcess
 from bridge_dev.server import ServerHandle, connect_as
@@ -81,8 +82,13 @@ async def _request(
     async with sem:
         tally.sent[category] += 1
         reply = await nc.request(subject, payload, timeout=20, headers=headers or None)
-        answer = answer_type.FromString(reply.data)  # every answer decodes as its type
         tally.answered[category] += 1
+        error = service_error(reply.headers)
+        if error is not None:  # undecodable: the service API's error answer, nothing else
+            assert (error.code, reply.data) == (400, b""), (error, reply.data)
+            tally.reasons[category]["SERVICE_ERROR_400"] += 1
+            return
+        answer = answer_type.FromString(reply.data)  # every other answer decodes as its type
         if isinstance(answer, orders_pb2.OrderAck):
             status = orders_pb2.AckStatus.Name(answer.status)
             if answer.status == orders_pb2.ACK_STATUS_REJECTED:

@@ -28,6 +28,7 @@ from bridge import (
     TimeInForce,
     contract,
 )
+from bridge.transport import service_error
 from bridge.v1 import common_pb2, orders_pb2
 from bridge_dev.engine import EngineProcess
 from bridge_dev.server import ServerHandle, connect_as
@@ -244,7 +245,8 @@ async def test_duplicate_submission_is_not_executed_twice(
 async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
     engine: EngineProcess, settings: BridgeSettings, nats_server: ServerHandle
 ) -> None:
-    """Garbage bytes and invalid orders are REJECTED with field paths; the engine keeps serving."""
+    """Garbage bytes are a service error (400); invalid orders are REJECTED with field paths;
+    the engine keeps serving."""
     account = new_id("M")
     signer = dev_signer(nats_server.creds)
     nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
@@ -254,11 +256,15 @@ async def test_malformed_and_invalid_orders_are_rejected_with_field_detail(
         return await nc.request(subject, payload, timeout=5, headers=headers)
 
     try:
-        reply = await request(contract.submit("ACC1"), b"\xff\xff\xff not protobuf")
-        ack = orders_pb2.OrderAck.FromString(reply.data)
-        assert ack.status == orders_pb2.ACK_STATUS_REJECTED
-        assert ack.reason == orders_pb2.REJECT_REASON_MALFORMED
-        assert [(e.field, e.rule) for e in ack.field_errors] == [("<message>", "decodable")]
+        # Undecodable: the service API's error answer (no payload, code 400), which the
+        # engine's service statistics count as an endpoint error.
+        for subject in (contract.submit("ACC1"), contract.cancel("ACC1"), contract.status("ACC1")):
+            reply = await request(subject, b"\xff\xff\xff not protobuf")
+            assert reply.data == b""
+            error = service_error(reply.headers)
+            assert error is not None, reply.headers
+            assert error.code == 400
+            assert error.status.startswith("not a bridge.v1."), error.status
 
         bad = orders_pb2.NewOrder(
             client_order_id=new_id("bad"),

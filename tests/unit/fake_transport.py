@@ -245,7 +245,7 @@ class FakeTransport:
         if reply and subject.startswith(contract.queue("")):
             self._jetstream(reply, data, headers)
         else:
-            self._deliver(subject, data, headers)
+            self._deliver(subject, data, headers, reply)
 
     def _jetstream(self, reply: str, data: bytes, headers: dict[str, str]) -> None:
         behaviour = self.script.popleft() if self.script else "ok"
@@ -260,11 +260,13 @@ class FakeTransport:
         elif behaviour != "drop":
             raise ValueError(f"unknown scripted behaviour {behaviour!r}")
 
-    def _deliver(self, subject: str, data: bytes, headers: dict[str, str]) -> None:
+    def _deliver(self, subject: str, data: bytes, headers: dict[str, str], reply: str = "") -> None:
         for sub in self._subs:
             if not sub.active or not _matches(sub.subject, subject):
                 continue
-            msg = Msg(self._msg_client, subject=subject, data=data, headers=headers or None)
+            msg = Msg(
+                self._msg_client, subject=subject, reply=reply, data=data, headers=headers or None
+            )
             if sub.cb is None:
                 sub.queue.put_nowait(msg)
                 continue

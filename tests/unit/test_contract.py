@@ -211,6 +211,9 @@ def test_rendered_permissions_use_only_contract_names() -> None:
             assert _api_subject_known(subject, names), f"{subject!r} is not a contract name"
         elif subject.startswith("_INBOX."):
             assert subject in inboxes, f"{subject!r} is no identity's inbox"
+        elif subject.startswith("$SRV."):
+            service = {contract.SERVICE_ALL, contract.service_ping(contract.SERVICE_NAME)}
+            assert subject in service, f"{subject!r} is not the contract's service API"
         elif subject != ">":
             assert _ours(subject), f"{subject!r} is not a contract subject"
 

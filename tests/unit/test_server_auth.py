@@ -87,6 +87,21 @@ def test_every_account_renders_the_wildcard_forms() -> None:
     assert contract.EXECUTIONS_ALL in p.subscribe_allow
 
 
+def test_service_api_engines_answer_operators_discover_orchestrators_only_ping() -> None:
+    """The NATS service API: engines serve it, operators use all of it, an orchestrator may
+    only ping the engines' service (its readiness check), never INFO/STATS or other services."""
+    ping = contract.service_ping(contract.SERVICE_NAME)
+    engine = _user(_dev(), "engine").permissions
+    assert contract.SERVICE_ALL in engine.subscribe_allow
+    assert engine.allow_responses
+    assert contract.SERVICE_ALL in _user(_dev(), "operator").permissions.publish_allow
+    for name in ("orchestrator", "desk-a", "desk-b"):
+        p = _user(_dev(), name).permissions
+        assert ping in p.publish_allow
+        srv = [s for s in (*p.publish_allow, *p.subscribe_allow) if s.startswith("$SRV")]
+        assert srv == [ping], name
+
+
 def test_several_accounts_are_sorted_and_deduplicated() -> None:
     entitlements = _dev()
     desk_a = entitlements.by_name("desk-a").model_copy(update={"accounts": ("Z-1", "B-2", "Z-1")})
@@ -122,6 +137,7 @@ def test_engine_keeps_its_role_permissions_plus_its_alerts() -> None:
         "bridge.v1.orders.cancel.*",
         "bridge.v1.orders.status.*",
         "bridge.v1.engine.>",
+        "$SRV.>",
         "_INBOX.engine.>",
     )
     assert p.allow_responses
@@ -136,6 +152,7 @@ def test_operator_administers_but_sends_only_status_and_cancel_of_its_accounts()
         "bridge.v1.orders.status.*",
         "bridge.v1.orders.cancel.*",
         "_INBOX.operator.>",
+        "$SRV.>",
     )
     assert everything.subscribe_allow == (">",)
     one = _dev().by_name("operator").model_copy(update={"accounts": ("DESK-A",)})

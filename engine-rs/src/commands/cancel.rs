@@ -2,12 +2,11 @@
 //! `bridge.v1.engine.<engine_id>.cancel` (relayed by a peer): cancel an order resting in this
 //! engine's book, or relay the request to the engine whose book holds it.
 
-use async_nats::Message;
 use prost::Message as _;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::authorize::{echoed_id, CANCEL_REQUEST};
-use super::{correlation_id, malformed, record_order, request_span, within};
+use super::{record_order, request_span, within};
 use crate::ack::AckFor;
 use crate::auth::Refusal;
 use crate::contract;
@@ -16,27 +15,27 @@ use crate::error::EngineError;
 use crate::intake::{self, valid_key};
 use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
 use crate::publish::Tagged;
+use crate::service::{Incoming, ServiceError};
+use crate::trace::Trace;
 use crate::venue::is_final;
 
 impl Engine {
     /// Cancel: here if the order rests in this engine's book, else forwarded to its owner.
-    pub async fn on_cancel(&mut self, msg: Message, forwarded: bool) -> Result<(), EngineError> {
-        let correlation_id = correlation_id(msg.headers.as_ref());
-        let span = request_span(&correlation_id);
-        within(
-            span.clone(),
-            self.cancel(msg, forwarded, &correlation_id, &span),
-        )
-        .await
+    pub async fn on_cancel(&mut self, req: &Incoming, forwarded: bool) -> Result<(), EngineError> {
+        let trace = Trace::of(req.msg().headers.as_ref());
+        let span = request_span(&trace);
+        within(span.clone(), self.cancel(req, forwarded, &trace, &span)).await
     }
 
     async fn cancel(
         &mut self,
-        msg: Message,
+        incoming: &Incoming,
         forwarded: bool,
-        correlation_id: &str,
+        trace: &Trace,
         span: &tracing::Span,
     ) -> Result<(), EngineError> {
+        let msg = incoming.msg();
+        let correlation_id = trace.correlation_id.as_str();
         self.count_request(
             msg.reply.as_ref(),
             msg.headers.as_ref(),
@@ -51,21 +50,25 @@ impl Engine {
             let subject = msg.subject.as_str();
             match self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None) {
                 Ok(v) => v,
-                Err(refusal) => return self.refuse_cancel(&msg, &refusal, correlation_id).await,
+                Err(refusal) => {
+                    return self.refuse_cancel(incoming, &refusal, correlation_id).await
+                }
             }
         };
         let req = match pb::CancelRequest::decode(msg.payload.clone()) {
             Ok(r) => r,
             Err(e) => {
                 self.counters.malformed += 1;
-                let ack = self.unkeyed_reject(&pb::NewOrder::default(), &malformed(&e));
-                self.answer_cancel(&msg, &ack).await;
+                incoming
+                    .fail(ServiceError::undecodable(CANCEL_REQUEST, &e))
+                    .await;
+                self.metrics.reject(RejectReason::Malformed as i32);
                 return Ok(());
             }
         };
         record_order(span, &req.account, &req.client_order_id);
         if let Some(Err(refusal)) = verified.as_ref().map(|v| v.check_account(&req.account)) {
-            return self.refuse_cancel(&msg, &refusal, correlation_id).await;
+            return self.refuse_cancel(incoming, &refusal, correlation_id).await;
         }
         let key = contract::order_key(&req.account, &req.client_order_id);
         let engine_id = self.cfg.engine_id.clone();
@@ -83,7 +86,7 @@ impl Engine {
                 vec![],
                 "account and client_order_id must be [A-Za-z0-9_-]",
             );
-            self.answer_cancel(&msg, &ack).await;
+            self.answer_cancel(incoming, &ack).await;
             return Ok(());
         }
         if let Some(touched) = self.venue.cancel(&key, now_ns())? {
@@ -92,17 +95,13 @@ impl Engine {
                 ..about(OrderStatus::Canceled as i32)
             }
             .accepted("canceled");
-            let tagged: Vec<Tagged<'_>> = touched
-                .reports
-                .iter()
-                .map(|r| (r, correlation_id))
-                .collect();
+            let tagged: Vec<Tagged<'_>> = touched.reports.iter().map(|r| (r, trace)).collect();
             self.reports.publish(vec![tagged]).await?;
             let symbol = touched.order.order().symbol.clone();
             self.write_back(vec![touched.order]).await?;
             self.observe_books([symbol.as_str()]);
             info!(key, "order canceled");
-            self.answer_cancel(&msg, &ack).await;
+            self.answer_cancel(incoming, &ack).await;
             return Ok(());
         }
         let ack = match self.store.load(&key).await? {
@@ -117,10 +116,13 @@ impl Engine {
             Some((r, _)) if r.engine_id != self.cfg.engine_id && !forwarded => {
                 // The order rests in another engine's book: relay the request to its owner.
                 let subject = contract::engine_cancel(&r.engine_id);
-                match self.request(subject, msg.payload.clone()).await {
+                match self.request(subject, msg.payload.clone(), trace).await {
                     Ok(answer) => {
-                        self.respond(msg.reply.as_ref(), answer.payload.to_vec())
-                            .await;
+                        // The owner's answer, as it is (its endpoint error included).
+                        match ServiceError::of_answer(answer.headers.as_ref()) {
+                            Some(error) => incoming.fail(error).await,
+                            None => incoming.answer(answer.payload.to_vec()).await,
+                        }
                         return Ok(());
                     }
                     Err(e) => about(r.status).rejected(
@@ -136,7 +138,8 @@ impl Engine {
                 "order is not resting in a book",
             ),
         };
-        self.answer_cancel(&msg, &ack).await;
+        self.answer_cancel(incoming, &ack).await;
+        debug!(status = ack.status, reason = ack.reason, "cancel answered");
         Ok(())
     }
 
@@ -144,10 +147,11 @@ impl Engine {
     /// canceled; logged, alerted and counted.
     async fn refuse_cancel(
         &mut self,
-        msg: &Message,
+        incoming: &Incoming,
         refusal: &Refusal,
         correlation_id: &str,
     ) -> Result<(), EngineError> {
+        let msg = incoming.msg();
         let id = echoed_id(&msg.payload, |r: &pb::CancelRequest| &r.client_order_id);
         self.refused(refusal, msg.subject.as_str(), correlation_id, &id);
         let ack = intake::refusal_ack(
@@ -158,15 +162,15 @@ impl Engine {
             &self.cfg.engine_id,
             now_ns(),
         );
-        self.answer_cancel(msg, &ack).await;
+        self.answer_cancel(incoming, &ack).await;
         Ok(())
     }
 
     /// Answers a cancel; a rejected one is counted by its reason.
-    async fn answer_cancel(&self, msg: &Message, ack: &pb::OrderAck) {
+    async fn answer_cancel(&self, incoming: &Incoming, ack: &pb::OrderAck) {
         if ack.status != pb::AckStatus::Accepted as i32 {
             self.metrics.reject(ack.reason);
         }
-        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        incoming.answer(ack.encode_to_vec()).await;
     }
 }

@@ -2,18 +2,19 @@
 //! (a pull of the ORDERS consumer), [`cancel`] and [`status`]; and the one dispatch of a
 //! request-reply message to its command.
 //!
-//! Each command binds the request's correlation id (and, once known, the order's ids) to a
-//! tracing span, so every line logged while it is handled carries them.
+//! Each command binds the request's ids ([`Trace`]: correlation id, trace id) and, once known,
+//! the order's (`client_order_id`, `account`) to a tracing span, so every line logged while it
+//! is handled carries them, under the field names of the client's lines.
 
-use async_nats::{HeaderMap, Message, Subscriber};
+use async_nats::service::endpoint::Endpoint;
 use futures::{FutureExt, StreamExt};
 use tracing::Instrument;
 
-use crate::contract;
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::intake;
 use crate::proto::v1::RejectReason;
+use crate::service::{Incoming, ServiceError};
+use crate::trace::Trace;
 use crate::validate::{
     field_error, truncate, Rejection, MAX_ACCOUNT_BYTES, MAX_CLIENT_ORDER_ID_BYTES,
 };
@@ -24,61 +25,77 @@ pub mod queued;
 pub mod status;
 pub mod submit;
 
-/// A request-reply message, by the subject it came in on.
+/// A request of one of the engine's service endpoints ([`crate::service`]), by endpoint.
 pub enum Request {
-    Submit(Message),
-    Cancel(Message),
+    Submit(Incoming),
+    Cancel(Incoming),
     /// A cancel relayed by another engine (`bridge.v1.engine.<engine_id>.cancel`).
-    ForwardedCancel(Message),
-    Status(Message),
+    ForwardedCancel(Incoming),
+    Status(Incoming),
     /// SIGHUP: re-read the entitlements file.
     ReloadEntitlements,
 }
 
 impl Engine {
     /// The one dispatch: applies a request. Status queries already received are answered
-    /// before an order is taken (see [`Engine::answer_statuses`]).
+    /// before an order is taken (see [`Engine::answer_statuses`]). A failure that stops the
+    /// engine answers its request first with an internal endpoint error (outcome unknown),
+    /// unless it was answered already.
     pub async fn dispatch(
         &mut self,
         request: Request,
-        statuses: &mut Subscriber,
+        statuses: &mut Endpoint,
     ) -> Result<(), EngineError> {
-        match request {
-            Request::Submit(m) => {
+        let (req, served) = match request {
+            Request::Submit(r) => {
                 self.answer_statuses(statuses).await?;
-                self.on_submit(m).await
+                let served = self.on_submit(&r).await;
+                (r, served)
             }
-            Request::Cancel(m) => self.on_cancel(m, false).await,
-            Request::ForwardedCancel(m) => self.on_cancel(m, true).await,
-            Request::Status(m) => self.on_status(m).await,
+            Request::Cancel(r) => {
+                let served = self.on_cancel(&r, false).await;
+                (r, served)
+            }
+            Request::ForwardedCancel(r) => {
+                let served = self.on_cancel(&r, true).await;
+                (r, served)
+            }
+            Request::Status(r) => {
+                let served = self.on_status(&r).await;
+                (r, served)
+            }
             Request::ReloadEntitlements => {
                 self.reload_entitlements();
-                Ok(())
+                return Ok(());
             }
-        }
+        };
+        failed(&req, served).await
     }
 
     /// Answers every status query already received, before the next order is taken: a query
     /// is answered promptly, not behind a backlog of orders (possibly the very backlog that
     /// made its caller time out); "not found" is safe to answer at any time (see
     /// [`Engine::retire`]).
-    pub async fn answer_statuses(&mut self, statuses: &mut Subscriber) -> Result<(), EngineError> {
-        while let Some(Some(m)) = statuses.next().now_or_never() {
-            self.on_status(m).await?;
+    pub async fn answer_statuses(&mut self, statuses: &mut Endpoint) -> Result<(), EngineError> {
+        while let Some(Some(r)) = statuses.next().now_or_never() {
+            let r = Incoming::new(r);
+            let served = self.on_status(&r).await;
+            failed(&r, served).await?;
         }
         Ok(())
     }
 }
 
-/// The request's correlation id, cut to its limit (it is stored and logged).
-pub(crate) fn correlation_id(headers: Option<&HeaderMap>) -> String {
-    headers
-        .and_then(|h| h.get(contract::HEADER_CORRELATION_ID))
-        .map(|v| intake::bounded_correlation_id(v.as_str()).to_string())
-        .unwrap_or_default()
+/// Passes `served` on; if it is a failure (the engine stops), first answers the request with
+/// an internal endpoint error, unless it has its answer already.
+async fn failed(req: &Incoming, served: Result<(), EngineError>) -> Result<(), EngineError> {
+    if served.is_err() && !req.answered() {
+        req.fail(ServiceError::internal()).await;
+    }
+    served
 }
 
-/// A message that is not the protobuf it should be.
+/// A message that is not the protobuf it should be (a queued order: reported REJECTED).
 pub(crate) fn malformed(e: &prost::DecodeError) -> Rejection {
     Rejection {
         reason: RejectReason::Malformed,
@@ -90,25 +107,23 @@ pub(crate) fn malformed(e: &prost::DecodeError) -> Rejection {
     }
 }
 
-/// The span of one request: its correlation id, and the order's ids once known.
-pub(crate) fn request_span(correlation_id: &str) -> tracing::Span {
+/// The span of one request: its ids, and the order's once known.
+pub(crate) fn request_span(trace: &Trace) -> tracing::Span {
     tracing::info_span!(
         "request",
-        correlation_id,
+        correlation_id = trace.correlation_id.as_str(),
+        trace_id = trace.trace_id.as_str(),
         client_order_id = tracing::field::Empty,
         account = tracing::field::Empty
     )
 }
 
 /// The span of one order's request, its ids (cut to their limits) known from the start.
-pub(crate) fn order_span(
-    correlation_id: &str,
-    account: &str,
-    client_order_id: &str,
-) -> tracing::Span {
+pub(crate) fn order_span(trace: &Trace, account: &str, client_order_id: &str) -> tracing::Span {
     tracing::info_span!(
         "request",
-        correlation_id,
+        correlation_id = trace.correlation_id.as_str(),
+        trace_id = trace.trace_id.as_str(),
         client_order_id = truncate(client_order_id, MAX_CLIENT_ORDER_ID_BYTES),
         account = truncate(account, MAX_ACCOUNT_BYTES)
     )

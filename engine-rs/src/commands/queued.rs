@@ -7,10 +7,10 @@ use std::time::Instant;
 use async_nats::jetstream;
 use futures::future::try_join_all;
 use prost::Message as _;
-use tracing::{warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use super::authorize::{echoed_id, NEW_ORDER};
-use super::{correlation_id, malformed, order_span};
+use super::{malformed, order_span};
 use crate::auth::Refusal;
 use crate::contract;
 use crate::engine::{now_ns, Engine, Intake};
@@ -19,6 +19,7 @@ use crate::intake::Prepared;
 use crate::metrics::{Path, Stage};
 use crate::proto::v1 as pb;
 use crate::publish::Tagged;
+use crate::trace::Trace;
 use crate::validate::Rejection;
 use crate::venue::{Executed, LiveOrder};
 
@@ -56,16 +57,16 @@ impl Engine {
         &mut self,
         msgs: &[jetstream::Message],
     ) -> Result<(), EngineError> {
-        let mut correlation_ids = Vec::with_capacity(msgs.len());
+        let mut traces = Vec::with_capacity(msgs.len());
         let mut spans = Vec::with_capacity(msgs.len());
         let mut prepared = Vec::with_capacity(msgs.len());
         // Per message: refused by the authorization checks (terminated, not acked).
         let mut refused = Vec::with_capacity(msgs.len());
         for msg in msgs {
-            let correlation_id = correlation_id(msg.headers.as_ref());
-            let (p, span, was_refused) = self.take_queued(msg, &correlation_id)?;
+            let trace = Trace::of(msg.headers.as_ref());
+            let (p, span, was_refused) = self.take_queued(msg, &trace)?;
             prepared.push(p);
-            correlation_ids.push(correlation_id);
+            traces.push(trace);
             spans.push(span);
             refused.push(was_refused);
         }
@@ -84,7 +85,7 @@ impl Engine {
         let mut symbols = std::collections::BTreeSet::new();
         for (i, (p, created)) in prepared.into_iter().zip(created).enumerate() {
             let settled = self
-                .settle(p, created, &correlation_ids[i])
+                .settle(p, created, &traces[i])
                 .instrument(spans[i].clone())
                 .await?;
             self.metrics.order(Path::Queued, &settled.0);
@@ -103,16 +104,16 @@ impl Engine {
         }
         let mut groups: Vec<(usize, Vec<Tagged<'_>>)> = Vec::new();
         for (e, i) in &executions {
-            let correlation_id = correlation_ids[*i].as_str();
+            let trace = &traces[*i];
             for t in &e.expired {
-                groups.push((*i, t.reports.iter().map(|r| (r, correlation_id)).collect()));
+                groups.push((*i, t.reports.iter().map(|r| (r, trace)).collect()));
             }
             let all = e.touched.iter().flat_map(|t| t.reports.iter());
-            groups.push((*i, all.map(|r| (r, correlation_id)).collect()));
+            groups.push((*i, all.map(|r| (r, trace)).collect()));
         }
         for (rs, i) in &rejections {
-            let correlation_id = correlation_ids[*i].as_str();
-            groups.push((*i, rs.iter().map(|r| (r, correlation_id)).collect()));
+            let trace = &traces[*i];
+            groups.push((*i, rs.iter().map(|r| (r, trace)).collect()));
         }
         groups.sort_by_key(|(i, _)| *i); // stable: delivery order, each order's facts in order
         let reported = executions.len() + rejections.len();
@@ -151,7 +152,7 @@ impl Engine {
     fn take_queued(
         &mut self,
         msg: &jetstream::Message,
-        correlation_id: &str,
+        trace: &Trace,
     ) -> Result<(Prepared, tracing::Span, bool), EngineError> {
         let started = Instant::now();
         self.count_message(msg.headers.as_ref(), msg.payload.len(), NEW_ORDER);
@@ -176,7 +177,7 @@ impl Engine {
             stream_seq,
         ) {
             Ok(v) => v,
-            Err(refusal) => return self.refuse_queued(msg, &refusal, correlation_id),
+            Err(refusal) => return self.refuse_queued(msg, &refusal, trace),
         };
         let (order, rejection) = decode_queued(msg);
         if rejection.is_some() {
@@ -185,15 +186,19 @@ impl Engine {
         let mut signer = String::new();
         if let (Some(v), None) = (&verified, &rejection) {
             if let Err(refusal) = v.check_account(&order.account) {
-                return self.refuse_queued(msg, &refusal, correlation_id);
+                return self.refuse_queued(msg, &refusal, trace);
             }
             signer.clone_from(&v.nkey);
         }
         self.metrics.stage(Stage::Decode, started.elapsed());
-        let span = order_span(correlation_id, &order.account, &order.client_order_id);
+        let span = order_span(trace, &order.account, &order.client_order_id);
         let len = msg.payload.len();
+        let correlation_id = trace.correlation_id.as_str();
         let started = Instant::now();
-        let p = span.in_scope(|| self.prepare(order, rejection, len, correlation_id, &signer))?;
+        let p = span.in_scope(|| {
+            debug!(symbol = %order.symbol, stream_seq = stream_seq.unwrap_or(0), "order received (queued)");
+            self.prepare(order, rejection, len, correlation_id, &signer)
+        })?;
         self.metrics.stage(Stage::Validate, started.elapsed());
         Ok((p, span, false))
     }
@@ -205,7 +210,7 @@ impl Engine {
         &mut self,
         msg: &jetstream::Message,
         refusal: &Refusal,
-        correlation_id: &str,
+        trace: &Trace,
     ) -> Result<(Prepared, tracing::Span, bool), EngineError> {
         let id = msg
             .headers
@@ -213,7 +218,8 @@ impl Engine {
             .and_then(|h| h.get(contract::HEADER_MSG_ID))
             .map(|v| v.as_str().to_string())
             .unwrap_or_else(|| echoed_id(&msg.payload, |o: &pb::NewOrder| &o.client_order_id));
-        let span = order_span(correlation_id, &refusal.account, &id);
+        let span = order_span(trace, &refusal.account, &id);
+        let correlation_id = trace.correlation_id.as_str();
         span.in_scope(|| self.refused(refusal, msg.subject.as_str(), correlation_id, &id));
         let p = span.in_scope(|| self.prepare_refusal(refusal, &id, correlation_id))?;
         Ok((p, span, true))
@@ -224,8 +230,11 @@ impl Engine {
 /// never redelivers it (and removes it from the work queue). A lost term is like a lost ack:
 /// the redelivery finds the rejection's record and is answered as its duplicate.
 async fn term_queued(msg: &jetstream::Message) {
-    if let Err(e) = msg.ack_with(jetstream::AckKind::Term).await {
-        warn!(error = %e, "term of a refused queued order not sent; a redelivery will be answered as a duplicate");
+    match msg.ack_with(jetstream::AckKind::Term).await {
+        Ok(()) => debug!("refused queued order terminated"),
+        Err(e) => {
+            warn!(error = %e, "term of a refused queued order not sent; a redelivery will be answered as a duplicate")
+        }
     }
 }
 
@@ -235,7 +244,10 @@ async fn term_queued(msg: &jetstream::Message) {
 /// consumer's ack_wait, finds the order's record and is answered as a duplicate: a lost ack
 /// delays the message's removal but can never re-execute the order.
 async fn ack_queued(msg: &jetstream::Message) {
-    if let Err(e) = msg.ack().await {
-        warn!(error = %e, "ack of a queued order not sent; a redelivery will be answered as a duplicate");
+    match msg.ack().await {
+        Ok(()) => debug!("queued order acked"),
+        Err(e) => {
+            warn!(error = %e, "ack of a queued order not sent; a redelivery will be answered as a duplicate")
+        }
     }
 }

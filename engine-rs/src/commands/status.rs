@@ -5,35 +5,37 @@
 //! found=false; an order with that id arriving later finds the key taken and is answered as a
 //! duplicate of the tombstone's REJECTED outcome.
 
-use async_nats::Message;
 use prost::Message as _;
-use tracing::{error, info};
+use tracing::{debug, error, info};
 
 use super::authorize::{echoed_id, refused_status, ORDER_STATUS_REQUEST};
-use super::{correlation_id, record_order, request_span, within};
+use super::{record_order, request_span, within};
 use crate::contract;
 use crate::engine::{now_ns, Engine};
 use crate::error::EngineError;
 use crate::intake::{self, valid_key};
 use crate::proto::v1::{self as pb, RejectReason};
+use crate::service::{Incoming, ServiceError};
 use crate::store::Created;
+use crate::trace::Trace;
 use crate::validate::echo;
 
 impl Engine {
     /// Status: the order store is authoritative (written before any ack). An id without a
     /// record is retired first ([`Engine::retire`]), so that "not found" stays true.
-    pub async fn on_status(&mut self, msg: Message) -> Result<(), EngineError> {
-        let correlation_id = correlation_id(msg.headers.as_ref());
-        let span = request_span(&correlation_id);
-        within(span.clone(), self.status(msg, &correlation_id, &span)).await
+    pub async fn on_status(&mut self, req: &Incoming) -> Result<(), EngineError> {
+        let trace = Trace::of(req.msg().headers.as_ref());
+        let span = request_span(&trace);
+        within(span.clone(), self.status(req, &trace.correlation_id, &span)).await
     }
 
     async fn status(
         &mut self,
-        msg: Message,
+        incoming: &Incoming,
         correlation_id: &str,
         span: &tracing::Span,
     ) -> Result<(), EngineError> {
+        let msg = incoming.msg();
         self.count_request(
             msg.reply.as_ref(),
             msg.headers.as_ref(),
@@ -50,21 +52,23 @@ impl Engine {
                     });
                     self.refused(&refusal, subject, correlation_id, &id);
                     let reply = refused_status(&refusal);
-                    self.answer_status(&msg, &reply).await;
+                    self.answer_status(incoming, &reply).await;
                     return Ok(());
                 }
             };
-        let decoded = pb::OrderStatusRequest::decode(msg.payload.clone());
-        if decoded.is_err() {
-            self.counters.malformed += 1;
-        }
+        let decoded = match pb::OrderStatusRequest::decode(msg.payload.clone()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.counters.malformed += 1;
+                incoming
+                    .fail(ServiceError::undecodable(ORDER_STATUS_REQUEST, &e))
+                    .await;
+                self.metrics.reject(RejectReason::Malformed as i32);
+                return Ok(());
+            }
+        };
         let reply = match decoded {
-            Err(e) => pb::OrderStatusReply {
-                reason: RejectReason::Malformed as i32,
-                text: format!("undecodable OrderStatusRequest: {e}"),
-                ..Default::default()
-            },
-            Ok(req) if !valid_key(&req.account, &req.client_order_id) => pb::OrderStatusReply {
+            req if !valid_key(&req.account, &req.client_order_id) => pb::OrderStatusReply {
                 reason: RejectReason::InvalidField as i32,
                 text: format!(
                     "account {} / client_order_id {} must be [A-Za-z0-9_-]",
@@ -73,12 +77,12 @@ impl Engine {
                 ),
                 ..Default::default()
             },
-            Ok(req) => {
+            req => {
                 record_order(span, &req.account, &req.client_order_id);
                 if let Some(Err(refusal)) = verified.map(|v| v.check_account(&req.account)) {
                     self.refused(&refusal, subject, correlation_id, &req.client_order_id);
                     let reply = refused_status(&refusal);
-                    self.answer_status(&msg, &reply).await;
+                    self.answer_status(incoming, &reply).await;
                     return Ok(());
                 }
                 let key = contract::order_key(&req.account, &req.client_order_id);
@@ -88,20 +92,24 @@ impl Engine {
                 }
             }
         };
-        self.answer_status(&msg, &reply).await;
+        self.answer_status(incoming, &reply).await;
+        debug!(
+            found = reply.found,
+            order_status = reply.last_report.as_ref().map_or(0, |r| r.order_status),
+            "status answered"
+        );
         Ok(())
     }
 
     /// Answers a status query; a refused or invalid one is counted by its reason ("not
     /// found", UNKNOWN_ORDER, is an answer, not a rejection).
-    async fn answer_status(&self, msg: &Message, reply: &pb::OrderStatusReply) {
+    async fn answer_status(&self, incoming: &Incoming, reply: &pb::OrderStatusReply) {
         let reason = reply.reason;
         if reason != RejectReason::Unspecified as i32 && reason != RejectReason::UnknownOrder as i32
         {
             self.metrics.reject(reason);
         }
-        self.respond(msg.reply.as_ref(), reply.encode_to_vec())
-            .await;
+        incoming.answer(reply.encode_to_vec()).await;
     }
 
     /// Retires an id that has no record: an atomic `kv.create` of a tombstone, so that an order

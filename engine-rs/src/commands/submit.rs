@@ -3,25 +3,28 @@
 
 use std::time::Instant;
 
-use async_nats::Message;
 use prost::Message as _;
-use tracing::{warn, Instrument};
+use tracing::{debug, warn, Instrument};
 
 use super::authorize::{echoed_id, NEW_ORDER};
-use super::{correlation_id, malformed, order_span, request_span};
+use super::{order_span, request_span};
 use crate::auth::Refusal;
 use crate::engine::{now_ns, Engine, Intake};
 use crate::error::EngineError;
 use crate::intake;
 use crate::metrics::{Path, Stage};
-use crate::proto::v1 as pb;
+use crate::proto::v1::{self as pb, RejectReason};
+use crate::service::{Incoming, ServiceError};
+use crate::trace::Trace;
 
 impl Engine {
     /// Synchronous submit: checked (signature, entitlement) before anything else, then ack
-    /// once durable, then execute. A refusal is answered without a record.
-    pub async fn on_submit(&mut self, msg: Message) -> Result<(), EngineError> {
+    /// once durable, then execute. A refusal is answered without a record; an undecodable
+    /// request with an endpoint error.
+    pub async fn on_submit(&mut self, req: &Incoming) -> Result<(), EngineError> {
         let started = Instant::now();
-        let correlation_id = correlation_id(msg.headers.as_ref());
+        let msg = req.msg();
+        let trace = Trace::of(msg.headers.as_ref());
         self.count_request(
             msg.reply.as_ref(),
             msg.headers.as_ref(),
@@ -32,18 +35,18 @@ impl Engine {
         let verified =
             match self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None) {
                 Ok(v) => v,
-                Err(refusal) => return self.refuse_submit(&msg, &refusal, &correlation_id).await,
+                Err(refusal) => return self.refuse_submit(req, &refusal, &trace).await,
             };
         let order = match pb::NewOrder::decode(msg.payload.clone()) {
             Ok(o) => o,
             Err(e) => {
-                // Nothing in the bytes can be trusted to name the order: answer only.
+                // Nothing in the bytes can be trusted to name the order: an endpoint error.
                 self.counters.malformed += 1;
-                let rej = malformed(&e);
-                request_span(&correlation_id)
-                    .in_scope(|| warn!(reason = %rej.text(), "malformed order rejected"));
-                let ack = self.unkeyed_reject(&pb::NewOrder::default(), &rej);
-                self.answer_order(&msg, &ack).await;
+                let error = ServiceError::undecodable(NEW_ORDER, &e);
+                request_span(&trace)
+                    .in_scope(|| warn!(reason = %error.status, "malformed order rejected"));
+                req.fail(error).await;
+                self.metrics.reject(RejectReason::Malformed as i32);
                 return Ok(());
             }
         };
@@ -52,31 +55,33 @@ impl Engine {
             None => String::new(),
             Some(v) => match v.check_account(&order.account) {
                 Ok(()) => v.nkey.clone(),
-                Err(refusal) => return self.refuse_submit(&msg, &refusal, &correlation_id).await,
+                Err(refusal) => return self.refuse_submit(req, &refusal, &trace).await,
             },
         };
-        let span = order_span(&correlation_id, &order.account, &order.client_order_id);
-        self.submit(msg, order, &correlation_id, &signer)
+        let span = order_span(&trace, &order.account, &order.client_order_id);
+        self.submit(req, order, &trace, &signer)
             .instrument(span)
             .await
     }
 
     async fn submit(
         &mut self,
-        msg: Message,
+        req: &Incoming,
         order: pb::NewOrder,
-        correlation_id: &str,
+        trace: &Trace,
         signer: &str,
     ) -> Result<(), EngineError> {
+        debug!(symbol = %order.symbol, "order received (sync)");
         // The size limits (the whole message, then each field) are checked by intake, before
         // anything is stored.
         let (ack, intake) = self
-            .intake(order, msg.payload.len(), correlation_id, signer)
+            .intake(order, req.msg().payload.len(), trace, signer)
             .await?;
-        self.answer_order(&msg, &ack).await;
+        self.answer_order(req, &ack).await;
+        debug!(status = ack.status, duplicate = ack.duplicate, "ack sent");
         self.failpoint.reached("after_ack").await;
         if let Intake::Accepted(live, valid) = intake {
-            self.execute(*live, &valid, correlation_id).await?;
+            self.execute(*live, &valid, trace).await?;
         }
         Ok(())
     }
@@ -85,12 +90,14 @@ impl Engine {
     /// never executed; logged, alerted and counted.
     async fn refuse_submit(
         &mut self,
-        msg: &Message,
+        req: &Incoming,
         refusal: &Refusal,
-        correlation_id: &str,
+        trace: &Trace,
     ) -> Result<(), EngineError> {
+        let msg = req.msg();
         let id = echoed_id(&msg.payload, |o: &pb::NewOrder| &o.client_order_id);
-        let span = order_span(correlation_id, &refusal.account, &id);
+        let span = order_span(trace, &refusal.account, &id);
+        let correlation_id = trace.correlation_id.as_str();
         span.in_scope(|| self.refused(refusal, msg.subject.as_str(), correlation_id, &id));
         let ack = intake::refusal_ack(
             &refusal.account,
@@ -100,14 +107,14 @@ impl Engine {
             &self.cfg.engine_id,
             now_ns(),
         );
-        self.answer_order(msg, &ack).await;
+        self.answer_order(req, &ack).await;
         Ok(())
     }
 
     /// Answers a synchronous order with its ack (the `ack` stage), then counts it.
-    async fn answer_order(&self, msg: &Message, ack: &pb::OrderAck) {
+    async fn answer_order(&self, req: &Incoming, ack: &pb::OrderAck) {
         let started = Instant::now();
-        self.respond(msg.reply.as_ref(), ack.encode_to_vec()).await;
+        req.answer(ack.encode_to_vec()).await;
         self.metrics.stage(Stage::Ack, started.elapsed());
         self.metrics.order(Path::Sync, ack);
     }
