@@ -1,3 +1,4 @@
+use crate::contract;
 use async_nats::HeaderMap;
 
 use super::*;
@@ -57,8 +58,8 @@ fn a_higher_version_is_read_by_its_first_55_characters() {
 #[test]
 fn a_valid_traceparent_names_the_trace_and_a_correlation_id_stays_the_join_key() {
     let h = headers(&[
-        ("traceparent", EXAMPLE),
-        ("Bridge-Correlation-Id", "batch-7"),
+        (contract::HEADER_TRACEPARENT, EXAMPLE),
+        (contract::HEADER_CORRELATION_ID, "batch-7"),
     ]);
     let t = Trace::of(Some(&h));
     assert_eq!(t.correlation_id, "batch-7");
@@ -68,14 +69,17 @@ fn a_valid_traceparent_names_the_trace_and_a_correlation_id_stays_the_join_key()
 
 #[test]
 fn without_a_correlation_id_the_trace_id_is_the_correlation_id() {
-    let t = Trace::of(Some(&headers(&[("traceparent", EXAMPLE)])));
+    let t = Trace::of(Some(&headers(&[(contract::HEADER_TRACEPARENT, EXAMPLE)])));
     assert_eq!(t.correlation_id, TRACE);
     assert_eq!(t.trace_id, TRACE);
 }
 
 #[test]
 fn without_a_valid_traceparent_a_hex_correlation_id_is_the_trace_id() {
-    let h = headers(&[("traceparent", "garbage"), ("Bridge-Correlation-Id", TRACE)]);
+    let h = headers(&[
+        (contract::HEADER_TRACEPARENT, "garbage"),
+        (contract::HEADER_CORRELATION_ID, TRACE),
+    ]);
     let t = Trace::of(Some(&h));
     assert_eq!(
         (t.correlation_id.as_str(), t.trace_id.as_str()),
@@ -89,7 +93,10 @@ fn without_a_valid_traceparent_a_hex_correlation_id_is_the_trace_id() {
 
 #[test]
 fn otherwise_a_fresh_trace_is_started() {
-    let t = Trace::of(Some(&headers(&[("Bridge-Correlation-Id", "not-hex")])));
+    let t = Trace::of(Some(&headers(&[(
+        contract::HEADER_CORRELATION_ID,
+        "not-hex",
+    )])));
     assert_eq!(t.correlation_id, "not-hex");
     assert!(is_trace_id(&t.trace_id), "{}", t.trace_id);
     assert_eq!(
@@ -104,12 +111,15 @@ fn otherwise_a_fresh_trace_is_started() {
 
 #[test]
 fn the_ids_ride_on_what_the_engine_sends() {
-    let t = Trace::of(Some(&headers(&[("traceparent", EXAMPLE)])));
+    let t = Trace::of(Some(&headers(&[(contract::HEADER_TRACEPARENT, EXAMPLE)])));
     let mut out = HeaderMap::new();
     t.insert_into(&mut out);
-    assert_eq!(out.get("traceparent").map(|v| v.as_str()), Some(EXAMPLE));
     assert_eq!(
-        out.get("Bridge-Correlation-Id").map(|v| v.as_str()),
+        out.get(contract::HEADER_TRACEPARENT).map(|v| v.as_str()),
+        Some(EXAMPLE)
+    );
+    assert_eq!(
+        out.get(contract::HEADER_CORRELATION_ID).map(|v| v.as_str()),
         Some(TRACE)
     );
 }
