@@ -62,6 +62,7 @@ impl Engine {
                 incoming
                     .fail(ServiceError::undecodable(CANCEL_REQUEST, &e))
                     .await;
+                self.metrics.reject(RejectReason::Malformed as i32);
                 return Ok(());
             }
         };

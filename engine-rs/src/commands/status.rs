@@ -63,6 +63,7 @@ impl Engine {
                 incoming
                     .fail(ServiceError::undecodable(ORDER_STATUS_REQUEST, &e))
                     .await;
+                self.metrics.reject(RejectReason::Malformed as i32);
                 return Ok(());
             }
         };

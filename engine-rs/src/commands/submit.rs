@@ -13,7 +13,7 @@ use crate::engine::{now_ns, Engine, Intake};
 use crate::error::EngineError;
 use crate::intake;
 use crate::metrics::{Path, Stage};
-use crate::proto::v1 as pb;
+use crate::proto::v1::{self as pb, RejectReason};
 use crate::service::{Incoming, ServiceError};
 use crate::trace::Trace;
 
@@ -22,8 +22,8 @@ impl Engine {
     /// once durable, then execute. A refusal is answered without a record; an undecodable
     /// request with an endpoint error.
     pub async fn on_submit(&mut self, req: &Incoming) -> Result<(), EngineError> {
-        let msg = req.msg();
         let started = Instant::now();
+        let msg = req.msg();
         let trace = Trace::of(msg.headers.as_ref());
         self.count_request(
             msg.reply.as_ref(),
@@ -46,6 +46,7 @@ impl Engine {
                 request_span(&trace)
                     .in_scope(|| warn!(reason = %error.status, "malformed order rejected"));
                 req.fail(error).await;
+                self.metrics.reject(RejectReason::Malformed as i32);
                 return Ok(());
             }
         };
