@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
+
+from bridge_dev.dashboard import render
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "ops" / "grafana" / "bridge.json"
 
 
-def _generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "_gen_dashboard", REPO / "scripts" / "gen_dashboard.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_committed_dashboard_is_current() -> None:
-    fresh: str = _generator().render()
+    fresh = render()
     assert DASHBOARD.read_text("utf-8") == fresh, (
         "stale: run `python scripts/gen_dashboard.py` and commit ops/grafana/bridge.json"
     )
