@@ -137,6 +137,16 @@ async def test_health_readiness_and_metrics_follow_the_engine(
                         want.discard(report.client_order_id)
                     if not want:
                         break
+        # A queued order is acked to JetStream after its reports are published: wait for the
+        # engine to record those acks (the event), then read every counter once.
+        wait_for(
+            "queued orders acked",
+            lambda: (
+                value(scrape(engine), "bridge_engine_stage_seconds_count", stage="ack")
+                - value(before, "bridge_engine_stage_seconds_count", stage="ack")
+                >= 5
+            ),
+        )
         after = scrape(engine)
 
         def moved(name: str, **labels: str) -> float:
