@@ -10,7 +10,10 @@ Run with ``./dev demo`` (which installs everything first). It
    through the JetStream queue, cancels what is still resting, and queries a status;
 4. prints counts (acked, rejected, filled, partially filled, ...) and latency percentiles of
    order->ack, order->first fill and order->final report;
-5. tours the security model (``demo_security.py``): an identity trading another desk's account
+5. shows what an operator sees of that run (``demo_observability.py``): the engine's
+   ``/readyz`` and ``/metrics``, this process's client metrics, an orchestrator's ``/readyz``
+   served by ``bridge.observability.serve``, and ``nats micro stats bridge-engine``;
+6. tours the security model (``demo_security.py``): an identity trading another desk's account
    and a forged signature are refused, the sentinel's alerts are read back from ALERTS, and the
    execution journal's hash chain is verified; then stops everything it started.
 """
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from demo_observability import observability_tour
 from demo_security import security_tour
 from hdrh.histogram import HdrHistogram
 from rich.console import Console
@@ -342,13 +346,14 @@ def main() -> int:
         for line in asyncio.run(_provision_as_operator(handle)):
             console.print(f"[dim]provisioned {line}[/dim]")
         with (
-            EngineProcess(handle, log_file=work / "engine.log"),
+            EngineProcess(handle, log_file=work / "engine.log") as engine,
             SentinelProcess(handle, log_file=work / "sentinel.log"),
         ):
             console.print(f"nats-server {handle.url}, engine and sentinel started")
             code = asyncio.run(run_demo(handle, ns.sync, ns.queued, ns.batch))
+            observed = asyncio.run(observability_tour(handle, engine, console))
             secure = asyncio.run(security_tour(handle, console))
-            code = code or (0 if secure else 1)
+            code = code or (0 if observed and secure else 1)
     console.print("[dim]sentinel, engine and nats-server stopped[/dim]")
     return code
 
