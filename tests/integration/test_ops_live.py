@@ -128,7 +128,10 @@ async def test_dashboard_queries_return_series_and_rules_evaluate(
 
                 await until(every_rule_evaluated, "every rule evaluated once")
                 assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
-                assert [r["name"] for r in rules if r["state"] != "inactive"] == []
+                # None fires. A rule may be pending: two sync acks make a p99 of their slower
+                # one (5 ms is easy to pass on a loaded machine), and one reject in three orders
+                # over a few seconds of samples is a "spike"; their `for:` keeps them pending.
+                assert [r["name"] for r in rules if r["state"] == "firing"] == []
 
                 # the engine stops: its scrapes fail and BridgeEngineDown starts its 1 minute
                 assert engine.stop() == 0, engine.log_tail()
