@@ -20,7 +20,6 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
-from pathlib import Path
 
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,10 +29,11 @@ from rich.table import Table
 
 from bridge import BridgeClient, contract
 from bridge.observability import serve
+from bridge_dev import natscli
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import ServerHandle
 
-NATS_CLI = Path(__file__).resolve().parents[1] / ".dev" / "bin" / "nats"
+NATS_CLI = natscli.NATS_CLI
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -55,24 +55,9 @@ def _value(samples: Iterable[Sample], name: str, **labels: str) -> float:
 
 def _micro_stats(handle: ServerHandle) -> list[tuple[str, int, int, float]]:
     """(endpoint, requests, errors, average µs) of every engine instance, through natscli."""
-    op = handle.creds.identity("operator")
     with tempfile.TemporaryDirectory() as home:
         done = subprocess.run(
-            [
-                str(NATS_CLI),
-                "--no-context",
-                f"--server={handle.url}",
-                f"--tlsca={handle.creds.ca_file}",
-                f"--tlscert={op.cert_file}",
-                f"--tlskey={op.key_file}",
-                f"--nkey={op.seed_file}",
-                f"--inbox-prefix={op.inbox_prefix}",
-                "--timeout=3s",
-                "micro",
-                "stats",
-                contract.SERVICE_NAME,
-                "--json",
-            ],
+            natscli.command(handle, "operator", "micro", "stats", contract.SERVICE_NAME, "--json"),
             capture_output=True,
             text=True,
             timeout=30,

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -27,34 +25,18 @@ from bridge import (
     BridgeClient,
     BridgeSettings,
     ConnectionEvent,
-    Order,
-    OrderType,
     PartialBatchError,
-    ReportStream,
-    Side,
-    TimeInForce,
 )
 from bridge.metrics import ClientMetrics
 from bridge.observability import ObservabilityServer, serve
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import LocalNatsServer, ServerHandle
+from tests.integration.metrics_helpers import first_report_of, market, until
 
 pytestmark = pytest.mark.integration
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 READINESS_TIMEOUT_S = 0.3
-
-
-def market(account: str, symbol: str = "AAPL") -> Order:
-    return Order(
-        client_order_id=f"m-{uuid.uuid4().hex[:12]}",
-        account=account,
-        symbol=symbol,
-        side=Side.BUY,
-        order_type=OrderType.MARKET,
-        quantity=Decimal(10),
-        time_in_force=TimeInForce.IOC,
-    )
 
 
 async def scrape(http: aiohttp.ClientSession, server: ObservabilityServer) -> Samples:
@@ -83,17 +65,6 @@ async def readyz(
         return response.status, await response.json()
 
 
-async def until(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30, attempts: int = 200
-) -> None:
-    """Poll ``check`` (each call itself waits: a readiness probe) until it holds."""
-    async with asyncio.timeout(timeout):
-        for _ in range(attempts):
-            if await check():
-                return
-    raise AssertionError(f"never: {what}")
-
-
 def connection_events(client: BridgeClient) -> tuple[asyncio.Event, asyncio.Event]:
     """Events set when ``client`` is disconnected and when it is reconnected."""
     down, up = asyncio.Event(), asyncio.Event()
@@ -106,12 +77,6 @@ def connection_events(client: BridgeClient) -> tuple[asyncio.Event, asyncio.Even
 
     client.on_connection_event(on_event)
     return down, up
-
-
-async def first_report_of(stream: ReportStream, client_order_id: str) -> None:
-    async with asyncio.timeout(30):
-        while (await stream.next(timeout=30)).client_order_id != client_order_id:
-            pass
 
 
 async def test_readyz_is_503_until_an_engine_answers_then_200(

@@ -22,13 +22,13 @@ import pytest
 from bridge import contract
 from bridge.transport import service_error
 from bridge.v1 import orders_pb2
+from bridge_dev import natscli
 from bridge_dev.engine import EngineProcess
 from bridge_dev.server import LocalNatsServer, ServerHandle, connect_as
 from bridge_dev.signing import dev_signer, signed
 from tests.integration.fuzz_payloads import valid_order
 
-REPO = Path(__file__).resolve().parents[2]
-NATS_CLI = REPO / ".dev" / "bin" / "nats"
+NATS_CLI = natscli.NATS_CLI
 ENDPOINTS = {
     "submit": contract.SUBMIT_ALL,
     "cancel": contract.CANCEL_ALL,
@@ -42,19 +42,7 @@ pytestmark = pytest.mark.skipif(
 
 def nats_cli(handle: ServerHandle, home: Path, *args: str) -> str:
     """Runs natscli as the operator (mTLS + NKey flags, no saved context); its stdout."""
-    op = handle.creds.identity("operator")
-    command = [
-        str(NATS_CLI),
-        "--no-context",
-        f"--server={handle.url}",
-        f"--tlsca={handle.creds.ca_file}",
-        f"--tlscert={op.cert_file}",
-        f"--tlskey={op.key_file}",
-        f"--nkey={op.seed_file}",
-        f"--inbox-prefix={op.inbox_prefix}",
-        "--timeout=3s",
-        *args,
-    ]
+    command = natscli.command(handle, "operator", *args)
     env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home)}
     done = subprocess.run(command, capture_output=True, text=True, timeout=30, env=env)
     assert done.returncode == 0, f"{' '.join(args)}: {done.stderr}"
