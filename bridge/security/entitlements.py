@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bridge import contract
 
-Role = Literal["orchestrator", "operator", "engine", "sentinel", "system"]
+Role = Literal["orchestrator", "operator", "engine", "sentinel", "system", "sysadmin"]
 """Roles an identity can have (see nats/entitlements.toml)."""
 
 TRADING_ROLES: frozenset[str] = frozenset({"orchestrator", "operator"})

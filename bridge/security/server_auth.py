@@ -8,7 +8,9 @@ runtime configuration includes (``accounts.conf``):
   with the permissions of its role; an orchestrator may publish order operations and read
   execution reports only for its own accounts, and subscribe only to its own inbox;
 * account ``SYS`` (``system_account``): the sentinel's system identity, with just the rights
-  it needs (authentication advisories, connection listing, kicking a connection).
+  it needs (authentication advisories, connection listing, kicking a connection), and the
+  operators' ``sysadmin`` identity, with just what runbooks/cluster.md's ``nats server ...``
+  commands need (``server ls``, ``server report jetstream``, ``server raft peer-remove``).
 
 Every subject comes from :mod:`bridge.contract` (JetStream's and nats-server's own API names are
 built here from their fixed prefixes and our stream/consumer names). The output is
@@ -35,6 +37,9 @@ BRIDGE_ACCOUNT = "BRIDGE"
 SYSTEM_ACCOUNT = "SYS"
 """The nats-server system account: advisories and server requests ($SYS)."""
 
+SYSTEM_ROLES = frozenset({"system", "sysadmin"})
+"""Roles whose identities are users of the system account (every other one is in BRIDGE)."""
+
 IDENTITY_LINE_PREFIX = "#   identity "
 """Header lines that list the rendered identities (read back to report what an apply changed)."""
 
@@ -46,6 +51,13 @@ _JS_ACK = "$JS.ACK"
 _JS_FC_ALL = "$JS.FC.>"
 _SYS_REQ_ALL = "$SYS.REQ.>"
 _SYS_SERVER_CONNZ = "$SYS.REQ.SERVER.*.CONNZ"
+# Every server's statistics (`nats server ls`, `server ping`; natscli counts the servers first).
+_SYS_SERVER_PING = "$SYS.REQ.SERVER.PING"
+# JetStream's state of every server, or of one by id (`nats server report jetstream`, and the
+# meta group's peers that `nats server raft peer-remove` looks the peer up in).
+_SYS_SERVER_JSZ = "$SYS.REQ.SERVER.*.JSZ"
+# Removing a server for good from the JetStream meta group (`nats server raft peer-remove`).
+_JS_SERVER_REMOVE = f"{_JS_API}.SERVER.REMOVE"
 _ALL = ">"
 _ANY_TOKEN = "*"
 
@@ -97,7 +109,7 @@ class User:
 
 def server_account(identity: Identity) -> str:
     """The nats-server account an identity's connections land in."""
-    return SYSTEM_ACCOUNT if identity.role == "system" else BRIDGE_ACCOUNT
+    return SYSTEM_ACCOUNT if identity.role in SYSTEM_ROLES else BRIDGE_ACCOUNT
 
 
 def inbox_prefix(identity: Identity) -> str:
@@ -239,12 +251,24 @@ def _system(identity: Identity) -> Permissions:
     )
 
 
+def _sysadmin(identity: Identity) -> Permissions:
+    # An operator's identity in the system account, for the cluster runbook: which servers
+    # answer, their JetStream state and the meta group, and removing a dead server from it.
+    # Not the connection listings, kicks, reloads, nor anything of account BRIDGE.
+    inbox = _under(inbox_prefix(identity))
+    return Permissions(
+        publish_allow=(_SYS_SERVER_PING, _SYS_SERVER_JSZ, _JS_SERVER_REMOVE, inbox),
+        subscribe_allow=(inbox,),
+    )
+
+
 _BY_ROLE = {
     "orchestrator": _orchestrator,
     "operator": _operator,
     "engine": _engine,
     "sentinel": _sentinel,
     "system": _system,
+    "sysadmin": _sysadmin,
 }
 
 

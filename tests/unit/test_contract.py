@@ -70,6 +70,8 @@ _API_WORDS = {
     ],
     # nats-server's system API (connection listing, kick, authentication advisories)
     *["PING", "CONNZ", "KICK", "CLIENT", "AUTH", "ERR", "RELOAD"],
+    # ... and the cluster runbook's (`nats server ls`, `server report jetstream`, peer-remove)
+    *["JSZ", "REMOVE"],
 }
 # $JS.API.CONSUMER.CREATE.<stream>.<consumer>.<filter subject>: the filter is a subject of ours.
 _FILTERED_CREATE = re.compile(r"^\$JS\.API\.CONSUMER\.CREATE\.([^.]+)\.([^.]+)\.(.+)$")

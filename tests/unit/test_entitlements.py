@@ -27,7 +27,7 @@ def test_committed_dev_file_parses_with_dev_keys() -> None:
     ents = ent.load(REPO / "nats" / "entitlements.toml")
     assert not ents.concrete
     roles = {i.role for i in ents.identities}
-    assert roles == {"orchestrator", "operator", "engine", "sentinel", "system"}
+    assert roles == {"orchestrator", "operator", "engine", "sentinel", "system", "sysadmin"}
 
 
 def test_round_trip_through_toml() -> None:

@@ -186,6 +186,26 @@ def test_sentinel_and_system_identity_are_least_privilege() -> None:
     assert system.permissions.subscribe_allow == (contract.SYS_AUTH_ERROR, "_INBOX.system.>")
 
 
+def test_sysadmin_identity_may_only_run_the_cluster_runbooks_server_commands() -> None:
+    """The operators' identity in SYS (natscli context bridge-system): every server's statistics
+    (`nats server ls`) and JetStream state (`server report jetstream`, and the meta group that
+    `server raft peer-remove` reads) and the removal of a dead server; no connection listing,
+    kick or reload, no subject of account BRIDGE."""
+    sysadmin = _user(_dev(), "operator-system")
+    assert sysadmin.identity.role == "sysadmin"
+    assert sysadmin.account == server_auth.SYSTEM_ACCOUNT
+    assert sysadmin.permissions.publish_allow == (
+        "$SYS.REQ.SERVER.PING",
+        "$SYS.REQ.SERVER.*.JSZ",
+        "$JS.API.SERVER.REMOVE",
+        "_INBOX.sysadmin.>",
+    )
+    assert sysadmin.permissions.subscribe_allow == ("_INBOX.sysadmin.>",)
+    assert not sysadmin.permissions.allow_responses
+    text = server_auth.render(_dev(), source="x")
+    assert _key("operator-system") in text[text.index("  SYS {") :]
+
+
 def test_a_dev_key_reference_is_refused_naming_file_identity_and_field() -> None:
     with pytest.raises(ent.EntitlementsError, match=r"^f\.toml: identities\.orchestrator\.nkey: "):
         server_auth.render(ent.load(DEV_FILE), source="f.toml")
@@ -213,11 +233,12 @@ def test_changes_name_added_removed_and_changed_identities() -> None:
 def test_cli_check_lists_identities(capsys: pytest.CaptureFixture[str]) -> None:
     assert entitlements_cli.main(["check", str(DEV_FILE)]) == 0
     out = capsys.readouterr().out
-    assert "valid (version 1, 7 identities)" in out
+    assert "valid (version 1, 8 identities)" in out
     assert re.search(
         r"desk-a\s+orchestrator\s+server account BRIDGE\s+trading accounts DESK-A", out
     )
     assert "sentinel-system  system" in out
+    assert re.search(r"operator-system\s+sysadmin\s+server account SYS", out)
     assert "dev key references" in out
 
 

@@ -29,6 +29,8 @@ pub enum Role {
     Engine,
     Sentinel,
     System,
+    /// An operator's identity in the server's system account (cluster diagnostics, peer-remove).
+    Sysadmin,
 }
 
 impl Role {
@@ -44,6 +46,7 @@ impl Role {
             Role::Engine => "engine",
             Role::Sentinel => "sentinel",
             Role::System => "system",
+            Role::Sysadmin => "sysadmin",
         }
     }
 }

@@ -89,7 +89,7 @@ fn msg<'a>(subject: &'a str, payload: &'a [u8], h: &'a [String; 3]) -> Message<'
 fn shared_vector_expectations_hold() {
     let text = include_str!("../../../schemas/testdata/entitlements.toml");
     let ents = parse(text, "schemas/testdata/entitlements.toml").unwrap();
-    assert_eq!(ents.identities().len(), 6);
+    assert_eq!(ents.identities().len(), 7);
     let table: toml::Table = text.parse().unwrap();
     let cases = table["expect"].as_array().unwrap();
     assert!(cases.len() >= 10);
