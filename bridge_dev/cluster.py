@@ -6,7 +6,8 @@ cluster is ready when every node's ``/healthz`` answers 200, i.e. JetStream has 
 and every node is current. Provision it with ``provision(nc, replicas=3)`` for R3 streams.
 
 Fault helpers for tests: :meth:`LocalNatsCluster.kill` (SIGKILL), :meth:`pause` (SIGSTOP, a hung
-node), :meth:`restart`, and :meth:`stream_leader` (which node leads a stream).
+node), :meth:`restart`, :meth:`stream_leader` (which node leads a stream) and
+:meth:`meta_leader` (which leads the JetStream meta group).
 """
 
 from __future__ import annotations
@@ -144,6 +145,32 @@ class LocalNatsCluster:
                     if st.get("name") == stream and leader:
                         return self._index_of(leader)
         raise NatsServerError(f"no leader known for stream {stream}")
+
+    def meta_leader(self) -> int | None:
+        """Index of the JetStream meta leader, as a running node's /jsz names it (None: no
+        running node knows one)."""
+        for i, node in enumerate(self.nodes):
+            if not node.running:
+                continue
+            try:
+                with urllib.request.urlopen(f"{self._monitor[i]}/jsz", timeout=1.0) as resp:
+                    leader = (json.loads(resp.read()).get("meta_cluster") or {}).get("leader")
+            except (urllib.error.URLError, OSError, ValueError):
+                continue
+            if leader:
+                return self._index_of(leader)
+        return None
+
+    def wait_meta_leader(self, timeout: float = 30.0) -> int:
+        """Until a running node leads the JetStream meta group; its index."""
+        deadline = time.monotonic() + timeout
+        while True:
+            leader = self.meta_leader()
+            if leader is not None and self.nodes[leader].running:
+                return leader
+            if time.monotonic() > deadline:
+                raise NatsServerError(f"no running meta leader within {timeout:.0f}s")
+            time.sleep(_POLL_INTERVAL)
 
     def _index_of(self, server_name: str) -> int:
         for i, node in enumerate(self.nodes):
