@@ -24,6 +24,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
+from bridge_dev import natscli
 from bridge_dev.engine import EngineError, EngineProcess, client_settings, write_client_config
 from bridge_dev.nats_config import CONFIG_DIR, PID_FILE
 from bridge_dev.pki import default_root, ensure_dev_credentials
@@ -49,6 +50,17 @@ def _cli_hint(handle: ServerHandle, role: str) -> str:
     return (
         f"{nats} -s {handle.url} --tlsca {handle.creds.ca_file} --tlscert {rc.cert_file} "
         f"--tlskey {rc.key_file} --nkey {rc.seed_file} --inbox-prefix {rc.inbox_prefix}"
+    )
+
+
+def _contexts_hint(handle: ServerHandle) -> str:
+    """How to reach this server through the contexts ``./dev setup`` wrote."""
+    use = f"nats --context {natscli.OPERATOR_CONTEXT} | {natscli.SYSTEM_CONTEXT} ..."
+    if handle.url == natscli.DEFAULT_URL:
+        return use
+    return (
+        f"{use} after python -m bridge_dev.natscli contexts --url {handle.url} "
+        f"(./dev setup points them at {natscli.DEFAULT_URL})"
     )
 
 
@@ -137,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"sentinel {sentinel.pid} ready (log {sentinel.log_file})")
             config = write_client_config(client_settings(handle), root / ORCHESTRATOR_CONFIG)
             print(f"operator CLI: {_cli_hint(handle, 'operator')}")
+            print(f"natscli contexts: {_contexts_hint(handle)}")
             print(f"entitlements changed: python -m bridge_dev.pki; {_apply_hint(server, handle)}")
             print(f"orchestrator: BRIDGE_CONFIG_FILE={config} python examples/orchestrator.py")
             print("Ctrl-C or SIGTERM to stop", flush=True)
