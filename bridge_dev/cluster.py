@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from bridge_dev.pki import DevCredentials
 from bridge_dev.server import (
@@ -146,20 +146,32 @@ class LocalNatsCluster:
                         return self._index_of(leader)
         raise NatsServerError(f"no leader known for stream {stream}")
 
-    def meta_leader(self) -> int | None:
-        """Index of the JetStream meta leader, as a running node's /jsz names it (None: no
-        running node knows one)."""
+    def _meta_cluster(self) -> dict[str, Any]:
+        """The JetStream meta group as the first running node that knows a leader sees it."""
         for i, node in enumerate(self.nodes):
             if not node.running:
                 continue
             try:
                 with urllib.request.urlopen(f"{self._monitor[i]}/jsz", timeout=1.0) as resp:
-                    leader = (json.loads(resp.read()).get("meta_cluster") or {}).get("leader")
+                    meta: dict[str, Any] = json.loads(resp.read()).get("meta_cluster") or {}
             except (urllib.error.URLError, OSError, ValueError):
                 continue
-            if leader:
-                return self._index_of(leader)
-        return None
+            if meta.get("leader"):
+                return meta
+        return {}
+
+    def meta_leader(self) -> int | None:
+        """Index of the JetStream meta leader, as a running node's /jsz names it (None: no
+        running node knows one)."""
+        leader = self._meta_cluster().get("leader")
+        return self._index_of(leader) if leader else None
+
+    def meta_peers(self) -> set[str]:
+        """Names of the meta group's members (the leader and its replicas), as a running node
+        sees them: a node removed with ``nats server raft peer-remove`` is no longer one."""
+        meta = self._meta_cluster()
+        names = {r.get("name") for r in meta.get("replicas") or []} | {meta.get("leader")}
+        return {name for name in names if name}
 
     def wait_meta_leader(self, timeout: float = 30.0) -> int:
         """Until a running node leads the JetStream meta group; its index."""

@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -270,4 +271,10 @@ def test_cluster_command_on_a_stopped_node(
         stopped = [next(i for i in reversed(range(len(nodes.nodes))) if i != leader)]
         nodes.kill(stopped[0])
     nodes.wait_meta_leader()
-    sandbox.run(command, replace={STOPPED_NODE: nodes.nodes[stopped[0]].name})
+    gone = nodes.nodes[stopped[0]].name
+    assert gone in nodes.meta_peers()
+    sandbox.run(command, replace={STOPPED_NODE: gone})
+    deadline = time.monotonic() + _TIMEOUT_S
+    while gone in nodes.meta_peers():
+        assert time.monotonic() < deadline, f"{gone} still in the meta group: {nodes.meta_peers()}"
+        time.sleep(0.05)
