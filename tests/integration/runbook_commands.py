@@ -15,7 +15,7 @@ reason; every other command must exit 0 unless :data:`EXIT_CODES` says otherwise
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
@@ -56,6 +56,8 @@ class RunbookCommand:
     runbook: str
     line: int
     text: str
+    also: tuple[str, ...] = ()
+    """Other places (``runbook:line``) of the same command line, against the same target."""
 
     @property
     def on_cluster(self) -> bool:
@@ -77,7 +79,7 @@ class RunbookCommand:
 
     @property
     def id(self) -> str:
-        return f"{self.runbook}:{self.line}:{self.text}"
+        return ",".join([f"{self.runbook}:{self.line}", *self.also]) + f":{self.text}"
 
 
 def _scan(line: str, quote: str) -> tuple[str, str]:
@@ -142,3 +144,16 @@ def runbook_commands() -> list[RunbookCommand]:
     """Every runbook's ``nats`` commands (README first, then by file name)."""
     files = sorted(RUNBOOKS.glob("*.md"), key=lambda p: (p.name != "README.md", p.name))
     return [c for path in files for c in commands_of(path)]
+
+
+def distinct(commands: list[RunbookCommand]) -> list[RunbookCommand]:
+    """One of each command line per target (server or cluster), in first-seen order, naming the
+    other places it appears: the same line against the same server answers the same."""
+    first: dict[tuple[bool, str], RunbookCommand] = {}
+    for c in commands:
+        key = (c.on_cluster, c.text)
+        seen = first.get(key)
+        first[key] = (
+            c if seen is None else replace(seen, also=(*seen.also, f"{c.runbook}:{c.line}"))
+        )
+    return list(first.values())

@@ -13,8 +13,9 @@ runbook_commands.py) runs with the pinned natscli (``.dev/bin/nats``) and the co
   ``bridge/jetstream/*.json`` say), its checks, and last its ``raft peer-remove`` of a node the
   test stopped (the runbook's ``nats-c``).
 
-Each must exit 0 under ``bash -o pipefail`` and leave no permissions violation in the servers'
-logs. ``SKIPPED`` in runbook_commands.py lists what is not run, and why.
+Each distinct command line runs once per target, under ``bash -o pipefail``, and must exit 0
+(or what ``EXIT_CODES`` says, and why) and leave no permissions violation in the servers' logs.
+``SKIPPED`` in runbook_commands.py lists what is not run, and why.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from tests.integration.runbook_commands import (
     EXIT_CODES,
     SKIPPED,
     RunbookCommand,
+    distinct,
     runbook_commands,
 )
 
@@ -54,7 +56,7 @@ pytestmark = [
 ]
 
 COMMANDS = runbook_commands()
-RUN = [c for c in COMMANDS if c.skipped is None]
+RUN = distinct([c for c in COMMANDS if c.skipped is None])
 ON_SERVER = [c for c in RUN if not c.on_cluster]
 ON_CLUSTER = [c for c in RUN if c.on_cluster and not c.last]
 LAST_ON_CLUSTER = [c for c in RUN if c.on_cluster and c.last]
