@@ -69,7 +69,9 @@ def _fmt(changes: list[str]) -> str:
     return "; ".join(changes)
 
 
-async def _ensure_stream(jsm: JetStreamManager, raw: dict[str, Any], replicas: int | None) -> str:
+async def _ensure_stream(
+    jsm: JetStreamManager, raw: dict[str, Any], replicas: int | None, dry_run: bool
+) -> str:
     if replicas is not None:
         raw = {**raw, "num_replicas": replicas}
     keys = list(raw)
@@ -80,6 +82,8 @@ async def _ensure_stream(jsm: JetStreamManager, raw: dict[str, Any], replicas: i
     try:
         current = (await jsm.stream_info(name)).config
     except NotFoundError:
+        if dry_run:
+            return f"stream {name}: would create ({', '.join(desired.subjects or [])})"
         try:
             await jsm.add_stream(desired)
         except BadRequestError as exc:
@@ -92,6 +96,8 @@ async def _ensure_stream(jsm: JetStreamManager, raw: dict[str, Any], replicas: i
     changes = _diff(keys, desired.as_dict(), current.as_dict())
     if not changes:
         return f"stream {name}: up to date"
+    if dry_run:
+        return f"stream {name}: would update ({_fmt(changes)})"
     try:
         await jsm.update_stream(desired)
     except APIError as exc:
@@ -102,7 +108,7 @@ async def _ensure_stream(jsm: JetStreamManager, raw: dict[str, Any], replicas: i
 
 
 async def _ensure_consumer(
-    jsm: JetStreamManager, stream: str, raw: dict[str, Any], replicas: int | None
+    jsm: JetStreamManager, stream: str, raw: dict[str, Any], replicas: int | None, dry_run: bool
 ) -> str:
     # A consumer without num_replicas inherits the stream's replica count (reported as 0),
     # so the override only applies to definitions that pin it.
@@ -118,6 +124,8 @@ async def _ensure_consumer(
     try:
         info = await jsm.consumer_info(stream, name)
     except NotFoundError:
+        if dry_run:
+            return f"consumer {stream}/{name}: would create"
         # Plain (create-or-update) CONSUMER.CREATE: a concurrent creation is not an error.
         await jsm.add_consumer(stream, desired)
         return f"consumer {stream}/{name}: created"
@@ -125,6 +133,8 @@ async def _ensure_consumer(
     changes = _diff(keys, desired.as_dict(), current.as_dict())
     if not changes:
         return f"consumer {stream}/{name}: up to date"
+    if dry_run:
+        return f"consumer {stream}/{name}: would update ({_fmt(changes)})"
     try:
         await jsm.add_consumer(stream, desired)
     except APIError as exc:
@@ -134,7 +144,7 @@ async def _ensure_consumer(
     return f"consumer {stream}/{name}: updated ({_fmt(changes)})"
 
 
-async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None) -> str:
+async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None, dry_run: bool) -> str:
     if replicas is not None:
         raw = {**raw, "replicas": replicas}
     desired = KeyValueConfig.from_response(dict(raw))
@@ -143,6 +153,8 @@ async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None) -> s
     try:
         current = (await js.stream_info(stream)).config
     except NotFoundError:
+        if dry_run:
+            return f"kv {desired.bucket}: would create (stream {stream})"
         try:
             await js.create_key_value(desired)
         except BadRequestError as exc:
@@ -159,6 +171,8 @@ async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None) -> s
     changes = _diff(list(wanted), wanted, have)
     if not changes:
         return f"kv {desired.bucket}: up to date"
+    if dry_run:
+        return f"kv {desired.bucket}: would update ({_fmt(changes)})"
     update = dict(wanted)
     if desired.ttl and (current.duplicate_window or 0) > desired.ttl:
         # The server refuses a duplicate window longer than max_age (a bucket that had no TTL
@@ -173,19 +187,21 @@ async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None) -> s
     return f"kv {desired.bucket}: updated ({_fmt(changes)})"
 
 
-async def provision(nc: Client, *, replicas: int | None = None) -> list[str]:
+async def provision(nc: Client, *, replicas: int | None = None, dry_run: bool = False) -> list[str]:
     """Create or update the ORDERS/EXECUTIONS/ALERTS streams, the engine and sentinel consumers
     and the KV buckets.
 
     ``replicas`` overrides every definition's replica count (for a future cluster).
-    Returns one human-readable line per object.
+    ``dry_run`` changes nothing: each line says what would be created or updated (``would
+    create``, ``would update (...)``) or ``up to date``. Returns one human-readable line per
+    object.
     """
     jsm = nc.jetstream()
     lines: list[str] = []
     for file in jetstream.STREAM_FILES:
-        lines.append(await _ensure_stream(jsm, _load(file), replicas))
+        lines.append(await _ensure_stream(jsm, _load(file), replicas, dry_run))
     for stream, file in CONSUMER_FILES:
-        lines.append(await _ensure_consumer(jsm, stream, _load(file), replicas))
+        lines.append(await _ensure_consumer(jsm, stream, _load(file), replicas, dry_run))
     for file in jetstream.KV_FILES:
-        lines.append(await _ensure_kv(nc, _load(file), replicas))
+        lines.append(await _ensure_kv(nc, _load(file), replicas, dry_run))
     return lines
