@@ -39,7 +39,7 @@ from bridge.logs import configure_logging
 __all__ = ["cli", "main", "render_alert"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="bridge", context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bridge")
 def cli() -> None:
     """Operator tools of the execution bridge. `bridge COMMAND --help` for each command.

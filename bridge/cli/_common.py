@@ -53,6 +53,9 @@ DEFAULT_MONITOR_URL = "http://127.0.0.1:8222"
 """nats-server's monitoring port as ``./dev server`` and the shipped config run it."""
 
 
+CONFIG_ENV = "BRIDGE_CONFIG_FILE"
+
+
 class CommandFailed(click.ClickException):
     """The command could not run (exit 2); click prints ``Error: <message>`` on stderr."""
 
@@ -84,15 +87,21 @@ def connection_options(command: Callable[P, T]) -> Callable[P, T]:
 def settings(config: Path | None, nats_url: str | None, **extra: object) -> BridgeSettings:
     """The client settings of ``--config``/``BRIDGE_*``/``--nats-url``; the operator's inbox
     unless they name one."""
-    if config is not None:
-        os.environ["BRIDGE_CONFIG_FILE"] = str(config)
     overrides: dict[str, object] = dict(extra)
     if nats_url:
         overrides["nats_url"] = nats_url
+    before = os.environ.get(CONFIG_ENV)
+    if config is not None:  # BridgeSettings reads the file it names; restored below
+        os.environ[CONFIG_ENV] = str(config)
     try:
         result = BridgeSettings(**overrides)  # type: ignore[arg-type]
     except (ValidationError, OSError, ValueError) as exc:
         raise CommandFailed(f"settings: {exc}") from exc
+    finally:
+        if before is None:
+            os.environ.pop(CONFIG_ENV, None)
+        else:
+            os.environ[CONFIG_ENV] = before
     if "inbox_prefix" not in result.model_fields_set:
         result = result.model_copy(update={"inbox_prefix": contract.inbox_prefix("operator")})
     return result

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from bridge import contract
 from bridge.cli._common import DEFAULT_ENGINE_URL, CommandFailed, http_get
 from bridge.cli._metrics import Scrape, rate, scrape, select, total, window_quantile
 
@@ -71,7 +72,7 @@ def engine_rows(prev: Scrape | None, cur: Scrape, health: str) -> list[tuple[str
             f"redelivered={_num(total(s, f'{ENGINE}redeliveries_total'))}",
         )
     )
-    for stream in ("ORDERS", "EXECUTIONS"):
+    for stream in (contract.ORDERS_STREAM, contract.EXECUTIONS_STREAM):
         msgs = total(s, f"{ENGINE}stream_messages", stream=stream)
         cap = total(s, f"{ENGINE}stream_max_messages", stream=stream)
         fill = f" ({100 * msgs / cap:.1f}% of {_num(cap)})" if cap > 0 else ""
