@@ -25,6 +25,7 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Coroutine
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -54,6 +55,8 @@ DEFAULT_MONITOR_URL = "http://127.0.0.1:8222"
 
 
 CONFIG_ENV = "BRIDGE_CONFIG_FILE"
+CLI_RECONNECT_ATTEMPTS = 3
+"""``max_reconnect_attempts`` of the commands' connections unless the settings give one."""
 
 
 class CommandFailed(click.ClickException):
@@ -102,9 +105,14 @@ def settings(config: Path | None, nats_url: str | None, **extra: object) -> Brid
             os.environ.pop(CONFIG_ENV, None)
         else:
             os.environ[CONFIG_ENV] = before
+    update: dict[str, object] = {}
     if "inbox_prefix" not in result.model_fields_set:
-        result = result.model_copy(update={"inbox_prefix": contract.inbox_prefix("operator")})
-    return result
+        update["inbox_prefix"] = contract.inbox_prefix("operator")
+    if "max_reconnect_attempts" not in result.model_fields_set:
+        # nats-py retries a refused first connect forever unless this is bounded (the client's
+        # connect_deadline_ms cannot interrupt that loop): a command must end.
+        update["max_reconnect_attempts"] = CLI_RECONNECT_ATTEMPTS
+    return result.model_copy(update=update) if update else result
 
 
 async def connect(s: BridgeSettings, name: str = "bridge-cli") -> NatsConnection:
@@ -119,6 +127,7 @@ async def connect(s: BridgeSettings, name: str = "bridge-cli") -> NatsConnection
         inbox_prefix=s.inbox_prefix or contract.inbox_prefix("operator"),
         connect_timeout=max(1, s.connect_timeout_ms // 1000),
         allow_reconnect=False,
+        max_reconnect_attempts=max(1, s.max_reconnect_attempts),
     )
 
 
@@ -153,6 +162,11 @@ def async_command(what: str) -> Callable[[Callable[P, Coroutine[Any, Any, T]]], 
         return sync
 
     return wrap
+
+
+def dec(value: Decimal) -> str:
+    """A quantity or price for humans: exact, without the wire's trailing zeros (5, 0, 190.01)."""
+    return format(value.normalize(), "f")
 
 
 def http_get(url: str, timeout: float) -> tuple[int | None, str]:

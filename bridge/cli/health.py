@@ -58,7 +58,7 @@ def _server_check(url: str, timeout: float) -> Check:
 
 
 async def _service_check(config: Path | None, nats_url: str | None, timeout: float) -> Check:
-    s = settings(config, nats_url, order_retry_max_attempts=1, connect_deadline_ms=2000)
+    s = settings(config, nats_url, max_reconnect_attempts=1, connect_deadline_ms=2000)
     try:
         async with client(s) as bridge:
             readiness = await bridge.readiness(timeout=timeout)

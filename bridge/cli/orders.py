@@ -19,6 +19,7 @@ from bridge.cli._common import (
     async_command,
     client,
     connection_options,
+    dec,
     settings,
 )
 from bridge.models import (
@@ -61,8 +62,9 @@ def render_ack(ack: OrderAck) -> str:
 
 def render_report(report: ExecutionReport) -> str:
     line = (
-        f"{report.client_order_id}: {report.order_status} cum_qty={report.cum_qty} "
-        f"leaves_qty={report.leaves_qty} avg_px={report.avg_px} last exec_id={report.exec_id}"
+        f"{report.client_order_id}: {report.order_status} cum_qty={dec(report.cum_qty)} "
+        f"leaves_qty={dec(report.leaves_qty)} avg_px={dec(report.avg_px)} "
+        f"last exec_id={report.exec_id}"
     )
     return line + (f" reason={report.reason}" if report.reason != "NONE" else "")
 

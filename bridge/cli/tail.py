@@ -22,6 +22,7 @@ from bridge.cli._common import (
     client,
     connect,
     connection_options,
+    dec,
     settings,
 )
 from bridge.models import ExecutionReport
@@ -37,8 +38,8 @@ def render(seq: int, r: ExecutionReport) -> str:
     side = r.side.value if r.side is not None else "-"
     line = (
         f"#{seq} {when} {r.account} {r.client_order_id} {r.exec_type} {r.order_status} "
-        f"{side} {r.symbol} last={r.last_qty}@{r.last_px} cum={r.cum_qty} "
-        f"leaves={r.leaves_qty} avg={r.avg_px} engine={r.engine_id}"
+        f"{side} {r.symbol} last={dec(r.last_qty)}@{dec(r.last_px)} cum={dec(r.cum_qty)} "
+        f"leaves={dec(r.leaves_qty)} avg={dec(r.avg_px)} engine={r.engine_id}"
     )
     return line + (f" reason={r.reason}" if r.reason != "NONE" else "")
 
