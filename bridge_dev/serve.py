@@ -143,7 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 client_settings(handle, role="operator"), root / OPERATOR_CONFIG
             )
             print(f"operator CLI: {_cli_hint(handle, 'operator')}")
-            print(f"bridge CLI: BRIDGE_CONFIG_FILE={operator} .venv/bin/bridge health|streams|...")
+            urls = f" --engine-url {engine.http_url}" if engine is not None else ""
+            print(
+                f"bridge CLI: export BRIDGE_CONFIG_FILE={operator}; .venv/bin/bridge health"
+                f"{urls} --monitor-url {handle.monitor_url} (and streams, tail, status, ...)"
+            )
             print(f"entitlements changed: python -m bridge_dev.pki; {_apply_hint(server, handle)}")
             print(f"orchestrator: BRIDGE_CONFIG_FILE={config} python examples/orchestrator.py")
             print("Ctrl-C or SIGTERM to stop", flush=True)

@@ -47,7 +47,8 @@ async def alerts(last: int, config: Path | None, nats_url: str | None) -> None:
         js = nc.jetstream()
         state = (await js.stream_info(contract.ALERTS_STREAM)).state
         lines = []
-        first = max(state.first_seq, state.last_seq - last + 1)
+        # An empty stream reports first_seq 0 (or last_seq + 1): nothing to read then.
+        first = max(state.first_seq, state.last_seq - last + 1, 1)
         for seq in range(first, state.last_seq + 1):
             try:
                 msg = await js.get_msg(contract.ALERTS_STREAM, seq)

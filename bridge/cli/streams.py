@@ -34,10 +34,12 @@ def _limit(value: int | None) -> str:
 
 
 def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Columns padded to width: numbers right-aligned, the first and the ``what`` column left."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    left = {0} | {i for i, title in enumerate(rows[0]) if title == "what"}
     return [
         "  ".join(
-            cell.rjust(w) if i else cell.ljust(w)
+            cell.ljust(w) if i in left else cell.rjust(w)
             for i, (cell, w) in enumerate(zip(row, widths, strict=True))
         ).rstrip()
         for row in rows

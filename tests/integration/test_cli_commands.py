@@ -113,6 +113,8 @@ def test_provision_on_a_fresh_server(dev_creds: DevCredentials, tmp_path: Path) 
         assert again.output.splitlines()[-1] == "dry run: nothing to do"
         rerun = bridge("provision", config=config)
         assert all(line.endswith("up to date") for line in rerun.output.splitlines())
+        empty = bridge("alerts", config=config)  # an empty ALERTS stream
+        assert (empty.exit_code, empty.output) == (0, "no alerts\n")
 
 
 def test_health_of_a_serving_bridge(
