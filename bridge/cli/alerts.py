@@ -37,7 +37,14 @@ def render_alert(seq: int, alert: security_pb2.SecurityAlert) -> str:
 
 
 @click.command()
-@click.option("--last", type=click.IntRange(min=0), default=20, show_default=True, help="How many.")
+@click.option(
+    "--last",
+    type=click.IntRange(min=0),
+    metavar="N",
+    default=20,
+    show_default=True,
+    help="How many.",
+)
 @connection_options
 @async_command(f"reading {contract.ALERTS_STREAM}")
 async def alerts(last: int, config: Path | None, nats_url: str | None) -> None:

@@ -21,6 +21,7 @@ from bridge.jetstream.provision import provision as apply_definitions
 @click.option(
     "--replicas",
     type=click.IntRange(min=1),
+    metavar="N",
     help="Override every definition's replica count (a cluster).",
 )
 @connection_options

@@ -87,22 +87,30 @@ async def start_of_last(nc: NatsConnection, subject: str, last: int) -> int:
 
 @click.command()
 @click.argument("account")
-@click.option("--order", "client_order_id", help="Only this client order id's reports.")
+@click.option(
+    "--order",
+    "client_order_id",
+    metavar="CLIENT_ORDER_ID",
+    help="Only this client order id's reports.",
+)
 @click.option(
     "--since",
     "since_seq",
     type=click.IntRange(min=1),
+    metavar="SEQ",
     help="Start at this EXECUTIONS sequence (e.g. the last line's #SEQ + 1).",
 )
 @click.option(
     "--last",
     type=click.IntRange(min=0),
+    metavar="N",
     help="Start with the account's (or order's) N newest stored reports.",
 )
-@click.option("--count", type=click.IntRange(min=1), help="Stop after N reports.")
+@click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N reports.")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
     help="Stop when no report came for this many seconds (exit 1).",
 )
 @connection_options
