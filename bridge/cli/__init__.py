@@ -48,7 +48,6 @@ def cli() -> None:
     BRIDGE_CONFIG_FILE or --config names) with the operator identity's TLS files and NKey
     seed; --nats-url overrides the URL. Exit codes: 0 ok, 1 a negative answer (unhealthy,
     rejected, not found, broken), 2 could not run."""
-    configure_logging("WARNING")
 
 
 for command in (provision, health, streams, tail, submit, status, cancel, top, alerts, audit):
@@ -56,7 +55,10 @@ for command in (provision, health, streams, tail, submit, status, cancel, top, a
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The console script: runs a command and returns its exit code."""
+    """The console script: runs a command and returns its exit code. Logging (the client's
+    warnings and errors, on stderr) is configured here, for the process, not by ``cli`` itself:
+    embedding ``cli`` (or click's test runner) leaves the host's logging alone."""
+    configure_logging("WARNING")
     try:
         cli.main(args=list(argv) if argv is not None else None, prog_name="bridge")
     except SystemExit as exc:
