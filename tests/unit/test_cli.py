@@ -3,6 +3,7 @@ the metrics arithmetic of ``bridge top`` and its error without rich."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import click
@@ -115,3 +116,16 @@ def test_rates_and_window_quantile_between_two_scrapes() -> None:
     assert window_quantile(0.5, before, after, "lat", path="sync") == pytest.approx(0.0075)
     # nothing new: the quantile of everything so far
     assert window_quantile(0.5, after, after, "lat", path="sync") == pytest.approx(0.0015)
+
+
+@pytest.mark.parametrize(("args", "code"), [(["--version"], 0), (["no-such-command"], 2)])
+def test_console_script_exit_codes(args: list[str], code: int) -> None:
+    """``python -m bridge.cli`` (what the ``bridge`` script runs) returns click's exit code."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == code, done.stderr
