@@ -68,6 +68,24 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+async def orders_max_msgs(handle: ServerHandle) -> int:
+    nc = await connect_as(handle.url, handle.creds, "operator")
+    try:
+        return int((await nc.jetstream().stream_info(contract.ORDERS_STREAM)).config.max_msgs or 0)
+    finally:
+        await nc.close()
+
+
+async def set_orders_max_msgs(handle: ServerHandle, value: int) -> None:
+    nc = await connect_as(handle.url, handle.creds, "operator")
+    try:
+        jsm = nc.jetstream()
+        config = (await jsm.stream_info(contract.ORDERS_STREAM)).config
+        await jsm.update_stream(config.evolve(max_msgs=value))
+    finally:
+        await nc.close()
+
+
 def test_provision_dry_run_on_a_provisioned_server_has_nothing_to_do(
     nats_server: ServerHandle, configs: dict[str, Path]
 ) -> None:
@@ -115,6 +133,21 @@ def test_provision_on_a_fresh_server(dev_creds: DevCredentials, tmp_path: Path) 
         assert all(line.endswith("up to date") for line in rerun.output.splitlines())
         empty = bridge("alerts", config=config)  # an empty ALERTS stream
         assert (empty.exit_code, empty.output) == (0, "no alerts\n")
+
+        # A definition that differs from the server's: --dry-run names the change, makes none.
+        asyncio.run(set_orders_max_msgs(srv.handle, 1234))
+        drift = bridge("provision", "--dry-run", config=config)
+        want = jetstream.load("orders.json")["max_msgs"]
+        assert f"stream {contract.ORDERS_STREAM}: would update (max_msgs: 1234 -> {want})" in (
+            drift.output.splitlines()
+        )
+        assert drift.output.splitlines()[-1] == "dry run: 1 to change"
+        assert asyncio.run(orders_max_msgs(srv.handle)) == 1234
+        fixed = bridge("provision", config=config)
+        assert f"stream {contract.ORDERS_STREAM}: updated (max_msgs: 1234 -> {want})" in (
+            fixed.output.splitlines()
+        )
+        assert asyncio.run(orders_max_msgs(srv.handle)) == want
 
 
 def test_health_of_a_serving_bridge(
