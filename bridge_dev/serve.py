@@ -5,8 +5,9 @@ CLI: ``python -m bridge_dev.serve [--port 4222] [--http-port 8222] [--store-dir 
 [--dir DIR] [--engine] [--sentinel [--webhook-url URL]]`` ensures dev credentials, starts the
 server, provisions JetStream as the operator, optionally starts the release-built engine
 (``engine-rs/config/dev.toml``) and the security sentinel (``bridge-sentinel``), writes
-the orchestrator's connection settings to ``<dir>/orchestrator.toml`` and prints what to do
-with them, e.g. ``BRIDGE_CONFIG_FILE=.dev/orchestrator.toml python examples/orchestrator.py``,
+the orchestrator's connection settings to ``<dir>/orchestrator.toml`` and the operator's to
+``<dir>/operator.toml`` (for the ``bridge`` command line) and prints what to do with them,
+e.g. ``BRIDGE_CONFIG_FILE=.dev/orchestrator.toml python examples/orchestrator.py``,
 and how to apply a changed entitlements file (the server's runtime configuration is in
 ``<dir>/nats-config/``).
 """
@@ -40,6 +41,8 @@ from bridge_dev.server import (
 
 ORCHESTRATOR_CONFIG = "orchestrator.toml"
 """File (under the credentials root) with the orchestrator's connection settings."""
+OPERATOR_CONFIG = "operator.toml"
+"""File (under the credentials root) with the operator's connection settings (``bridge`` CLI)."""
 
 
 def _cli_hint(handle: ServerHandle, role: str) -> str:
@@ -148,8 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sentinel.start()
                 print(f"sentinel {sentinel.pid} ready (log {sentinel.log_file})")
             config = write_client_config(client_settings(handle), root / ORCHESTRATOR_CONFIG)
+            operator = write_client_config(
+                client_settings(handle, role="operator"), root / OPERATOR_CONFIG
+            )
             print(f"operator CLI: {_cli_hint(handle, 'operator')}")
             print(f"natscli contexts: {_contexts_hint(handle)}")
+            urls = f" --engine-url {engine.http_url}" if engine is not None else ""
+            print(
+                f"bridge CLI: export BRIDGE_CONFIG_FILE={operator}; .venv/bin/bridge health"
+                f"{urls} --monitor-url {handle.monitor_url} (and streams, tail, status, ...)"
+            )
             print(f"entitlements changed: python -m bridge_dev.pki; {_apply_hint(server, handle)}")
             print(f"orchestrator: BRIDGE_CONFIG_FILE={config} python examples/orchestrator.py")
             print("Ctrl-C or SIGTERM to stop", flush=True)

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import nkeys
 import pytest
+from click.testing import CliRunner
 from nacl.signing import SigningKey, VerifyKey
 
-from bridge import audit, cli, contract
+from bridge import audit, contract
 from bridge.audit import Break, StoredMessage
+from bridge.cli import cli
+from bridge.cli.audit import DEFAULT_ENTITLEMENTS, verify
 from tests.unit.fake_transport import new_user_seed
 
 # SHA-256(32 zero bytes || "report-1"), then SHA-256(that || "report-2"): the vector the
@@ -221,15 +224,13 @@ def test_engine_keys_come_from_public_nkeys() -> None:
     assert result.chains[0].signed_by == ("engine",)
 
 
-def test_cli_defaults_and_unusable_input(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_defaults_and_unusable_input(tmp_path: Path) -> None:
     """``bridge audit verify`` defaults to EXECUTIONS and the dev entitlements; an unreadable
     entitlements file exits 2 (could not check), before any connection."""
-    args = cli.build_parser().parse_args(["audit", "verify"])
-    assert args.stream == contract.EXECUTIONS_STREAM
-    assert args.entitlements == cli.DEFAULT_ENTITLEMENTS
+    defaults = {p.name: p.default for p in verify.params}
+    assert defaults["stream"] == contract.EXECUTIONS_STREAM
+    assert defaults["entitlements_file"] == DEFAULT_ENTITLEMENTS
     missing = tmp_path / "none.toml"
-    args = cli.build_parser().parse_args(["audit", "verify", "--entitlements", str(missing)])
-    assert args.run(args) == 2  # (main() would also configure the process's logging)
-    assert "cannot read" in capsys.readouterr().err
+    result = CliRunner().invoke(cli, ["audit", "verify", "--entitlements", str(missing)])
+    assert result.exit_code == 2
+    assert "cannot read" in result.output
