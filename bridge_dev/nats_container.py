@@ -16,6 +16,7 @@ removes the container itself, whatever happens.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
@@ -105,6 +106,12 @@ class BridgeNatsContainer(NatsContainer):
         return "\n".join(text.splitlines()[-lines:]) or "<log empty>"
 
 
+@functools.cache
+def _image_ready() -> None:
+    """Build bridge-nats:dev if its inputs changed (once per process: a hash and an inspect)."""
+    images.build_all([images.NATS])
+
+
 @contextmanager
 def nats_in_docker(
     creds: DevCredentials, config_dir: Path, *, name: str = "bridge-test"
@@ -112,7 +119,7 @@ def nats_in_docker(
     """A nats-server in ``bridge-nats:dev`` (built first if its inputs changed) running the
     committed config plus the accounts rendered from ``creds``' entitlements into
     ``config_dir``; the container and its store are removed on exit."""
-    images.build_all([images.NATS])
+    _image_ready()
     committed = server_config_file()
     entitlements_file = creds.entitlements_file
     nats_config.write_runtime_config(config_dir, committed, entitlements_file)

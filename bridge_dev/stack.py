@@ -3,7 +3,8 @@
 ``up`` takes these steps, each idempotent:
 
 1. the dev credentials (``.dev/pki``, ``.dev/nkeys``, ``.dev/entitlements.toml``) and the
-   server's runtime config rendered from the entitlements (``nats-config/``);
+   server's runtime config rendered from the entitlements (``.dev/nats-config/``); for the
+   default stack, ``.env`` (project name, uid) so that compose typed by hand finds it;
 2. the images, built locally (:mod:`bridge_dev.images`; skipped when up to date);
 3. the state directories (``.dev/stack/nats-store``, ``.dev/stack/prometheus``, owned by the
    caller: the containers run as the caller's uid) and ``prometheus.yml``, rendered from
@@ -86,7 +87,8 @@ class Stack:
 
     @property
     def nats_config_dir(self) -> Path:
-        return self.state_dir / nats_config.CONFIG_DIR
+        """Where ``python -m bridge_dev.nats_config`` writes it too (runbooks: re-render, HUP)."""
+        return self.creds_root / nats_config.CONFIG_DIR
 
     def env(self) -> dict[str, str]:
         """The variables docker-compose.yml interpolates."""
@@ -105,6 +107,20 @@ class Stack:
             "BRIDGE_HEALTH_INTERVAL": self.health_interval,
             **self.extra_env,
         }
+
+
+def write_dotenv(stack: Stack) -> Path:
+    """``<repo>/.env`` (git-ignored), read by both composes in the repo: the project name and
+    this user's uid/gid, so ``docker compose ps|logs|kill|up -d engine`` typed by hand (the
+    runbooks do) acts on the stack ``./dev stack up`` started, as it does."""
+    path = REPO / ".env"
+    path.write_text(
+        "# Written by ./dev stack up (bridge_dev/stack.py) for compose by hand; git-ignored.\n"
+        f"COMPOSE_PROJECT_NAME={stack.project}\n"
+        f"BRIDGE_UID={os.getuid()}\nBRIDGE_GID={os.getgid()}\n",
+        "utf-8",
+    )
+    return path
 
 
 def compose_command() -> list[str]:
@@ -232,6 +248,8 @@ def up(stack: Stack, services: Sequence[str] = (), say: Any = print) -> None:
         say("grafana: its image cannot be found or pulled here; bringing up the rest")
     creds = prepare(stack)
     say(f"credentials {stack.creds_root}, state {stack.state_dir}")
+    if stack == Stack():
+        say(f"wrote {write_dotenv(stack)} (project {stack.project}, your uid) for compose by hand")
     for built in images.build_all([images.NATS, images.ENGINE, images.PROMETHEUS]):
         say(f"{built.image}: {'built' if built.built else 'up to date'}")
     compose(stack, "up", "-d", "nats")
