@@ -91,6 +91,9 @@ def busybox_binary() -> Path:
     debs = sorted(cache.glob("busybox-static_*.deb"))
     if not debs:
         got = _run(["apt-get", "download", "busybox-static"], cwd=cache)
+        if got.returncode != 0 and os.getuid() == 0:
+            _run(["apt-get", "update", "-qq"])  # no package lists yet: only root may fetch them
+            got = _run(["apt-get", "download", "busybox-static"], cwd=cache)
         debs = sorted(cache.glob("busybox-static_*.deb"))
         if got.returncode != 0 or not debs:
             raise ImageError(f"apt-get download busybox-static failed: {got.stderr.strip()}")
