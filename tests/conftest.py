@@ -1,9 +1,10 @@
 """Shared pytest fixtures: dev credentials and a real, provisioned nats-server.
 
 ``nats_server`` runs the committed ``nats/server.conf`` plus the accounts rendered from the
-session's resolved dev entitlements, either in Docker (testcontainers, only when a Docker engine
-answers a ping) or, normally, as the pip-installed nats-server binary via
-:class:`bridge_dev.server.LocalNatsServer`. It always stops what it started.
+session's resolved dev entitlements: in Docker when an engine answers a ping (testcontainers'
+NATS module with the locally built image bridge-nats:dev, :mod:`bridge_dev.nats_container`),
+else as the pip-installed nats-server binary (:class:`bridge_dev.server.LocalNatsServer`). The
+header of the pytest run says which and why. It always stops what it started.
 
 The dev tooling (``bridge_dev``) is imported by the fixtures that use it, not here: the unit
 tests (``tests/unit``) run without it, and without its dependencies, in the minimum-versions
@@ -13,6 +14,7 @@ environment of ``./dev test``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import importlib
 import os
@@ -68,47 +70,38 @@ def _docker_available() -> bool:
             gc.collect()
 
 
+@functools.cache
+def _nats_path() -> tuple[str, str]:
+    """Which nats-server the ``nats_server`` fixture runs, and why (decided once a session).
+
+    ``BRIDGE_TEST_NATS=docker|local`` forces one; otherwise Docker (testcontainers' NATS module,
+    image bridge-nats:dev) when an engine answers a ping, else the local binary."""
+    forced = os.environ.get("BRIDGE_TEST_NATS", "")
+    if forced == "local":
+        return "local", "BRIDGE_TEST_NATS=local"
+    if _docker_available():
+        return "docker", "a Docker engine answers"
+    if forced == "docker":
+        raise pytest.UsageError("BRIDGE_TEST_NATS=docker, but no Docker engine answers")
+    return "local", "no Docker engine answers (DOCKER_HOST, /var/run/docker.sock)"
+
+
+def pytest_report_header() -> str:
+    path, why = _nats_path()
+    what = (
+        "Docker (testcontainers NatsContainer, image bridge-nats:dev, host network)"
+        if path == "docker"
+        else "local nats-server binary (bridge_dev.server.LocalNatsServer)"
+    )
+    return f"nats_server fixture: {what}: {why}"
+
+
 @contextmanager
 def _nats_in_docker(creds: DevCredentials, config_dir: Path) -> Iterator[ServerHandle]:
-    """Run nats/server.conf in the official image with the PKI mounted read-only, and the
-    accounts rendered from the dev entitlements: ``config_dir`` (mounted beside the committed
-    config) holds the runtime nats.conf that includes both."""
-    from testcontainers.community.nats import NatsContainer
+    from bridge_dev.nats_container import nats_in_docker
 
-    from bridge_dev.nats_config import RUNTIME_CONFIG, render_accounts, runtime_config_text
-    from bridge_dev.server import ServerHandle, server_config_file, server_env
-
-    render_accounts(config_dir, creds.entitlements_file)
-    (config_dir / RUNTIME_CONFIG).write_text(
-        runtime_config_text(f"../nats/{server_config_file().name}"), encoding="utf-8"
-    )
-
-    env = server_env(
-        creds,
-        host="0.0.0.0",  # inside the container; the host side is port-mapped
-        port=4222,
-        http_port=8222,
-        store_dir="/data",
-        name="bridge-test",
-        pki_dir="/etc/bridge/pki",
-    )
-    container = (
-        NatsContainer("nats:2.15")
-        .with_volume_mapping(server_config_file().parent, "/etc/bridge/nats")
-        .with_volume_mapping(config_dir, "/etc/bridge/run")
-        .with_volume_mapping(creds.root / "pki", "/etc/bridge/pki")
-        .with_envs(**env)
-        .with_command(["-c", f"/etc/bridge/run/{RUNTIME_CONFIG}"])
-    )
-    with container:
-        host = container.get_container_host_ip()
-        yield ServerHandle(
-            url=f"tls://{host}:{container.get_exposed_port(4222)}",
-            monitor_url=f"http://{host}:{container.get_exposed_port(8222)}",
-            store_dir=Path("/data"),
-            creds=creds,
-            pid=0,  # not a local process
-        )
+    with nats_in_docker(creds, config_dir) as handle:
+        yield handle
 
 
 @contextmanager
@@ -135,7 +128,7 @@ def nats_server(
     dev_creds: DevCredentials, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerHandle]:
     """A running nats-server with streams, consumer and KV provisioned (one per module)."""
-    runner = _nats_in_docker if _docker_available() else _nats_local
+    runner = _nats_in_docker if _nats_path()[0] == "docker" else _nats_local
     with runner(dev_creds, tmp_path_factory.mktemp("nats-config")) as handle:
         # Provision on a private event loop in a worker thread so it never touches the
         # loops pytest-asyncio manages for the tests.
