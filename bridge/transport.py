@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import nats
 import nats.errors
 import nats.js.api
+from nats.aio.client import DEFAULT_RECONNECT_TIME_WAIT
 from nats.aio.client import Client as NatsConnection
 from nats.aio.client import Server as NatsServer
 from nats.aio.msg import Msg
@@ -189,6 +190,7 @@ class NatsTransport:
 
     def __init__(self) -> None:
         self._nc: NatsConnection | None = None
+        self._max_reconnect_attempts = -1
 
     def _conn(self) -> NatsConnection:
         assert self._nc is not None, "NatsTransport used before connect()"
@@ -197,6 +199,7 @@ class NatsTransport:
     async def connect(self, settings: BridgeSettings, events: TransportEvents) -> None:
         s = settings
         seed = s.nkey_seed.get_secret_value() if s.nkey_seed is not None else None
+        self._max_reconnect_attempts = s.max_reconnect_attempts
 
         def reconnect_to(
             servers: list[NatsServer], _info: dict[str, Any]
@@ -212,27 +215,45 @@ class NatsTransport:
             )
             return target, delay
 
-        self._nc = await nats.connect(
-            servers=[u.strip() for u in s.nats_url.split(",") if u.strip()],
-            name=s.client_name,
-            tls=tls_context(s),
-            tls_hostname=None,
-            nkeys_seed=str(s.nkey_seed_file) if s.nkey_seed_file else None,
-            nkeys_seed_str=seed,
-            inbox_prefix=s.inbox_prefix or contract.inbox_prefix("orchestrator"),
-            connect_timeout=max(1, s.connect_timeout_ms // 1000),
-            # The first connect runs with reconnects off so that the client's backoff, not
-            # nats-py's fixed-wait loop, governs it; allow_reconnect() turns them on.
-            allow_reconnect=False,
-            max_reconnect_attempts=s.max_reconnect_attempts,
-            reconnect_to_server_handler=reconnect_to,
-            ping_interval=max(1, s.ping_interval_ms // 1000),
-            max_outstanding_pings=2,
-            error_cb=events.on_error,
-            disconnected_cb=events.on_disconnected,
-            reconnected_cb=events.on_reconnected,
-            closed_cb=events.on_closed,
-        )
+        # What each server answered during this attempt: nats-py reports only NoServersError
+        # once all were tried, the caller should see why (refused, timed out, no route).
+        refusals: list[Exception] = []
+
+        async def on_error(exc: Exception) -> None:
+            if self._nc is None:
+                refusals.append(exc)
+            await events.on_error(exc)
+
+        try:
+            self._nc = await nats.connect(
+                servers=[u.strip() for u in s.nats_url.split(",") if u.strip()],
+                name=s.client_name,
+                tls=tls_context(s),
+                tls_hostname=None,
+                nkeys_seed=str(s.nkey_seed_file) if s.nkey_seed_file else None,
+                nkeys_seed_str=seed,
+                inbox_prefix=s.inbox_prefix or contract.inbox_prefix("orchestrator"),
+                connect_timeout=max(1, s.connect_timeout_ms // 1000),
+                # The first connect runs with reconnects off so that the client's backoff, not
+                # nats-py's fixed-wait loop, governs it; allow_reconnect() turns them on. Until
+                # then each server is tried at most twice, without nats-py's wait: with -1 (never
+                # give up) nats-py's initial server selection would loop forever on a refused
+                # port, past connect_deadline_ms.
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0,
+                reconnect_to_server_handler=reconnect_to,
+                ping_interval=max(1, s.ping_interval_ms // 1000),
+                max_outstanding_pings=2,
+                error_cb=on_error,
+                disconnected_cb=events.on_disconnected,
+                reconnected_cb=events.on_reconnected,
+                closed_cb=events.on_closed,
+            )
+        except nats.errors.NoServersError:
+            if refusals:
+                raise refusals[-1] from None
+            raise
 
     def connect_error(self, exc: BaseException) -> bool | None:
         if isinstance(exc, ssl.SSLError | nats.errors.AuthorizationError):
@@ -244,7 +265,11 @@ class NatsTransport:
         return None
 
     def allow_reconnect(self) -> None:
-        self._conn().options["allow_reconnect"] = True
+        options = self._conn().options
+        options["allow_reconnect"] = True
+        options["max_reconnect_attempts"] = self._max_reconnect_attempts
+        # Only close() still reads it (how long to wait for a cancelled reconnect loop).
+        options["reconnect_time_wait"] = DEFAULT_RECONNECT_TIME_WAIT
 
     @property
     def is_connected(self) -> bool:

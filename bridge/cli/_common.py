@@ -109,8 +109,8 @@ def settings(config: Path | None, nats_url: str | None, **extra: object) -> Brid
     if "inbox_prefix" not in result.model_fields_set:
         update["inbox_prefix"] = contract.inbox_prefix("operator")
     if "max_reconnect_attempts" not in result.model_fields_set:
-        # nats-py retries a refused first connect forever unless this is bounded (the client's
-        # connect_deadline_ms cannot interrupt that loop): a command must end.
+        # A command gives up on a lost server after a few attempts; a trading process (the
+        # default, -1) keeps reconnecting.
         update["max_reconnect_attempts"] = CLI_RECONNECT_ATTEMPTS
     return result.model_copy(update=update) if update else result
 
