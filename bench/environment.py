@@ -11,7 +11,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.procs import BENCH_RS_DIR
 from bridge_dev.server import REPO_ROOT, nats_server_binary
 
 
@@ -60,11 +59,8 @@ def describe() -> dict[str, Any]:
             name: _dist(name)
             for name in ("nats-py", "protobuf", "pydantic", "grpcio", "uvloop", "hdrhistogram")
         },
-        "engine_crates": _crates(
-            REPO_ROOT / "engine-rs" / "Cargo.lock", ("async-nats", "prost", "tokio")
-        ),
-        "bench_crates": _crates(
-            BENCH_RS_DIR / "Cargo.lock", ("async-nats", "tonic", "prost", "tokio", "rustls")
+        "crates": _crates(
+            REPO_ROOT / "Cargo.lock", ("async-nats", "tonic", "prost", "tokio", "rustls")
         ),
         "machine": {
             "cpu_model": _cpu_model(),

@@ -22,20 +22,18 @@ import psutil
 
 from bridge_dev.server import REPO_ROOT
 
-BENCH_RS_DIR = REPO_ROOT / "bench" / "rs"
-
 
 class BenchError(RuntimeError):
     """A benchmark could not run as designed (a server did not start, orders were lost...)."""
 
 
 def bench_binary() -> Path:
-    """``BRIDGE_BENCH_BIN`` or ``bench/rs/target/release/bridge-bench``."""
+    """``BRIDGE_BENCH_BIN`` or ``target/release/bridge-bench`` (the Cargo workspace's)."""
     override = os.environ.get("BRIDGE_BENCH_BIN")
-    path = Path(override) if override else BENCH_RS_DIR / "target" / "release" / "bridge-bench"
+    path = Path(override) if override else REPO_ROOT / "target" / "release" / "bridge-bench"
     if not path.is_file():
         raise BenchError(
-            f"{path} not found; build it with `cargo build --release` in bench/rs "
+            f"{path} not found; build it with `cargo build --release` at the repo root "
             "(./dev setup does this)"
         )
     return path

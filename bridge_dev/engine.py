@@ -35,6 +35,8 @@ from bridge_dev.pki import DevCredentials
 from bridge_dev.server import REPO_ROOT, ServerHandle
 
 ENGINE_DIR = REPO_ROOT / "engine-rs"
+CARGO_TARGET = REPO_ROOT / "target"
+"""The Cargo workspace's target directory (Cargo.toml at the repo root: engine and bench)."""
 DEFAULT_ENGINE_CONFIG = ENGINE_DIR / "config" / "dev.toml"
 SEED_GENERATION: str | None = None
 """``seed_generation`` of the engines started without one (None: the config file's). The house's
@@ -69,14 +71,14 @@ def engine_binary() -> Path:
     override = os.environ.get("BRIDGE_ENGINE_BIN")
     candidates = [Path(override)] if override else []
     candidates += [
-        ENGINE_DIR / "target" / "release" / "bridge-engine",
-        ENGINE_DIR / "target" / "debug" / "bridge-engine",
+        CARGO_TARGET / "release" / "bridge-engine",
+        CARGO_TARGET / "debug" / "bridge-engine",
     ]
     for path in candidates:
         if path.is_file():
             return path
     raise EngineError(
-        "engine binary not found; build it with `cargo build --release` in engine-rs/ "
+        "engine binary not found; build it with `cargo build --release` at the repo root "
         "(./dev setup does this)"
     )
 

@@ -5,7 +5,7 @@
                        Prometheus, /etc/passwd + /etc/group (user ``bridge``, uid 10001), the CA
                        bundle, a static busybox as ``/bin/wget`` (healthchecks)
 ``bridge-nats:dev``    FROM scratch: the static ``nats-server`` of the venv and ``/bin/wget``
-``bridge-engine:dev``  FROM bridge-base: ``engine-rs/target/release/bridge-engine``
+``bridge-engine:dev``  FROM bridge-base: ``target/release/bridge-engine``
 ``bridge-prometheus``  FROM bridge-base: Debian's prometheus (``.dev/tools/bin``, ``./dev setup``)
 =====================  ==========================================================================
 
@@ -42,7 +42,7 @@ from bridge_dev.server import nats_server_binary
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / ".dev" / "tools" / "bin"
-ENGINE_BINARY = REPO / "engine-rs" / "target" / "release" / "bridge-engine"
+ENGINE_BINARY = REPO / "target" / "release" / "bridge-engine"
 INPUTS_LABEL = "org.execution-bridge.inputs"
 BRIDGE_UID = 10001
 

@@ -16,7 +16,7 @@ def engine_core(config: Path, orders: int) -> list[Result]:
     risk-check, match in the price-time book, encode every report and order store record."""
     binary = engine_binary().with_name("engine-core-bench")
     if not binary.is_file():
-        raise BenchError(f"{binary} not found: build engine-rs with `cargo build --release`")
+        raise BenchError(f"{binary} not found: `cargo build --release` at the repo root")
     done = subprocess.run(
         [str(binary), "--config", str(config), "--orders", str(orders)],
         capture_output=True,
