@@ -54,6 +54,24 @@ DEFAULT_MONITOR_URL = "http://127.0.0.1:8222"
 """nats-server's monitoring port as ``./dev server`` and the shipped config run it."""
 
 
+def engine_url() -> str:
+    """The engine's HTTP base URL by the engine's own knob: ``BRIDGE_HTTP_LISTEN`` (its
+    ``http_listen``) when set, else :data:`DEFAULT_ENGINE_URL`."""
+    listen = os.environ.get("BRIDGE_HTTP_LISTEN")
+    return f"http://{listen}" if listen else DEFAULT_ENGINE_URL
+
+
+def monitor_url() -> str:
+    """nats-server's monitoring URL by the server config's variables (``nats/server.conf``):
+    ``BRIDGE_NATS_HOST`` and ``BRIDGE_NATS_HTTP_PORT`` when set, else
+    :data:`DEFAULT_MONITOR_URL`."""
+    port = os.environ.get("BRIDGE_NATS_HTTP_PORT")
+    if not port:
+        return DEFAULT_MONITOR_URL
+    host = os.environ.get("BRIDGE_NATS_HOST", "127.0.0.1")
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+
 CONFIG_ENV = "BRIDGE_CONFIG_FILE"
 CLI_RECONNECT_ATTEMPTS = 3
 """``max_reconnect_attempts`` of the commands' connections unless the settings give one."""

@@ -19,7 +19,9 @@ from bridge.cli._common import (
     Negative,
     client,
     connection_options,
+    engine_url,
     http_get,
+    monitor_url,
     run,
     settings,
 )
@@ -77,15 +79,15 @@ async def _service_check(config: Path | None, nats_url: str | None, timeout: flo
     "--engine-url",
     "engine_urls",
     multiple=True,
-    default=[DEFAULT_ENGINE_URL],
-    show_default=True,
+    default=lambda: [engine_url()],
+    show_default=f"$BRIDGE_HTTP_LISTEN, else {DEFAULT_ENGINE_URL}",
     metavar="URL",
     help="An engine's HTTP base URL (its http_listen); repeat for several engines.",
 )
 @click.option(
     "--monitor-url",
-    default=DEFAULT_MONITOR_URL,
-    show_default=True,
+    default=monitor_url,
+    show_default=f"$BRIDGE_NATS_HTTP_PORT, else {DEFAULT_MONITOR_URL}",
     metavar="URL",
     help="nats-server's monitoring base URL.",
 )

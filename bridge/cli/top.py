@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from bridge import contract
-from bridge.cli._common import DEFAULT_ENGINE_URL, CommandFailed, http_get
+from bridge.cli._common import DEFAULT_ENGINE_URL, CommandFailed, engine_url, http_get
 from bridge.cli._metrics import Scrape, rate, scrape, select, total, window_quantile
 
 if TYPE_CHECKING:
@@ -145,8 +145,8 @@ def frame(
     "--engine-url",
     "engine_urls",
     multiple=True,
-    default=[DEFAULT_ENGINE_URL],
-    show_default=True,
+    default=lambda: [engine_url()],
+    show_default=f"$BRIDGE_HTTP_LISTEN, else {DEFAULT_ENGINE_URL}",
     metavar="URL",
     help="An engine's HTTP base URL (its http_listen); repeat for several engines.",
 )

@@ -1,7 +1,9 @@
-"""The ``nats ...`` command lines of the runbooks, as the runbook-command test runs them.
+"""The ``nats ...`` and ``bridge ...`` command lines of the runbooks, as the runbook-command
+test runs them.
 
 A command is a line of a fenced ```` ```sh ```` block of ``runbooks/*.md`` whose first word is
-``nats`` (continuation lines ending in ``\\`` joined, the trailing ``# comment`` dropped). Other
+``nats``, ``bridge`` or ``.venv/bin/bridge`` (continuation lines ending in ``\\`` joined, the
+trailing ``# comment`` dropped). Other
 fences (```` ``` ```` without ``sh``: log lines, sample output) hold no commands. The commands
 of ``cluster.md`` run against a 3-node cluster, every other runbook's against one server with
 an engine. Each runs as written, through ``bash -o pipefail``, in a directory whose ``.dev``
@@ -21,13 +23,14 @@ from pathlib import Path
 RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"
 CLUSTER_RUNBOOK = "cluster.md"
 _FENCE = re.compile(r"^\s*```(\S*)")
-_NATS = re.compile(r"^nats(\s|$)")
+_COMMAND = re.compile(r"^(nats|bridge|\.venv/bin/bridge)(\s|$)")
 
 SKIPPED: dict[str, str] = {
     "nats kv watch bridge_leases intake": "a live watch that only Ctrl-C ends",
     "nats stream edit ORDERS --config bridge/jetstream/orders.json -f": (
         "changes the stream (its --dry-run twin just before it is run)"
     ),
+    "bridge status ACCOUNT CLIENT_ORDER_ID": "placeholders, not an order",
     "nats context save bridge-operator ": (
         "re-points the context every other command uses at ./dev server's port (the test "
         "writes the contexts for its own servers with bridge_dev.natscli.write_contexts)"
@@ -117,7 +120,7 @@ def _logical_lines(block: list[tuple[int, str]]) -> list[tuple[int, str]]:
 
 
 def commands_of(path: Path) -> list[RunbookCommand]:
-    """The ``nats`` commands of one runbook, in file order."""
+    """The ``nats`` and ``bridge`` commands of one runbook, in file order."""
     found: list[RunbookCommand] = []
     block: list[tuple[int, str]] | None = None
     language = ""
@@ -131,7 +134,7 @@ def commands_of(path: Path) -> list[RunbookCommand]:
                 found += [
                     RunbookCommand(path.name, n, text)
                     for n, text in _logical_lines(block)
-                    if _NATS.match(text)
+                    if _COMMAND.match(text)
                 ]
             block = None
             continue
@@ -141,7 +144,7 @@ def commands_of(path: Path) -> list[RunbookCommand]:
 
 
 def runbook_commands() -> list[RunbookCommand]:
-    """Every runbook's ``nats`` commands (README first, then by file name)."""
+    """Every runbook's commands (README first, then by file name)."""
     files = sorted(RUNBOOKS.glob("*.md"), key=lambda p: (p.name != "README.md", p.name))
     return [c for path in files for c in commands_of(path)]
 

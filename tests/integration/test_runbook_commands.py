@@ -1,9 +1,13 @@
-"""The runbooks' ``nats ...`` commands, run as written against live servers, so they cannot rot.
+"""The runbooks' ``nats ...`` and ``bridge ...`` commands, run as written against live servers,
+so they cannot rot.
 
-Every ``nats`` line of a ```` ```sh ```` block of ``runbooks/*.md`` (tests/integration/
-runbook_commands.py) runs with the pinned natscli (``.dev/bin/nats``) and the contexts
-``./dev setup`` writes (:func:`bridge_dev.natscli.write_contexts`, here into a private
-``XDG_CONFIG_HOME`` and pointing at the test's servers):
+Every ``nats`` and ``bridge`` line of a ```` ```sh ```` block of ``runbooks/*.md``
+(tests/integration/runbook_commands.py) runs with the pinned natscli (``.dev/bin/nats``) and the
+contexts ``./dev setup`` writes (:func:`bridge_dev.natscli.write_contexts`, here into a private
+``XDG_CONFIG_HOME`` and pointing at the test's servers), and with the venv's ``bridge``
+console script reading the operator's settings from ``.dev/operator.toml`` (as ``./dev server``
+writes it; also ``BRIDGE_CONFIG_FILE``) and finding the engine and the server's monitoring port
+by their own variables (``BRIDGE_HTTP_LISTEN``, ``BRIDGE_NATS_HTTP_PORT``):
 
 * every runbook but ``cluster.md``: against one provisioned server with an engine
   (``engine-1``, seed generation 1) that has executed orders ``ACC1/ORD-1`` and ``ACC1/ORD-7``,
@@ -30,13 +34,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from bridge import BridgeClient, Order, OrderType, Side, TimeInForce
 from bridge_dev import natscli
 from bridge_dev.cluster import LocalNatsCluster
-from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.engine import EngineProcess, client_settings, write_client_config
 from bridge_dev.pki import DevCredentials
 from bridge_dev.provision import provision
 from bridge_dev.server import REPO_ROOT, ServerHandle, connect_as
@@ -84,8 +89,9 @@ _TIMEOUT_S = 30
 
 @dataclass
 class Sandbox:
-    """Where a runbook command runs: a directory with ``.dev`` (the test's credentials) and
-    ``bridge`` (the repo's), natscli first on PATH, the contexts in a private config home."""
+    """Where a runbook command runs: a directory with ``.dev`` (the test's credentials and the
+    operator's settings), ``bridge`` (the repo's) and ``.venv``, natscli and the venv's scripts
+    first on PATH, the contexts in a private config home."""
 
     cwd: Path
     env: dict[str, str]
@@ -136,15 +142,21 @@ def _mirror(source: Path, target: Path) -> None:
             (target / path.name.replace("desk-a", STAND_IN, 1)).symlink_to(path)
 
 
-def make_sandbox(root: Path, creds: DevCredentials, url: str, logs: list[Path]) -> Sandbox:
+def make_sandbox(
+    root: Path, handle: ServerHandle, logs: list[Path], engine: EngineProcess | None = None
+) -> Sandbox:
+    creds, url = handle.creds, handle.url
     cwd = root / "cwd"
     dev = cwd / ".dev"
     _mirror(creds.pki_dir, dev / "pki")
     _mirror(creds.nkeys_dir, dev / "nkeys")
+    (dev / "entitlements.toml").symlink_to(creds.entitlements_file)
+    operator = write_client_config(client_settings(handle, role="operator"), dev / "operator.toml")
     (cwd / "bridge").symlink_to(REPO_ROOT / "bridge")
+    (cwd / ".venv").symlink_to(sys.prefix)
     config = root / "config"
     natscli.write_contexts(creds, url, home=config / "nats")
-    path = [str(natscli.NATS_CLI.parent)]
+    path = [str(natscli.NATS_CLI.parent), str(Path(sys.executable).parent)]
     if shutil.which("jq") is None:
         bin_dir = root / "bin"
         bin_dir.mkdir()
@@ -162,7 +174,11 @@ def make_sandbox(root: Path, creds: DevCredentials, url: str, logs: list[Path]) 
         # natscli waits its whole timeout for the answers to a request whose number of answers
         # it does not know (`micro ping`, peer-remove's look-up): 3 s instead of 5 s.
         NATS_TIMEOUT="3s",
+        BRIDGE_CONFIG_FILE=str(operator),
+        BRIDGE_NATS_HTTP_PORT=str(urlsplit(handle.monitor_url).port),
     )
+    if engine is not None and engine.http_addr is not None:
+        env["BRIDGE_HTTP_LISTEN"] = engine.http_addr
     return Sandbox(cwd=cwd, env=env, logs=logs, url=url)
 
 
@@ -205,7 +221,7 @@ def server(
     try:
         asyncio.run(_execute_the_runbooks_orders(nats_server))
         logs = [nats_server.log_file] if nats_server.log_file is not None else []
-        yield make_sandbox(root, nats_server.creds, nats_server.url, logs)
+        yield make_sandbox(root, nats_server, logs, engine)
     finally:
         code = engine.stop()
     assert code == 0, f"engine exited with {code}; log tail:\n{engine.log_tail()}"
@@ -218,7 +234,7 @@ def cluster(
     root = tmp_path_factory.mktemp("runbook-cluster")
     with LocalNatsCluster(dev_creds, name="runbook") as nodes:
         logs = [node.log_file for node in nodes.nodes]
-        yield nodes, make_sandbox(root, dev_creds, nodes.handle.url, logs)
+        yield nodes, make_sandbox(root, nodes.handle, logs)
 
 
 def test_every_listed_command_is_in_a_runbook() -> None:
