@@ -134,9 +134,13 @@ def _read_from(path: Path, offset: int) -> list[str]:
 
 
 def _mirror(source: Path, target: Path) -> None:
-    """``target``: a directory of links to every file of ``source``, and the stand-in's."""
+    """``target``: a directory of links to every file of ``source``, with desk-a's files as the
+    stand-in's. A real ``desk-c`` of the session's credentials (an earlier test may issue one
+    for a server of its own) is left out: this test's server does not know its key."""
     target.mkdir(parents=True)
     for path in source.iterdir():
+        if path.name.startswith(STAND_IN):
+            continue
         (target / path.name).symlink_to(path)
         if path.name.startswith("desk-a"):
             (target / path.name.replace("desk-a", STAND_IN, 1)).symlink_to(path)
