@@ -105,6 +105,18 @@ def connection_options(command: Callable[P, T]) -> Callable[P, T]:
     )(command)
 
 
+engine_url_option = click.option(
+    "--engine-url",
+    "engine_urls",
+    multiple=True,
+    default=lambda: [engine_url()],
+    show_default=f"$BRIDGE_HTTP_LISTEN, else {DEFAULT_ENGINE_URL}",
+    metavar="URL",
+    help="An engine's HTTP base URL (its http_listen); repeat for several engines.",
+)
+"""``--engine-url`` of the commands that read the engines' HTTP endpoints (``health``, ``top``)."""
+
+
 def settings(config: Path | None, nats_url: str | None, **extra: object) -> BridgeSettings:
     """The client settings of ``--config``/``BRIDGE_*``/``--nats-url``; the operator's inbox
     unless they name one."""

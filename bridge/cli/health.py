@@ -14,12 +14,11 @@ from pathlib import Path
 import click
 
 from bridge.cli._common import (
-    DEFAULT_ENGINE_URL,
     DEFAULT_MONITOR_URL,
     Negative,
     client,
     connection_options,
-    engine_url,
+    engine_url_option,
     http_get,
     monitor_url,
     run,
@@ -75,15 +74,7 @@ async def _service_check(config: Path | None, nats_url: str | None, timeout: flo
 
 
 @click.command()
-@click.option(
-    "--engine-url",
-    "engine_urls",
-    multiple=True,
-    default=lambda: [engine_url()],
-    show_default=f"$BRIDGE_HTTP_LISTEN, else {DEFAULT_ENGINE_URL}",
-    metavar="URL",
-    help="An engine's HTTP base URL (its http_listen); repeat for several engines.",
-)
+@engine_url_option
 @click.option(
     "--monitor-url",
     default=monitor_url,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import click
 
 from bridge import contract
-from bridge.cli._common import DEFAULT_ENGINE_URL, CommandFailed, engine_url, http_get
+from bridge.cli._common import CommandFailed, engine_url_option, http_get
 from bridge.cli._metrics import Scrape, rate, scrape, select, total, window_quantile
 
 if TYPE_CHECKING:
@@ -141,15 +141,7 @@ def frame(
 
 
 @click.command()
-@click.option(
-    "--engine-url",
-    "engine_urls",
-    multiple=True,
-    default=lambda: [engine_url()],
-    show_default=f"$BRIDGE_HTTP_LISTEN, else {DEFAULT_ENGINE_URL}",
-    metavar="URL",
-    help="An engine's HTTP base URL (its http_listen); repeat for several engines.",
-)
+@engine_url_option
 @click.option(
     "--client-url",
     "client_urls",
