@@ -113,6 +113,71 @@ ALERTS_ENGINE = "bridge.v1.alerts.engine.>"
 """Every refusal an engine raised: what the sentinel acts on."""
 ALERTS_ALL = "bridge.v1.alerts.>"
 """Every security alert: the ALERTS stream's subjects."""
+MD_UPDATE_PREFIX = "bridge.v1.md.book."
+
+
+def md_update(symbol: str) -> str:
+    """Incremental L2 updates and trades of one symbol's book (MarketDataUpdate), sequenced per
+    symbol; core NATS, published by the engine that owns the symbol."""
+    return f"bridge.v1.md.book.{symbol}"
+
+
+MD_UPDATES_ALL = "bridge.v1.md.book.>"
+"""Every symbol's incremental updates."""
+MD_QUOTE_PREFIX = "bridge.v1.md.quote."
+
+
+def md_quote(symbol: str) -> str:
+    """Top of book of one symbol (Quote), published when it changes."""
+    return f"bridge.v1.md.quote.{symbol}"
+
+
+MD_QUOTES_ALL = "bridge.v1.md.quote.>"
+"""Every symbol's top of book."""
+MD_TRADE_PREFIX = "bridge.v1.md.trade."
+
+
+def md_trade(symbol: str) -> str:
+    """The public trade tape of one symbol (Trade)."""
+    return f"bridge.v1.md.trade.{symbol}"
+
+
+MD_TRADES_ALL = "bridge.v1.md.trade.>"
+"""Every symbol's trades."""
+MD_SNAPSHOT_PREFIX = "bridge.v1.md.snapshot."
+
+
+def md_snapshot(symbol: str) -> str:
+    """Request-reply: one symbol's whole book and its sequence (MarketDataSnapshotRequest ->
+    MarketDataSnapshot), served by the engines' queue group."""
+    return f"bridge.v1.md.snapshot.{symbol}"
+
+
+MD_SNAPSHOT_ALL = "bridge.v1.md.snapshot.>"
+"""Every symbol's snapshot requests: what the engines serve."""
+FEED_OPEN = "bridge.v1.feed.open"
+"""Request-reply: opens a flow-controlled input stream into the engine (FeedOpen -> FeedGrant)."""
+FEED_DATA_PREFIX = "bridge.v1.feed.data."
+
+
+def feed_data(stream_id: str) -> str:
+    """One input stream's messages (FeedMessage); the reply subject is the sender's grant inbox."""
+    return f"bridge.v1.feed.data.{stream_id}"
+
+
+FEED_ALL = "bridge.v1.feed.>"
+"""Every input stream subject: what the engines serve."""
+CONFIG_APPLIED_PREFIX = "bridge.v1.config.applied."
+
+
+def config_applied(side: str) -> str:
+    """What a side (engine or client) did with a runtime configuration document revision
+    (ConfigApplied)."""
+    return f"bridge.v1.config.applied.{side}"
+
+
+CONFIG_APPLIED_ALL = "bridge.v1.config.applied.>"
+"""Every side's configuration outcomes: what `bridge config set` waits on."""
 
 # Roles (each has its own inbox prefix)
 ROLES = (
@@ -139,6 +204,9 @@ SENTINEL_CONSUMER = "sentinel"
 # kv_buckets
 ORDERS_KV_BUCKET = "bridge_orders"
 """The engine's order store: latest state per order."""
+CONFIG_KV_BUCKET = "bridge_config"
+"""Runtime configuration: one typed, versioned JSON document per key (schemas/config/v1), watched by
+both sides; its history is the audit trail."""
 LEASES_KV_BUCKET = "bridge_leases"
 """Engine leases (one live engine per symbol and per intake); TTL = the bucket's max_age."""
 
@@ -163,6 +231,21 @@ def lease_symbol_key(symbol: str) -> str:
     """Lease of one symbol."""
     return f"symbol.{symbol}"
 
+
+CONFIG_RISK_KEY = "risk"
+"""Config document: risk limits, global and per symbol (engine)."""
+CONFIG_SYMBOLS_KEY = "symbols"
+"""Config document: the symbols open for trading (engine)."""
+CONFIG_TRADING_STATE_KEY = "trading_state"
+"""Config document: ACTIVE / REDUCE_ONLY / HALTED, venue-wide and per symbol: the kill switch
+(engine)."""
+CONFIG_LOG_LEVELS_KEY = "log_levels"
+"""Config document: the log level of each side (engine and client)."""
+CONFIG_CLIENT_KEY = "client"
+"""Config document: the client's timeouts, retry limits, in-flight and backpressure limits
+(client)."""
+CONFIG_ROUTING_KEY = "routing"
+"""Config document: which pattern (sync or queued) BridgeClient.send gives an order (client)."""
 
 # Names JetStream derives from ours
 KV_STREAM_PREFIX = "KV_"
@@ -252,6 +335,8 @@ ACCOUNT_PATTERN = "^[A-Za-z0-9-][A-Za-z0-9_-]{0,31}$"
 """Trading account."""
 SYMBOL_PATTERN = "^[A-Za-z0-9._/-]{1,32}$"
 """Instrument, e.g. AAPL."""
+STREAM_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
+"""An input stream's id, chosen by its sender."""
 
 # Fixed strings
 SIGNING_DOMAIN = "bridge.v1.sig"

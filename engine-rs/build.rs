@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "../schemas/bridge/v1/common.proto",
         "../schemas/bridge/v1/orders.proto",
         "../schemas/bridge/v1/security.proto",
+        "../schemas/bridge/v1/market_data.proto",
         "proto/engine/v1/state.proto",
     ];
     let includes = ["../schemas", "proto"];

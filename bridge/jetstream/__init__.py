@@ -25,7 +25,11 @@ CONSUMER_STREAMS: dict[str, str] = {
 }
 """Each consumer's file and the stream it belongs to."""
 CONSUMER_FILES: tuple[str, ...] = tuple(CONSUMER_STREAMS)
-KV_FILES: tuple[str, ...] = ("kv-bridge_orders.json", "kv-bridge_leases.json")
+KV_FILES: tuple[str, ...] = (
+    "kv-bridge_orders.json",
+    "kv-bridge_leases.json",
+    "kv-bridge_config.json",
+)
 ALL_FILES: tuple[str, ...] = (*STREAM_FILES, *CONSUMER_FILES, *KV_FILES)
 
 

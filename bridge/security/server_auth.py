@@ -88,6 +88,21 @@ def _under(prefix: str) -> str:
     return f"{prefix}.>"
 
 
+def _config_reader() -> tuple[str, ...]:
+    """Reading and watching the runtime configuration bucket (bridge/runtime_config.py): its
+    stream's info, direct and leader gets, and an ordered consumer (with its flow control)."""
+    stream = contract.kv_stream(contract.CONFIG_KV_BUCKET)
+    return (
+        _stream_info(stream),
+        f"{_JS_API}.DIRECT.GET.{stream}.>",
+        f"{_JS_API}.STREAM.MSG.GET.{stream}",
+        f"{_JS_API}.CONSUMER.CREATE.{stream}",
+        f"{_JS_API}.CONSUMER.CREATE.{stream}.>",
+        f"{_JS_API}.CONSUMER.DELETE.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    )
+
+
 @dataclass(frozen=True)
 class Permissions:
     """One user's publish/subscribe permissions (nats-server's ``permissions`` block)."""
@@ -157,8 +172,20 @@ def _orchestrator(identity: Identity) -> Permissions:
             # Readiness (BridgeClient.readiness): ping the engines' micro service, which every
             # running engine answers; not its INFO or STATS, nor any other service.
             contract.service_ping(contract.SERVICE_NAME),
+            # Market data (public: every symbol): snapshots, and flow-controlled input streams.
+            contract.MD_SNAPSHOT_ALL,
+            contract.FEED_ALL,
+            # Runtime configuration: watches the bucket (never writes it), says what it applied.
+            *_config_reader(),
+            contract.config_applied("client"),
         ),
-        subscribe_allow=(_under(inbox_prefix(identity)), *reports),
+        subscribe_allow=(
+            _under(inbox_prefix(identity)),
+            *reports,
+            contract.MD_UPDATES_ALL,
+            contract.MD_QUOTES_ALL,
+            contract.MD_TRADES_ALL,
+        ),
     )
 
 
@@ -182,6 +209,10 @@ def _operator(identity: Identity) -> Permissions:
             # The NATS service API (`nats micro ls | info | stats | ping`): discovery requests
             # to every service instance.
             contract.SERVICE_ALL,
+            # Runtime configuration: the only role that writes documents (`bridge config set`).
+            contract.kv_key_subject(contract.CONFIG_KV_BUCKET, _ALL),
+            # Market data snapshots (`bridge top`, the demo's top of book).
+            contract.MD_SNAPSHOT_ALL,
         ),
         subscribe_allow=(_ALL,),
     )
@@ -203,6 +234,11 @@ def _engine(identity: Identity) -> Permissions:
             f"{_JS_ACK}.{contract.ORDERS_STREAM}.>",
             contract.kv_key_subject(contract.ORDERS_KV_BUCKET, _ALL),
             contract.kv_key_subject(contract.LEASES_KV_BUCKET, _ALL),
+            # Market data of the symbols it owns, and what it did with a config document.
+            contract.MD_UPDATES_ALL,
+            contract.MD_QUOTES_ALL,
+            contract.MD_TRADES_ALL,
+            contract.config_applied("engine"),
             inbox,
         ),
         publish_deny=(
@@ -215,6 +251,8 @@ def _engine(identity: Identity) -> Permissions:
             contract.STATUS_ALL,
             contract.ENGINE_ALL,
             contract.SERVICE_ALL,
+            contract.MD_SNAPSHOT_ALL,
+            contract.FEED_ALL,
             inbox,
         ),
         # Answers requests (orders and the service API's): one publish to the reply subject of

@@ -140,6 +140,12 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     """The account in the subject differs from the account in the payload."""
     REJECT_REASON_NOT_ENTITLED: _RejectReason.ValueType  # 15
     """The signer is not entitled to trade or read this account."""
+    REJECT_REASON_TRADING_HALTED: _RejectReason.ValueType  # 16
+    """Runtime trading state (config document trading_state; added in bridge.v1 after 15): the
+    symbol or the venue is HALTED, or REDUCE_ONLY and the order would not reduce the account's
+    position. Older readers see unknown values: treat as rejected.
+    """
+    REJECT_REASON_REDUCE_ONLY: _RejectReason.ValueType  # 17
 
 class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper): ...
 
@@ -181,6 +187,12 @@ REJECT_REASON_ACCOUNT_MISMATCH: RejectReason.ValueType  # 14
 """The account in the subject differs from the account in the payload."""
 REJECT_REASON_NOT_ENTITLED: RejectReason.ValueType  # 15
 """The signer is not entitled to trade or read this account."""
+REJECT_REASON_TRADING_HALTED: RejectReason.ValueType  # 16
+"""Runtime trading state (config document trading_state; added in bridge.v1 after 15): the
+symbol or the venue is HALTED, or REDUCE_ONLY and the order would not reduce the account's
+position. Older readers see unknown values: treat as rejected.
+"""
+REJECT_REASON_REDUCE_ONLY: RejectReason.ValueType  # 17
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
 class _OrderStatus:

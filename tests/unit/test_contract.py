@@ -206,6 +206,7 @@ def test_rendered_permissions_use_only_contract_names() -> None:
         f"{contract.identity_inbox_prefix(i.role, i.nkey)}.>" for i in DEV_RESOLVED.identities
     }
     names = {e["name"] for t in ("streams", "kv_buckets", "consumers") for e in TOML[t].values()}
+    names |= {contract.kv_stream(e["name"]) for e in TOML["kv_buckets"].values()}
     found = _conf_subjects(RENDERED)
     assert len(found) > 30, "no permissions parsed from the rendered accounts"
     for subject in found:

@@ -70,7 +70,17 @@ def test_a_desk_may_use_only_its_own_account_and_inbox() -> None:
     assert f"$JS.API.CONSUMER.CREATE.EXECUTIONS.*.{contract.executions_for_account('DESK-A')}" in (
         p.publish_allow
     )
-    assert p.subscribe_allow == (f"{own_inbox}.>", contract.executions_for_account("DESK-A"))
+    assert p.subscribe_allow == (
+        f"{own_inbox}.>",
+        contract.executions_for_account("DESK-A"),
+        # Market data is public: every desk sees every symbol's book and tape.
+        contract.MD_UPDATES_ALL,
+        contract.MD_QUOTES_ALL,
+        contract.MD_TRADES_ALL,
+    )
+    # The runtime configuration is read, never written, by an orchestrator.
+    assert not any(s.startswith("$KV.") for s in p.publish_allow)
+    assert contract.config_applied("client") in p.publish_allow
     assert not any("DESK-B" in s for s in (*p.publish_allow, *p.subscribe_allow))
     assert not p.allow_responses
     assert server_auth.inbox_prefix(desk_a.identity) == own_inbox
@@ -123,6 +133,10 @@ def test_engine_keeps_its_role_permissions_plus_its_alerts() -> None:
         "$JS.ACK.ORDERS.>",
         "$KV.bridge_orders.>",
         "$KV.bridge_leases.>",
+        "bridge.v1.md.book.>",
+        "bridge.v1.md.quote.>",
+        "bridge.v1.md.trade.>",
+        "bridge.v1.config.applied.engine",
         "_INBOX.engine.>",
     )
     assert p.publish_deny == (
@@ -138,6 +152,8 @@ def test_engine_keeps_its_role_permissions_plus_its_alerts() -> None:
         "bridge.v1.orders.status.*",
         "bridge.v1.engine.>",
         "$SRV.>",
+        "bridge.v1.md.snapshot.>",
+        "bridge.v1.feed.>",
         "_INBOX.engine.>",
     )
     assert p.allow_responses
@@ -153,6 +169,8 @@ def test_operator_administers_but_sends_only_status_and_cancel_of_its_accounts()
         "bridge.v1.orders.cancel.*",
         "_INBOX.operator.>",
         "$SRV.>",
+        "$KV.bridge_config.>",
+        "bridge.v1.md.snapshot.>",
     )
     assert everything.subscribe_allow == (">",)
     one = _dev().by_name("operator").model_copy(update={"accounts": ("DESK-A",)})
