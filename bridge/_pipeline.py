@@ -28,7 +28,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import nats.errors
 import nats.js.api
@@ -37,6 +37,8 @@ from nats.aio.msg import Msg
 
 from bridge import contract
 from bridge._connection import Connection
+from bridge._slots import Slots
+from bridge.config import BridgeSettings
 from bridge.errors import (
     BackpressureError,
     BridgeError,
@@ -70,17 +72,26 @@ class Pipeline:
 
     def __init__(self, conn: Connection, outbox: OrderOutbox | None) -> None:
         self._conn = conn
-        self._settings = conn.settings
         self._outbox = outbox
-        self._inflight = asyncio.Semaphore(conn.settings.max_inflight)
+        self._inflight = Slots(conn.settings.max_inflight)
         self.in_flight = 0  # slots taken now (bridge_client_queued_in_flight, read at scrape)
         self._metrics = conn.metrics
-        self._acks = _PubAcks(conn.settings.publish_timeout_ms / 1000, conn.metrics.queued)
+        self._acks = _PubAcks(lambda: conn.settings.publish_timeout_ms / 1000, conn.metrics.queued)
         conn.on_open(self._acks.start)  # JetStream's answers, subscribed before the first order
         conn.on_drop(
             lambda: self._acks.fail_all("the connection dropped before JetStream confirmed it")
         )
         conn.on_violation(self._acks.fail_all_with)
+
+    @property
+    def _settings(self) -> BridgeSettings:
+        """The client's live settings (a runtime ``client`` document may replace them)."""
+        return self._conn.settings
+
+    def resize(self, max_inflight: int) -> None:
+        """A new ``max_inflight``: more slots free waiters at once; fewer take none back (the
+        publishes in flight finish, new ones wait until fewer are in flight)."""
+        self._inflight.resize(max_inflight)
 
     async def run(
         self, orders: Sequence[Order], correlation_id: str, traceparent: str
@@ -274,9 +285,9 @@ class _PubAcks:
     JetStream error, or the no-responders status).
     """
 
-    def __init__(self, wait_s: float, metrics: PathMetrics) -> None:
+    def __init__(self, wait_s: Callable[[], float], metrics: PathMetrics) -> None:
         self._prefix = ""
-        self._wait_s = wait_s
+        self._wait = wait_s  # the live publish_timeout_ms, in seconds
         self._count = 0
         self._ack_latency = metrics.ack_latency
         # reply token -> (future, client order id, correlation id, perf_counter at publish)
@@ -321,11 +332,12 @@ class _PubAcks:
         """Wait for ``futures`` up to the publish timeout; fail those still unanswered."""
         if not futures:
             return
-        _, late = await asyncio.wait(futures, timeout=self._wait_s)
+        wait_s = self._wait()
+        _, late = await asyncio.wait(futures, timeout=wait_s)
         for future, client_order_id, correlation_id, _ in self._drop(late):
             future.set_exception(
                 _publish_failure(
-                    nats.errors.TimeoutError(), client_order_id, correlation_id, self._wait_s
+                    nats.errors.TimeoutError(), client_order_id, correlation_id, wait_s
                 )
             )
 

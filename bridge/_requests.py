@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError, Message
 
 from bridge import _violations, contract
 from bridge._connection import Connection
+from bridge.config import BridgeSettings
 from bridge.errors import (
     BridgeError,
     EngineUnavailableError,
@@ -80,8 +81,12 @@ class Requests:
 
     def __init__(self, conn: Connection, outbox: OrderOutbox | None) -> None:
         self._conn = conn
-        self._settings = conn.settings
         self._outbox = outbox
+
+    @property
+    def _settings(self) -> BridgeSettings:
+        """The client's live settings (a runtime ``client`` document may replace them)."""
+        return self._conn.settings
 
     async def _request(
         self,
