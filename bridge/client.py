@@ -67,6 +67,8 @@ from bridge.metrics import METRICS, ClientMetrics
 from bridge.models import Order, OrderAck, OrderState, QueuedOrder
 from bridge.outbox import OrderOutbox
 from bridge.reports import ReportStream
+from bridge.runtime_config.routing import DEFAULT_ROUTING, QUEUED, Routing
+from bridge.runtime_config.watch import ConfigWatch
 from bridge.tracecontext import new_trace_id, trace_id_for, traceparent
 from bridge.transport import NatsTransport, Transport, flush_ordered, tls_context
 
@@ -117,10 +119,34 @@ class BridgeClient:
         self._requests = Requests(self._conn, outbox)
         self._pipeline = Pipeline(self._conn, outbox)
         self._metrics.watch(self._conn, self._pipeline)
+        self._config = (
+            ConfigWatch(self._conn, self._settings, self._use_settings)
+            if self._settings.runtime_config
+            else None
+        )
 
     @property
     def settings(self) -> BridgeSettings:
-        return self._settings
+        """The settings in force: those given, overlaid by the runtime ``client`` document
+        (``bridge.runtime_config``) while there is one."""
+        return self._conn.settings
+
+    @property
+    def routing(self) -> Routing:
+        """The rule ``send`` follows: the runtime ``routing`` document's, else every order
+        ``sync`` (``bridge.runtime_config.routing.DEFAULT_ROUTING``)."""
+        return self._config.routing if self._config is not None else DEFAULT_ROUTING
+
+    @property
+    def runtime_config(self) -> ConfigWatch | None:
+        """The watch of the runtime configuration bucket (its ``documents`` in force and the
+        ``revisions`` handled), None with ``runtime_config`` off."""
+        return self._config
+
+    def _use_settings(self, settings: BridgeSettings) -> None:
+        """Swap the settings in force; the next operation reads them."""
+        self._conn.settings = settings
+        self._pipeline.resize(settings.max_inflight)
 
     @property
     def metrics(self) -> ClientMetrics:
@@ -244,6 +270,17 @@ class BridgeClient:
             return await self._requests.status(
                 account, client_order_id, timeout, correlation_id, traceparent(trace)
             )
+
+    async def send(
+        self, order: Order, *, correlation_id: str | None = None
+    ) -> OrderAck | QueuedOrder:
+        """Send ``order`` by the pattern the routing rule gives it (``routing``, changeable at
+        run time through the ``routing`` document): ``sync`` -> ``submit`` (an ``OrderAck``),
+        ``queued`` -> ``enqueue`` (a ``QueuedOrder``). Raises as that method does. Without a
+        routing document every order is ``sync``."""
+        if self.routing.route(order) == QUEUED:
+            return await self.enqueue(order, correlation_id=correlation_id)
+        return await self.submit(order, correlation_id=correlation_id)
 
     # -- asynchronous JetStream queueing -----------------------------------------------------
 

@@ -108,6 +108,12 @@ class BridgeSettings(BaseSettings):
         "a slower reader leaves the rest in EXECUTIONS, nothing is dropped.",
     )
 
+    runtime_config: bool = Field(
+        default=True,
+        description="Watch the runtime configuration bucket (bridge_config) and apply its "
+        "client, routing and log_levels documents while running (bridge.runtime_config).",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _refuse_renamed_knobs(cls, data: Any) -> Any:

@@ -287,3 +287,31 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )
+
+
+LEVELS: dict[str, int] = {
+    "trace": logging.DEBUG,  # Python has no trace level: the bridge's finest is debug
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+"""The runtime ``log_levels`` document's level names (the engine's) -> stdlib levels."""
+
+_level_before: int | None = None  # the bridge logger's own level before the first override
+
+
+def set_level(level: str | None) -> None:
+    """Set the level of every ``bridge.*`` logger at run time (the ``client`` entry of the
+    ``log_levels`` document: trace, debug, info, warn, error), or, with None, give back the
+    level the ``bridge`` logger had before the first call (the application's choice)."""
+    global _level_before
+    bridge = logging.getLogger("bridge")
+    if level is None:
+        if _level_before is not None:
+            bridge.setLevel(_level_before)
+            _level_before = None
+        return
+    if _level_before is None:
+        _level_before = bridge.level
+    bridge.setLevel(LEVELS[level])

@@ -153,6 +153,15 @@ class Transport(Protocol):
 
     async def add_consumer(self, stream: str, config: nats.js.api.ConsumerConfig) -> None: ...
 
+    async def watch_stream(
+        self, stream: str, subject: str, cb: MessageHandler, heartbeat_s: float
+    ) -> Subscription:
+        """An ordered consumer of ``stream`` filtered to ``subject``: the last message of each
+        subject, then every new one, in stream order, headers included (nats-py's KV watch
+        drops them). Re-created from the last sequence seen when ``heartbeat_s`` passes twice
+        without a message or heartbeat; ``unsubscribe`` ends it."""
+        ...
+
     async def drain(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -332,6 +341,22 @@ class NatsTransport:
 
     async def add_consumer(self, stream: str, config: nats.js.api.ConsumerConfig) -> None:
         await self._conn().jetstream().add_consumer(stream, config)
+
+    async def watch_stream(
+        self, stream: str, subject: str, cb: MessageHandler, heartbeat_s: float
+    ) -> Subscription:
+        return (
+            await self._conn()
+            .jetstream()
+            .subscribe(
+                subject,
+                stream=stream,  # no stream lookup by subject (an API the client may not call)
+                cb=cb,
+                ordered_consumer=True,
+                idle_heartbeat=heartbeat_s,
+                deliver_policy=nats.js.api.DeliverPolicy.LAST_PER_SUBJECT,
+            )
+        )
 
     async def drain(self) -> None:
         await self._conn().drain()

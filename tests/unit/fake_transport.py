@@ -292,7 +292,15 @@ class FakeTransport:
                 future.set_exception(error or nats.errors.ConnectionReconnectingError())
 
     async def stream_info(self, stream: str) -> StreamState:
+        if stream == contract.kv_stream(contract.CONFIG_KV_BUCKET):
+            return StreamState(0, 0, 0)  # an empty config bucket: the client's own settings
         raise NotImplementedError("report streams need a real server (tests/integration)")
+
+    async def watch_stream(
+        self, stream: str, subject: str, cb: MessageHandler, heartbeat_s: float
+    ) -> FakeSubscription:
+        """The runtime configuration watch: nothing is ever written (tests/integration)."""
+        return FakeSubscription(subject, cb)
 
     async def add_consumer(self, stream: str, config: nats.js.api.ConsumerConfig) -> None:
         raise NotImplementedError("report streams need a real server (tests/integration)")
