@@ -11,6 +11,7 @@
 ``bridge top``              live view of the metrics endpoints (``top`` extra: rich)
 ``bridge alerts``           the newest security alerts
 ``bridge audit verify``     check the execution journal's hash chains
+``bridge config ...``       runtime configuration documents: get, set, diff, history
 ==========================  =======================================================
 
 Connection options, the identity and the exit codes are the same everywhere
@@ -28,6 +29,7 @@ import click
 from bridge import __version__
 from bridge.cli.alerts import alerts, render_alert
 from bridge.cli.audit import audit
+from bridge.cli.config import config
 from bridge.cli.health import health
 from bridge.cli.orders import cancel, status, submit
 from bridge.cli.provision import provision
@@ -50,7 +52,19 @@ def cli() -> None:
     rejected, not found, broken), 2 could not run."""
 
 
-for command in (provision, health, streams, tail, submit, status, cancel, top, alerts, audit):
+for command in (
+    provision,
+    health,
+    streams,
+    tail,
+    submit,
+    status,
+    cancel,
+    top,
+    alerts,
+    audit,
+    config,
+):
     cli.add_command(command)
 
 

@@ -25,6 +25,11 @@ COMMANDS = [
     ["alerts"],
     ["audit"],
     ["audit", "verify"],
+    ["config"],
+    ["config", "get"],
+    ["config", "set"],
+    ["config", "diff"],
+    ["config", "history"],
 ]
 
 
@@ -34,6 +39,23 @@ def test_every_command_is_listed() -> None:
     audit = cli.commands["audit"]
     assert isinstance(audit, click.Group)
     assert set(audit.commands) == {"verify"}
+    group = cli.commands["config"]
+    assert isinstance(group, click.Group)
+    assert set(group.commands) == {"get", "set", "diff", "history"}
+
+
+def test_config_set_refuses_an_invalid_document_before_connecting() -> None:
+    """Validated locally first: field and rule on stderr, exit 1, nothing written (no server
+    is needed to refuse it)."""
+    bad = '{"version": 1, "state": "PAUSED"}'
+    result = CliRunner().invoke(cli, ["config", "set", "trading_state", bad])
+    assert result.exit_code == 1, result.output
+    assert "refused: state: enum:" in result.output
+    result = CliRunner().invoke(cli, ["config", "diff", "routing", "-"], input="{")
+    assert result.exit_code == 1
+    assert "refused: <document>: json:" in result.output
+    result = CliRunner().invoke(cli, ["config", "get", "colours"])
+    assert result.exit_code == 2
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
@@ -44,7 +66,9 @@ def test_help(command: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "command", [c for c in COMMANDS if c[0] not in ("top", "audit")], ids=" ".join
+    "command",
+    [c for c in COMMANDS if c[0] not in ("top", "audit") and c != ["config"]],
+    ids=" ".join,
 )
 def test_connection_options_are_the_same_everywhere(command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
