@@ -6,6 +6,7 @@
         async with bridge.reports(account="ACC1") as reports:    # pub-sub, subscribe first
             ack = await bridge.submit(order)                        # request-reply, urgent
             queued = await bridge.enqueue_batch(orders)             # JetStream, batches
+            either = await bridge.send(order)                       # by the routing rule
             async for report in reports: ...
 
 Synchronous ``submit`` is a core NATS request to the engines' queue group: when no engine is
@@ -37,6 +38,11 @@ records into ``bridge.metrics`` (Prometheus), and ``readiness()`` asks ``bridge.
 operation binds its ``correlation_id``, ``trace_id`` (and order fields) to the log context once
 (``structlog.contextvars``, through ``bridge.logs.bound_ids``), so every line logged inside it
 carries them.
+
+Runtime configuration (``runtime_config``, on by default): the client watches the config
+bucket and applies its ``client`` (settings: timeouts, retries, in-flight and backpressure
+limits), ``routing`` (what ``send`` does) and ``log_levels`` documents while running, between
+operations, without dropping one in flight (``bridge.runtime_config.watch``).
 
 Tracing: every operation is one W3C trace; its ``traceparent`` header rides on every message
 it sends (each attempt, each order of a batch) and the engine logs its lines about the order
@@ -207,6 +213,8 @@ class BridgeClient:
 
     async def close(self) -> None:
         """Drain subscriptions and close. Idempotent."""
+        if self._config is not None and self._conn.is_up:
+            await self._config.stop()
         await self._conn.close()
 
     async def readiness(self, timeout: float = 0.5) -> Readiness:

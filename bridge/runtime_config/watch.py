@@ -86,6 +86,7 @@ class ConfigWatch:
         self._caught_up = asyncio.Event()
         self._lock = asyncio.Lock()
         self._changed = asyncio.Condition()
+        self._resyncing: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
         conn.on_open(self.start)
         conn.add_listener(self._on_event)
 
@@ -102,13 +103,21 @@ class ConfigWatch:
         except TimeoutError:
             log.warning("bridge.config_watch_slow", waited_s=wait, pending=self._pending)
 
-    async def _subscribe(self, transport: Transport) -> None:
+    async def stop(self) -> None:
+        """End the watch (its heartbeat and flow-control tasks too); the client is closing."""
+        async with self._lock:
+            await self._unsubscribe()
+
+    async def _unsubscribe(self) -> None:
         old, self._sub = self._sub, None
         if old is not None:
             try:
                 await old.unsubscribe()
             except (nats.errors.Error, TimeoutError) as exc:
                 log.debug("bridge.config_unsubscribe_failed", error=repr(exc))
+
+    async def _subscribe(self, transport: Transport) -> None:
+        await self._unsubscribe()
         self._caught_up.clear()
         try:
             info = await transport.stream_info(_STREAM)
@@ -127,7 +136,7 @@ class ConfigWatch:
 
     async def _on_event(self, event: ConnectionEvent) -> None:
         if event is ConnectionEvent.RECONNECTED:
-            asyncio.get_running_loop().create_task(self._resync())
+            self._resyncing = asyncio.get_running_loop().create_task(self._resync())
 
     async def _resync(self) -> None:
         async with self._lock:
