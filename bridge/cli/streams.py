@@ -26,6 +26,7 @@ STREAMS: tuple[tuple[str, str], ...] = (
     (contract.ALERTS_STREAM, "security alerts"),
     (contract.kv_stream(contract.ORDERS_KV_BUCKET), "journal: the engines' order store"),
     (contract.kv_stream(contract.LEASES_KV_BUCKET), "engine leases"),
+    (contract.kv_stream(contract.CONFIG_KV_BUCKET), "runtime configuration and its history"),
 )
 
 
