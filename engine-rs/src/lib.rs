@@ -69,6 +69,7 @@ pub mod jetstream_errors;
 pub mod lease;
 pub mod limits;
 pub mod logging;
+pub mod marketdata;
 pub mod metrics;
 pub mod order;
 pub mod proto;
