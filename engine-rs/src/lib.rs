@@ -61,6 +61,7 @@ pub mod engine;
 pub mod engine_key;
 pub mod error;
 pub mod failpoint;
+pub mod feed;
 pub mod fixed;
 pub mod house;
 pub mod http;
