@@ -71,6 +71,7 @@ pub mod lease;
 pub mod limits;
 pub mod logging;
 pub mod marketdata;
+pub mod md_publish;
 pub mod metrics;
 pub mod order;
 pub mod proto;
