@@ -135,9 +135,16 @@ def random_order(rng: random.Random, account: str) -> Order:
     )
 
 
+@pytest.mark.parametrize("coalesce_ms", ["0", "25"])
 async def test_snapshot_plus_updates_reproduce_the_book(
-    engine: EngineProcess, settings: BridgeSettings, nats_server: ServerHandle
+    coalesce_ms: str, settings: BridgeSettings, nats_server: ServerHandle, tmp_path: Path
 ) -> None:
+    """0: one update per command; 25: several commands' changes and trades in one update."""
+    engine = EngineProcess(
+        nats_server,
+        log_file=tmp_path / "engine.log",
+        env={"BRIDGE_MARKET_DATA_COALESCE_MS": coalesce_ms},
+    ).start()
     nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
     updates: asyncio.Queue[market_data_pb2.MarketDataUpdate] = asyncio.Queue()
     tape: list[market_data_pb2.Trade] = []
@@ -180,10 +187,12 @@ async def test_snapshot_plus_updates_reproduce_the_book(
         all_updates: list[market_data_pb2.MarketDataUpdate] = []
         late: Mirror | None = None
         resting: list[str] = []
+        commands = 0
         async with BridgeClient(settings) as bridge, bridge.reports(account) as reports:
             for i in range(300):
                 if i == 150:
                     late = Mirror(await snapshot(nc))
+                commands += 1
                 if resting and rng.random() < 0.2:
                     await bridge.cancel(account, resting.pop(rng.randrange(len(resting))))
                     continue
@@ -228,17 +237,25 @@ async def test_snapshot_plus_updates_reproduce_the_book(
         assert {t.trade_id for t in in_updates} <= seen
         assert len({t.trade_id for t in in_updates}) == len(in_updates)
         assert all(u.events >= 1 for u in all_updates)
+        print(f"\ncoalesce {coalesce_ms} ms: {commands} commands, {len(all_updates)} updates")
+        if coalesce_ms != "0":
+            assert len(all_updates) < commands, "coalesced"
+            assert max(u.events for u in all_updates) > 1
         top_changed = first.top_changed_at
         async with asyncio.timeout(10), arrived:
-            await arrived.wait_for(lambda: bool(quotes) and quotes[-1].sequence == top_changed)
-        last = quotes[-1]
+            # (with coalescing, later quotes may follow: changes pending at the final snapshot)
+            await arrived.wait_for(lambda: any(q.sequence == top_changed for q in quotes))
+        (last,) = [q for q in quotes if q.sequence == top_changed]
         best_bid = max(first.book["bids"])
         best_ask = min(first.book["asks"])
         assert dec(last.bid.price) == best_bid
         assert (dec(last.bid.quantity), last.bid.orders) == first.book["bids"][best_bid]
         assert dec(last.ask.price) == best_ask
+        assert (dec(last.ask.quantity), last.ask.orders) == first.book["asks"][best_ask]
     finally:
         await nc.close()
+        code = engine.stop()
+    assert code == 0, engine.log_tail()
 
 
 async def test_input_stream_credit_and_reference_price(
