@@ -14,6 +14,9 @@
 //! - [`auth`]: who may do what: the entitlements file, order signatures, the signature
 //!   window, replays, entitlement and account checks; each refusal typed.
 //! - [`chain`]: the execution reports' hash chain: links, their headers, the head check.
+//! - [`marketdata`]: the venue's market data: L2 views, level diffs, sequenced updates,
+//!   quotes, trades, snapshots.
+//! - [`feed`]: input streams into the engine: credit per stream, refusals, bounds.
 //!
 //! Configuration and policy:
 //! - [`config`]: defaults < TOML file < `BRIDGE_*` environment; renamed knobs refused.
@@ -37,8 +40,10 @@
 //!   the engine's hash chain; the chain head at start-up; the last stored report.
 //! - [`failpoint`]: crash-test failpoints.
 //! - [`alerts`]: security alerts to the ALERTS stream, off the order path.
+//! - [`md_publish`]: market data to core NATS through a bounded queue, off the order path.
 //! - [`engine`]: the engine's state and the protocol steps the commands share.
-//! - [`commands`]: one module per request (submit, queued, cancel, status) and the dispatch.
+//! - [`commands`]: one module per request (submit, queued, cancel, status, market data and
+//!   input streams) and the dispatch.
 //! - [`service`]: the engine as NATS micro service `bridge-engine`: its endpoints are the
 //!   request-reply intake; each request answered once, through the service's statistics.
 //! - [`recovery`]: start-up recovery of this engine's open orders and books.
@@ -61,6 +66,7 @@ pub mod engine;
 pub mod engine_key;
 pub mod error;
 pub mod failpoint;
+pub mod feed;
 pub mod fixed;
 pub mod house;
 pub mod http;
@@ -69,6 +75,8 @@ pub mod jetstream_errors;
 pub mod lease;
 pub mod limits;
 pub mod logging;
+pub mod marketdata;
+pub mod md_publish;
 pub mod metrics;
 pub mod order;
 pub mod proto;

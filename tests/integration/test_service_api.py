@@ -128,6 +128,8 @@ async def test_natscli_lists_the_engine_and_its_endpoint_statistics(
         assert subjects == {
             **{name: (subject, group) for name, subject in ENDPOINTS.items()},
             "forwarded-cancel": (contract.engine_cancel("engine-A"), group),
+            "md-snapshot": (contract.MD_SNAPSHOT_ALL, group),
+            "feed-open": (contract.FEED_OPEN, group),
         }
 
         before = endpoint_stats(micro_json(handle, home, "stats", contract.SERVICE_NAME), instance)
@@ -144,6 +146,8 @@ async def test_natscli_lists_the_engine_and_its_endpoint_statistics(
             "status": (1, 0),
             "cancel": (1, 0),
             "forwarded-cancel": (0, 0),
+            "md-snapshot": (0, 0),
+            "feed-open": (0, 0),
         }
         assert after["submit"]["processing_time"] > 0
         assert after["submit"]["last_error"].startswith("400:not a bridge.v1.NewOrder")
