@@ -128,7 +128,7 @@ class MarketDataFeed:
             async with asyncio.timeout(self._open_timeout):
                 await asyncio.gather(*self._first.values())
         except TimeoutError:
-            missing = [sym for sym, fut in self._first.items() if not fut.done()]
+            missing = [sym for sym in self.symbols if not self._syncs[sym].live]
             await self._close()
             raise MarketDataError(
                 f"no market-data snapshot of {', '.join(missing)} within "
