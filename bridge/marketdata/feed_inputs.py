@@ -112,6 +112,7 @@ class MarketInputs:
         self.sent_through = 0
         self.refused: deque[FieldIssue] = deque(maxlen=MAX_REFUSED)
         self._credit = asyncio.Event()
+        self._granted = asyncio.Event()  # set on every grant
         self._send_lock = asyncio.Lock()
         self._inbox = ""
         self._sub: Subscription | None = None
@@ -218,6 +219,15 @@ class MarketInputs:
             applied_through=self.applied_through,
         )
 
+    async def wait_applied(self, sequence: int, *, timeout: float | None = None) -> None:
+        """Wait until a grant says the engine applied ``sequence`` (grants come at open and
+        after every half window applied, so the last messages of a burst may not be confirmed
+        until more follow). ``TimeoutError`` after ``timeout`` (default ``credit_timeout``)."""
+        async with asyncio.timeout(self.credit_timeout if timeout is None else timeout):
+            while self.applied_through < sequence:
+                self._granted.clear()
+                await self._granted.wait()
+
     # -- grants -----------------------------------------------------------------------------
 
     async def _on_grant(self, msg: Msg) -> None:
@@ -237,5 +247,6 @@ class MarketInputs:
             issue = FieldIssue(e.field, e.rule, e.message)
             self.refused.append(issue)
             log.warning("bridge.input_refused", stream_id=self.stream_id, error=str(issue))
+        self._granted.set()
         if self.credit > 0:
             self._credit.set()

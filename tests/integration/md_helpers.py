@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -52,3 +53,43 @@ def levels(view: BookView) -> tuple[list[tuple[object, object, int]], ...]:
         [(lv.price, lv.quantity, lv.orders) for lv in view.bids],
         [(lv.price, lv.quantity, lv.orders) for lv in view.asks],
     )
+
+
+class Reader:
+    """Reads a feed in a task, as a live consumer does; ``reached`` waits for a sequence."""
+
+    def __init__(self, feed: MarketDataFeed) -> None:
+        self.feed = feed
+        self.seen = Seen()
+        self.trade_ids: list[str] = []
+        self._changed = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        async for event in self.feed:
+            self.seen.kinds[type(event).__name__] += 1
+            if len(self.seen.events) < 100:
+                self.seen.events.append(event)
+            if isinstance(event, Gap):
+                self.seen.gaps.append(event)
+            else:
+                if isinstance(event, Conflated):
+                    self.seen.merged += event.merged
+                self.seen.books[event.symbol] = event.book
+                self.trade_ids.extend(t.trade_id for t in event.trades)
+            self._changed.set()
+
+    def sequence(self, symbol: str) -> int:
+        book = self.seen.books.get(symbol)
+        return -1 if book is None else book.sequence
+
+    async def reached(self, targets: dict[str, int], timeout: float = 60) -> None:
+        async with asyncio.timeout(timeout):
+            while any(self.sequence(s) < seq for s, seq in targets.items()):
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
