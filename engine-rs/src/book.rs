@@ -384,6 +384,13 @@ impl OrderBook {
             .collect()
     }
 
+    /// Every level of `side` from the best price outwards, as (price, total qty, orders):
+    /// the book's L2 view (market data).
+    pub fn l2(&self, side: Side) -> impl Iterator<Item = (i64, i64, usize)> + '_ {
+        self.levels_from_best(side)
+            .map(|(&p, l)| (p, l.total, l.orders.len()))
+    }
+
     /// Number of resting orders on one side (one pass over its price levels).
     pub fn orders(&self, side: Side) -> usize {
         let levels = match side {

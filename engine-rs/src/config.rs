@@ -97,6 +97,15 @@ pub struct Config {
     pub http_listen: String,
     /// How often the stream and consumer figures of `/metrics` are read from JetStream.
     pub metrics_refresh_ms: u64,
+    /// Market data (`marketdata.rs`): 0 = publish after every command (a pull's batch of
+    /// queued orders is one); more = publish at most once per this window per symbol, one
+    /// update carrying every change and trade of the window.
+    pub market_data_coalesce_ms: u64,
+    /// Input streams (`feed.rs`): messages of credit per grant; a new grant every half window
+    /// applied.
+    pub feed_window: u64,
+    /// Input streams open at once; one more forgets the stream idle longest.
+    pub feed_max_streams: usize,
     pub symbols: BTreeMap<String, SymbolConfig>,
 }
 
@@ -179,6 +188,9 @@ impl Default for Config {
             seed_generation: "1".into(),
             http_listen: "127.0.0.1:9464".into(),
             metrics_refresh_ms: 5000,
+            market_data_coalesce_ms: 0,
+            feed_window: 256,
+            feed_max_streams: 64,
             symbols: BTreeMap::new(),
         }
     }
@@ -320,6 +332,12 @@ impl Config {
         }
         if self.metrics_refresh_ms == 0 {
             return bad("metrics_refresh_ms", "0".into(), "must be at least 1");
+        }
+        if self.feed_window == 0 {
+            return bad("feed_window", "0".into(), "must be at least 1");
+        }
+        if self.feed_max_streams == 0 {
+            return bad("feed_max_streams", "0".into(), "must be at least 1");
         }
         if self.reconnect_initial_delay_ms > self.reconnect_max_delay_ms {
             return bad(

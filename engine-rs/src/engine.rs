@@ -43,9 +43,12 @@ use crate::consumer;
 use crate::engine_key::EngineKey;
 use crate::error::EngineError;
 use crate::failpoint::Failpoint;
+use crate::feed::Feeds;
 use crate::intake::{self, IntakeCounters, Prepared};
 use crate::jetstream_errors::Readiness;
 use crate::limits::Limits;
+use crate::marketdata::MarketData;
+use crate::md_publish::MdPublisher;
 use crate::metrics::{Metrics, Stage};
 use crate::proto::v1 as pb;
 use crate::publish::{Reports, Tagged};
@@ -73,7 +76,7 @@ pub enum Intake {
 
 pub struct Engine {
     pub(crate) cfg: Config,
-    client: Client,
+    pub(crate) client: Client,
     pub(crate) store: OrderStore,
     pub(crate) reports: Reports,
     pub(crate) venue: Venue,
@@ -87,6 +90,13 @@ pub struct Engine {
     pub counters: IntakeCounters,
     /// Every metric and the readiness flags (shared with the HTTP server).
     pub metrics: Arc<Metrics>,
+    /// The venue's market data (what was published, what waits), its publisher, and when
+    /// the pending changes are due (coalescing; `None`: nothing pending).
+    pub(crate) md: MarketData,
+    pub(crate) md_out: MdPublisher,
+    pub(crate) md_due: Option<tokio::time::Instant>,
+    /// The input streams (credit) and their reference prices.
+    pub(crate) feeds: Feeds,
 }
 
 impl Engine {
@@ -121,6 +131,9 @@ impl Engine {
         let venue = Venue::new(&limits.symbols);
         let auth = entitlements.map(|e| Authorizer::new(e, cfg.signature_window_ms));
         let alerts = Alerts::start(client.clone());
+        let md = MarketData::new(now_ns().to_string(), limits.symbols.keys());
+        let md_out = MdPublisher::start(client.clone(), metrics.clone());
+        let feeds = Feeds::new(cfg.feed_window, cfg.feed_max_streams);
         Ok((
             Engine {
                 cfg,
@@ -136,6 +149,10 @@ impl Engine {
                 alerts_raised: 0,
                 counters: IntakeCounters::default(),
                 metrics,
+                md,
+                md_out,
+                md_due: None,
+                feeds,
             },
             consumer,
         ))
@@ -317,7 +334,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let symbol = live.order().symbol.clone();
         let metrics = self.metrics.clone();
-        let executed = metrics.timed(Stage::Match, || self.venue.execute(live, valid, now_ns()))?;
+        let now = now_ns();
+        let executed = metrics.timed(Stage::Match, || self.venue.execute(live, valid, now))?;
+        self.md.executed(&symbol, &executed, now);
         self.observe_books([symbol.as_str()]);
         let started = Instant::now();
         self.reports

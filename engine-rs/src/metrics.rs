@@ -23,6 +23,7 @@ use crate::proto::v1::{self as pb, ExecType, RejectReason};
 
 pub mod health;
 pub mod labels;
+pub mod market;
 pub mod refresh;
 
 pub use health::Health;
@@ -70,6 +71,8 @@ pub struct Metrics {
     recovery_seconds: Gauge,
     recovered_orders: IntGauge,
     reconnects: IntCounter,
+    /// Market data and input streams.
+    pub market: market::MarketMetrics,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -245,6 +248,7 @@ impl Metrics {
                 "bridge_engine_reconnects_total",
                 "Reconnects of the engine's NATS connection.",
             ),
+            market: market::MarketMetrics::new(&r),
             registry: r,
         };
         metrics.register_process_collector();

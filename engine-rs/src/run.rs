@@ -76,6 +76,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     let started = Instant::now();
     let recovered = engine.recover().await?;
     metrics.recovery(started.elapsed(), recovered);
+    // Market data starts from the restored books: the first snapshot is them.
+    engine.publish_books();
     engine.observe_books(cfg.symbols.keys().map(String::as_str));
     metrics.health.set_recovery_finished();
     let served: Result<(), EngineError> = async {
@@ -141,6 +143,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                         }
                         engine.answer_statuses(&mut subs.statuses).await?;
                         engine.on_queued_batch(&msgs).await?;
+                        engine.market_data_after_command();
                         match ended {
                             Some(Some(e)) => { warn!(error = %e, "pull ended with an error: re-binding the consumer"); rebind = true; break; }
                             Some(None) => break,
@@ -155,7 +158,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                         break;
                     }
                 },
-                Some(request) = subs.next() => engine.dispatch(request, &mut subs.statuses).await?,
+                Some(request) = subs.next() => {
+                    engine.dispatch(request, &mut subs.statuses).await?;
+                    engine.market_data_after_command();
+                }
+                () = market_data_due(engine.market_data_due()) => engine.flush_market_data(),
                 lost = lease.lost() => return Err(lost.into()),
                 () = &mut shutdown, if !stopping => {
                     info!("shutdown requested: stopping intake");
@@ -180,7 +187,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             loop {
                 tokio::select! {
                     request = subs.next() => match request {
-                        Some(request) => engine.dispatch(request, &mut subs.statuses).await?,
+                        Some(request) => {
+                            engine.dispatch(request, &mut subs.statuses).await?;
+                            engine.market_data_after_command();
+                        }
                         None => break,
                     },
                     () = &mut deadline => { warn!("shutdown timeout: leaving remaining requests"); break; }
@@ -190,6 +200,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         }
     }
     subs.close().await;
+    engine.flush_market_data();
     Ok(())
     }
     .await;
@@ -199,12 +210,21 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         .alerts
         .close(Duration::from_millis(cfg.jetstream_request_timeout_ms))
         .await;
+    engine.md_out.close().await;
     served?;
     client.flush().await.map_err(ConnectError::from)?;
     lease.release().await;
     http.stop().await;
     info!("engine stopped cleanly");
     Ok(())
+}
+
+/// Resolves when the pending market data is due; never when nothing is pending.
+async fn market_data_due(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The entitlements signed order operations are checked against: `None` when signatures are

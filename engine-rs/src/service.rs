@@ -9,6 +9,12 @@
 //! | `cancel` | [`contract::CANCEL_ALL`] | same |
 //! | `status` | [`contract::STATUS_ALL`] | same |
 //! | `forwarded-cancel` | [`contract::engine_cancel`] of this engine | same (this engine only) |
+//! | `md-snapshot` | [`contract::MD_SNAPSHOT_ALL`] | same |
+//! | `feed-open` | [`contract::FEED_OPEN`] | same |
+//!
+//! Input stream messages ([`contract::feed_data`]) are not requests (their reply subject is
+//! the sender's grant inbox, answered every half window): a plain subscription in the same
+//! queue group.
 //!
 //! Every request is answered through [`Incoming`] (the service's `Request::respond`), so the
 //! statistics are the real ones. With SIGHUP (reload the entitlements), the endpoints are the
@@ -44,6 +50,8 @@ pub const SUBMIT: &str = "submit";
 pub const CANCEL: &str = "cancel";
 pub const STATUS: &str = "status";
 pub const FORWARDED_CANCEL: &str = "forwarded-cancel";
+pub const MD_SNAPSHOT: &str = "md-snapshot";
+pub const FEED_OPEN: &str = "feed-open";
 
 /// The service version: the engine crate's (a SemVer, as the service API requires).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -59,9 +67,13 @@ pub struct Intake {
     forwarded: Endpoint,
     /// Status queries: also drained ahead of each order ([`crate::engine::Engine::answer_statuses`]).
     pub statuses: Endpoint,
+    snapshots: Endpoint,
+    feed_opens: Endpoint,
+    feed_data: async_nats::Subscriber,
     hangup: Signal,
-    /// Which endpoints (submits, cancels, forwarded, statuses) have not ended.
-    open: [bool; 4],
+    /// Which sources (submits, cancels, forwarded, statuses, snapshots, feed opens, feed
+    /// data) have not ended.
+    open: [bool; 7],
 }
 
 impl Intake {
@@ -114,14 +126,40 @@ impl Intake {
         )
         .await
         .map_err(setup)?;
+        let snapshots = endpoint(
+            MD_SNAPSHOT,
+            contract::MD_SNAPSHOT_ALL.into(),
+            "bridge.v1.MarketDataSnapshotRequest",
+            "bridge.v1.MarketDataSnapshot",
+        )
+        .await
+        .map_err(setup)?;
+        let feed_opens = endpoint(
+            FEED_OPEN,
+            contract::FEED_OPEN.into(),
+            "bridge.v1.FeedOpen",
+            "bridge.v1.FeedGrant",
+        )
+        .await
+        .map_err(setup)?;
+        let feed_data = client
+            .queue_subscribe(
+                contract::feed_data("*"),
+                contract::ENGINE_QUEUE_GROUP.into(),
+            )
+            .await
+            .map_err(|e| SetupError::new("feed subscription", e))?;
         Ok(Intake {
             service,
             submits,
             cancels,
             forwarded,
             statuses,
+            snapshots,
+            feed_opens,
+            feed_data,
             hangup,
-            open: [true; 4],
+            open: [true; 7],
         })
     }
 
@@ -136,6 +174,9 @@ impl Intake {
                 r = self.cancels.next(), if open[1] => match r { Some(r) => return Some(Request::Cancel(incoming(r))), None => self.open[1] = false },
                 r = self.forwarded.next(), if open[2] => match r { Some(r) => return Some(Request::ForwardedCancel(incoming(r))), None => self.open[2] = false },
                 r = self.statuses.next(), if open[3] => match r { Some(r) => return Some(Request::Status(incoming(r))), None => self.open[3] = false },
+                r = self.snapshots.next(), if open[4] => match r { Some(r) => return Some(Request::MdSnapshot(incoming(r))), None => self.open[4] = false },
+                r = self.feed_opens.next(), if open[5] => match r { Some(r) => return Some(Request::FeedOpen(incoming(r))), None => self.open[5] = false },
+                m = self.feed_data.next(), if open[6] => match m { Some(m) => return Some(Request::FeedData(m)), None => self.open[6] = false },
                 Some(()) = self.hangup.recv() => return Some(Request::ReloadEntitlements),
             }
         }
@@ -151,9 +192,12 @@ impl Intake {
             &mut self.cancels,
             &mut self.statuses,
             &mut self.forwarded,
+            &mut self.snapshots,
+            &mut self.feed_opens,
         ] {
             let _ = e.stop().await;
         }
+        let _ = self.feed_data.unsubscribe().await;
         let _ = client.flush().await;
     }
 

@@ -98,6 +98,7 @@ impl Engine {
             let tagged: Vec<Tagged<'_>> = touched.reports.iter().map(|r| (r, trace)).collect();
             self.reports.publish(vec![tagged]).await?;
             let symbol = touched.order.order().symbol.clone();
+            self.md.touch(&symbol, 1, now_ns());
             self.write_back(vec![touched.order]).await?;
             self.observe_books([symbol.as_str()]);
             info!(key, "order canceled");

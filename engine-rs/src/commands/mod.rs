@@ -21,6 +21,7 @@ use crate::validate::{
 
 pub mod authorize;
 pub mod cancel;
+pub mod market;
 pub mod queued;
 pub mod status;
 pub mod submit;
@@ -32,6 +33,12 @@ pub enum Request {
     /// A cancel relayed by another engine (`bridge.v1.engine.<engine_id>.cancel`).
     ForwardedCancel(Incoming),
     Status(Incoming),
+    /// A market data snapshot request (`bridge.v1.md.snapshot.<symbol>`).
+    MdSnapshot(Incoming),
+    /// An input stream's opening (`bridge.v1.feed.open`).
+    FeedOpen(Incoming),
+    /// One input stream message (`bridge.v1.feed.data.<stream_id>`; not a request).
+    FeedData(async_nats::Message),
     /// SIGHUP: re-read the entitlements file.
     ReloadEntitlements,
 }
@@ -64,6 +71,15 @@ impl Engine {
                 let served = self.on_status(&r).await;
                 (r, served)
             }
+            Request::MdSnapshot(r) => {
+                let served = self.on_md_snapshot(&r).await;
+                (r, served)
+            }
+            Request::FeedOpen(r) => {
+                let served = self.on_feed_open(&r).await;
+                (r, served)
+            }
+            Request::FeedData(m) => return self.on_feed_data(m).await,
             Request::ReloadEntitlements => {
                 self.reload_entitlements();
                 return Ok(());

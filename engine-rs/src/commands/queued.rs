@@ -93,8 +93,10 @@ impl Engine {
                 Intake::Accepted(live, valid) => {
                     symbols.insert(live.order().symbol.clone());
                     let started = Instant::now();
-                    let executed =
-                        spans[i].in_scope(|| self.venue.execute(*live, &valid, now_ns()))?;
+                    let symbol = live.order().symbol.clone();
+                    let now = now_ns();
+                    let executed = spans[i].in_scope(|| self.venue.execute(*live, &valid, now))?;
+                    self.md.executed(&symbol, &executed, now);
                     self.metrics.stage(Stage::Match, started.elapsed());
                     executions.push((executed, i));
                 }
