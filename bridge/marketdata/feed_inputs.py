@@ -16,6 +16,13 @@ does not wait. Without credit both raise ``NoCreditError`` and nothing is sent: 
 never runs ahead of the engine and holds no queue of its own (bounded memory on both sides).
 Inputs the engine refused (an unknown symbol, a bad price) come back in the grants' errors:
 ``refused`` keeps the most recent ones.
+
+Each message carries its own reply subject (``<grant inbox>.<sequence>``, all under one
+subscription): the engine may publish to an orchestrator's inbox only in response to a message
+that named it (``allow_responses``: one response per delivery), and the server keys that
+permission by subject, so messages sharing one reply subject would let the engine answer only
+the last of those delivered before it answered (a grant due at message 2 of a burst of 4 would
+use up the permission that message 4's grant needs).
 """
 
 from __future__ import annotations
@@ -121,7 +128,7 @@ class MarketInputs:
         transport = self._conn.open()
         self._inbox = transport.new_inbox()
         self._sub = await transport.subscribe(
-            self._inbox, cb=self._on_grant, pending_msgs_limit=_GRANT_BUFFER
+            f"{self._inbox}.*", cb=self._on_grant, pending_msgs_limit=_GRANT_BUFFER
         )
         opening = market_data_pb2.FeedOpen(stream_id=self.stream_id).SerializeToString()
         try:
@@ -205,7 +212,9 @@ class MarketInputs:
             sent_unix_ns=time.time_ns(),
         )
         await transport.publish(
-            contract.feed_data(self.stream_id), message.SerializeToString(), reply=self._inbox
+            contract.feed_data(self.stream_id),
+            message.SerializeToString(),
+            reply=f"{self._inbox}.{sequence}",
         )
         self.sent_through = sequence
         return sequence

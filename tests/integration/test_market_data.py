@@ -197,7 +197,7 @@ async def test_input_stream_credit_stops_the_sender_when_the_engine_does_not_gra
     was sent and grants more; a reference price it applied changes a market order's notional
     check (5000 x 1000 > the 2,500,000 limit)."""
     env = {"BRIDGE_FEED_WINDOW": "4"}
-    with EngineProcess(nats_server, log_file=tmp_path / "engine.log", env=env).start() as eng:
+    with EngineProcess(nats_server, log_file=tmp_path / "engine.log", env=env) as eng:
         assert eng.pid is not None
         async with BridgeClient(settings) as bridge, bridge.market_inputs() as inputs:
             assert inputs.credit == 4
