@@ -88,6 +88,7 @@ class Connection:
         self._on_open: list[Callable[[Transport], Awaitable[None]]] = []
         self._on_drop: list[Callable[[], None]] = []
         self._on_violation: list[Callable[[SecurityViolationError], None]] = []
+        self._on_slow_consumer: list[Callable[[str], bool]] = []
         self._violation_closed: asyncio.Event | None = None  # set once violated() is done
         self._violating: asyncio.Task[object] | None = None  # the task running violated()
 
@@ -138,6 +139,13 @@ class Connection:
     def on_violation(self, callback: Callable[[SecurityViolationError], None]) -> None:
         """Call ``callback`` on a security violation (fail what waits for an answer with it)."""
         self._on_violation.append(callback)
+
+    def on_slow_consumer(self, callback: Callable[[str], bool]) -> Callable[[], None]:
+        """Call ``callback(subject)`` when nats-py dropped a message of a subscription whose
+        buffer was full (its ``SlowConsumerError``); a callback returning True owns that
+        subscription and its logging. Returns a function that removes the callback."""
+        self._on_slow_consumer.append(callback)
+        return lambda: self._on_slow_consumer.remove(callback)
 
     async def engine_seen(self, available: bool) -> None:
         """A request found an engine (True) or none (False): emit the change, if any."""
@@ -231,6 +239,10 @@ class Connection:
         return backoff_delay(self.settings, failures)
 
     async def on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            claimed = [cb(exc.subject) for cb in list(self._on_slow_consumer)]
+            if any(claimed):
+                return
         violation = _violations.from_server_error(exc, self.subjects)
         if violation is None:
             log.error("bridge.nats_error", error=str(exc))

@@ -69,6 +69,8 @@ from bridge._requests import Requests, new_correlation_id
 from bridge.config import BridgeSettings
 from bridge.errors import BridgeError, PartialBatchError, SecurityViolationError
 from bridge.logs import bound_ids
+from bridge.marketdata.feed import MarketDataFeed
+from bridge.marketdata.feed_inputs import MarketInputs
 from bridge.metrics import METRICS, ClientMetrics
 from bridge.models import Order, OrderAck, OrderState, QueuedOrder
 from bridge.outbox import OrderOutbox
@@ -372,6 +374,35 @@ class BridgeClient:
         """
         subject = self._conn.subjects.reports(account, client_order_id or None)
         return ReportStream(self._conn, subject, since_seq)
+
+    # -- market data ------------------------------------------------------------------------
+
+    def market_data(
+        self, symbols: Sequence[str], *, open_timeout: float | None = None
+    ) -> MarketDataFeed:
+        """The engine's L2 books of ``symbols``, as events (``bridge.marketdata.feed``).
+
+        Use as ``async with bridge.market_data(["AAPL"]) as feed: async for event in feed``.
+        Opening waits (up to ``open_timeout``, default ``order_retry_deadline_ms``) for every
+        symbol's first snapshot: ``MarketDataError`` if the engine refuses one (an unknown
+        symbol) or none comes. Each symbol's first event is ``Resynced``; then ``BookUpdate``,
+        or ``Conflated`` when the reader fell behind (the latest book, the count merged);
+        ``Gap`` then ``Resynced`` when an update was lost. ``feed.book(symbol)`` is the latest
+        book at any time.
+        """
+        return MarketDataFeed(self._conn, symbols, open_timeout=open_timeout)
+
+    def market_inputs(
+        self, stream_id: str | None = None, *, credit_timeout: float | None = None
+    ) -> MarketInputs:
+        """A flow-controlled input stream into the engine (``bridge.marketdata.feed_inputs``).
+
+        Use as ``async with bridge.market_inputs() as inputs: await inputs.send(prices)``.
+        ``send`` waits up to ``credit_timeout`` (default ``request_timeout_ms``) for the
+        engine's credit, ``try_send`` not at all; without credit both raise ``NoCreditError``
+        and nothing is sent.
+        """
+        return MarketInputs(self._conn, stream_id, credit_timeout=credit_timeout)
 
 
 def _trace(correlation_id: str | None) -> tuple[str, str]:

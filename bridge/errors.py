@@ -34,8 +34,12 @@
     │                            expired, replayed, wrong account, not entitled): the client closed
     │                            its connection at once, and this fails every pending and later
     │                            operation. Never retried: fix the credentials or entitlements
-    └── ReportsLostError         a report stream's reader fell so far behind that EXECUTIONS aged
-                                 out reports it had not read: the range is named, never skipped
+    ├── ReportsLostError         a report stream's reader fell so far behind that EXECUTIONS aged
+    │                            out reports it had not read: the range is named, never skipped
+    ├── MarketDataError          the engine refused a market-data snapshot (unknown symbol), or
+    │                            none came within the deadline: the feed did not open
+    └── NoCreditError            an input stream had no credit from the engine within its timeout
+                                 (or at once, ``try_send``): the message was NOT sent
 
 Transient errors (timeouts, no responders, a connection that is down) are retried by the client
 with the same client order id before they reach the caller; see ``bridge.retry``. A rejection is
@@ -294,3 +298,26 @@ class ReportsLostError(BridgeError):
         super().__init__(message)
         self.first_missing_seq = first_missing_seq
         self.first_available_seq = first_available_seq
+
+
+class MarketDataError(BridgeError):
+    """A market-data feed could not open: the engine refused a symbol's snapshot (``errors``
+    names why, e.g. an unknown symbol) or no snapshot came within the deadline. Nothing is
+    subscribed afterwards."""
+
+    def __init__(self, message: str, *, symbol: str, errors: Sequence[FieldIssue] = ()) -> None:
+        super().__init__(message)
+        self.symbol = symbol
+        self.errors = tuple(errors)
+
+
+class NoCreditError(BridgeError):
+    """An input stream has no credit: the engine has not granted the next sequence (within the
+    timeout of ``send``, or at once for ``try_send``). The message was NOT sent; the engine is
+    slow or gone. ``granted_through`` and ``applied_through`` are the stream's last grant."""
+
+    def __init__(self, message: str, *, stream_id: str, granted_through: int, applied_through: int):
+        super().__init__(message)
+        self.stream_id = stream_id
+        self.granted_through = granted_through
+        self.applied_through = applied_through

@@ -61,7 +61,9 @@ def test_drawing_parses_to_the_expected_shape() -> None:
     assert DRAWN["StreamFullError"][0] == "PublishError"
     assert DRAWN["ProtocolError"][0] == "BridgeError"
     assert "(also ValueError)" in DRAWN["InvalidOrderError"][1]
-    assert len(DRAWN) == 15  # ConfigurationError and SecurityViolationError joined (issue 12)
+    # ConfigurationError and SecurityViolationError joined (issue 12); MarketDataError and
+    # NoCreditError (issue 15)
+    assert len(DRAWN) == 17
 
 
 @pytest.mark.parametrize("name", sorted(DRAWN))
