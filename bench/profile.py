@@ -39,6 +39,12 @@ class Profile:
     open_seconds: float
     open_grace: float
     """After the last intended send, how long final reports are awaited before the level ends."""
+    md_latency_orders: int
+    """Orders per leg (4 legs) of the market-data latency comparison (one at a time)."""
+    md_throughput_orders: int
+    """Orders per leg (4 legs) of the market-data throughput comparison (16 in flight)."""
+    config_changes: int
+    """Configuration writes of the config change -> applied measurement."""
     fsync: Budget
     nats_echo: Budget
     js_echo: Budget
@@ -58,6 +64,9 @@ FULL = Profile(
     open_rates=(250, 1000, 5000),
     open_seconds=2.0,
     open_grace=4.0,
+    md_latency_orders=1000,
+    md_throughput_orders=4000,
+    config_changes=50,
     fsync=Budget(warmup=20, count=1000, seconds=2.0),
     nats_echo=Budget(warmup=1000, count=20000, seconds=4.0),
     js_echo=Budget(warmup=100, count=3000, seconds=6.0),
@@ -77,6 +86,9 @@ QUICK = Profile(
     open_rates=(250, 1000),
     open_seconds=0.5,
     open_grace=1.5,
+    md_latency_orders=100,
+    md_throughput_orders=300,
+    config_changes=5,
     fsync=Budget(warmup=10, count=200, seconds=0.5),
     nats_echo=Budget(warmup=100, count=2000, seconds=1.0),
     js_echo=Budget(warmup=20, count=300, seconds=1.0),
@@ -97,6 +109,9 @@ def scenario_ids(profile: Profile, loops: list[str]) -> list[str]:
     ids += [f"bridge.signing.{side}.{row}" for side in ("on", "off") for row in ("ack", "ack_b2b")]
     ids.append("bridge.diag.raw_request_engine.asyncio")
     ids += [f"bridge.queued.open_loop.{rate}" for rate in profile.open_rates]
+    for row in ("latency", "throughput"):
+        ids += [f"bridge.md.{row}.bridge", f"baseline.md.{row}.raw"]
+    ids += ["baseline.config.apply.raw", "bridge.config.apply.engine", "bridge.config.apply.client"]
     ids += ["bridge.engine.core.market", "bridge.engine.core.cross"]
     ids += ["baseline.c.grpc_aio", "baseline.c.grpc_blocking"]
     ids += [f"baseline.d.tcp_tls.{loop}" for loop in loops]

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bench import targets_md
 from bench.measure import Result
 
 
@@ -186,6 +187,7 @@ def targets(results: Sequence[Result]) -> list[Target]:
                 ", ".join(f"{c.id.rsplit('.', 1)[1]} {c.rate or 0:,.0f}/s" for c in cores),
             )
         )
+    out += [Target(*row) for row in targets_md.rows(r)]
     drain = r.get("bridge.engine.drain")
     if drain is not None:
         detail = f"{drain.rate or 0:,.0f} orders/s ({drain.count} orders)"

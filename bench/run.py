@@ -247,6 +247,22 @@ class Bench:
                             )
                         )
                     )
+                self.step("market data: venue event -> consumer, bridge vs raw (ABBA)")
+                engine_rows += run_async(
+                    bridge_paths.market_data(
+                        handle, engine, p.md_latency_orders, self.run_id, throughput=False
+                    )
+                )
+                self.step("market data: updates/s into one consumer, bridge vs raw (ABBA)")
+                engine_rows += run_async(
+                    bridge_paths.market_data(
+                        handle, engine, p.md_throughput_orders, self.run_id, throughput=True
+                    )
+                )
+                self.step("runtime configuration: write -> applied, engine and client vs raw")
+                engine_rows += run_async(
+                    bridge_paths.config_apply(handle, engine, p.config_changes)
+                )
             finally:
                 engine.stop()
             for r in engine_rows:

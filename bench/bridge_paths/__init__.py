@@ -14,13 +14,17 @@ liquidity), so each is acknowledged, filled once and final (reports NEW, TRADE/F
 One module per scenario: ``sync`` (isolated, back to back, client codec cost), ``signing``,
 ``diag`` (raw
 requests to the engine), ``publish`` ((b) raw publish and ``enqueue_batch``), ``drain``,
-``open_loop`` and ``engine_core``; ``common`` holds the orders, settings and engine they share.
+``open_loop``, ``engine_core``, ``market_data`` (the feed vs a raw subscription) and
+``config_apply`` (a config write -> applied on each side vs a raw KV watch); ``common``
+holds the orders, settings and engine they share.
 """
 
 from bench.bridge_paths.common import Engine, order_payload
+from bench.bridge_paths.config_apply import config_apply
 from bench.bridge_paths.diag import raw_request_to_engine
 from bench.bridge_paths.drain import drain, prequeue
 from bench.bridge_paths.engine_core import engine_core
+from bench.bridge_paths.market_data import market_data
 from bench.bridge_paths.open_loop import open_loop
 from bench.bridge_paths.publish import enqueue_throughput, publish_raw
 from bench.bridge_paths.signing import LEGS as SIGNING_LEGS
@@ -32,9 +36,11 @@ __all__ = [
     "SIGNING_LEGS",
     "Engine",
     "client_codec_us",
+    "config_apply",
     "drain",
     "engine_core",
     "enqueue_throughput",
+    "market_data",
     "open_loop",
     "order_payload",
     "prequeue",
