@@ -49,6 +49,7 @@ use crate::limits::Limits;
 use crate::metrics::{Metrics, Stage};
 use crate::proto::v1 as pb;
 use crate::publish::{Reports, Tagged};
+use crate::runtime_config::RuntimeConfig;
 use crate::store::{Created, OrderStore};
 use crate::trace::Trace;
 use crate::validate::{echo, Rejection, ValidOrder};
@@ -87,6 +88,8 @@ pub struct Engine {
     pub counters: IntakeCounters,
     /// Every metric and the readiness flags (shared with the HTTP server).
     pub metrics: Arc<Metrics>,
+    /// The runtime configuration in force (`runtime_config`): `limits` is its effective limits.
+    pub(crate) runtime: RuntimeConfig,
 }
 
 impl Engine {
@@ -121,6 +124,7 @@ impl Engine {
         let venue = Venue::new(&limits.symbols);
         let auth = entitlements.map(|e| Authorizer::new(e, cfg.signature_window_ms));
         let alerts = Alerts::start(client.clone());
+        let runtime = RuntimeConfig::new(limits.clone(), client.clone(), cfg.engine_id.clone());
         Ok((
             Engine {
                 cfg,
@@ -136,6 +140,7 @@ impl Engine {
                 alerts_raised: 0,
                 counters: IntakeCounters::default(),
                 metrics,
+                runtime,
             },
             consumer,
         ))
@@ -158,10 +163,13 @@ impl Engine {
     ) -> Result<Prepared, EngineError> {
         let seq = self.next_seq();
         let validator = self.limits.validator();
+        let now = now_ns();
+        // The kill switch (runtime configuration), for an order that passes every other check.
+        let rejection = rejection.or_else(|| self.trading_gate(&validator, &order, now));
         let ctx = intake::Context {
             validator: &validator,
             engine_id: &self.cfg.engine_id,
-            now: now_ns(),
+            now,
             signer,
         };
         let prepared = intake::prepare(&ctx, order, rejection, payload_len, seq, correlation_id)?;
@@ -318,6 +326,7 @@ impl Engine {
         let symbol = live.order().symbol.clone();
         let metrics = self.metrics.clone();
         let executed = metrics.timed(Stage::Match, || self.venue.execute(live, valid, now_ns()))?;
+        self.runtime.in_force.positions.record(&executed);
         self.observe_books([symbol.as_str()]);
         let started = Instant::now();
         self.reports

@@ -21,6 +21,7 @@ use prometheus::{
 
 use crate::proto::v1::{self as pb, ExecType, RejectReason};
 
+pub mod config;
 pub mod health;
 pub mod labels;
 pub mod refresh;
@@ -70,6 +71,8 @@ pub struct Metrics {
     recovery_seconds: Gauge,
     recovered_orders: IntGauge,
     reconnects: IntCounter,
+    /// The runtime configuration's (`runtime_config`).
+    pub config: config::ConfigMetrics,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -245,6 +248,7 @@ impl Metrics {
                 "bridge_engine_reconnects_total",
                 "Reconnects of the engine's NATS connection.",
             ),
+            config: config::ConfigMetrics::register(&r),
             registry: r,
         };
         metrics.register_process_collector();

@@ -25,6 +25,7 @@ use crate::lease;
 use crate::metrics::refresh::Refresher;
 use crate::metrics::Metrics;
 use crate::retry;
+use crate::runtime_config;
 use crate::service::Intake;
 
 /// Runs the engine until `shutdown` resolves: recover, subscribe, serve; then stop intake,
@@ -78,6 +79,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     metrics.recovery(started.elapsed(), recovered);
     engine.observe_books(cfg.symbols.keys().map(String::as_str));
     metrics.health.set_recovery_finished();
+    // The runtime configuration (kill switch, limits) is in force before the first order.
+    let mut config_events = runtime_config::watch::start(client.clone(), &cfg);
+    engine
+        .load_config(
+            &mut config_events,
+            Duration::from_millis(cfg.jetstream_retry_deadline_ms),
+        )
+        .await;
     let served: Result<(), EngineError> = async {
     let mut subs = Intake::start(&client, &cfg).await?;
     client.flush().await.map_err(ConnectError::from)?;
@@ -156,6 +165,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     }
                 },
                 Some(request) = subs.next() => engine.dispatch(request, &mut subs.statuses).await?,
+                // A configuration revision applies between commands, never within one.
+                Some(event) = config_events.recv() => engine.on_config(event).await,
                 lost = lease.lost() => return Err(lost.into()),
                 () = &mut shutdown, if !stopping => {
                     info!("shutdown requested: stopping intake");

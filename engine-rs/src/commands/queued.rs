@@ -95,6 +95,7 @@ impl Engine {
                     let started = Instant::now();
                     let executed =
                         spans[i].in_scope(|| self.venue.execute(*live, &valid, now_ns()))?;
+                    self.runtime.in_force.positions.record(&executed);
                     self.metrics.stage(Stage::Match, started.elapsed());
                     executions.push((executed, i));
                 }
