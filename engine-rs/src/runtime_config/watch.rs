@@ -59,7 +59,7 @@ pub fn start(client: Client, cfg: &Config) -> mpsc::Receiver<Event> {
 }
 
 async fn run(client: Client, tx: mpsc::Sender<Event>, backoff: Policy) {
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     let stream_name = contract::kv_stream(contract::CONFIG_KV_BUCKET);
     let filter = contract::kv_key_subject(contract::CONFIG_KV_BUCKET, ">");
     let prefix = contract::kv_key_subject(contract::CONFIG_KV_BUCKET, "");
@@ -80,6 +80,7 @@ async fn run(client: Client, tx: mpsc::Sender<Event>, backoff: Policy) {
             let stream = js.get_stream(&stream_name).await?;
             let consumer = stream
                 .create_consumer(OrderedConfig {
+                    deliver_subject: client.new_inbox(),
                     filter_subject: filter.clone(),
                     deliver_policy,
                     ..Default::default()
