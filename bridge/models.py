@@ -251,6 +251,8 @@ class RejectReason(StrEnum):
     REPLAYED = "REPLAYED"
     ACCOUNT_MISMATCH = "ACCOUNT_MISMATCH"
     NOT_ENTITLED = "NOT_ENTITLED"
+    TRADING_HALTED = "TRADING_HALTED"
+    REDUCE_ONLY = "REDUCE_ONLY"
 
     @property
     def is_security(self) -> bool:

@@ -52,6 +52,7 @@ use crate::md_publish::MdPublisher;
 use crate::metrics::{Metrics, Stage};
 use crate::proto::v1 as pb;
 use crate::publish::{Reports, Tagged};
+use crate::runtime_config::RuntimeConfig;
 use crate::store::{Created, OrderStore};
 use crate::trace::Trace;
 use crate::validate::{echo, Rejection, ValidOrder};
@@ -97,6 +98,11 @@ pub struct Engine {
     pub(crate) md_due: Option<tokio::time::Instant>,
     /// The input streams (credit) and their reference prices.
     pub(crate) feeds: Feeds,
+    /// The latest streamed reference price per symbol: in force over the configured one, also
+    /// after a configuration change rebuilds `limits`.
+    pub(crate) streamed_prices: std::collections::HashMap<String, i64>,
+    /// The runtime configuration in force (`runtime_config`): `limits` is its effective limits.
+    pub(crate) runtime: RuntimeConfig,
 }
 
 impl Engine {
@@ -134,6 +140,7 @@ impl Engine {
         let md = MarketData::new(now_ns().to_string(), limits.symbols.keys());
         let md_out = MdPublisher::start(client.clone(), metrics.clone());
         let feeds = Feeds::new(cfg.feed_window, cfg.feed_max_streams);
+        let runtime = RuntimeConfig::new(limits.clone(), client.clone(), cfg.engine_id.clone());
         Ok((
             Engine {
                 cfg,
@@ -153,6 +160,8 @@ impl Engine {
                 md_out,
                 md_due: None,
                 feeds,
+                streamed_prices: std::collections::HashMap::new(),
+                runtime,
             },
             consumer,
         ))
@@ -175,10 +184,13 @@ impl Engine {
     ) -> Result<Prepared, EngineError> {
         let seq = self.next_seq();
         let validator = self.limits.validator();
+        let now = now_ns();
+        // The kill switch (runtime configuration), for an order that passes every other check.
+        let rejection = rejection.or_else(|| self.trading_gate(&validator, &order, now));
         let ctx = intake::Context {
             validator: &validator,
             engine_id: &self.cfg.engine_id,
-            now: now_ns(),
+            now,
             signer,
         };
         let prepared = intake::prepare(&ctx, order, rejection, payload_len, seq, correlation_id)?;
@@ -337,6 +349,7 @@ impl Engine {
         let now = now_ns();
         let executed = metrics.timed(Stage::Match, || self.venue.execute(live, valid, now))?;
         self.md.executed(&symbol, &executed, now);
+        self.runtime.in_force.positions.record(&executed);
         self.observe_books([symbol.as_str()]);
         let started = Instant::now();
         self.reports

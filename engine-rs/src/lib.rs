@@ -49,6 +49,8 @@
 //! - [`recovery`]: start-up recovery of this engine's open orders and books.
 //! - [`metrics`]: every Prometheus metric of the engine (`schemas/metrics.toml`), readiness.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`; the `--check-ready` probe.
+//! - [`runtime_config`]: the config bucket's documents (risk, symbols, trading state, log
+//!   level) watched and applied at run time; the kill switch.
 //! - [`run`]: the engine's life: connect, lease, bind, recover, serve, shut down.
 //! - [`proto`]: prost-generated `bridge.v1` and engine state types.
 
@@ -85,6 +87,7 @@ pub mod reconcile;
 pub mod recovery;
 pub mod retry;
 pub mod run;
+pub mod runtime_config;
 pub mod secret;
 pub mod service;
 pub mod store;

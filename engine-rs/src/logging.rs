@@ -5,6 +5,7 @@
 //! `commands`). An event's own field wins over a span's of the same name.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -15,25 +16,63 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
+/// Changes the filter of the running subscriber (the runtime configuration's log level).
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// The running subscriber's filter setter and its start-up filter, once [`init`] ran.
+static RELOAD: OnceLock<(SetFilter, String)> = OnceLock::new();
+
+/// The start-up filter: `BRIDGE_LOG`, else `info`.
+fn startup_filter() -> String {
+    std::env::var("BRIDGE_LOG")
+        .ok()
+        .filter(|f| EnvFilter::try_new(f).is_ok())
+        .unwrap_or_else(|| "info".into())
+}
+
 /// Installs the global subscriber: `BRIDGE_LOG` filters (default `info`); `format` is "json"
-/// or "text" (unset: JSON unless stderr is a terminal).
+/// or "text" (unset: JSON unless stderr is a terminal). Its filter can be replaced at run time
+/// ([`set_level`]).
 pub fn init(format: Option<&str>) {
-    let filter = EnvFilter::try_from_env("BRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let startup = startup_filter();
+    let filter = EnvFilter::new(&startup);
     let json = match format {
         Some(f) => f == "json",
         None => !std::io::IsTerminal::is_terminal(&std::io::stderr()),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder
+    // The filter is reloadable ([`set_level`]); the reload layer wraps the formatter, so it
+    // comes last.
+    let set: SetFilter = if json {
+        let builder = tracing_subscriber::fmt()
             .fmt_fields(JsonFields::new())
             .event_format(JsonLines)
-            .init();
-    } else {
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_filter_reloading();
+        let handle = builder.reload_handle();
         builder.init();
-    }
+        Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+    } else {
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_filter_reloading();
+        let handle = builder.reload_handle();
+        builder.init();
+        Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))
+    };
+    let _ = RELOAD.set((set, startup));
+}
+
+/// Sets the level of every line from now on (`trace`, `debug`, `info`, `warn`, `error`), or,
+/// `None`, puts the start-up filter back. An error when no subscriber was installed by
+/// [`init`] or the level is not one.
+pub fn set_level(level: Option<&str>) -> Result<(), String> {
+    let Some((set, startup)) = RELOAD.get() else {
+        return Err("no reloadable log subscriber installed".into());
+    };
+    let filter = EnvFilter::try_new(level.unwrap_or(startup)).map_err(|e| e.to_string())?;
+    set(filter)
 }
 
 /// The level as the Python side spells it.

@@ -21,6 +21,7 @@ use prometheus::{
 
 use crate::proto::v1::{self as pb, ExecType, RejectReason};
 
+pub mod config;
 pub mod health;
 pub mod labels;
 pub mod market;
@@ -73,6 +74,8 @@ pub struct Metrics {
     reconnects: IntCounter,
     /// Market data and input streams.
     pub market: market::MarketMetrics,
+    /// The runtime configuration's (`runtime_config`).
+    pub config: config::ConfigMetrics,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -249,6 +252,7 @@ impl Metrics {
                 "Reconnects of the engine's NATS connection.",
             ),
             market: market::MarketMetrics::new(&r),
+            config: config::ConfigMetrics::register(&r),
             registry: r,
         };
         metrics.register_process_collector();

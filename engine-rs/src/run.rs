@@ -25,6 +25,7 @@ use crate::lease;
 use crate::metrics::refresh::Refresher;
 use crate::metrics::Metrics;
 use crate::retry;
+use crate::runtime_config;
 use crate::service::Intake;
 
 /// Runs the engine until `shutdown` resolves: recover, subscribe, serve; then stop intake,
@@ -80,6 +81,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     engine.publish_books();
     engine.observe_books(cfg.symbols.keys().map(String::as_str));
     metrics.health.set_recovery_finished();
+    // The runtime configuration (kill switch, limits) is in force before the first order.
+    let mut config_events = runtime_config::watch::start(client.clone(), &cfg);
+    engine
+        .load_config(
+            &mut config_events,
+            Duration::from_millis(cfg.jetstream_retry_deadline_ms),
+        )
+        .await;
     let served: Result<(), EngineError> = async {
     let mut subs = Intake::start(&client, &cfg).await?;
     client.flush().await.map_err(ConnectError::from)?;
@@ -163,6 +172,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     engine.market_data_after_command();
                 }
                 () = market_data_due(engine.market_data_due()) => engine.flush_market_data(),
+                // A configuration revision applies between commands, never within one.
+                Some(event) = config_events.recv() => engine.on_config(event).await,
                 lost = lease.lost() => return Err(lost.into()),
                 () = &mut shutdown, if !stopping => {
                     info!("shutdown requested: stopping intake");

@@ -111,6 +111,9 @@ impl Engine {
                     if let Some(limits) = self.limits.symbols.get_mut(&symbol) {
                         limits.reference_price = price;
                     }
+                    // Kept apart too: a configuration change rebuilds the limits, and a
+                    // streamed price stays in force over the risk document's static one.
+                    self.streamed_prices.insert(symbol, price);
                 }
                 received.grant
             }

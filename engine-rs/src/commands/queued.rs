@@ -97,6 +97,7 @@ impl Engine {
                     let now = now_ns();
                     let executed = spans[i].in_scope(|| self.venue.execute(*live, &valid, now))?;
                     self.md.executed(&symbol, &executed, now);
+                    self.runtime.in_force.positions.record(&executed);
                     self.metrics.stage(Stage::Match, started.elapsed());
                     executions.push((executed, i));
                 }
