@@ -41,8 +41,8 @@ class Profile:
     """After the last intended send, how long final reports are awaited before the level ends."""
     md_latency_orders: int
     """Orders per leg (4 legs) of the market-data latency comparison (one at a time)."""
-    md_throughput_orders: int
-    """Orders per leg (4 legs) of the market-data throughput comparison (16 in flight)."""
+    md_replay_updates: int
+    """Recorded updates replayed per leg (6 legs) of the market-data throughput comparison."""
     config_changes: int
     """Configuration writes of the config change -> applied measurement."""
     fsync: Budget
@@ -65,7 +65,7 @@ FULL = Profile(
     open_seconds=2.0,
     open_grace=4.0,
     md_latency_orders=1000,
-    md_throughput_orders=4000,
+    md_replay_updates=40_000,
     config_changes=50,
     fsync=Budget(warmup=20, count=1000, seconds=2.0),
     nats_echo=Budget(warmup=1000, count=20000, seconds=4.0),
@@ -87,7 +87,7 @@ QUICK = Profile(
     open_seconds=0.5,
     open_grace=1.5,
     md_latency_orders=100,
-    md_throughput_orders=300,
+    md_replay_updates=2_000,
     config_changes=5,
     fsync=Budget(warmup=10, count=200, seconds=0.5),
     nats_echo=Budget(warmup=100, count=2000, seconds=1.0),
@@ -109,8 +109,9 @@ def scenario_ids(profile: Profile, loops: list[str]) -> list[str]:
     ids += [f"bridge.signing.{side}.{row}" for side in ("on", "off") for row in ("ack", "ack_b2b")]
     ids.append("bridge.diag.raw_request_engine.asyncio")
     ids += [f"bridge.queued.open_loop.{rate}" for rate in profile.open_rates]
-    for row in ("latency", "throughput"):
-        ids += [f"bridge.md.{row}.bridge", f"baseline.md.{row}.raw"]
+    ids += ["baseline.md.latency.raw", "bridge.md.latency.bridge"]
+    ids += ["baseline.md.throughput.raw", "bridge.md.throughput.bridge"]
+    ids.append("bridge.md.throughput.coalesced")
     ids += ["baseline.config.apply.raw", "bridge.config.apply.engine", "bridge.config.apply.client"]
     ids += ["bridge.engine.core.market", "bridge.engine.core.cross"]
     ids += ["baseline.c.grpc_aio", "baseline.c.grpc_blocking"]

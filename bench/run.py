@@ -248,17 +248,12 @@ class Bench:
                         )
                     )
                 self.step("market data: venue event -> consumer, bridge vs raw (ABBA)")
-                engine_rows += run_async(
-                    bridge_paths.market_data(
-                        handle, engine, p.md_latency_orders, self.run_id, throughput=False
+                md_rows, recording = run_async(
+                    bridge_paths.market_data_latency(
+                        handle, engine, p.md_latency_orders, self.run_id
                     )
                 )
-                self.step("market data: updates/s into one consumer, bridge vs raw (ABBA)")
-                engine_rows += run_async(
-                    bridge_paths.market_data(
-                        handle, engine, p.md_throughput_orders, self.run_id, throughput=True
-                    )
-                )
+                engine_rows += md_rows
                 self.step("runtime configuration: write -> applied, engine and client vs raw")
                 engine_rows += run_async(
                     bridge_paths.config_apply(handle, engine, p.config_changes)
@@ -268,6 +263,11 @@ class Bench:
             for r in engine_rows:
                 r.peer_rss_mb = engine.peak_rss / MIB
             out += engine_rows
+            # The engine is stopped: the replay answers the snapshot requests of its symbol.
+            self.step("market data: replayed updates/s into one consumer, bridge vs raw")
+            out += run_async(
+                bridge_paths.market_data_throughput(handle, recording, p.md_replay_updates)
+            )
         self.step("engine by itself: in-process decode/validate/match/encode, no I/O")
         out += bridge_paths.engine_core(ENGINE_CONFIG, p.core_orders)
         return out

@@ -24,7 +24,8 @@ from bench.bridge_paths.config_apply import config_apply
 from bench.bridge_paths.diag import raw_request_to_engine
 from bench.bridge_paths.drain import drain, prequeue
 from bench.bridge_paths.engine_core import engine_core
-from bench.bridge_paths.market_data import market_data
+from bench.bridge_paths.market_data import latency as market_data_latency
+from bench.bridge_paths.market_data import throughput as market_data_throughput
 from bench.bridge_paths.open_loop import open_loop
 from bench.bridge_paths.publish import enqueue_throughput, publish_raw
 from bench.bridge_paths.signing import LEGS as SIGNING_LEGS
@@ -40,7 +41,8 @@ __all__ = [
     "drain",
     "engine_core",
     "enqueue_throughput",
-    "market_data",
+    "market_data_latency",
+    "market_data_throughput",
     "open_loop",
     "order_payload",
     "prequeue",

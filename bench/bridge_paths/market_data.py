@@ -1,21 +1,18 @@
 """Market data into one Python consumer: the bridge's ``market_data`` iterator against a raw
-nats-py subscription of the same subject (the same bytes), under the same load, legs in ABBA
-order (raw, bridge, bridge, raw) so that drift weighs on both alike.
+nats-py subscription of the same subject, legs in ABBA order (raw, bridge, bridge, raw) so
+that drift weighs on both alike.
 
-The load is a child process (its own interpreter: it takes no CPU from the consumer's event
-loop) submitting 1-share MARKET IOC orders of symbol BENCH through ``BridgeClient.submit``;
-each one trades at the top of the book, so each is one venue event: a level change and a
-trade. Two loads:
-
-* latency: one order at a time; every update's ``venue_time_unix_ns`` (engine clock, when the
-  first event it carries happened) to the moment the consumer has it decoded (raw) or yielded
-  by the iterator (bridge). One machine, one clock.
-* throughput: ``THROUGHPUT_CONCURRENCY`` orders in flight; updates per second the consumer
-  received over the leg, the venue events they carry, and the consumer's CPU per update (its
-  ceiling: 1 s / that CPU).
-
-A leg ends when the consumer has the sequence a snapshot taken after the last order names
-(bounded by ``REPLY_TIMEOUT`` x 10).
+* latency: a child process (its own interpreter: it takes no CPU from the consumer's event
+  loop) submits 1-share MARKET IOC orders of symbol BENCH through ``BridgeClient.submit`` at
+  ``LATENCY_RATE`` orders/s (below the engine's capacity, so no queueing); each trades at the
+  top of the book. Every update's ``venue_time_unix_ns`` (engine clock, when the first event it
+  carries happened) to the moment the consumer has it decoded (raw) or yielded by the iterator
+  (bridge). One machine, one clock. The first raw leg also records the updates for:
+* throughput: the engine is stopped and the recording is replayed as fast as one process can
+  publish (``md_replay``), so the consumer is what limits the rate. Venue events per second
+  received, over (a) the same bytes (raw vs bridge) and (b) the bridge with the updates
+  coalesced ``COALESCED`` to a message, as the engine does with ``market_data_coalesce_ms``:
+  the per-message ceiling of (a)'s raw subscription against what coalescing delivers.
 """
 
 from __future__ import annotations
@@ -24,13 +21,14 @@ import asyncio
 import contextlib
 import multiprocessing
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 from nats.aio.msg import Msg
 
+from bench.bridge_paths import md_replay
 from bench.bridge_paths.common import REPLY_TIMEOUT, SYMBOL, Engine, make_orders, settings_for
 from bench.measure import Result, Timed, new_histogram, record_ns
 from bench.procs import BenchError, CpuMeter
@@ -39,12 +37,24 @@ from bridge.marketdata.events import BookUpdate, Conflated, Gap, Resynced
 from bridge.v1 import market_data_pb2
 from bridge_dev.server import ServerHandle, connect_as
 
-THROUGHPUT_CONCURRENCY = 16
-"""Orders in flight in the throughput load (the engine coalesces what arrives together)."""
+LATENCY_RATE = 200
+"""Orders/s of the latency load: one at a time, well below the engine's capacity."""
+RECORDED_UPDATES = 5000
+"""Updates the first raw latency leg keeps for the replay (it cycles through them)."""
+COALESCED = 8
+"""Updates merged into one message in the coalesced replay."""
+REPLAY_CAPACITY = 65536
+"""The bridge consumer's subscription capacity in these rows: a replay burst fits whole."""
 
 
 async def _submit_all(
-    handle: ServerHandle, prefix: str, n: int, concurrency: int, ready: Any, go: Any
+    handle: ServerHandle,
+    prefix: str,
+    n: int,
+    concurrency: int,
+    rate: float | None,
+    ready: Any,
+    go: Any,
 ) -> None:
     orders = make_orders(prefix, n)
     async with BridgeClient(settings_for(handle)) as bridge:
@@ -52,12 +62,17 @@ async def _submit_all(
         if not await asyncio.to_thread(go.wait, REPLY_TIMEOUT * 4):
             raise BenchError("market-data load: never told to go")
         next_index = 0
+        interval = 0.0 if rate is None else 1.0 / rate
+        t0 = time.perf_counter()
 
         async def worker() -> None:
             nonlocal next_index
             while next_index < len(orders):
                 order = orders[next_index]
+                due = t0 + next_index * interval
                 next_index += 1
+                if interval and due > time.perf_counter():
+                    await asyncio.sleep(due - time.perf_counter())
                 ack = await bridge.submit(order)
                 if ack.status is not AckStatus.ACCEPTED:
                     raise BenchError(f"order {order.client_order_id} not accepted: {ack!r}")
@@ -66,20 +81,26 @@ async def _submit_all(
 
 
 def _load_main(
-    handle: ServerHandle, prefix: str, n: int, concurrency: int, ready: Any, go: Any
+    handle: ServerHandle,
+    prefix: str,
+    n: int,
+    concurrency: int,
+    rate: float | None,
+    ready: Any,
+    go: Any,
 ) -> None:
-    asyncio.run(_submit_all(handle, prefix, n, concurrency, ready, go))
+    asyncio.run(_submit_all(handle, prefix, n, concurrency, rate, ready, go))
 
 
 class _Load:
     """The load in a child process, connected and waiting until :meth:`run` lets it go."""
 
-    def __init__(self, handle: ServerHandle, prefix: str, n: int, concurrency: int) -> None:
+    def __init__(self, handle: ServerHandle, prefix: str, n: int, rate: float) -> None:
         ctx = multiprocessing.get_context("spawn")
         self.ready, self.go = ctx.Event(), ctx.Event()
         self.proc = ctx.Process(
             target=_load_main,
-            args=(handle, prefix, n, concurrency, self.ready, self.go),
+            args=(handle, prefix, n, 1, rate, self.ready, self.go),
             daemon=True,
         )
 
@@ -102,7 +123,7 @@ class _Load:
             self.proc.join()
 
 
-async def _snapshot_sequence(handle: ServerHandle) -> int:
+async def _snapshot(handle: ServerHandle) -> market_data_pb2.MarketDataSnapshot:
     nc = await connect_as(handle.url, handle.creds, "orchestrator")
     try:
         msg = await nc.request(contract.md_snapshot(SYMBOL), b"", timeout=REPLY_TIMEOUT)
@@ -111,7 +132,15 @@ async def _snapshot_sequence(handle: ServerHandle) -> int:
     snap = market_data_pb2.MarketDataSnapshot.FromString(msg.data)
     if snap.errors:
         raise BenchError(f"snapshot of {SYMBOL} refused: {snap.errors[0].message}")
-    return snap.sequence
+    return snap
+
+
+@dataclass
+class Recording:
+    """A snapshot of BENCH and the updates after it (what the replay publishes)."""
+
+    snapshot: market_data_pb2.MarketDataSnapshot | None = None
+    updates: list[market_data_pb2.MarketDataUpdate] = field(default_factory=list)
 
 
 @dataclass
@@ -126,6 +155,8 @@ class _Tally:
     last_sequence: int = 0
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
     target: int | None = None
+    per_message: int = 1
+    """Engine updates one message of the source carries (the coalesced replay's: COALESCED)."""
 
     def saw(self, sequence: int) -> None:
         self.last_sequence = max(self.last_sequence, sequence)
@@ -136,7 +167,7 @@ class _Tally:
 Consumer = Callable[[_Tally, asyncio.Event], Coroutine[Any, Any, None]]
 
 
-def _raw(handle: ServerHandle) -> Consumer:
+def _raw(handle: ServerHandle, symbol: str, recording: Recording | None = None) -> Consumer:
     async def consume(tally: _Tally, started: asyncio.Event) -> None:
         nc = await connect_as(handle.url, handle.creds, "orchestrator")
 
@@ -147,10 +178,14 @@ def _raw(handle: ServerHandle) -> Consumer:
             tally.updates += 1
             tally.events += update.events
             tally.saw(update.sequence)
+            if recording is not None and len(recording.updates) < RECORDED_UPDATES:
+                recording.updates.append(update)
 
         try:
-            await nc.subscribe(contract.md_update(SYMBOL), cb=on_msg)
+            await nc.subscribe(contract.md_update(symbol), cb=on_msg)
             await nc.flush()
+            if recording is not None:
+                recording.snapshot = await _snapshot(handle)
             started.set()
             await asyncio.Event().wait()  # until the leg cancels it
         finally:
@@ -159,12 +194,11 @@ def _raw(handle: ServerHandle) -> Consumer:
     return consume
 
 
-def _bridge(handle: ServerHandle) -> Consumer:
+def _bridge(handle: ServerHandle, symbol: str) -> Consumer:
+    settings = settings_for(handle).model_copy(update={"subscription_capacity": REPLAY_CAPACITY})
+
     async def consume(tally: _Tally, started: asyncio.Event) -> None:
-        async with (
-            BridgeClient(settings_for(handle)) as bridge,
-            bridge.market_data([SYMBOL]) as feed,
-        ):
+        async with BridgeClient(settings) as bridge, bridge.market_data([symbol]) as feed:
             started.set()
             async for event in feed:
                 now = time.time_ns()
@@ -186,84 +220,159 @@ def _bridge(handle: ServerHandle) -> Consumer:
 
 
 async def _leg(
-    handle: ServerHandle, engine: Engine, consumer: Consumer, prefix: str, n: int, conc: int
+    consumer: Consumer,
+    pids: dict[str, int],
+    start: Callable[[], Awaitable[None]],
+    go: Callable[[], Awaitable[int]],
+    tally: _Tally,
 ) -> tuple[_Tally, CpuMeter]:
-    tally, started = _Tally(), asyncio.Event()
-    load = _Load(handle, prefix, n, conc)
+    """Start the consumer, then ``start`` the source (connected, waiting), meter from ``go``
+    (which returns the last sequence to expect) until the consumer has that sequence."""
+    started = asyncio.Event()
     task = asyncio.create_task(consumer(tally, started))
-    try:
-        await load.start()
-        await asyncio.wait_for(started.wait(), REPLY_TIMEOUT)
-        with CpuMeter({"peer": engine.pid}) as meter:
-            await load.run()
-            tally.target = await _snapshot_sequence(handle)
-            tally.saw(0)
-            await asyncio.wait_for(tally.caught_up.wait(), REPLY_TIMEOUT * 10)
-    finally:
-        load.stop()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await start()
+    await asyncio.wait_for(started.wait(), REPLY_TIMEOUT)
+    with CpuMeter(pids) as meter:
+        tally.target = await go()
+        tally.saw(0)
+        await asyncio.wait_for(tally.caught_up.wait(), REPLY_TIMEOUT * 10)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     return tally, meter
 
 
-async def market_data(
-    handle: ServerHandle, engine: Engine, orders: int, run: str, *, throughput: bool
-) -> list[Result]:
-    """Four legs (raw, bridge, bridge, raw) of ``orders`` orders each; two rows (bridge, raw)."""
-    conc = THROUGHPUT_CONCURRENCY if throughput else 1
-    kind = "tp" if throughput else "lat"
+async def latency(
+    handle: ServerHandle, engine: Engine, orders: int, run: str
+) -> tuple[list[Result], Recording]:
+    """Four latency legs (raw, bridge, bridge, raw); rows (bridge, raw) and the recording."""
     legs: dict[str, list[tuple[_Tally, CpuMeter]]] = {"raw": [], "bridge": []}
+    recording = Recording()
     for i, name in enumerate(("raw", "bridge", "bridge", "raw")):
-        consumer = _raw(handle) if name == "raw" else _bridge(handle)
-        legs[name].append(await _leg(handle, engine, consumer, f"{run}md{kind}{i}", orders, conc))
-    return [_row(name, parts, throughput) for name, parts in legs.items()]
+        consumer = (
+            _raw(handle, SYMBOL, recording if i == 0 else None)
+            if name == "raw"
+            else _bridge(handle, SYMBOL)
+        )
+        load = _Load(handle, f"{run}mdl{i}", orders, LATENCY_RATE)
+
+        async def go(load: _Load = load) -> int:
+            await load.run()
+            return (await _snapshot(handle)).sequence
+
+        try:
+            legs[name].append(await _leg(consumer, {"peer": engine.pid}, load.start, go, _Tally()))
+        finally:
+            load.stop()
+    rows = [_latency_row(name, parts) for name, parts in legs.items()]
+    return rows, recording
 
 
-def _row(name: str, parts: list[tuple[_Tally, CpuMeter]], throughput: bool) -> Result:
-    hist = new_histogram()
-    updates = events = conflated = gaps = 0
-    wall = python = peer = 0.0
-    for tally, meter in parts:
-        hist.add(tally.latency)
-        updates += tally.updates
-        events += tally.events
-        conflated += tally.conflated
-        gaps += tally.gaps
-        wall += meter.wall_s
-        python += meter.python_s
-        peer += meter.others_s.get("peer", 0.0)
-    group = "bridge" if name == "bridge" else "baseline"
-    what = "market_data() iterator" if name == "bridge" else "raw nats-py subscription"
-    extra = {
+async def throughput(handle: ServerHandle, recording: Recording, total: int) -> list[Result]:
+    """The replay legs (the engine must be stopped): raw, bridge, bridge, raw on the same
+    bytes, then the bridge twice on updates coalesced ``COALESCED`` to a message."""
+    if recording.snapshot is None:
+        raise BenchError("no market data recorded")
+    plain = md_replay.frames(recording.snapshot, recording.updates, total, 1)
+    merged = md_replay.frames(recording.snapshot, recording.updates, total, COALESCED)
+    plan = [
+        ("raw", plain),
+        ("bridge", plain),
+        ("bridge", plain),
+        ("raw", plain),
+        ("coalesced", merged),
+        ("coalesced", merged),
+    ]
+    legs: dict[str, list[tuple[_Tally, CpuMeter]]] = {"raw": [], "bridge": [], "coalesced": []}
+    for name, (snapshot, frames) in plan:
+        replay = md_replay.Replay(handle, snapshot, frames)
+        symbol = md_replay.REPLAY_SYMBOL
+        consumer = _raw(handle, symbol) if name == "raw" else _bridge(handle, symbol)
+        tally = _Tally(per_message=COALESCED if name == "coalesced" else 1)
+
+        async def go(replay: md_replay.Replay = replay, n: int = len(frames)) -> int:
+            replay.go()
+            return n
+
+        async def start(replay: md_replay.Replay = replay) -> None:
+            await replay.start()
+
+        try:
+            legs[name].append(await _leg(consumer, {}, start, go, tally))
+        finally:
+            replay.stop()
+    return [_throughput_row(name, parts) for name, parts in legs.items()]
+
+
+def _extra(parts: list[tuple[_Tally, CpuMeter]]) -> dict[str, Any]:
+    updates = sum(t.updates for t, _ in parts)
+    events = sum(t.events for t, _ in parts)
+    return {
+        "updates": updates,
         "venue_events": events,
         "events_per_update": round(events / updates, 3) if updates else None,
-        "conflated_events": conflated,
-        "gaps": gaps,
+        "conflated_events": sum(t.conflated for t, _ in parts),
+        "gaps": sum(t.gaps for t, _ in parts),
     }
-    if throughput:
-        res = Result(
-            id=f"{group}.md.throughput.{name}",
-            label=f"market data -> {what}, updates/s",
-            group=group,  # type: ignore[arg-type]
-            kind="throughput",
-            count=updates,
-            seconds=wall,
-            rate=updates / wall if wall else None,
-            notes=f"{THROUGHPUT_CONCURRENCY} sync orders in flight; ABBA legs",
-            extra=extra,
-        )
-    else:
-        res = Result.latency(
-            Timed(hist, updates, CpuMeter({})),
-            id=f"{group}.md.latency.{name}",
-            label=f"venue event -> {what}",
-            group=group,  # type: ignore[arg-type]
-            notes="one order at a time; engine clock to consumer",
-            extra=extra,
-            costs=False,
-        )
-        res.seconds = wall
-    res.python_cpu_us = python * 1e6 / updates if updates else None
-    res.peer_cpu_us = peer * 1e6 / updates if updates else None
+
+
+def _latency_row(name: str, parts: list[tuple[_Tally, CpuMeter]]) -> Result:
+    hist = new_histogram()
+    for tally, _ in parts:
+        hist.add(tally.latency)
+    group = "bridge" if name == "bridge" else "baseline"
+    what = "market_data() iterator" if name == "bridge" else "raw nats-py subscription"
+    extra = _extra(parts)
+    res = Result.latency(
+        Timed(hist, extra["updates"], CpuMeter({})),
+        id=f"{group}.md.latency.{name}",
+        label=f"venue event -> {what}",
+        group=group,  # type: ignore[arg-type]
+        notes=f"{LATENCY_RATE} orders/s, one at a time; engine clock to consumer; ABBA",
+        extra=extra,
+        costs=False,
+    )
+    res.seconds = sum(m.wall_s for _, m in parts)
+    _cpu(res, parts, extra["updates"])
     return res
+
+
+def _throughput_row(name: str, parts: list[tuple[_Tally, CpuMeter]]) -> Result:
+    """Engine updates per second: the messages the consumer had, times the updates each
+    carries (1, or COALESCED in the coalesced replay)."""
+    wall = sum(m.wall_s for _, m in parts)
+    messages = sum(t.updates for t, _ in parts)
+    updates = sum(t.updates * t.per_message for t, _ in parts)
+    group = "baseline" if name == "raw" else "bridge"
+    labels = {
+        "raw": "market data replay -> raw nats-py subscription, engine updates/s",
+        "bridge": "market data replay -> market_data() iterator, engine updates/s",
+        "coalesced": f"replay, {COALESCED} updates a message -> iterator, engine updates/s",
+    }
+    extra = {
+        "messages": messages,
+        "updates_per_message": COALESCED if name == "coalesced" else 1,
+        "messages_per_s": round(messages / wall) if wall else None,
+        "conflated_events": sum(t.conflated for t, _ in parts),
+        "gaps": sum(t.gaps for t, _ in parts),
+    }
+    res = Result(
+        id=f"{group}.md.throughput.{name}",
+        label=labels[name],
+        group=group,  # type: ignore[arg-type]
+        kind="throughput",
+        count=updates,
+        seconds=wall,
+        rate=updates / wall if wall else None,
+        notes="recorded engine updates replayed as fast as one process publishes them",
+        extra=extra,
+    )
+    _cpu(res, parts, updates)
+    return res
+
+
+def _cpu(res: Result, parts: list[tuple[_Tally, CpuMeter]], count: int) -> None:
+    python = sum(m.python_s for _, m in parts)
+    peer = sum(m.others_s.get("peer", 0.0) for _, m in parts)
+    res.python_cpu_us = python * 1e6 / count if count else None
+    res.peer_cpu_us = peer * 1e6 / count if count and peer else None

@@ -13,13 +13,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
+from typing import NamedTuple
 
-from bridge.models import Side, decimal_from_proto
-from bridge.v1 import market_data_pb2, orders_pb2
+from bridge.models import Side
+from bridge.v1 import common_pb2, market_data_pb2, orders_pb2
+
+# Levels and prints are decoded for every update a feed receives: NamedTuples (immutable, and
+# built several times faster than frozen dataclasses) and a cache of the decimals, since the
+# same prices and quantities come back again and again.
 
 
-@dataclass(frozen=True, slots=True)
-class Level:
+class Level(NamedTuple):
     """One price level: total resting quantity at ``price`` and how many orders make it up.
     In a change, quantity 0 means the level was removed."""
 
@@ -28,8 +33,24 @@ class Level:
     orders: int
 
 
-@dataclass(frozen=True, slots=True)
-class TradePrint:
+@lru_cache(maxsize=65536)
+def _decimal(units: int, scale: int) -> Decimal:
+    return Decimal(units).scaleb(-scale)
+
+
+def _dec(value: common_pb2.Decimal) -> Decimal:
+    """Exact conversion from ``{units, scale}`` (``bridge.models.decimal_from_proto``), cached."""
+    return _decimal(value.units, value.scale)
+
+
+_SIDES: dict[int, Side | None] = {
+    orders_pb2.SIDE_UNSPECIFIED: None,
+    orders_pb2.SIDE_BUY: Side.BUY,
+    orders_pb2.SIDE_SELL: Side.SELL,
+}
+
+
+class TradePrint(NamedTuple):
     """One print of the public trade tape (no accounts, no order ids)."""
 
     symbol: str
@@ -71,8 +92,7 @@ class Snapshot:
     asks: tuple[Level, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Update:
+class Update(NamedTuple):
     """A decoded ``MarketDataUpdate``: the levels that changed and the trades it carries."""
 
     symbol: str
@@ -86,37 +106,35 @@ class Update:
 
 
 def _level(msg: market_data_pb2.PriceLevel) -> Level:
-    return Level(decimal_from_proto(msg.price), decimal_from_proto(msg.quantity), msg.orders)
+    return Level(_dec(msg.price), _dec(msg.quantity), msg.orders)
 
 
 def _side(value: orders_pb2.Side.ValueType) -> Side | None:
-    if value == orders_pb2.SIDE_UNSPECIFIED:
-        return None
-    return Side(orders_pb2.Side.Name(value).removeprefix("SIDE_"))
+    return _SIDES.get(value)
 
 
 def trade_from_proto(msg: market_data_pb2.Trade) -> TradePrint:
     return TradePrint(
-        symbol=msg.symbol,
-        trade_id=msg.trade_id,
-        price=decimal_from_proto(msg.price),
-        quantity=decimal_from_proto(msg.quantity),
-        aggressor_side=_side(msg.aggressor_side),
-        transact_time_unix_ns=msg.transact_time_unix_ns,
-        sequence=msg.sequence,
+        msg.symbol,
+        msg.trade_id,
+        _dec(msg.price),
+        _dec(msg.quantity),
+        _SIDES.get(msg.aggressor_side),
+        msg.transact_time_unix_ns,
+        msg.sequence,
     )
 
 
 def update_from_proto(msg: market_data_pb2.MarketDataUpdate) -> Update:
     return Update(
-        symbol=msg.symbol,
-        sequence=msg.sequence,
-        session=msg.session,
-        bids=tuple(_level(lv) for lv in msg.bids),
-        asks=tuple(_level(lv) for lv in msg.asks),
-        trades=tuple(trade_from_proto(t) for t in msg.trades),
-        venue_time_unix_ns=msg.venue_time_unix_ns,
-        events=msg.events,
+        msg.symbol,
+        msg.sequence,
+        msg.session,
+        tuple([_level(lv) for lv in msg.bids]),
+        tuple([_level(lv) for lv in msg.asks]),
+        tuple([trade_from_proto(t) for t in msg.trades]),
+        msg.venue_time_unix_ns,
+        msg.events,
     )
 
 
