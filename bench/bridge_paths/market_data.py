@@ -376,3 +376,4 @@ def _cpu(res: Result, parts: list[tuple[_Tally, CpuMeter]], count: int) -> None:
     peer = sum(m.others_s.get("peer", 0.0) for _, m in parts)
     res.python_cpu_us = python * 1e6 / count if count else None
     res.peer_cpu_us = peer * 1e6 / count if count and peer else None
+    res.python_rss_mb = max(m.python_peak_rss for _, m in parts) / (1024 * 1024)
