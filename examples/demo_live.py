@@ -139,7 +139,7 @@ class LiveBook:
         return (
             f"{self.applied} updates applied ({self.read} read one by one, {self.merged} "
             f"merged into {self.conflated} conflated events), {self.gaps} gaps, "
-            f"{self.resyncs} snapshots"
+            f"snapshots taken: {self.resyncs}"
         )
 
     def line(self) -> str:
@@ -288,6 +288,7 @@ class LiveBook:
 
 # -- one runtime configuration change -----------------------------------------------------------
 
+KEY = contract.CONFIG_TRADING_STATE_KEY
 HALT_AAPL = {
     "version": 1,
     "state": "ACTIVE",
@@ -361,7 +362,7 @@ def _order(symbol: str, kind: str) -> Order:
 def _check(console: Console, what: str, ack: OrderAck, ok: bool) -> bool:
     status = ack.status.value
     if ack.status is AckStatus.REJECTED:
-        status += f" ({ack.reason.value}: {ack.text or '-'})"
+        status += f" ({ack.reason.value}: {ack.text.strip() or '-'})"
     elif ack.order_status is not None:
         status += f" ({ack.order_status.value})"
     mark = "[green]as expected[/green]" if ok else "[red]NOT as expected[/red]"
@@ -382,7 +383,7 @@ async def config_change_tour(handle: ServerHandle, console: Console) -> bool:
             resting = await bridge.submit(_order("AAPL", "rest"))
             ok.append(_check(console, "AAPL limit buy 10 @ 150 (rests)", resting, resting.accepted))
             halted = True
-            ok.append(await op.set("trading_state", HALT_AAPL))
+            ok.append(await op.set(KEY, HALT_AAPL))
             ack = await bridge.submit(_order("AAPL", "market"))
             expected = (AckStatus.REJECTED, RejectReason.TRADING_HALTED)
             ok.append(
@@ -392,16 +393,16 @@ async def config_change_tour(handle: ServerHandle, console: Console) -> bool:
             ok.append(_check(console, "cancel of the resting AAPL order", ack, ack.accepted))
             ack = await bridge.submit(_order("MSFT", "market"))
             ok.append(_check(console, "MSFT market buy 10", ack, ack.accepted))
-            ok.append(await op.set("trading_state", RESUME))
+            ok.append(await op.set(KEY, RESUME))
             halted = False
             ack = await bridge.submit(_order("AAPL", "market"))
             ok.append(_check(console, "AAPL market buy 10", ack, ack.accepted))
     finally:
         if halted:  # something failed half-way: leave trading ACTIVE all the same
             with contextlib.suppress(Exception):
-                await store.put(nc, "trading_state", json.dumps(RESUME).encode(), op.signer)
-        final = await store.get(nc, "trading_state")
-        history = await store.history(nc, "trading_state")
+                await store.put(nc, KEY, json.dumps(RESUME).encode(), op.signer)
+        final = await store.get(nc, KEY)
+        history = await store.history(nc, KEY)
         await nc.close()
     state = final.document if final is not None else None
     active = state is not None and state.get("state") == "ACTIVE" and not state.get("symbols")
