@@ -29,6 +29,7 @@ from nats.aio.client import Client as NatsConnection
 from nats.aio.msg import Msg
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import Progress
 from rich.table import Table
@@ -323,6 +324,7 @@ class _Operator:
             f"operator: {key} revision {revision} written, signed by {self.signer.public_key[:12]}"
             f"…: {'; '.join(changes) or '(no change)'}",
             highlight=False,
+            markup=False,
         )
         try:
             async with asyncio.timeout(APPLIED_WAIT_S):
@@ -339,6 +341,8 @@ class _Operator:
             f"  engine {answer.instance}: {verdict} revision {revision}, "
             f"[bold]{took_ms:.1f} ms[/bold] after the write (write -> ConfigApplied)"
         )
+        for e in answer.errors:
+            self.console.print(f"    {e.field}: {e.rule}: {e.message}", markup=False)
         return answer.applied
 
 
@@ -366,7 +370,7 @@ def _check(console: Console, what: str, ack: OrderAck, ok: bool) -> bool:
     elif ack.order_status is not None:
         status += f" ({ack.order_status.value})"
     mark = "[green]as expected[/green]" if ok else "[red]NOT as expected[/red]"
-    console.print(f"  {what}: {status} — {mark}", highlight=False)
+    console.print(f"  {what}: {escape(status)} — {mark}", highlight=False)
     return ok
 
 
@@ -408,10 +412,11 @@ async def config_change_tour(handle: ServerHandle, console: Console) -> bool:
     active = state is not None and state.get("state") == "ACTIVE" and not state.get("symbols")
     ok.append(active)
     console.print(
-        f"trading_state in force now: {json.dumps(state, sort_keys=True) if state else '-'} "
+        f"{KEY} in force now: {json.dumps(state, sort_keys=True) if state else '-'} "
         f"(revision {final.revision if final else '-'}; the audit trail, "
-        f"`bridge config history trading_state`, keeps {len(history)} revisions)",
+        f"`bridge config history {KEY}`, keeps {len(history)} revisions)",
         highlight=False,
+        markup=False,
     )
     if not all(ok):
         console.print("[red]the configuration change did not behave as expected[/red]")
