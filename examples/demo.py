@@ -7,13 +7,18 @@ Run with ``./dev demo`` (which installs everything first). It
 2. starts the release-built engine and the security sentinel;
 3. subscribes to execution reports (pub-sub), sends urgent market orders one by one through
    synchronous request-reply and a mixed flow of limit/market/IOC/FOK orders in batches
-   through the JetStream queue, cancels what is still resting, and queries a status;
+   through the JetStream queue, cancels what is still resting, and queries a status, while a
+   live top of book of AAPL (``BridgeClient.market_data``, ``demo_live.py``) shows the venue
+   trade; at the end the feed's book must equal a fresh snapshot;
 4. prints counts (acked, rejected, filled, partially filled, ...) and latency percentiles of
    order->ack, order->first fill and order->final report;
-5. shows what an operator sees of that run (``demo_observability.py``): the engine's
+5. changes the runtime configuration once (``demo_live.py``): the operator halts AAPL with a
+   signed ``trading_state`` document, the engine applies it (write -> applied time printed), an
+   AAPL order is refused (TRADING_HALTED) while a cancel and MSFT still work, AAPL resumes;
+6. shows what an operator sees of that run (``demo_observability.py``): the engine's
    ``/readyz`` and ``/metrics``, this process's client metrics, an orchestrator's ``/readyz``
    served by ``bridge.observability.serve``, and ``nats micro stats bridge-engine``;
-6. tours the security model (``demo_security.py``): an identity trading another desk's account
+7. tours the security model (``demo_security.py``): an identity trading another desk's account
    and a forged signature are refused, the sentinel's alerts are read back from ALERTS, and the
    execution journal's hash chain is verified; then stops everything it started.
 """
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
+from demo_live import LiveBook, config_change_tour
 from demo_observability import observability_tour
 from demo_security import security_tour
 from hdrh.histogram import HdrHistogram
@@ -67,6 +73,7 @@ console = Console(stderr=False)
 ACCOUNT = "DEMO"
 MIDS = {"AAPL": Decimal("190.00"), "MSFT": Decimal("420.00")}
 TICK = {"AAPL": Decimal("0.01"), "MSFT": Decimal("0.05")}
+BOOK_SYMBOL = "AAPL"  # the live top of book shown while the orders trade
 
 
 @dataclass
@@ -229,13 +236,14 @@ async def run_demo(handle: ServerHandle, n_sync: int, n_queued: int, batch: int)
     queued_acks = 0
     settings = client_settings(handle, request_timeout_ms=5000)
     async with BridgeClient(settings) as bridge, bridge.reports(ACCOUNT) as reports:
-        with Progress(
+        progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=console,
-        ) as progress:
+        )
+        async with LiveBook(bridge, BOOK_SYMBOL, console, progress) as book:
             settled = progress.add_task("orders with an outcome", total=tracker.expected_final)
             consumer = asyncio.create_task(consume(reports, tracker, progress, settled))
             sent = progress.add_task("sync submit (request-reply)", total=n_sync)
@@ -259,6 +267,7 @@ async def run_demo(handle: ServerHandle, n_sync: int, n_queued: int, batch: int)
                 await asyncio.wait_for(tracker.final_event.wait(), timeout=60)
             except TimeoutError:
                 console.print("[red]timed out waiting for every order's outcome[/red]")
+            await book.check("every order with an outcome")
             # Pub-sub + cancel: cancel every order still resting in the book.
             resting = [
                 c
@@ -322,7 +331,7 @@ async def run_demo(handle: ServerHandle, n_sync: int, n_queued: int, batch: int)
     if missing or tracker.duplicates:
         console.print(f"[red]{missing} orders without an outcome, {tracker.duplicates} duplicates")
         return 1
-    return 0
+    return 0 if book.matched else 1
 
 
 def main() -> int:
@@ -351,9 +360,10 @@ def main() -> int:
         ):
             console.print(f"nats-server {handle.url}, engine and sentinel started")
             code = asyncio.run(run_demo(handle, ns.sync, ns.queued, ns.batch))
+            configured = asyncio.run(config_change_tour(handle, console))
             observed = asyncio.run(observability_tour(handle, engine, console))
             secure = asyncio.run(security_tour(handle, console))
-            code = code or (0 if observed and secure else 1)
+            code = code or (0 if configured and observed and secure else 1)
     console.print("[dim]sentinel, engine and nats-server stopped[/dim]")
     return code
 
