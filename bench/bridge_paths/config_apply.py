@@ -1,6 +1,6 @@
 """Runtime configuration: a document written -> applied, on each side, against the raw floor.
 
-Each change is one signed write of document ``log_levels`` (alternating ``info`` / ``warn``
+Each change is one signed write of document ``log_levels`` (alternating ``error`` / ``warn``
 for both sides, so nothing else changes) by the operator, as ``bridge config set`` does. From
 the moment before the write, three clocks stop:
 
@@ -67,7 +67,7 @@ async def config_apply(handle: ServerHandle, engine: Engine, changes: int) -> li
             async with BridgeClient(settings_for(handle)):
                 with CpuMeter({"peer": engine.pid}) as meter:
                     for i in range(changes):
-                        level = "warn" if i % 2 == 0 else "info"
+                        level = "error" if i % 2 == 0 else "warn"
                         doc = {"version": 1, "engine": level, "client": level}
                         t0 = time.perf_counter_ns()
                         revision = await store.put(nc, key, json.dumps(doc).encode(), signer)
@@ -78,8 +78,8 @@ async def config_apply(handle: ServerHandle, engine: Engine, changes: int) -> li
                                 await arrived.wait()
                         for name in names:
                             record_ns(hists[name], seen[(name, revision)] - t0)
-            # Leave both sides at info.
-            last = {"version": 1, "engine": "info", "client": "info"}
+            # Leave both sides at warn (the bench logs at WARNING).
+            last = {"version": 1, "engine": "warn", "client": "warn"}
             await store.put(nc, key, json.dumps(last).encode(), signer)
         finally:
             watching.cancel()
