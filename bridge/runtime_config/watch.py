@@ -87,6 +87,7 @@ class ConfigWatch:
         self._lock = asyncio.Lock()
         self._changed = asyncio.Condition()
         self._resyncing: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
+        self._level_set = False  # this watch set the bridge loggers' level (undone on stop)
         conn.on_open(self.start)
         conn.add_listener(self._on_event)
 
@@ -104,9 +105,14 @@ class ConfigWatch:
             log.warning("bridge.config_watch_slow", waited_s=wait, pending=self._pending)
 
     async def stop(self) -> None:
-        """End the watch (its heartbeat and flow-control tasks too); the client is closing."""
+        """End the watch (its heartbeat and flow-control tasks too); the client is closing.
+        A log level this watch set (the ``bridge.*`` loggers are the process's) goes back to
+        the application's own."""
         async with self._lock:
             await self._unsubscribe()
+        if self._level_set:
+            self._level_set = False
+            logs.set_level(None)
 
     async def _unsubscribe(self) -> None:
         old, self._sub = self._sub, None
@@ -231,7 +237,9 @@ class ConfigWatch:
                 DEFAULT_ROUTING if document is None else Routing.from_document(body, revision)
             )
         elif key == contract.CONFIG_LOG_LEVELS_KEY:
-            logs.set_level(body.get(SIDE))
+            level = body.get(SIDE)
+            logs.set_level(level)
+            self._level_set = level is not None
         return []
 
     async def _publish(self, key: str, revision: int, errors: list[FieldError]) -> None:

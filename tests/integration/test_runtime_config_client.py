@@ -202,6 +202,23 @@ async def test_bad_documents_are_refused_and_the_old_configuration_keeps_working
         assert bridge.settings == settings
 
 
+async def test_a_closed_client_gives_the_log_level_back(
+    settings: BridgeSettings, operator: Operator
+) -> None:
+    """The bridge.* loggers are the process's: a level a client's watch set is undone when
+    that client closes, even though the document is still in force (a later client of the
+    same process, or the application itself, starts from the application's level)."""
+    bridge_logger = logging.getLogger("bridge")
+    before = bridge_logger.level
+    try:
+        async with BridgeClient(settings):
+            assert (await operator.put("log_levels", {"version": 1, "client": "error"})).applied
+            assert bridge_logger.level == logging.ERROR
+        assert bridge_logger.level == before
+    finally:
+        await store.delete(operator.nc, "log_levels")  # no client left to answer
+
+
 async def test_a_client_starts_with_the_documents_in_force(
     settings: BridgeSettings, operator: Operator
 ) -> None:
