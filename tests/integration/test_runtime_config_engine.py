@@ -278,3 +278,55 @@ async def test_watch_survives_a_server_restart(
                     ack = await bridge.submit(market(account, "1"))
                     assert ack.reason is RejectReason.TRADING_HALTED, ack
                 assert again.running
+
+
+async def _logged(engine: EngineProcess, *needles: str, timeout: float = 10.0) -> str:
+    """The engine's log line holding every needle, once its log file has it (the engine writes
+    its lines in order, so a later line being there means every earlier one is)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in engine.log_tail(2000).splitlines():
+            if all(n in line for n in needles):
+                return line
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no engine log line with {needles}:\n{engine.log_tail(40)}")
+        await asyncio.sleep(0.05)  # the file follower writes what the engine logged
+
+
+async def test_symbols_and_log_level_change_at_run_time(
+    engine: EngineProcess, nats_server: ServerHandle, settings: BridgeSettings
+) -> None:
+    """symbols: a symbol left out refuses new orders (UNKNOWN_SYMBOL) while its resting order
+    still cancels, and is back when the document is deleted. log_levels: the engine logs at
+    debug from the next order on, and stops when the level goes back; same PID throughout."""
+    pid = engine.pid
+    account = new_id("A")
+    async with operator(nats_server) as op, BridgeClient(settings) as bridge:
+        try:
+            resting = resting_bid(account)
+            assert (await bridge.submit(resting)).status is AckStatus.ACCEPTED
+            await op.put(contract.CONFIG_SYMBOLS_KEY, {"version": 1, "enabled": ["MSFT"]})
+            ack = await bridge.submit(market(account, "1"))
+            assert (ack.status, ack.reason) == (AckStatus.REJECTED, RejectReason.UNKNOWN_SYMBOL)
+            canceled = await bridge.cancel(account, resting.client_order_id)
+            assert canceled.status is AckStatus.ACCEPTED, canceled
+            await op.put(contract.CONFIG_SYMBOLS_KEY, None)
+            assert (await bridge.submit(market(account, "1"))).status is AckStatus.ACCEPTED
+
+            levels = contract.CONFIG_LOG_LEVELS_KEY
+            await op.put(levels, {"version": 1, "engine": "debug"})
+            loud = await bridge.submit(market(account, "1"))
+            back = (await op.put(levels, {"version": 1, "engine": "info"})).revision
+            quiet = await bridge.submit(market(account, "1"))
+            again = await op.put(levels, {"version": 1, "engine": "info", "client": "info"})
+            # Each "config applied" line is logged at info after the order before it.
+            await _logged(engine, "config applied", f'"revision":{back}')
+            await _logged(engine, "config applied", f'"revision":{again.revision}')
+            log = engine.log_tail(2000)
+            stored = "order accepted and stored"
+            assert any(stored in ln and loud.engine_order_id in ln for ln in log.splitlines())
+            assert not any(quiet.engine_order_id in ln and stored in ln for ln in log.splitlines())
+        finally:
+            await op.put(contract.CONFIG_SYMBOLS_KEY, None)
+            await op.put(contract.CONFIG_LOG_LEVELS_KEY, None)
+    assert engine.pid == pid
