@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import queue
 import ssl
 import time
@@ -55,6 +56,11 @@ LIMIT_S = 1.0
 """The issue's bound: connection gone and alert received within a second."""
 WAIT_S = 10.0
 """How long a test waits for an event before failing (the bound is checked separately)."""
+
+# The webhook receiver (pytest-httpserver, on werkzeug) logs every request at INFO from its own
+# thread, at times after pytest has closed the stream it captured ("I/O operation on closed
+# file" in the run's output): warnings only.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 @dataclass
