@@ -119,8 +119,8 @@ async def _replay(
             if i % 512 == 511:
                 await asyncio.sleep(0)  # snapshot requests get their turn
         await nc.flush()
-        # Serve snapshot requests until the parent is done with this leg.
-        await asyncio.to_thread(go.wait)
+        # Keep answering snapshot requests (a reader resyncing) until the parent, done with
+        # this leg, stops the process; bounded in case it never does.
         await asyncio.sleep(REPLY_TIMEOUT * 4)
     finally:
         await nc.close()
