@@ -51,7 +51,9 @@ EXECUTIONS_PREFIX = "bridge.v1.exec."
 
 
 def executions(account: str, client_order_id: str) -> str:
-    """Execution reports of one order (captured by the EXECUTIONS stream)."""
+    """Execution reports of one order (captured by the EXECUTIONS stream), under its original
+    client_order_id for its whole life: a replace's reports carry the replace's id in the payload,
+    not in the subject."""
     return f"bridge.v1.exec.{account}.{client_order_id}"
 
 
@@ -65,12 +67,73 @@ def executions_for_account(account: str) -> str:
 
 EXECUTIONS_ALL = "bridge.v1.exec.>"
 """Every execution report: the EXECUTIONS stream's subjects."""
+REPLACE_PREFIX = "bridge.v1.orders.replace."
+
+
+def replace(account: str) -> str:
+    """ReplaceRequest -> OrderAck: amend a resting order of one account (contract 1.1)."""
+    return f"bridge.v1.orders.replace.{account}"
+
+
+REPLACE_ALL = "bridge.v1.orders.replace.*"
+"""Every account's replaces: what the engines serve."""
+MASS_CANCEL_PREFIX = "bridge.v1.orders.mass_cancel."
+
+
+def mass_cancel(account: str) -> str:
+    """MassCancelRequest -> MassCancelReply: cancel the open orders of one account (contract
+    1.1)."""
+    return f"bridge.v1.orders.mass_cancel.{account}"
+
+
+MASS_CANCEL_ALL = "bridge.v1.orders.mass_cancel.*"
+"""Every account's mass cancels: what the engines serve."""
+SESSION_OPEN_PREFIX = "bridge.v1.session.open."
+
+
+def session_open(session_id: str) -> str:
+    """SessionOpen -> SessionAck: open or renew an orchestrator session (contract 1.1)."""
+    return f"bridge.v1.session.open.{session_id}"
+
+
+SESSION_OPEN_ALL = "bridge.v1.session.open.*"
+"""Every session opening: what the engines serve."""
+SESSION_HEARTBEAT_PREFIX = "bridge.v1.session.heartbeat."
+
+
+def session_heartbeat(session_id: str) -> str:
+    """SessionHeartbeat of one session (core NATS, no reply); every engine listens."""
+    return f"bridge.v1.session.heartbeat.{session_id}"
+
+
+SESSION_HEARTBEAT_ALL = "bridge.v1.session.heartbeat.*"
+"""Every session's heartbeats: what each engine subscribes to."""
+SESSION_CLOSE_PREFIX = "bridge.v1.session.close."
+
+
+def session_close(session_id: str) -> str:
+    """SessionClose -> SessionAck: end a session cleanly (optionally canceling its orders)."""
+    return f"bridge.v1.session.close.{session_id}"
+
+
+SESSION_CLOSE_ALL = "bridge.v1.session.close.*"
+"""Every session closing: what the engines serve."""
+SESSION_ALL = "bridge.v1.session.>"
+"""Every session subject."""
 ENGINE_CANCEL_PREFIX = "bridge.v1.engine."
 
 
 def engine_cancel(engine_id: str) -> str:
     """Where one engine takes cancels forwarded by its peers."""
     return f"bridge.v1.engine.{engine_id}.cancel"
+
+
+ENGINE_MASS_CANCEL_PREFIX = "bridge.v1.engine."
+
+
+def engine_mass_cancel(engine_id: str) -> str:
+    """Where one engine takes mass cancels relayed by the peer that received the request."""
+    return f"bridge.v1.engine.{engine_id}.mass_cancel"
 
 
 ENGINE_ALL = "bridge.v1.engine.>"
@@ -207,6 +270,9 @@ ORDERS_KV_BUCKET = "bridge_orders"
 CONFIG_KV_BUCKET = "bridge_config"
 """Runtime configuration: one typed, versioned JSON document per key (schemas/config/v1), watched by
 both sides; its history is the audit trail."""
+SESSIONS_KV_BUCKET = "bridge_sessions"
+"""Orchestrator sessions (cancel on disconnect): one record per open session, so that the grace
+survives an engine restart."""
 LEASES_KV_BUCKET = "bridge_leases"
 """Engine leases (one live engine per symbol and per intake); TTL = the bucket's max_age."""
 
@@ -230,6 +296,14 @@ LEASE_SYMBOL_KEY_PREFIX = "symbol."
 def lease_symbol_key(symbol: str) -> str:
     """Lease of one symbol."""
     return f"symbol.{symbol}"
+
+
+SESSION_KEY_PREFIX = "session."
+
+
+def session_key(session_id: str) -> str:
+    """Key of a session record in the session store."""
+    return f"session.{session_id}"
 
 
 CONFIG_RISK_KEY = "risk"
@@ -302,7 +376,12 @@ HEADER_MSG_ID = "Nats-Msg-Id"
 HEADER_CORRELATION_ID = "Bridge-Correlation-Id"
 """Correlation id of one operation, carried into logs and reports."""
 HEADER_SCHEMA = "Bridge-Schema"
-"""Full protobuf name of the payload (e.g. bridge.v1.NewOrder); informational."""
+"""Full protobuf name of the payload (e.g. bridge.v1.NewOrder); its package names the major version
+(v1)."""
+HEADER_SCHEMA_VERSION = "Bridge-Schema-Version"
+"""major.minor of the contract the sender was built with (CONTRACT_VERSION). Engines refuse an
+unsupported major (UNSUPPORTED_VERSION) and accept any minor of theirs, newer ones included; absent
+= 1.0."""
 HEADER_BATCH_ID = "Nats-Batch-Id"
 """Atomic batch publish (ADR-50): the engine commits each execution's reports together."""
 HEADER_BATCH_SEQUENCE = "Nats-Batch-Sequence"
@@ -335,6 +414,10 @@ ACCOUNT_PATTERN = "^[A-Za-z0-9-][A-Za-z0-9_-]{0,31}$"
 """Trading account."""
 SYMBOL_PATTERN = "^[A-Za-z0-9._/-]{1,32}$"
 """Instrument, e.g. AAPL."""
+SESSION_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
+"""An orchestrator session's id, chosen by the orchestrator."""
+REQUEST_ID_PATTERN = "^[A-Za-z0-9_-]{0,64}$"
+"""A mass cancel's id, chosen by its sender; echoed."""
 STREAM_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
 """An input stream's id, chosen by its sender."""
 
@@ -342,6 +425,9 @@ STREAM_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
 SIGNING_DOMAIN = "bridge.v1.sig"
 """Signed bytes: SIGNING_DOMAIN, subject, signed_at (decimal) and payload, joined by one newline
 byte each."""
+CONTRACT_VERSION = "1.1"
+"""This contract's version, major.minor (schemas/CHANGELOG.md): sent as Bridge-Schema-Version. A
+minor adds compatibly; a major is a new package (bridge.v2)."""
 SERVICE_NAME = "bridge-engine"
 """The engines' NATS micro service name (`nats micro ls`): every engine registers one instance."""
 ALL_ACCOUNTS = "*"

@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "../schemas/bridge/v1/orders.proto",
         "../schemas/bridge/v1/security.proto",
         "../schemas/bridge/v1/market_data.proto",
+        "../schemas/bridge/v1/lifecycle.proto",
+        "../schemas/bridge/v1/session.proto",
         "proto/engine/v1/state.proto",
     ];
     let includes = ["../schemas", "proto"];

@@ -148,13 +148,27 @@ def _accounts(identity: Identity) -> list[str]:
 def _orchestrator(identity: Identity) -> Permissions:
     accounts = _accounts(identity)
     if accounts == [_ANY_TOKEN]:
-        orders = [contract.SUBMIT_ALL, contract.CANCEL_ALL, contract.STATUS_ALL, contract.QUEUE_ALL]
+        orders = [
+            contract.SUBMIT_ALL,
+            contract.CANCEL_ALL,
+            contract.STATUS_ALL,
+            contract.QUEUE_ALL,
+            contract.REPLACE_ALL,
+            contract.MASS_CANCEL_ALL,
+        ]
         reports = [contract.EXECUTIONS_ALL]
     else:
         orders = [
             f(a)
             for a in accounts
-            for f in (contract.submit, contract.cancel, contract.status, contract.queue)
+            for f in (
+                contract.submit,
+                contract.cancel,
+                contract.status,
+                contract.queue,
+                contract.replace,
+                contract.mass_cancel,
+            )
         ]
         reports = [contract.executions_for_account(a) for a in accounts]
     executions = contract.EXECUTIONS_STREAM
@@ -178,6 +192,9 @@ def _orchestrator(identity: Identity) -> Permissions:
             # Runtime configuration: watches the bucket (never writes it), says what it applied.
             *_config_reader(),
             contract.config_applied("client"),
+            # Its sessions (cancel on disconnect): open, heartbeat, close. A session holds only
+            # orders the identity was entitled to place.
+            contract.SESSION_ALL,
         ),
         subscribe_allow=(
             _under(inbox_prefix(identity)),
@@ -192,11 +209,13 @@ def _orchestrator(identity: Identity) -> Permissions:
 def _operator(identity: Identity) -> Permissions:
     accounts = _accounts(identity)
     if accounts == [_ANY_TOKEN]:
-        orders = [contract.STATUS_ALL, contract.CANCEL_ALL]
+        orders = [contract.STATUS_ALL, contract.CANCEL_ALL, contract.MASS_CANCEL_ALL]
     else:
-        orders = [f(a) for a in accounts for f in (contract.status, contract.cancel)]
+        orders = [
+            f(a) for a in accounts for f in (contract.status, contract.cancel, contract.mass_cancel)
+        ]
     # Administers JetStream and reads everything; of the order operations only status
-    # queries and cancels, of its accounts.
+    # queries, cancels and mass cancels (the per-account kill switch), of its accounts.
     return Permissions(
         publish_allow=(
             _JS_API_ALL,
@@ -234,6 +253,7 @@ def _engine(identity: Identity) -> Permissions:
             f"{_JS_ACK}.{contract.ORDERS_STREAM}.>",
             contract.kv_key_subject(contract.ORDERS_KV_BUCKET, _ALL),
             contract.kv_key_subject(contract.LEASES_KV_BUCKET, _ALL),
+            contract.kv_key_subject(contract.SESSIONS_KV_BUCKET, _ALL),
             # Market data of the symbols it owns, and what it did with a config document.
             contract.MD_UPDATES_ALL,
             contract.MD_QUOTES_ALL,
@@ -249,6 +269,9 @@ def _engine(identity: Identity) -> Permissions:
             contract.SUBMIT_ALL,
             contract.CANCEL_ALL,
             contract.STATUS_ALL,
+            contract.REPLACE_ALL,
+            contract.MASS_CANCEL_ALL,
+            contract.SESSION_ALL,
             contract.ENGINE_ALL,
             contract.SERVICE_ALL,
             contract.MD_SNAPSHOT_ALL,

@@ -66,6 +66,9 @@ class _TimeInForceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimeInFor
     DESCRIPTOR: _descriptor.EnumDescriptor
     TIME_IN_FORCE_UNSPECIFIED: _TimeInForce.ValueType  # 0
     TIME_IN_FORCE_DAY: _TimeInForce.ValueType  # 1
+    """Rests until the venue's session end (engine knob day_session_end_utc), then EXPIRED
+    (reason SESSION_END), even if no other order arrives.
+    """
     TIME_IN_FORCE_GTC: _TimeInForce.ValueType  # 2
     TIME_IN_FORCE_IOC: _TimeInForce.ValueType  # 3
     TIME_IN_FORCE_FOK: _TimeInForce.ValueType  # 4
@@ -74,6 +77,9 @@ class TimeInForce(_TimeInForce, metaclass=_TimeInForceEnumTypeWrapper): ...
 
 TIME_IN_FORCE_UNSPECIFIED: TimeInForce.ValueType  # 0
 TIME_IN_FORCE_DAY: TimeInForce.ValueType  # 1
+"""Rests until the venue's session end (engine knob day_session_end_utc), then EXPIRED
+(reason SESSION_END), even if no other order arrives.
+"""
 TIME_IN_FORCE_GTC: TimeInForce.ValueType  # 2
 TIME_IN_FORCE_IOC: TimeInForce.ValueType  # 3
 TIME_IN_FORCE_FOK: TimeInForce.ValueType  # 4
@@ -146,6 +152,20 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     position. Older readers see unknown values: treat as rejected.
     """
     REJECT_REASON_REDUCE_ONLY: _RejectReason.ValueType  # 17
+    REJECT_REASON_UNSUPPORTED_VERSION: _RejectReason.ValueType  # 18
+    """Added in contract 1.1; older readers see unknown values: treat as rejected (an order
+    operation) or as canceled/expired (a report's reason).
+    The request's Bridge-Schema-Version header names a major version the engine does not speak
+    (field_errors: field "Bridge-Schema-Version", rule "supported_major").
+    """
+    REJECT_REASON_SESSION_LOST: _RejectReason.ValueType  # 19
+    """CANCELED because the order's session was lost (cancel on disconnect) or closed with
+    cancel_orders.
+    """
+    REJECT_REASON_MASS_CANCELED: _RejectReason.ValueType  # 20
+    """CANCELED by a MassCancelRequest."""
+    REJECT_REASON_SESSION_END: _RejectReason.ValueType  # 21
+    """EXPIRED: a DAY order at the venue's session end."""
 
 class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper): ...
 
@@ -193,6 +213,20 @@ symbol or the venue is HALTED, or REDUCE_ONLY and the order would not reduce the
 position. Older readers see unknown values: treat as rejected.
 """
 REJECT_REASON_REDUCE_ONLY: RejectReason.ValueType  # 17
+REJECT_REASON_UNSUPPORTED_VERSION: RejectReason.ValueType  # 18
+"""Added in contract 1.1; older readers see unknown values: treat as rejected (an order
+operation) or as canceled/expired (a report's reason).
+The request's Bridge-Schema-Version header names a major version the engine does not speak
+(field_errors: field "Bridge-Schema-Version", rule "supported_major").
+"""
+REJECT_REASON_SESSION_LOST: RejectReason.ValueType  # 19
+"""CANCELED because the order's session was lost (cancel on disconnect) or closed with
+cancel_orders.
+"""
+REJECT_REASON_MASS_CANCELED: RejectReason.ValueType  # 20
+"""CANCELED by a MassCancelRequest."""
+REJECT_REASON_SESSION_END: RejectReason.ValueType  # 21
+"""EXPIRED: a DAY order at the venue's session end."""
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
 class _OrderStatus:
@@ -210,6 +244,10 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     ORDER_STATUS_CANCELED: _OrderStatus.ValueType  # 5
     ORDER_STATUS_REJECTED: _OrderStatus.ValueType  # 6
     ORDER_STATUS_EXPIRED: _OrderStatus.ValueType  # 7
+    ORDER_STATUS_PENDING_REPLACE: _OrderStatus.ValueType  # 8
+    """A replace is being applied (FIX OrdStatus E; added in 1.1). Only ever seen in a
+    PENDING_REPLACE report, which the REPLACED report follows in the same atomic batch.
+    """
 
 class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper): ...
 
@@ -222,6 +260,10 @@ ORDER_STATUS_FILLED: OrderStatus.ValueType  # 4
 ORDER_STATUS_CANCELED: OrderStatus.ValueType  # 5
 ORDER_STATUS_REJECTED: OrderStatus.ValueType  # 6
 ORDER_STATUS_EXPIRED: OrderStatus.ValueType  # 7
+ORDER_STATUS_PENDING_REPLACE: OrderStatus.ValueType  # 8
+"""A replace is being applied (FIX OrdStatus E; added in 1.1). Only ever seen in a
+PENDING_REPLACE report, which the REPLACED report follows in the same atomic batch.
+"""
 Global___OrderStatus: _TypeAlias = OrderStatus  # noqa: Y015
 
 class _ExecType:
@@ -236,6 +278,9 @@ class _ExecTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExecType.Val
     EXEC_TYPE_CANCELED: _ExecType.ValueType  # 3
     EXEC_TYPE_REJECTED: _ExecType.ValueType  # 4
     EXEC_TYPE_EXPIRED: _ExecType.ValueType  # 5
+    EXEC_TYPE_PENDING_REPLACE: _ExecType.ValueType  # 6
+    """Added in 1.1 (ReplaceRequest): FIX ExecType E and 5."""
+    EXEC_TYPE_REPLACED: _ExecType.ValueType  # 7
 
 class ExecType(_ExecType, metaclass=_ExecTypeEnumTypeWrapper): ...
 
@@ -245,6 +290,9 @@ EXEC_TYPE_TRADE: ExecType.ValueType  # 2
 EXEC_TYPE_CANCELED: ExecType.ValueType  # 3
 EXEC_TYPE_REJECTED: ExecType.ValueType  # 4
 EXEC_TYPE_EXPIRED: ExecType.ValueType  # 5
+EXEC_TYPE_PENDING_REPLACE: ExecType.ValueType  # 6
+"""Added in 1.1 (ReplaceRequest): FIX ExecType E and 5."""
+EXEC_TYPE_REPLACED: ExecType.ValueType  # 7
 Global___ExecType: _TypeAlias = ExecType  # noqa: Y015
 
 @_typing.final
@@ -298,6 +346,7 @@ class NewOrder(_message.Message):
     CREATED_AT_UNIX_NS_FIELD_NUMBER: _builtins.int
     DEADLINE_UNIX_NS_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
     client_order_id: _builtins.str
     """Unique per account; the idempotency key. [A-Za-z0-9_-]{1,64}
     [limit MAX_CLIENT_ORDER_ID_BYTES = 64] (rule "pattern").
@@ -315,7 +364,15 @@ class NewOrder(_message.Message):
     """When the orchestrator created the order (Unix epoch nanoseconds)."""
     deadline_unix_ns: _builtins.int
     """The engine must not act on the order after this instant (Unix epoch ns); 0 = no deadline.
-    A queued order that waited past its deadline is expired, never executed stale.
+    A queued order that waited past its deadline is expired, never executed stale; a resting
+    order is EXPIRED (reason DEADLINE_EXCEEDED) at that instant (FIX GTD), even if no other
+    order arrives, and across engine restarts.
+    """
+    session_id: _builtins.str
+    """The orchestrator session the order belongs to (session.proto; added in 1.1): with
+    cancel_on_disconnect, the order is canceled when the session is lost. Empty = none.
+    [A-Za-z0-9_-]{0,64}; a session that is not open is REJECTED (INVALID_FIELD, rule
+    "open_session"). An engine of contract 1.0 ignores the field.
     """
     @_builtins.property
     def quantity(self) -> _common_pb2.Decimal: ...
@@ -345,10 +402,11 @@ class NewOrder(_message.Message):
         created_at_unix_ns: _builtins.int = ...,
         deadline_unix_ns: _builtins.int = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        session_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limit_price", b"limit_price", "quantity", b"quantity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "client_order_id", b"client_order_id", "created_at_unix_ns", b"created_at_unix_ns", "deadline_unix_ns", b"deadline_unix_ns", "limit_price", b"limit_price", "order_type", b"order_type", "quantity", b"quantity", "side", b"side", "symbol", b"symbol", "tags", b"tags", "time_in_force", b"time_in_force"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "client_order_id", b"client_order_id", "created_at_unix_ns", b"created_at_unix_ns", "deadline_unix_ns", b"deadline_unix_ns", "limit_price", b"limit_price", "order_type", b"order_type", "quantity", b"quantity", "session_id", b"session_id", "side", b"side", "symbol", b"symbol", "tags", b"tags", "time_in_force", b"time_in_force"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -364,6 +422,7 @@ class CancelRequest(_message.Message):
     CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
     account: _builtins.str
     client_order_id: _builtins.str
+    """The order's client_order_id, or the id of a replace accepted for it."""
     def __init__(
         self,
         *,
@@ -426,6 +485,7 @@ class OrderAck(_message.Message):
     ACK_TIME_UNIX_NS_FIELD_NUMBER: _builtins.int
     ENGINE_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    ORIG_CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
     client_order_id: _builtins.str
     account: _builtins.str
     engine_order_id: _builtins.str
@@ -440,6 +500,8 @@ class OrderAck(_message.Message):
     """Engine wall clock when it acknowledged (Unix epoch ns)."""
     engine_id: _builtins.str
     text: _builtins.str
+    orig_client_order_id: _builtins.str
+    """A replace's ack: the id the order had before it (added in 1.1)."""
     @_builtins.property
     def field_errors(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.FieldError]: ...
     def __init__(
@@ -456,10 +518,11 @@ class OrderAck(_message.Message):
         ack_time_unix_ns: _builtins.int = ...,
         engine_id: _builtins.str = ...,
         text: _builtins.str = ...,
+        orig_client_order_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "ack_time_unix_ns", b"ack_time_unix_ns", "client_order_id", b"client_order_id", "duplicate", b"duplicate", "engine_id", b"engine_id", "engine_order_id", b"engine_order_id", "field_errors", b"field_errors", "order_status", b"order_status", "reason", b"reason", "status", b"status", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "ack_time_unix_ns", b"ack_time_unix_ns", "client_order_id", b"client_order_id", "duplicate", b"duplicate", "engine_id", b"engine_id", "engine_order_id", b"engine_order_id", "field_errors", b"field_errors", "order_status", b"order_status", "orig_client_order_id", b"orig_client_order_id", "reason", b"reason", "status", b"status", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -513,6 +576,8 @@ class ExecutionReport(_message.Message):
     ENGINE_ID_FIELD_NUMBER: _builtins.int
     TAGS_FIELD_NUMBER: _builtins.int
     SIGNER_FIELD_NUMBER: _builtins.int
+    ORIG_CLIENT_ORDER_ID_FIELD_NUMBER: _builtins.int
+    PRICE_FIELD_NUMBER: _builtins.int
     exec_id: _builtins.str
     """Unique per execution event, stable across engine restarts (deduplication key)."""
     engine_order_id: _builtins.str
@@ -531,6 +596,10 @@ class ExecutionReport(_message.Message):
     signer: _builtins.str
     """Public NKey of the identity whose signed operation caused this report (empty for reports
     of the engine's own accounts, e.g. the house, and for reports written before signing).
+    """
+    orig_client_order_id: _builtins.str
+    """Added in 1.1. After a replace: the id the order had before it (FIX OrigClOrdID);
+    client_order_id is then the replace's id. Empty until the order is replaced.
     """
     @_builtins.property
     def order_qty(self) -> _common_pb2.Decimal: ...
@@ -552,6 +621,10 @@ class ExecutionReport(_message.Message):
     def field_errors(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.FieldError]: ...
     @_builtins.property
     def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def price(self) -> _common_pb2.Decimal:
+        """The order's limit price as it stands (FIX Price); absent for a market order."""
+
     def __init__(
         self,
         *,
@@ -577,10 +650,12 @@ class ExecutionReport(_message.Message):
         engine_id: _builtins.str = ...,
         tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         signer: _builtins.str = ...,
+        orig_client_order_id: _builtins.str = ...,
+        price: _common_pb2.Decimal | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["avg_px", b"avg_px", "cum_qty", b"cum_qty", "last_px", b"last_px", "last_qty", b"last_qty", "leaves_qty", b"leaves_qty", "order_qty", b"order_qty"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["avg_px", b"avg_px", "cum_qty", b"cum_qty", "last_px", b"last_px", "last_qty", b"last_qty", "leaves_qty", b"leaves_qty", "order_qty", b"order_qty", "price", b"price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "avg_px", b"avg_px", "client_order_id", b"client_order_id", "cum_qty", b"cum_qty", "engine_id", b"engine_id", "engine_order_id", b"engine_order_id", "exec_id", b"exec_id", "exec_type", b"exec_type", "field_errors", b"field_errors", "last_px", b"last_px", "last_qty", b"last_qty", "leaves_qty", b"leaves_qty", "order_qty", b"order_qty", "order_status", b"order_status", "reason", b"reason", "seq", b"seq", "side", b"side", "signer", b"signer", "symbol", b"symbol", "tags", b"tags", "text", b"text", "transact_time_unix_ns", b"transact_time_unix_ns"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "avg_px", b"avg_px", "client_order_id", b"client_order_id", "cum_qty", b"cum_qty", "engine_id", b"engine_id", "engine_order_id", b"engine_order_id", "exec_id", b"exec_id", "exec_type", b"exec_type", "field_errors", b"field_errors", "last_px", b"last_px", "last_qty", b"last_qty", "leaves_qty", b"leaves_qty", "order_qty", b"order_qty", "order_status", b"order_status", "orig_client_order_id", b"orig_client_order_id", "price", b"price", "reason", b"reason", "seq", b"seq", "side", b"side", "signer", b"signer", "symbol", b"symbol", "tags", b"tags", "text", b"text", "transact_time_unix_ns", b"transact_time_unix_ns"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

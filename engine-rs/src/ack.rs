@@ -66,6 +66,7 @@ impl AckFor<'_> {
             ack_time_unix_ns: self.now,
             engine_id: self.engine_id.into(),
             text: text.into(),
+            orig_client_order_id: String::new(),
         }
     }
 }
@@ -105,6 +106,7 @@ mod tests {
                 ack_time_unix_ns: 42,
                 engine_id: "engine-1".into(),
                 text: String::new(),
+                orig_client_order_id: String::new(),
             }
         );
     }

@@ -93,6 +93,8 @@ impl LiveOrder {
                 correlation_id: correlation_id.into(),
                 tombstone: false,
                 signer: String::new(),
+                alias_of: String::new(),
+                current_client_order_id: String::new(),
             },
             qty,
             cum_qty: 0,
@@ -213,6 +215,8 @@ impl LiveOrder {
             engine_id: self.record.engine_id.clone(),
             tags: o.tags.clone(),
             signer: self.record.signer.clone(),
+            orig_client_order_id: String::new(),
+            price: o.limit_price,
         };
         self.record.last_report = Some(report.clone());
         out.push(report);

@@ -171,7 +171,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     engine.dispatch(request, &mut subs.statuses).await?;
                     engine.market_data_after_command();
                 }
-                () = market_data_due(engine.market_data_due()) => engine.flush_market_data(),
+                () = due(engine.market_data_due()) => engine.flush_market_data(),
+                // Timed duties (expiry, session grace): between commands, like everything else.
+                () = due(engine.next_timer()) => {
+                    engine.on_timer().await?;
+                    engine.market_data_after_command();
+                }
                 // A configuration revision applies between commands, never within one.
                 Some(event) = config_events.recv() => engine.on_config(event).await,
                 lost = lease.lost() => return Err(lost.into()),
@@ -230,8 +235,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     Ok(())
 }
 
-/// Resolves when the pending market data is due; never when nothing is pending.
-async fn market_data_due(due: Option<tokio::time::Instant>) {
+/// Resolves at `due`; never when it is `None` (market data pending, the next timed duty).
+async fn due(due: Option<tokio::time::Instant>) {
     match due {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

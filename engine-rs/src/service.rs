@@ -11,10 +11,17 @@
 //! | `forwarded-cancel` | [`contract::engine_cancel`] of this engine | same (this engine only) |
 //! | `md-snapshot` | [`contract::MD_SNAPSHOT_ALL`] | same |
 //! | `feed-open` | [`contract::FEED_OPEN`] | same |
+//! | `replace` | [`contract::REPLACE_ALL`] | same |
+//! | `mass-cancel` | [`contract::MASS_CANCEL_ALL`] | same |
+//! | `forwarded-mass-cancel` | [`contract::engine_mass_cancel`] of this engine | same (this engine only) |
+//! | `session-open` | [`contract::SESSION_OPEN_ALL`] | same |
+//! | `session-close` | [`contract::SESSION_CLOSE_ALL`] | same |
 //!
 //! Input stream messages ([`contract::feed_data`]) are not requests (their reply subject is
 //! the sender's grant inbox, answered every half window): a plain subscription in the same
-//! queue group.
+//! queue group. Session heartbeats ([`contract::SESSION_HEARTBEAT_ALL`]) are not requests either,
+//! and every engine needs each one (each cancels its own orders of a lost session): a plain
+//! subscription outside the queue group.
 //!
 //! Every request is answered through [`Incoming`] (the service's `Request::respond`), so the
 //! statistics are the real ones. With SIGHUP (reload the entitlements), the endpoints are the
@@ -35,7 +42,10 @@ use async_nats::Client;
 use futures::StreamExt;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::commands::authorize::{CANCEL_REQUEST, NEW_ORDER, ORDER_STATUS_REQUEST};
+use crate::commands::authorize::{
+    CANCEL_REQUEST, MASS_CANCEL_REQUEST, NEW_ORDER, ORDER_STATUS_REQUEST, REPLACE_REQUEST,
+    SESSION_CLOSE_REQUEST, SESSION_OPEN_REQUEST,
+};
 use crate::commands::Request;
 use crate::config::Config;
 use crate::contract;
@@ -52,6 +62,14 @@ pub const STATUS: &str = "status";
 pub const FORWARDED_CANCEL: &str = "forwarded-cancel";
 pub const MD_SNAPSHOT: &str = "md-snapshot";
 pub const FEED_OPEN: &str = "feed-open";
+pub const REPLACE: &str = "replace";
+pub const MASS_CANCEL: &str = "mass-cancel";
+pub const FORWARDED_MASS_CANCEL: &str = "forwarded-mass-cancel";
+pub const SESSION_OPEN: &str = "session-open";
+pub const SESSION_CLOSE: &str = "session-close";
+
+/// How many sources [`Intake::next`] selects over (endpoints and subscriptions).
+const SOURCES: usize = 13;
 
 /// The service version: the engine crate's (a SemVer, as the service API requires).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -70,10 +88,15 @@ pub struct Intake {
     snapshots: Endpoint,
     feed_opens: Endpoint,
     feed_data: async_nats::Subscriber,
+    replaces: Endpoint,
+    mass_cancels: Endpoint,
+    forwarded_mass_cancels: Endpoint,
+    session_opens: Endpoint,
+    session_closes: Endpoint,
+    heartbeats: async_nats::Subscriber,
     hangup: Signal,
-    /// Which sources (submits, cancels, forwarded, statuses, snapshots, feed opens, feed
-    /// data) have not ended.
-    open: [bool; 7],
+    /// Which sources (in [`Intake::next`]'s order) have not ended.
+    open: [bool; SOURCES],
 }
 
 impl Intake {
@@ -149,6 +172,47 @@ impl Intake {
             )
             .await
             .map_err(|e| SetupError::new("feed subscription", e))?;
+        let replaces = endpoint(REPLACE, contract::REPLACE_ALL.into(), REPLACE_REQUEST, ack)
+            .await
+            .map_err(setup)?;
+        let mass_reply = "bridge.v1.MassCancelReply";
+        let mass_cancels = endpoint(
+            MASS_CANCEL,
+            contract::MASS_CANCEL_ALL.into(),
+            MASS_CANCEL_REQUEST,
+            mass_reply,
+        )
+        .await
+        .map_err(setup)?;
+        let forwarded_mass_cancels = endpoint(
+            FORWARDED_MASS_CANCEL,
+            contract::engine_mass_cancel(&cfg.engine_id),
+            MASS_CANCEL_REQUEST,
+            mass_reply,
+        )
+        .await
+        .map_err(setup)?;
+        let session_ack = "bridge.v1.SessionAck";
+        let session_opens = endpoint(
+            SESSION_OPEN,
+            contract::SESSION_OPEN_ALL.into(),
+            SESSION_OPEN_REQUEST,
+            session_ack,
+        )
+        .await
+        .map_err(setup)?;
+        let session_closes = endpoint(
+            SESSION_CLOSE,
+            contract::SESSION_CLOSE_ALL.into(),
+            SESSION_CLOSE_REQUEST,
+            session_ack,
+        )
+        .await
+        .map_err(setup)?;
+        let heartbeats = client
+            .subscribe(contract::SESSION_HEARTBEAT_ALL)
+            .await
+            .map_err(|e| SetupError::new("session heartbeat subscription", e))?;
         Ok(Intake {
             service,
             submits,
@@ -158,8 +222,14 @@ impl Intake {
             snapshots,
             feed_opens,
             feed_data,
+            replaces,
+            mass_cancels,
+            forwarded_mass_cancels,
+            session_opens,
+            session_closes,
+            heartbeats,
             hangup,
-            open: [true; 7],
+            open: [true; SOURCES],
         })
     }
 
@@ -177,6 +247,12 @@ impl Intake {
                 r = self.snapshots.next(), if open[4] => match r { Some(r) => return Some(Request::MdSnapshot(incoming(r))), None => self.open[4] = false },
                 r = self.feed_opens.next(), if open[5] => match r { Some(r) => return Some(Request::FeedOpen(incoming(r))), None => self.open[5] = false },
                 m = self.feed_data.next(), if open[6] => match m { Some(m) => return Some(Request::FeedData(m)), None => self.open[6] = false },
+                r = self.replaces.next(), if open[7] => match r { Some(r) => return Some(Request::Replace(incoming(r))), None => self.open[7] = false },
+                r = self.mass_cancels.next(), if open[8] => match r { Some(r) => return Some(Request::MassCancel(incoming(r))), None => self.open[8] = false },
+                r = self.forwarded_mass_cancels.next(), if open[9] => match r { Some(r) => return Some(Request::ForwardedMassCancel(incoming(r))), None => self.open[9] = false },
+                r = self.session_opens.next(), if open[10] => match r { Some(r) => return Some(Request::SessionOpen(incoming(r))), None => self.open[10] = false },
+                r = self.session_closes.next(), if open[11] => match r { Some(r) => return Some(Request::SessionClose(incoming(r))), None => self.open[11] = false },
+                m = self.heartbeats.next(), if open[12] => match m { Some(m) => return Some(Request::SessionHeartbeat(m)), None => self.open[12] = false },
                 Some(()) = self.hangup.recv() => return Some(Request::ReloadEntitlements),
             }
         }
@@ -194,10 +270,16 @@ impl Intake {
             &mut self.forwarded,
             &mut self.snapshots,
             &mut self.feed_opens,
+            &mut self.replaces,
+            &mut self.mass_cancels,
+            &mut self.forwarded_mass_cancels,
+            &mut self.session_opens,
+            &mut self.session_closes,
         ] {
             let _ = e.stop().await;
         }
         let _ = self.feed_data.unsubscribe().await;
+        let _ = self.heartbeats.unsubscribe().await;
         let _ = client.flush().await;
     }
 

@@ -66,6 +66,7 @@ fn new_order_limit() -> NewOrder {
         created_at_unix_ns: 1_700_000_000_000_000_000,
         deadline_unix_ns: 1_700_000_005_000_000_000,
         tags: tags(&[("strategy", "mm-1"), ("desk", "alpha")]),
+        session_id: String::new(),
     }
 }
 
@@ -120,6 +121,7 @@ fn order_ack_rejected() -> OrderAck {
         ack_time_unix_ns: 1_700_000_000_123_456_789,
         engine_id: "e1".into(),
         text: "2 invalid fields".into(),
+        orig_client_order_id: String::new(),
     }
 }
 

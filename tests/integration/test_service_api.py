@@ -130,6 +130,11 @@ async def test_natscli_lists_the_engine_and_its_endpoint_statistics(
             "forwarded-cancel": (contract.engine_cancel("engine-A"), group),
             "md-snapshot": (contract.MD_SNAPSHOT_ALL, group),
             "feed-open": (contract.FEED_OPEN, group),
+            "replace": (contract.REPLACE_ALL, group),
+            "mass-cancel": (contract.MASS_CANCEL_ALL, group),
+            "forwarded-mass-cancel": (contract.engine_mass_cancel("engine-A"), group),
+            "session-open": (contract.SESSION_OPEN_ALL, group),
+            "session-close": (contract.SESSION_CLOSE_ALL, group),
         }
 
         before = endpoint_stats(micro_json(handle, home, "stats", contract.SERVICE_NAME), instance)
@@ -148,6 +153,11 @@ async def test_natscli_lists_the_engine_and_its_endpoint_statistics(
             "forwarded-cancel": (0, 0),
             "md-snapshot": (0, 0),
             "feed-open": (0, 0),
+            "replace": (0, 0),
+            "mass-cancel": (0, 0),
+            "forwarded-mass-cancel": (0, 0),
+            "session-open": (0, 0),
+            "session-close": (0, 0),
         }
         assert after["submit"]["processing_time"] > 0
         assert after["submit"]["last_error"].startswith("400:not a bridge.v1.NewOrder")

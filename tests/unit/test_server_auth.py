@@ -61,11 +61,13 @@ def test_a_desk_may_use_only_its_own_account_and_inbox() -> None:
     desk_a = _user(_dev(), "desk-a")
     p = desk_a.permissions
     own_inbox = contract.identity_inbox_prefix("orchestrator", _key("desk-a"))
-    assert p.publish_allow[:4] == (
+    assert p.publish_allow[:6] == (
         contract.submit("DESK-A"),
         contract.cancel("DESK-A"),
         contract.status("DESK-A"),
         contract.queue("DESK-A"),
+        contract.replace("DESK-A"),
+        contract.mass_cancel("DESK-A"),
     )
     assert f"$JS.API.CONSUMER.CREATE.EXECUTIONS.*.{contract.executions_for_account('DESK-A')}" in (
         p.publish_allow
@@ -88,12 +90,15 @@ def test_a_desk_may_use_only_its_own_account_and_inbox() -> None:
 
 def test_every_account_renders_the_wildcard_forms() -> None:
     p = _user(_dev(), "orchestrator").permissions
-    assert p.publish_allow[:4] == (
+    assert p.publish_allow[:6] == (
         contract.SUBMIT_ALL,
         contract.CANCEL_ALL,
         contract.STATUS_ALL,
         contract.QUEUE_ALL,
+        contract.REPLACE_ALL,
+        contract.MASS_CANCEL_ALL,
     )
+    assert contract.SESSION_ALL in p.publish_allow
     assert contract.EXECUTIONS_ALL in p.subscribe_allow
 
 
@@ -133,6 +138,7 @@ def test_engine_keeps_its_role_permissions_plus_its_alerts() -> None:
         "$JS.ACK.ORDERS.>",
         "$KV.bridge_orders.>",
         "$KV.bridge_leases.>",
+        "$KV.bridge_sessions.>",
         "bridge.v1.md.book.>",
         "bridge.v1.md.quote.>",
         "bridge.v1.md.trade.>",
@@ -150,6 +156,9 @@ def test_engine_keeps_its_role_permissions_plus_its_alerts() -> None:
         "bridge.v1.orders.submit.*",
         "bridge.v1.orders.cancel.*",
         "bridge.v1.orders.status.*",
+        "bridge.v1.orders.replace.*",
+        "bridge.v1.orders.mass_cancel.*",
+        "bridge.v1.session.>",
         "bridge.v1.engine.>",
         "$SRV.>",
         "bridge.v1.md.snapshot.>",
@@ -159,7 +168,7 @@ def test_engine_keeps_its_role_permissions_plus_its_alerts() -> None:
     assert p.allow_responses
 
 
-def test_operator_administers_but_sends_only_status_and_cancel_of_its_accounts() -> None:
+def test_operator_administers_but_sends_only_status_and_cancels_of_its_accounts() -> None:
     everything = _user(_dev(), "operator").permissions
     assert everything.publish_allow == (
         "$JS.API.>",
@@ -167,6 +176,7 @@ def test_operator_administers_but_sends_only_status_and_cancel_of_its_accounts()
         "$SYS.REQ.>",
         "bridge.v1.orders.status.*",
         "bridge.v1.orders.cancel.*",
+        "bridge.v1.orders.mass_cancel.*",
         "_INBOX.operator.>",
         "$SRV.>",
         "$KV.bridge_config.>",
@@ -177,7 +187,9 @@ def test_operator_administers_but_sends_only_status_and_cancel_of_its_accounts()
     allowed = server_auth.permissions(one).publish_allow
     assert contract.status("DESK-A") in allowed
     assert contract.cancel("DESK-A") in allowed
+    assert contract.mass_cancel("DESK-A") in allowed
     assert contract.STATUS_ALL not in allowed
+    assert not any(s.startswith(contract.REPLACE_PREFIX) for s in allowed)
     assert not any(s.startswith(contract.SUBMIT_PREFIX) for s in allowed)
 
 

@@ -16,6 +16,10 @@ use crate::validate::{truncate, MAX_CLIENT_ORDER_ID_BYTES, MAX_NEW_ORDER_BYTES};
 pub(crate) const NEW_ORDER: &str = "bridge.v1.NewOrder";
 pub(crate) const CANCEL_REQUEST: &str = "bridge.v1.CancelRequest";
 pub(crate) const ORDER_STATUS_REQUEST: &str = "bridge.v1.OrderStatusRequest";
+pub(crate) const REPLACE_REQUEST: &str = "bridge.v1.ReplaceRequest";
+pub(crate) const MASS_CANCEL_REQUEST: &str = "bridge.v1.MassCancelRequest";
+pub(crate) const SESSION_OPEN_REQUEST: &str = "bridge.v1.SessionOpen";
+pub(crate) const SESSION_CLOSE_REQUEST: &str = "bridge.v1.SessionClose";
 
 /// A cancel or status request is a few ids: anything larger than an order is oversize.
 const MAX_REQUEST_BYTES: usize = MAX_NEW_ORDER_BYTES;

@@ -21,8 +21,12 @@ use crate::validate::{
 
 pub mod authorize;
 pub mod cancel;
+pub mod expiry;
 pub mod market;
+pub mod mass_cancel;
 pub mod queued;
+pub mod replace;
+pub mod session;
 pub mod status;
 pub mod submit;
 
@@ -39,6 +43,19 @@ pub enum Request {
     FeedOpen(Incoming),
     /// One input stream message (`bridge.v1.feed.data.<stream_id>`; not a request).
     FeedData(async_nats::Message),
+    /// Amend a resting order (`bridge.v1.orders.replace.<account>`).
+    Replace(Incoming),
+    /// Cancel an account's open orders (`bridge.v1.orders.mass_cancel.<account>`).
+    MassCancel(Incoming),
+    /// A mass cancel relayed by the engine that received it
+    /// (`bridge.v1.engine.<engine_id>.mass_cancel`): cancel in this engine's books only.
+    ForwardedMassCancel(Incoming),
+    /// Open or renew an orchestrator session (`bridge.v1.session.open.<session_id>`).
+    SessionOpen(Incoming),
+    /// Close a session (`bridge.v1.session.close.<session_id>`).
+    SessionClose(Incoming),
+    /// A session heartbeat (`bridge.v1.session.heartbeat.<session_id>`; not a request).
+    SessionHeartbeat(async_nats::Message),
     /// SIGHUP: re-read the entitlements file.
     ReloadEntitlements,
 }
@@ -80,6 +97,31 @@ impl Engine {
                 (r, served)
             }
             Request::FeedData(m) => return self.on_feed_data(m).await,
+            Request::Replace(r) => {
+                self.answer_statuses(statuses).await?;
+                let served = self.on_replace(&r).await;
+                (r, served)
+            }
+            Request::MassCancel(r) => {
+                let served = self.on_mass_cancel(&r, false).await;
+                (r, served)
+            }
+            Request::ForwardedMassCancel(r) => {
+                let served = self.on_mass_cancel(&r, true).await;
+                (r, served)
+            }
+            Request::SessionOpen(r) => {
+                let served = self.on_session_open(&r).await;
+                (r, served)
+            }
+            Request::SessionClose(r) => {
+                let served = self.on_session_close(&r).await;
+                (r, served)
+            }
+            Request::SessionHeartbeat(m) => {
+                self.on_session_heartbeat(&m);
+                return Ok(());
+            }
             Request::ReloadEntitlements => {
                 self.reload_entitlements();
                 return Ok(());

@@ -323,6 +323,7 @@ prop_compose! {
             created_at_unix_ns: created,
             deadline_unix_ns: deadline,
             tags,
+            session_id: String::new(),
         }
     }
 }

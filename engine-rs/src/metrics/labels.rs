@@ -144,7 +144,9 @@ mod tests {
                 "trade",
                 "canceled",
                 "rejected",
-                "expired"
+                "expired",
+                "pending_replace",
+                "replaced"
             ]
         );
     }
