@@ -34,7 +34,8 @@ class _SideEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Side.ValueType],
     SIDE_BUY: _Side.ValueType  # 1
     SIDE_SELL: _Side.ValueType  # 2
 
-class Side(_Side, metaclass=_SideEnumTypeWrapper): ...
+class Side(_Side, metaclass=_SideEnumTypeWrapper):
+    """The side of an order (FIX Side, 54): 1 = buy, 2 = sell."""
 
 SIDE_UNSPECIFIED: Side.ValueType  # 0
 SIDE_BUY: Side.ValueType  # 1
@@ -51,7 +52,10 @@ class _OrderTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderType.V
     ORDER_TYPE_MARKET: _OrderType.ValueType  # 1
     ORDER_TYPE_LIMIT: _OrderType.ValueType  # 2
 
-class OrderType(_OrderType, metaclass=_OrderTypeEnumTypeWrapper): ...
+class OrderType(_OrderType, metaclass=_OrderTypeEnumTypeWrapper):
+    """How an order is priced (FIX OrdType, 40). A LIMIT order carries limit_price; a MARKET order
+    must not.
+    """
 
 ORDER_TYPE_UNSPECIFIED: OrderType.ValueType  # 0
 ORDER_TYPE_MARKET: OrderType.ValueType  # 1
@@ -73,7 +77,10 @@ class _TimeInForceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimeInFor
     TIME_IN_FORCE_IOC: _TimeInForce.ValueType  # 3
     TIME_IN_FORCE_FOK: _TimeInForce.ValueType  # 4
 
-class TimeInForce(_TimeInForce, metaclass=_TimeInForceEnumTypeWrapper): ...
+class TimeInForce(_TimeInForce, metaclass=_TimeInForceEnumTypeWrapper):
+    """How long an order may rest (FIX TimeInForce, 59). IOC and FOK never rest: what does not
+    trade at once is canceled (FOK: all of it trades or none does). UNSPECIFIED is refused.
+    """
 
 TIME_IN_FORCE_UNSPECIFIED: TimeInForce.ValueType  # 0
 TIME_IN_FORCE_DAY: TimeInForce.ValueType  # 1
@@ -95,7 +102,8 @@ class _AckStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AckStatus.V
     ACK_STATUS_ACCEPTED: _AckStatus.ValueType  # 1
     ACK_STATUS_REJECTED: _AckStatus.ValueType  # 2
 
-class AckStatus(_AckStatus, metaclass=_AckStatusEnumTypeWrapper): ...
+class AckStatus(_AckStatus, metaclass=_AckStatusEnumTypeWrapper):
+    """The outcome of a request (OrderAck, MassCancelReply, SessionAck)."""
 
 ACK_STATUS_UNSPECIFIED: AckStatus.ValueType  # 0
 ACK_STATUS_ACCEPTED: AckStatus.ValueType  # 1
@@ -167,7 +175,11 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     REJECT_REASON_SESSION_END: _RejectReason.ValueType  # 21
     """EXPIRED: a DAY order at the venue's session end."""
 
-class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper): ...
+class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper):
+    """Why a request was refused (status REJECTED), or why an order ended (a CANCELED or EXPIRED
+    report's reason). New values are only ever added: a reader that does not know one treats it
+    as a refusal (or as canceled, in a report).
+    """
 
 REJECT_REASON_UNSPECIFIED: RejectReason.ValueType  # 0
 REJECT_REASON_MALFORMED: RejectReason.ValueType  # 1
@@ -249,7 +261,8 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     PENDING_REPLACE report, which the REPLACED report follows in the same atomic batch.
     """
 
-class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper): ...
+class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper):
+    """An order's state (FIX OrdStatus, 39). FILLED, CANCELED, REJECTED and EXPIRED are final."""
 
 ORDER_STATUS_UNSPECIFIED: OrderStatus.ValueType  # 0
 ORDER_STATUS_PENDING_NEW: OrderStatus.ValueType  # 1
@@ -282,7 +295,8 @@ class _ExecTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExecType.Val
     """Added in 1.1 (ReplaceRequest): FIX ExecType E and 5."""
     EXEC_TYPE_REPLACED: _ExecType.ValueType  # 7
 
-class ExecType(_ExecType, metaclass=_ExecTypeEnumTypeWrapper): ...
+class ExecType(_ExecType, metaclass=_ExecTypeEnumTypeWrapper):
+    """What an execution report reports (FIX ExecType, 150)."""
 
 EXEC_TYPE_UNSPECIFIED: ExecType.ValueType  # 0
 EXEC_TYPE_NEW: ExecType.ValueType  # 1

@@ -46,7 +46,10 @@ class _SecurityViolationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[
     SECURITY_VIOLATION_KIND_ACCOUNT_MISMATCH: _SecurityViolationKind.ValueType  # 10
     SECURITY_VIOLATION_KIND_NOT_ENTITLED: _SecurityViolationKind.ValueType  # 11
 
-class SecurityViolationKind(_SecurityViolationKind, metaclass=_SecurityViolationKindEnumTypeWrapper): ...
+class SecurityViolationKind(_SecurityViolationKind, metaclass=_SecurityViolationKindEnumTypeWrapper):
+    """What kind of violation a SecurityAlert reports; its name in lower case is the last token of
+    the alert's subject (e.g. bad_signature).
+    """
 
 SECURITY_VIOLATION_KIND_UNSPECIFIED: SecurityViolationKind.ValueType  # 0
 SECURITY_VIOLATION_KIND_NO_CLIENT_CERTIFICATE: SecurityViolationKind.ValueType  # 1
@@ -70,6 +73,10 @@ Global___SecurityViolationKind: _TypeAlias = SecurityViolationKind  # noqa: Y015
 
 @_typing.final
 class SecurityAlert(_message.Message):
+    """One security violation, raised by the engine (a refused operation) or by the sentinel (a
+    server-side refusal, a kicked connection), and kept in the ALERTS stream.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ALERT_ID_FIELD_NUMBER: _builtins.int

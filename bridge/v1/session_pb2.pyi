@@ -31,6 +31,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class SessionOpen(_message.Message):
+    """Opens (or renews) an orchestrator session, answered with a SessionAck."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
@@ -114,6 +116,10 @@ Global___SessionAck: _TypeAlias = SessionAck  # noqa: Y015
 
 @_typing.final
 class SessionHeartbeat(_message.Message):
+    """Keeps a session alive: sent every SessionAck.heartbeat_ms (core NATS, no reply); every
+    engine listens.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
