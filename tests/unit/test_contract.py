@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import base64
 import hashlib
+import importlib
 import importlib.util
 import json
 import re
@@ -233,6 +234,44 @@ def test_every_contract_subject_is_reachable() -> None:
     for identity in DEV_RESOLVED.identities:
         inbox = f"{server_auth.inbox_prefix(identity)}.x1"
         assert any(_matches(g, inbox) for g in granted), f"{identity.name}: no inbox"
+
+
+_SUBJECT_KEYS = {"pattern", "doc", "message", "reply"}
+
+
+def _message_names() -> set[str]:
+    """Every message of the generated bridge/v1 modules (the .proto files as compiled)."""
+    names: set[str] = set()
+    for path in sorted((REPO / "bridge" / "v1").glob("*_pb2.py")):
+        module = importlib.import_module(f"bridge.v1.{path.stem}")
+        names |= {d.full_name for d in module.DESCRIPTOR.message_types_by_name.values()}
+    return names
+
+
+def test_every_subject_names_messages_that_exist() -> None:
+    """A subject's `message` and `reply` are messages of the contract; every subject carries
+    one, is a wildcard over subjects that do, or is an inbox prefix (replies arrive there)."""
+    messages = _message_names()
+    assert "bridge.v1.NewOrder" in messages
+    carrying = {n: e for n, e in TOML["subjects"].items() if "message" in e}
+    for name, entry in TOML["subjects"].items():
+        unknown = set(entry) - _SUBJECT_KEYS
+        assert not unknown, f"[subjects] {name}: unknown keys {sorted(unknown)}"
+        for key in ("message", "reply"):
+            if key in entry:
+                assert entry[key] in messages, f"[subjects] {name}.{key}: no {entry[key]}"
+        assert "reply" not in entry or "message" in entry, f"{name}: a reply without a message"
+        pattern = entry["pattern"]
+        if "message" in entry:
+            assert "*" not in pattern, f"{name}: a wildcard names no message of its own"
+            assert ">" not in pattern, f"{name}: a wildcard names no message of its own"
+        elif "*" in pattern or ">" in pattern:
+            matched = [
+                n for n, e in carrying.items() if _grants_some_instance(pattern, e["pattern"])
+            ]
+            assert matched, f"{name}: a wildcard over no subject that carries a message"
+        else:
+            assert pattern.startswith("_INBOX."), f"{name}: names no message"
 
 
 def _definitions() -> dict[str, dict[str, Any]]:
