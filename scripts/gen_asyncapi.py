@@ -4,7 +4,7 @@ From the .proto comments (protoc --include_source_info), ``schemas/bridge/v1/con
 (every subject and the message it carries) and the roles' permissions
 (``bridge/security/server_auth.py``, matched by NATS wildcard rules): see
 :mod:`bridge_dev.contract_model`. Nothing in the output is written by hand; both files are
-committed and ``tests/unit/test_asyncapi.py`` fails when they are stale.
+committed and ``tests/contract/test_reference.py`` fails when they are stale.
 Usage: ``python scripts/gen_asyncapi.py [--out DIR]`` (default: schemas/).
 """
 
