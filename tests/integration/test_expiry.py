@@ -8,6 +8,7 @@ Restarts: tests/faults/test_expiry_restart.py."""
 from __future__ import annotations
 
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from bridge import BridgeClient, BridgeSettings, ExecType, OrderStatus, Side, TimeInForce
 from bridge.v1 import orders_pb2
+from bridge_dev import engine as dev_engine
 from bridge_dev.engine import EngineProcess
 from bridge_dev.server import ServerHandle
 from tests.faults.harness import stored_reports
@@ -31,6 +33,23 @@ from tests.integration.expiry_helpers import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+def test_dev_engines_never_reach_a_session_end() -> None:
+    """The dev tooling's engines (demo, tests, benchmarks) run with the session end one minute
+    behind the moment it was loaded: the next one is almost a day after anything they do."""
+    loaded = dev_engine.DAY_SESSION_END_UTC
+    assert loaded is not None
+    end = datetime.strptime(loaded, "%H:%M:%S").replace(tzinfo=UTC)
+    now = datetime.now(UTC)
+    # The next occurrence of that time of day after now, whatever the date.
+    next_end = now.replace(hour=end.hour, minute=end.minute, second=end.second, microsecond=0)
+    while next_end <= now:
+        next_end += timedelta(days=1)
+    # Loaded when this test process started, which runs for hours at most.
+    assert next_end - now > timedelta(hours=12), (loaded, now)
+    at = datetime(2024, 3, 1, 0, 0, 30, tzinfo=UTC)
+    assert dev_engine.session_end_behind(at) == "23:59:30"  # across midnight
 
 
 def expired_reports_published(engine: EngineProcess) -> float:
