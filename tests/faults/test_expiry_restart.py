@@ -7,13 +7,24 @@ after a final report, cum + leaves = qty while live, status agrees, the journal 
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from bridge import BridgeClient, ExecType, OrderStatus, TimeInForce
+from bridge import BridgeClient, ExecType, Order, OrderStatus, Side, TimeInForce
+from bridge.v1 import orders_pb2
 from bridge_dev.engine import EngineProcess, client_settings, lease_wait_limit
 from bridge_dev.server import LocalNatsServer
+from tests.faults.harness import (
+    FaultResult,
+    assert_clean,
+    new_account,
+    order_flow,
+    verify,
+    wait_for_ack_floor,
+    wait_for_finals,
+)
 from tests.faults.invariants import assert_invariants
 from tests.integration.expiry_helpers import (
     S,
@@ -118,3 +129,93 @@ async def test_day_and_gtd_orders_expire_on_time_after_a_restart(
     assert_expired(got[gtd.client_order_id], "DEADLINE_EXCEEDED", gtd.deadline_unix_ns or 0)
     assert "resting order expired" in second.log_tail(200)
     await assert_invariants(handle, tmp_path)
+
+
+RESTING = 24
+FLOW = 120
+
+
+def spread_resting(account: str, first_deadline: int) -> list[Order]:
+    """:data:`RESTING` GTD orders (DAY or GTC), deadlines a third of a second apart from
+    ``first_deadline`` on: half at the top of the book (the flow trades with them), half
+    behind the seeded levels (seldom reached)."""
+    where = [
+        (Side.BUY, "190.00"),
+        (Side.SELL, "190.01"),
+        (Side.BUY, "189.95"),
+        (Side.SELL, "190.06"),
+    ]
+    rest: list[Order] = []
+    for i in range(RESTING):
+        side, price = where[i % len(where)]
+        rest.append(
+            resting(
+                account,
+                tif=TimeInForce.DAY if i % 3 == 0 else TimeInForce.GTC,
+                side=side,
+                price=Decimal(price),
+                qty=str(5 + i % 3 * 5),
+                deadline_unix_ns=first_deadline + i * S // 3,
+            )
+        )
+    return rest
+
+
+async def test_expiries_mixed_with_fills_through_a_kill(
+    fresh_server: LocalNatsServer, tmp_path: Path
+) -> None:
+    """GTD orders resting in the book (deadlines spread over 2 to 10 s ahead) among a flow of
+    market and IOC orders that trade with some of them, and a kill -9 in the middle: each
+    resting order ends FILLED or EXPIRED (by the timer, by an execution in its book, or by
+    recovery), exactly once; nothing is lost, doubled or over-filled, and the fault harness's
+    invariants hold."""
+    handle = fresh_server.handle
+    account = new_account("EX")
+    before, after = order_flow(account, FLOW, seed=16), order_flow(account, FLOW, seed=61)
+    settings = client_settings(handle, request_timeout_ms=10_000)
+    engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
+    acked: set[str] = set()
+    try:
+        async with BridgeClient(settings) as bridge:
+            # Deadlines from now on, once connected: none passes before its order is in.
+            rest = spread_resting(account, now_ns() + 2 * S)
+            for o in rest:
+                assert (await bridge.submit(o)).accepted
+            acked |= {o.client_order_id for o in rest}
+            await bridge.enqueue_batch(before)
+            acked |= {o.client_order_id for o in before}
+            await wait_for_ack_floor(handle)  # the flow has executed: nothing held at the kill
+            engine.kill()
+            await asyncio.to_thread(engine.start)
+            await bridge.enqueue_batch(after)
+            acked |= {o.client_order_id for o in after}
+            reports = await wait_for_finals(handle, account, acked, timeout=60)
+    finally:
+        code = engine.stop()
+    assert code == 0, engine.log_tail()
+    orders = [*rest, *before, *after]
+    result = verify(
+        FaultResult("expiry: GTD/DAY resting among fills, kill -9", sent=len(orders)),
+        orders,
+        acked,
+        reports,
+    )
+    assert_clean(result)
+    finals = {
+        r.client_order_id: r
+        for r in reports
+        if r.order_status in (orders_pb2.ORDER_STATUS_FILLED, orders_pb2.ORDER_STATUS_EXPIRED)
+    }
+    outcomes = {"filled": 0, "expired": 0}
+    for o in rest:
+        final = finals[o.client_order_id]
+        if final.order_status == orders_pb2.ORDER_STATUS_EXPIRED:
+            assert final.reason == orders_pb2.REJECT_REASON_DEADLINE_EXCEEDED, final
+            assert final.transact_time_unix_ns >= (o.deadline_unix_ns or 0), final
+            outcomes["expired"] += 1
+        else:
+            outcomes["filled"] += 1
+    assert outcomes["expired"] > 0, outcomes
+    result.notes.update(outcomes)
+    checked = await assert_invariants(handle, tmp_path)
+    result.notes["invariants"] = f"ok ({checked.reports} reports)"
