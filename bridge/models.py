@@ -253,6 +253,8 @@ class RejectReason(StrEnum):
     NOT_ENTITLED = "NOT_ENTITLED"
     TRADING_HALTED = "TRADING_HALTED"
     REDUCE_ONLY = "REDUCE_ONLY"
+    SESSION_END = "SESSION_END"
+    """EXPIRED: a DAY order at the venue's session end (contract 1.1)."""
 
     @property
     def is_security(self) -> bool:

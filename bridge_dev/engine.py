@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -47,6 +48,25 @@ READY_TIMEOUT_S = 30.0
 """Time an engine gets for connecting, recovery and subscribing, on top of any lease wait."""
 READY_POLL_S = 0.02
 """Interval between two asks of ``/readyz`` while the engine starts."""
+DAY_SESSION_END_BEHIND_S = 60
+"""How far behind the moment this module is loaded :data:`DAY_SESSION_END_UTC` is."""
+
+
+def session_end_behind(now: datetime | None = None) -> str:
+    """A ``day_session_end_utc`` that passed :data:`DAY_SESSION_END_BEHIND_S` before ``now``
+    (default: the current time): the next session end is then almost 24 hours away."""
+    at = (now or datetime.now(UTC)) - timedelta(seconds=DAY_SESSION_END_BEHIND_S)
+    return at.astimezone(UTC).strftime("%H:%M:%S")
+
+
+DAY_SESSION_END_UTC: str | None = session_end_behind()
+"""``day_session_end_utc`` of the engines started here whose ``env`` does not set
+``BRIDGE_DAY_SESSION_END_UTC`` (None: the config file's, else the engine's default 21:00:00).
+DAY is the client's default time in force, so most resting orders of the demo, the tests and
+the benchmarks are DAY orders: with a fixed session end, whatever ran across it (a test at
+20:59:59 UTC) would see them expire. Set once, when the dev tooling is loaded, to a moment
+just behind it, the next session end is almost a day after anything this process starts; a
+test of DAY expiry gives its engine its own value."""
 HTTP_LISTEN = "127.0.0.1:0"
 """``http_listen`` of the engines started here: any free port (several engines share a host)."""
 
@@ -229,6 +249,8 @@ class EngineProcess:
         )
         if SEED_GENERATION is not None:
             env["BRIDGE_SEED_GENERATION"] = SEED_GENERATION
+        if DAY_SESSION_END_UTC is not None:
+            env["BRIDGE_DAY_SESSION_END_UTC"] = DAY_SESSION_END_UTC
         env["BRIDGE_HTTP_LISTEN"] = HTTP_LISTEN
         env.update(self._env)
         self._listening.clear()

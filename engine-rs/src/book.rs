@@ -35,8 +35,9 @@
 //!    and a FOK order that would need more fills is killed. This bounds everything derived from
 //!    one execution (its reports, its record writes) whatever the book holds.
 //!
-//! The book treats `Day` and `Gtc` identically; expiring `Day` orders at the end of a session is
-//! the caller's job (via [`OrderBook::cancel`]). The caller bounds quantities so that the total
+//! The book treats `Day` and `Gtc` identically; expiring `Day` orders at the end of a session
+//! (and any order at its deadline) is the venue's job (`venue/expiry.rs`, via
+//! [`OrderBook::cancel`]). The caller bounds quantities so that the total
 //! quantity resting at one price level fits in an `i64`.
 
 use std::collections::btree_map::{BTreeMap, Entry};

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::book::Side;
 use crate::fixed;
 use crate::limits::{Limits, SymbolLimits};
+use crate::venue::SessionEnd;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -106,6 +107,11 @@ pub struct Config {
     pub feed_window: u64,
     /// Input streams open at once; one more forgets the stream idle longest.
     pub feed_max_streams: usize,
+    /// When DAY orders expire (EXPIRED, reason SESSION_END): a UTC time of day `HH:MM:SS`,
+    /// every day; an order expires at the first one after it was accepted
+    /// (`venue/expiry.rs`). Default 21:00:00: at or after the US equity close (16:00 New York)
+    /// in winter and summer time alike.
+    pub day_session_end_utc: String,
     pub symbols: BTreeMap<String, SymbolConfig>,
 }
 
@@ -191,6 +197,7 @@ impl Default for Config {
             market_data_coalesce_ms: 0,
             feed_window: 256,
             feed_max_streams: 64,
+            day_session_end_utc: "21:00:00".into(),
             symbols: BTreeMap::new(),
         }
     }
@@ -287,6 +294,7 @@ impl Config {
         cfg.limits()?;
         cfg.max_notional()?;
         cfg.check_retry_knobs()?;
+        cfg.day_session_end()?;
         Ok(cfg)
     }
 
@@ -392,6 +400,15 @@ impl Config {
     /// The limits of the pure core, in fixed point.
     pub fn core_limits(&self) -> Result<Limits, ConfigError> {
         Limits::try_from(self)
+    }
+
+    /// `day_session_end_utc`, parsed.
+    pub fn day_session_end(&self) -> Result<SessionEnd, ConfigError> {
+        SessionEnd::parse(&self.day_session_end_utc).map_err(|reason| ConfigError::Value {
+            field: "day_session_end_utc".into(),
+            value: self.day_session_end_utc.clone(),
+            reason,
+        })
     }
 
     pub fn max_notional(&self) -> Result<i64, ConfigError> {

@@ -134,7 +134,7 @@ impl Engine {
         .await?;
         let consumer = consumer::bind(&js).await?;
         let limits = cfg.core_limits()?;
-        let venue = Venue::new(&limits.symbols);
+        let venue = Venue::new(&limits.symbols).with_day_session_end(cfg.day_session_end()?);
         let auth = entitlements.map(|e| Authorizer::new(e, cfg.signature_window_ms));
         let alerts = Alerts::start(client.clone());
         let md = MarketData::new(now_ns().to_string(), limits.symbols.keys());

@@ -69,9 +69,44 @@ pub fn recovered_rejection(rejection: &Rejection) -> RejectReason {
     }
 }
 
+/// The records recovery writes, one per key: the last state of each (the order store takes
+/// one write per key and revision). An order restored with an adopted report and then expired
+/// at once (its deadline or session end passed while the engine was down) is written once,
+/// EXPIRED.
+pub fn last_states(writes: Vec<LiveOrder>) -> Vec<LiveOrder> {
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut out: Vec<LiveOrder> = Vec::with_capacity(writes.len());
+    for w in writes {
+        match at.get(&w.key) {
+            Some(&i) => out[i] = w,
+            None => {
+                at.insert(w.key.clone(), out.len());
+                out.push(w);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One write per key, the last state winning, in first-seen order.
+    #[test]
+    fn one_write_per_key_the_last_state() {
+        let writes = vec![
+            live("A", "x", OrderStatus::New),
+            live("A", "y", OrderStatus::New),
+            live("A", "x", OrderStatus::Expired),
+        ];
+        let out = last_states(writes);
+        let got: Vec<_> = out.iter().map(|o| (o.key.as_str(), o.status())).collect();
+        assert_eq!(
+            got,
+            vec![("A.x", OrderStatus::Expired), ("A.y", OrderStatus::New)]
+        );
+    }
 
     fn live(account: &str, id: &str, status: OrderStatus) -> LiveOrder {
         let order = pb::NewOrder {

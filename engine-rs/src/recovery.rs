@@ -8,9 +8,9 @@
 //!    reported. Seeded liquidity is orders of the house (`house.rs`), so what was consumed
 //!    stays consumed and unconsumed seed keeps its place.
 //! 3. Orders that cannot be put back (their symbol is gone, a market remainder) are finished
-//!    with CANCELED / RECOVERY_INVALID and an ERROR line; resting orders past their deadline
-//!    expire, exactly as they would have at their next touch. No order is left neither in a
-//!    book nor final.
+//!    with CANCELED / RECOVERY_INVALID and an ERROR line; resting orders past their expiry (a
+//!    deadline, a DAY session end: `venue/expiry.rs`) expire at once, and the engine's timer
+//!    expires the others on time. No order is left neither in a book nor final.
 //! 4. Seed orders of this `seed_generation` that were never placed are placed (a first start);
 //!    live house orders of other generations are canceled.
 //! 5. Orders still PENDING_NEW (acknowledged, never executed: the crash came first) execute
@@ -31,7 +31,7 @@ use crate::house;
 use crate::limits::Limits;
 use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
 use crate::publish::Tagged;
-use crate::reconcile::{adopt_report, reconcile, recovered_rejection, Reconcile};
+use crate::reconcile::{adopt_report, last_states, reconcile, recovered_rejection, Reconcile};
 use crate::store::Created;
 use crate::trace::Trace;
 use crate::venue::{LiveOrder, Touched, Venue};
@@ -125,7 +125,7 @@ impl Engine {
             .collect();
         self.reports.publish(groups).await?;
         writes.extend(finished.into_iter().map(|t| t.order));
-        self.write_back(writes).await
+        self.write_back(last_states(writes)).await
     }
 
     /// Places the seed orders of this generation that the order store does not hold yet;

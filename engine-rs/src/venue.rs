@@ -8,8 +8,9 @@
 //! `cum_qty <= qty` and `leaves = qty - cum_qty` while it is open, `0` once final; report
 //! `seq` increases by one per report and `exec_id = <engine_order_id>-<seq>`, so an exec id is
 //! stable across restarts and unique per execution event. Every open order rests in exactly
-//! one book. A resting order whose deadline has passed never trades: any execution in its
-//! book first expires every due order there ([`Venue::execute`]).
+//! one book. A resting order past its expiry (deadline, DAY session end: `venue/expiry.rs`)
+//! never trades: any execution in its book first expires every due order there
+//! ([`Venue::execute`]); the engine's timer expires the rest on time.
 //!
 //! The books hold only orders: the seeded liquidity is orders too (of the reserved account
 //! `_house`, see `house.rs`), so consuming it is recorded and reported like any fill.
@@ -23,6 +24,9 @@ use crate::proto::v1::{self as pb, FieldError, OrderStatus, RejectReason};
 use crate::validate::ValidOrder;
 
 pub use crate::order::{is_final, transition, Event, InvalidTransition, LiveOrder, Touched};
+pub use expiry::{expiry_of, Expiry, SessionEnd};
+
+mod expiry;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VenueError {
@@ -87,14 +91,13 @@ pub struct Venue {
     /// Open orders by book id: exactly the orders resting in the books.
     open: HashMap<u64, LiveOrder>,
     by_key: HashMap<String, u64>,
-    /// Resting orders with a deadline, by (deadline, book id).
-    deadlines: BTreeSet<(i64, u64)>,
+    /// Resting orders that expire, by (expiry instant, book id) (`venue/expiry.rs`)...
+    expiries: BTreeSet<(i64, u64)>,
+    /// ...and each one's expiry, by book id.
+    expiry_at: HashMap<u64, Expiry>,
+    /// When DAY orders expire (`None`: they rest like GTC).
+    day_session_end: Option<SessionEnd>,
     next_id: u64,
-}
-
-/// An order's deadline (Unix ns), if it has one.
-fn deadline(order: &LiveOrder) -> Option<i64> {
-    Some(order.order().deadline_unix_ns).filter(|d| *d > 0)
 }
 
 impl Venue {
@@ -142,8 +145,9 @@ impl Venue {
     }
 
     fn track(&mut self, id: u64, order: LiveOrder) {
-        if let Some(d) = deadline(&order) {
-            self.deadlines.insert((d, id));
+        if let Some(e) = self.expiry(&order) {
+            self.expiries.insert((e.at, id));
+            self.expiry_at.insert(id, e);
         }
         self.by_key.insert(order.key.clone(), id);
         self.open.insert(id, order);
@@ -152,50 +156,10 @@ impl Venue {
     fn untrack(&mut self, id: u64) -> Option<LiveOrder> {
         let order = self.open.remove(&id)?;
         self.by_key.remove(&order.key);
-        if let Some(d) = deadline(&order) {
-            self.deadlines.remove(&(d, id));
+        if let Some(e) = self.expiry_at.remove(&id) {
+            self.expiries.remove(&(e.at, id));
         }
         Some(order)
-    }
-
-    /// Expires every resting order whose deadline is at or before `now` (in `symbol`'s book
-    /// only, or in all books): out of its book, EXPIRED report.
-    pub fn expire_due(
-        &mut self,
-        symbol: Option<&str>,
-        now: i64,
-    ) -> Result<Vec<Touched>, VenueError> {
-        let due: Vec<u64> = self
-            .deadlines
-            .range(..=(now, u64::MAX))
-            .map(|&(_, id)| id)
-            .filter(|id| {
-                symbol.is_none_or(|s| self.open.get(id).is_some_and(|o| o.order().symbol == s))
-            })
-            .collect();
-        let mut out = Vec::with_capacity(due.len());
-        for id in due {
-            let Some(mut order) = self.untrack(id) else {
-                continue;
-            };
-            if let Some(book) = self.books.get_mut(&order.order().symbol) {
-                book.cancel(id);
-            }
-            let mut reports = Vec::new();
-            order.apply(
-                Event::Expire,
-                None,
-                Some((
-                    RejectReason::DeadlineExceeded,
-                    &[],
-                    "deadline passed while resting",
-                )),
-                now,
-                &mut reports,
-            )?;
-            out.push(Touched { order, reports });
-        }
-        Ok(out)
     }
 
     /// Finishes an open order that recovery does not put back into a book: CANCELED (or
@@ -251,7 +215,7 @@ impl Venue {
     }
 
     /// Executes an accepted order (PENDING_NEW) against its book, after expiring the orders
-    /// of that book whose deadline has passed. See [`Executed`].
+    /// of that book past their expiry. See [`Executed`].
     pub fn execute(
         &mut self,
         mut order: LiveOrder,

@@ -110,6 +110,41 @@ fn bad_decimal_names_the_field() {
     });
 }
 
+/// `day_session_end_utc` is a UTC time of day HH:MM:SS, from the file or the environment; any
+/// other value fails start-up naming the knob, the value and the expected form.
+#[test]
+fn day_session_end_is_validated() {
+    figment::Jail::expect_with(|jail| {
+        let cfg = Config::load(None).map_err(|e| e.to_string())?;
+        assert_eq!(
+            cfg.day_session_end()
+                .map_err(|e| e.to_string())?
+                .to_string(),
+            "21:00:00"
+        );
+        jail.create_file("e.toml", "day_session_end_utc = \"16:30:00\"\n")?;
+        let cfg = Config::load(Some(Path::new("e.toml"))).map_err(|e| e.to_string())?;
+        assert_eq!(cfg.day_session_end_utc, "16:30:00");
+        jail.set_env("BRIDGE_DAY_SESSION_END_UTC", "00:00:05");
+        let cfg = Config::load(Some(Path::new("e.toml"))).map_err(|e| e.to_string())?;
+        assert_eq!(
+            cfg.day_session_end()
+                .map_err(|e| e.to_string())?
+                .to_string(),
+            "00:00:05"
+        );
+        for bad in ["24:00:00", "4pm", "16:30"] {
+            jail.set_env("BRIDGE_DAY_SESSION_END_UTC", bad);
+            let err = Config::load(None).map(|_| ()).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("configuration: day_session_end_utc: {bad:?} must be a UTC time of day HH:MM:SS")),
+                "{err}"
+            );
+        }
+        Ok(())
+    });
+}
+
 /// A renamed knob fails start-up naming the new one, in the file or the environment; the
 /// client's own `BRIDGE_REQUEST_TIMEOUT_MS` is left to the client.
 #[test]
