@@ -23,6 +23,9 @@ use crate::proto::v1::{self as pb, FieldError, OrderStatus, RejectReason};
 use crate::validate::ValidOrder;
 
 pub use crate::order::{is_final, transition, Event, InvalidTransition, LiveOrder, Touched};
+pub use mass_cancel::MassCancelFilter;
+
+mod mass_cancel;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VenueError {
