@@ -27,7 +27,7 @@ use crate::auth::Refusal;
 use crate::engine::{now_ns, Engine};
 use crate::error::EngineError;
 use crate::proto::v1::{self as pb, AckStatus, RejectReason};
-use crate::publish::Tagged;
+use crate::publish::{pack, Tagged};
 use crate::service::{Incoming, ServiceError};
 use crate::trace::Trace;
 use crate::validate::mass_cancel::check_mass_cancel;
@@ -184,7 +184,16 @@ impl Engine {
             .iter()
             .map(|t| t.reports.iter().map(|r| (r, trace)).collect())
             .collect();
-        self.reports.publish(groups).await?;
+        // Each order is its own fact: batch by batch (a crash between two leaves the first
+        // committed, which recovery adopts, and the rest resting, which a re-send cancels).
+        let batches = pack(groups);
+        let several = batches.len() > 1;
+        for (i, batch) in batches.into_iter().enumerate() {
+            self.reports.publish(vec![batch]).await?;
+            if i == 0 && several {
+                self.failpoint.reached("mid_mass_cancel").await;
+            }
+        }
         let mut per_symbol: BTreeMap<String, u32> = BTreeMap::new();
         for t in &touched {
             *per_symbol
