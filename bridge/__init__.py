@@ -7,6 +7,7 @@ import importlib.metadata as _metadata
 import typing as _typing
 import warnings as _warnings
 
+from bridge._mass_cancel import MassCancelResult
 from bridge.client import BridgeClient, ConnectionEvent, ConnectionState, Readiness
 from bridge.config import BridgeSettings
 from bridge.errors import (
@@ -19,6 +20,7 @@ from bridge.errors import (
     FieldIssue,
     InvalidOrderError,
     MarketDataError,
+    MassCancelIncompleteError,
     NoCreditError,
     OrderRejectedError,
     OutcomeUnknownError,
@@ -92,6 +94,8 @@ __all__ = [
     "MarketDataError",
     "MarketDataFeed",
     "MarketInputs",
+    "MassCancelIncompleteError",
+    "MassCancelResult",
     "NoCreditError",
     "Order",
     "OrderAck",

@@ -32,7 +32,8 @@ its connection is closed without reconnecting, every pending and later operation
 (``bridge.security_violation`` holds the error).
 
 The rooms behind it, one concern each: ``bridge._connection`` (lifecycle, state, events),
-``bridge._requests`` (submit, cancel, status), ``bridge._pipeline`` (queued orders),
+``bridge._requests`` (submit, cancel, status), ``bridge._mass_cancel`` (cancel_all),
+``bridge._pipeline`` (queued orders),
 ``bridge.reports`` (report streams), all over ``bridge.transport`` (the seam to NATS); each
 records into ``bridge.metrics`` (Prometheus), and ``readiness()`` asks ``bridge._readiness``. Every
 operation binds its ``correlation_id``, ``trace_id`` (and order fields) to the log context once
@@ -57,12 +58,14 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
+from bridge import _mass_cancel as mass_cancel
 from bridge._connection import (
     Connection,
     ConnectionEvent,
     ConnectionListener,
     ConnectionState,
 )
+from bridge._mass_cancel import MassCancelResult
 from bridge._pipeline import Pipeline, batch_result
 from bridge._readiness import Readiness, probe
 from bridge._requests import Requests, new_correlation_id
@@ -72,7 +75,7 @@ from bridge.logs import bound_ids
 from bridge.marketdata.feed import MarketDataFeed
 from bridge.marketdata.feed_inputs import MarketInputs
 from bridge.metrics import METRICS, ClientMetrics
-from bridge.models import Order, OrderAck, OrderState, QueuedOrder
+from bridge.models import Order, OrderAck, OrderState, QueuedOrder, Side
 from bridge.outbox import OrderOutbox
 from bridge.reports import ReportStream
 from bridge.runtime_config.routing import DEFAULT_ROUTING, QUEUED, Routing
@@ -260,6 +263,39 @@ class BridgeClient:
         with bound_ids(correlation_id, client_order_id, account, trace_id=trace):
             return await self._requests.cancel(
                 account, client_order_id, timeout, correlation_id, traceparent(trace)
+            )
+
+    async def cancel_all(
+        self,
+        account: str,
+        *,
+        symbol: str | None = None,
+        side: Side | None = None,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> MassCancelResult:
+        """Cancel every open order of ``account`` (only ``symbol``'s and/or ``side``'s if
+        given) in every engine; the result counts them (``canceled``) and names the engines.
+
+        Idempotent: a re-send cancels nothing more (``canceled=0``). ``result.complete`` is
+        False (REJECTED, e.g. ``ENGINE_UNAVAILABLE``) when an engine that could hold the
+        account's orders did not take part: ``canceled`` is only what the others did;
+        ``raise_for_status()`` raises ``MassCancelIncompleteError``. Raises like ``cancel``
+        (``InvalidOrderError`` before sending, ``SecurityViolationError``, ...); see
+        ``bridge._mass_cancel``."""
+        correlation_id = trace = new_trace_id()
+        request_id = request_id if request_id is not None else mass_cancel.new_request_id()
+        with bound_ids(correlation_id, None, account, symbol, trace_id=trace):
+            return await mass_cancel.cancel_all(
+                self._conn,
+                self._requests,
+                account,
+                symbol,
+                side,
+                request_id,
+                timeout,
+                correlation_id,
+                traceparent(trace),
             )
 
     async def status(

@@ -27,6 +27,9 @@
     │                            per order what happened (stored / its error / not sent)
     ├── OrderRejectedError       the engine rejected the order (``OrderAck.raise_for_status()``):
     │                            reason, field errors and the engine's text
+    ├── MassCancelIncompleteError  a mass cancel was rejected or did not reach every engine that
+    │                            could hold the account's orders (``MassCancelResult
+    │                            .raise_for_status()``): ``result`` says what was canceled where
     ├── ProtocolError            the engine answered with something that is not a valid message,
     │                            or could not decode the request (service API error 400)
     ├── SecurityViolationError   the server reported a permissions violation, or the engine refused
@@ -56,6 +59,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from bridge._mass_cancel import MassCancelResult
     from bridge.models import OrderAck, QueuedOrder
 
 
@@ -225,6 +229,29 @@ class OrderRejectedError(BridgeError):
     ) -> None:
         super().__init__(message, client_order_id=client_order_id, correlation_id=correlation_id)
         self.reason = reason
+        self.errors = tuple(errors)
+
+
+class MassCancelIncompleteError(BridgeError):
+    """A mass cancel (``BridgeClient.cancel_all``) did not cancel everywhere it had to: rejected
+    (``reason``: INVALID_FIELD with ``errors``, TRADING_HALTED...), or an engine that could hold
+    the account's orders did not take part (``ENGINE_UNAVAILABLE``: not running, or no answer
+    in time). ``result`` is the answer: ``canceled`` counts only what the engines that answered
+    canceled, ``engine_ids`` names them, ``text`` names the others. Re-sending is safe
+    (idempotent): it cancels what is left once they are back."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        result: MassCancelResult,
+        errors: Sequence[FieldIssue] = (),
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(message, correlation_id=correlation_id)
+        self.reason = reason
+        self.result = result
         self.errors = tuple(errors)
 
 

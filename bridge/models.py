@@ -255,6 +255,7 @@ class RejectReason(StrEnum):
     REDUCE_ONLY = "REDUCE_ONLY"
     SESSION_END = "SESSION_END"
     """EXPIRED: a DAY order at the venue's session end (contract 1.1)."""
+    MASS_CANCELED = "MASS_CANCELED"
 
     @property
     def is_security(self) -> bool:

@@ -8,6 +8,7 @@
 ``bridge submit ...``       send an order (orchestrator identity)
 ``bridge status ...``       the engine's record of an order
 ``bridge cancel ...``       cancel a resting order
+``bridge orders ...``       cancel-all (mass cancel; ``--halt``: the account's kill switch), resume
 ``bridge top``              live view of the metrics endpoints (``top`` extra: rich)
 ``bridge alerts``           the newest security alerts
 ``bridge audit verify``     check the execution journal's hash chains
@@ -31,6 +32,7 @@ from bridge.cli.alerts import alerts, render_alert
 from bridge.cli.audit import audit
 from bridge.cli.config import config
 from bridge.cli.health import health
+from bridge.cli.mass_cancel import orders as orders_group
 from bridge.cli.orders import cancel, status, submit
 from bridge.cli.provision import provision
 from bridge.cli.streams import streams
@@ -60,6 +62,7 @@ for command in (
     submit,
     status,
     cancel,
+    orders_group,
     top,
     alerts,
     audit,

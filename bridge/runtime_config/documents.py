@@ -8,7 +8,8 @@ validates with the same files. Pure: no I/O but reading the package's schema fil
 Errors are ``FieldError``s with the conventions of the shared test vector
 (``schemas/testdata/config_documents.json``): ``field`` is the dotted JSON path of the offending
 value (array indexes as numbers; for ``required`` and ``additionalProperties`` the property's own
-path; ``<document>`` for the document itself), ``rule`` the failing JSON Schema keyword (``json``
+path; ``<document>`` for the document itself), ``rule`` the failing JSON Schema keyword
+(``propertyNames`` for a key of an object that breaks its rule; ``json``
 for a body that is not JSON, ``unknown_document`` for a key without a schema). A value of the
 wrong type reports ``type`` alone (not also the keywords that its type makes fail, such as a
 ``not`` around a string ``pattern``).
@@ -16,6 +17,7 @@ wrong type reports ``type`` alone (not also the keywords that its type makes fai
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -86,6 +88,10 @@ def _field_errors(error: ValidationError) -> list[FieldError]:
     """One jsonschema error as the vector's (field, rule) pairs."""
     rule = str(error.validator)
     parts = list(error.absolute_path)
+    if "propertyNames" in error.absolute_schema_path:
+        # A key of an object breaks its rule (e.g. an account that is not one): the object's
+        # ``propertyNames``, as the engine reports it, not the keyword inside it.
+        return [_error(_path(parts), "propertyNames", error.message)]
     instance = error.instance
     required = error.validator_value
     if rule == "required" and isinstance(instance, dict) and isinstance(required, list):
@@ -116,6 +122,33 @@ def validate(key: str, body: bytes | str) -> Checked:
     if unique:
         return Checked(None, tuple(unique[k] for k in sorted(unique)))
     return Checked(document if isinstance(document, dict) else None, ())
+
+
+TRADING_STATES: tuple[str, ...] = ("ACTIVE", "REDUCE_ONLY", "HALTED")
+"""The values of a trading state (venue-wide, a symbol's, an account's)."""
+
+
+def with_account_state(
+    document: dict[str, Any] | None, account: str, state: str | None
+) -> dict[str, Any]:
+    """The ``trading_state`` document ``document`` (None: there is none, i.e. ACTIVE
+    everywhere) with ``account``'s entry (the per-account kill switch) set to ``state``, or
+    removed for ``None`` (the account is then judged by the venue's and its symbols' states
+    alone). Everything else is kept; an empty ``accounts`` map is dropped. Pure: the input is
+    not changed; validate the result before writing it."""
+    new: dict[str, Any] = (
+        copy.deepcopy(document) if document is not None else {"version": 1, "state": "ACTIVE"}
+    )
+    accounts: dict[str, Any] = dict(new.get("accounts") or {})
+    if state is None:
+        accounts.pop(account, None)
+    else:
+        accounts[account] = state
+    if accounts:
+        new["accounts"] = accounts
+    else:
+        new.pop("accounts", None)
+    return new
 
 
 def canonical(document: dict[str, Any] | None) -> str:

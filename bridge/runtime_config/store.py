@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.client import Client as NatsConnection
-from nats.js.errors import NotFoundError
+from nats.js import api
+from nats.js.errors import APIError, NotFoundError
 
 from bridge import contract
 from bridge.runtime_config.watch import KV_OPERATION_HEADER, UNSIGNED
@@ -67,10 +68,38 @@ def _revision(key: str, seq: int, when: Any, body: bytes, headers: dict[str, str
     return Revision(key, seq, when, signer, operation, body)
 
 
-async def put(nc: NatsConnection, key: str, body: bytes, signer: Signer | None) -> int:
-    """Write one revision of ``key`` (signed when ``signer`` is given); its revision."""
-    headers = signer.headers(subject(key), body) if signer is not None else None
-    ack = await nc.jetstream().publish(subject(key), body, stream=STREAM, headers=headers)
+class RevisionConflictError(Exception):
+    """``put(..., expected_revision=...)``: the key's newest revision is another one (someone
+    wrote it meanwhile); nothing was written."""
+
+
+_WRONG_LAST_SEQUENCE = (10071, 10164)
+"""JetStream's error codes for a failed ``Nats-Expected-Last-Subject-Sequence`` check."""
+
+
+async def put(
+    nc: NatsConnection,
+    key: str,
+    body: bytes,
+    signer: Signer | None,
+    expected_revision: int | None = None,
+) -> int:
+    """Write one revision of ``key`` (signed when ``signer`` is given); its revision.
+
+    ``expected_revision``: write only if the key's newest revision is this one (0: it has
+    none), else ``RevisionConflictError``: a read-modify-write never loses another writer's
+    change."""
+    headers = signer.headers(subject(key), body) if signer is not None else {}
+    if expected_revision is not None:
+        headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expected_revision)
+    try:
+        ack = await nc.jetstream().publish(
+            subject(key), body, stream=STREAM, headers=headers or None
+        )
+    except APIError as exc:
+        if exc.err_code in _WRONG_LAST_SEQUENCE:
+            raise RevisionConflictError(f"{key}: {exc.description}") from exc
+        raise
     return int(ack.seq)
 
 

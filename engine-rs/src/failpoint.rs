@@ -1,5 +1,6 @@
 //! Crash-test failpoints: the configured `failpoint` aborts the process at the named point
-//! (`after_ack`, `after_store`, `mid_publish`; see `config.rs`). Tests of recovery only.
+//! (`after_ack`, `after_store`, `mid_publish`, `mid_mass_cancel`; see `config.rs`). Tests of
+//! recovery only.
 
 use async_nats::Client;
 use tracing::error;

@@ -37,6 +37,7 @@ use tracing::{error, info, warn};
 use crate::config::Config;
 use crate::contract;
 
+pub mod peers;
 mod policy;
 
 pub use policy::*;

@@ -10,6 +10,8 @@ use crate::fixed;
 use crate::limits::SymbolLimits;
 use crate::proto::v1::{self as pb, FieldError, RejectReason};
 
+pub mod mass_cancel;
+
 /// An order that passed every check, in engine units.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidOrder {

@@ -25,8 +25,10 @@ use crate::validate::ValidOrder;
 
 pub use crate::order::{is_final, transition, Event, InvalidTransition, LiveOrder, Touched};
 pub use expiry::{expiry_of, Expiry, SessionEnd};
+pub use mass_cancel::MassCancelFilter;
 
 mod expiry;
+mod mass_cancel;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VenueError {

@@ -30,6 +30,9 @@ COMMANDS = [
     ["config", "set"],
     ["config", "diff"],
     ["config", "history"],
+    ["orders"],
+    ["orders", "cancel-all"],
+    ["orders", "resume"],
 ]
 
 
@@ -42,6 +45,19 @@ def test_every_command_is_listed() -> None:
     group = cli.commands["config"]
     assert isinstance(group, click.Group)
     assert set(group.commands) == {"get", "set", "diff", "history"}
+    orders = cli.commands["orders"]
+    assert isinstance(orders, click.Group)
+    assert set(orders.commands) == {"cancel-all", "resume"}
+
+
+@pytest.mark.parametrize("command", [["cancel-all", "--halt"], ["resume"]], ids=" ".join)
+def test_orders_refuse_an_account_that_is_not_one_before_connecting(command: list[str]) -> None:
+    """Checked locally first (exit 2 naming the field): nothing is written or sent."""
+    verb, *flags = command
+    result = CliRunner().invoke(cli, ["orders", verb, "no.dots", *flags])
+    assert result.exit_code == 2, result.output
+    assert "InvalidOrderError" in result.output
+    assert "account" in result.output
 
 
 def test_config_set_refuses_an_invalid_document_before_connecting() -> None:
@@ -67,7 +83,7 @@ def test_help(command: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [c for c in COMMANDS if c[0] not in ("top", "audit") and c != ["config"]],
+    [c for c in COMMANDS if c[0] not in ("top", "audit") and c not in (["config"], ["orders"])],
     ids=" ".join,
 )
 def test_connection_options_are_the_same_everywhere(command: list[str]) -> None:

@@ -218,7 +218,7 @@ impl Engine {
 
 impl Engine {
     /// The kill switch's verdict on a new order that passes every other check (`None`: take
-    /// it). Free while the order's symbol is ACTIVE: nothing is computed.
+    /// it). Free while the order's symbol and account are ACTIVE: nothing is computed.
     pub(crate) fn trading_gate(
         &self,
         validator: &Validator<'_>,
@@ -226,7 +226,7 @@ impl Engine {
         now: i64,
     ) -> Option<Rejection> {
         let in_force = &self.runtime.in_force;
-        if !in_force.trading.restricts(&order.symbol) {
+        if !in_force.trading.restricts(&order.account, &order.symbol) {
             return None;
         }
         // An order that fails a check is refused by that check, as when trading is ACTIVE.

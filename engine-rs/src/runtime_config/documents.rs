@@ -104,7 +104,7 @@ pub struct Risk {
     pub symbols: BTreeMap<String, (Option<i64>, Option<i64>)>,
 }
 
-/// A trading state: venue-wide or one symbol's.
+/// A trading state: venue-wide, one symbol's or one account's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Trading {
@@ -132,6 +132,9 @@ pub struct TradingStateDoc {
     pub reason: String,
     #[serde(default)]
     pub symbols: BTreeMap<String, Trading>,
+    /// Per-account states (contract 1.1): the per-account kill switch.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, Trading>,
 }
 
 #[derive(Deserialize)]

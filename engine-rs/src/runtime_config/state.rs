@@ -1,9 +1,9 @@
-//! The kill switch (pure): the trading state in force, venue-wide and per symbol, and the
-//! position ledger REDUCE_ONLY is judged by.
+//! The kill switch (pure): the trading state in force, venue-wide, per symbol and per account,
+//! and the position ledger REDUCE_ONLY is judged by.
 //!
 //! - ACTIVE: orders are taken as usual.
-//! - HALTED: every new order is refused (TRADING_HALTED). Cancels and status queries always
-//!   work: they are never checked here.
+//! - HALTED: every new order is refused (TRADING_HALTED). Cancels, mass cancels and status
+//!   queries always work: they are never checked here.
 //! - REDUCE_ONLY: a new order is taken only if it reduces the account's position in the
 //!   symbol: opposite side, and its quantity plus the account's resting orders on that side in
 //!   that symbol at most the position's size (REDUCE_ONLY otherwise). So the orders taken can
@@ -12,7 +12,9 @@
 //! Positions are what this engine's fills since it started add up to, per (account, symbol):
 //! after a restart the ledger starts at zero, which under REDUCE_ONLY refuses more orders,
 //! never fewer (nothing reduces a position of zero). A symbol's own entry overrides the
-//! venue-wide state.
+//! venue-wide state; an account's entry (the per-account kill switch, contract 1.1) applies on
+//! top of that: an order is judged by the strictest of its account's state and its symbol's
+//! (HALTED over REDUCE_ONLY over ACTIVE; on a tie, the symbol's, whose text names the symbol).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -29,6 +31,26 @@ pub struct TradingState {
     pub venue: Trading,
     pub reason: String,
     pub symbols: BTreeMap<String, Trading>,
+    /// Per account: its kill switch.
+    pub accounts: BTreeMap<String, Trading>,
+}
+
+/// Which entry decided the state an order is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// The symbol's own entry, or the venue's.
+    Symbol,
+    /// The account's entry.
+    Account,
+}
+
+/// How strict a state is: HALTED > REDUCE_ONLY > ACTIVE.
+fn strictness(t: Trading) -> u8 {
+    match t {
+        Trading::Active => 0,
+        Trading::ReduceOnly => 1,
+        Trading::Halted => 2,
+    }
 }
 
 impl TradingState {
@@ -37,6 +59,7 @@ impl TradingState {
             venue: doc.state,
             reason: doc.reason.clone(),
             symbols: doc.symbols.clone(),
+            accounts: doc.accounts.clone(),
         }
     }
 
@@ -45,9 +68,26 @@ impl TradingState {
         self.symbols.get(symbol).copied().unwrap_or(self.venue)
     }
 
-    /// Would any order be checked here? (ACTIVE everywhere: no, the order path skips it.)
-    pub fn restricts(&self, symbol: &str) -> bool {
-        self.of(symbol) != Trading::Active
+    /// The state of `account`: its own entry, else ACTIVE.
+    pub fn of_account(&self, account: &str) -> Trading {
+        self.accounts.get(account).copied().unwrap_or_default()
+    }
+
+    /// The state an order of `account` in `symbol` is judged by, and where it comes from: the
+    /// strictest of the two (the symbol's on a tie).
+    fn judged(&self, account: &str, symbol: &str) -> (Trading, Scope) {
+        let (by_symbol, by_account) = (self.of(symbol), self.of_account(account));
+        if strictness(by_account) > strictness(by_symbol) {
+            (by_account, Scope::Account)
+        } else {
+            (by_symbol, Scope::Symbol)
+        }
+    }
+
+    /// Would an order of `account` in `symbol` be checked here? (ACTIVE for both: no, the
+    /// order path skips it.)
+    pub fn restricts(&self, account: &str, symbol: &str) -> bool {
+        self.judged(account, symbol).0 != Trading::Active
     }
 
     /// May this order be taken? `position`: the account's signed position in the symbol;
@@ -66,16 +106,18 @@ impl TradingState {
         } else {
             format!(" ({})", echo(&self.reason))
         };
-        match self.of(&order.symbol) {
+        let (state, scope) = self.judged(&order.account, &order.symbol);
+        let (field, what) = match scope {
+            Scope::Symbol => ("symbol", format!("trading in {}", echo(&order.symbol))),
+            Scope::Account => ("account", format!("account {}", echo(&order.account))),
+        };
+        match state {
             Trading::Active => Ok(()),
             Trading::Halted => Err(Rejection::single(
                 RejectReason::TradingHalted,
-                "symbol",
+                field,
                 "trading_halted",
-                format!(
-                    "trading in {} is HALTED{why}: no new orders",
-                    echo(&order.symbol)
-                ),
+                format!("{what} is HALTED{why}: no new orders"),
             )),
             Trading::ReduceOnly => {
                 let reduces = match side {
@@ -86,13 +128,18 @@ impl TradingState {
                 if reduces && qty <= room {
                     return Ok(());
                 }
+                let what = match scope {
+                    Scope::Symbol => echo(&order.symbol),
+                    Scope::Account => format!("account {}", echo(&order.account)),
+                };
                 Err(Rejection::single(
                     RejectReason::ReduceOnly,
                     "quantity",
                     "reduce_only",
                     format!(
-                        "{} is REDUCE_ONLY{why}: the account's position is {} (this engine's \
-                         fills since it started) and {} more can reduce it; this {} of {} would not",
+                        "{what} is REDUCE_ONLY{why}: the account's position in {} is {} (this \
+                         engine's fills since it started) and {} more can reduce it; this {} of \
+                         {} would not",
                         echo(&order.symbol),
                         show(position),
                         show(room.max(0)),

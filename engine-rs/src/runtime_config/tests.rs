@@ -169,13 +169,14 @@ fn kill_switch() {
         venue: Trading::Halted,
         reason: "test".into(),
         symbols: BTreeMap::from([("MSFT".to_string(), Trading::ReduceOnly)]),
+        accounts: BTreeMap::new(),
     };
     let u = fixed::units;
     let err = t
         .admit(&order("AAPL"), Side::Buy, u(1), 0, || 0)
         .unwrap_err();
     assert_eq!(err.reason, RejectReason::TradingHalted);
-    assert!(!TradingState::default().restricts("AAPL"));
+    assert!(!TradingState::default().restricts("ACC1", "AAPL"));
     let msft = order("MSFT");
     let reduce = |side, qty, position, resting| {
         t.admit(&msft, side, u(qty), u(position), || u(resting))
@@ -187,6 +188,64 @@ fn kill_switch() {
     assert_eq!(reduce(Side::Buy, 1, 10, 0), Err(RejectReason::ReduceOnly));
     assert_eq!(reduce(Side::Buy, 3, -3, 0), Ok(()));
     assert_eq!(reduce(Side::Sell, 1, 0, 0), Err(RejectReason::ReduceOnly));
+}
+
+/// The per-account switch: a HALTED account is refused everywhere (field account), other
+/// accounts trade; the strictest of the account's and the symbol's state wins; a REDUCE_ONLY
+/// account takes only reducing orders, even where the symbol is ACTIVE.
+#[test]
+fn per_account_kill_switch() {
+    let doc = |v: serde_json::Value| match documents::parse(
+        crate::contract::CONFIG_TRADING_STATE_KEY,
+        v.to_string().as_bytes(),
+    ) {
+        Ok((_, documents::Document::TradingState(t))) => TradingState::from_doc(&t),
+        other => panic!("{other:?}"),
+    };
+    let t = doc(json!({
+        "version": 1,
+        "state": "ACTIVE",
+        "symbols": {"MSFT": "REDUCE_ONLY", "IBM": "HALTED"},
+        "accounts": {"ACC1": "HALTED", "ACC2": "REDUCE_ONLY", "ACC3": "ACTIVE"}
+    }));
+    let u = fixed::units;
+    let of = |account: &str, symbol: &str| pb::NewOrder {
+        account: account.into(),
+        symbol: symbol.into(),
+        ..Default::default()
+    };
+    let verdict = |account: &str, symbol: &str, side, qty, position| {
+        t.admit(&of(account, symbol), side, u(qty), u(position), || 0)
+            .map_err(|r| (r.reason, r.errors[0].field.clone()))
+    };
+    assert!(t.restricts("ACC1", "AAPL"));
+    assert!(!t.restricts("ACC3", "AAPL"));
+    assert!(!t.restricts("OTHER", "AAPL"));
+    let halted = verdict("ACC1", "AAPL", Side::Buy, 1, 0).unwrap_err();
+    assert_eq!(halted, (RejectReason::TradingHalted, "account".to_string()));
+    let text = t
+        .admit(&of("ACC1", "AAPL"), Side::Buy, u(1), 0, || 0)
+        .unwrap_err()
+        .text();
+    assert!(text.contains("account \"ACC1\" is HALTED"), "{text}");
+    // Even a reducing order of a HALTED account in a REDUCE_ONLY symbol: HALTED wins.
+    assert_eq!(
+        verdict("ACC1", "MSFT", Side::Sell, 1, 5).unwrap_err().0,
+        RejectReason::TradingHalted
+    );
+    // A HALTED symbol stays HALTED for an ACTIVE account (the symbol's text).
+    assert_eq!(
+        verdict("ACC3", "IBM", Side::Buy, 1, 0).unwrap_err(),
+        (RejectReason::TradingHalted, "symbol".to_string())
+    );
+    // A REDUCE_ONLY account: reducing orders only, wherever.
+    assert_eq!(verdict("ACC2", "AAPL", Side::Sell, 3, 5), Ok(()));
+    assert_eq!(
+        verdict("ACC2", "AAPL", Side::Buy, 1, 5).unwrap_err().0,
+        RejectReason::ReduceOnly
+    );
+    assert_eq!(verdict("OTHER", "AAPL", Side::Buy, 1, 0), Ok(()));
+    assert_eq!(verdict("ACC3", "AAPL", Side::Buy, 1, 0), Ok(()));
 }
 
 #[test]
