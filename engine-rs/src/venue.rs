@@ -369,5 +369,7 @@ impl Venue {
     }
 }
 
+mod sessions;
+
 #[cfg(test)]
 mod tests;
