@@ -106,6 +106,11 @@ pub struct Config {
     pub feed_window: u64,
     /// Input streams open at once; one more forgets the stream idle longest.
     pub feed_max_streams: usize,
+    /// Sessions (cancel on disconnect, `sessions.rs`): the grace of a SessionOpen asking for 0,
+    /// and the bounds every requested grace is clamped to.
+    pub session_default_grace_ms: u64,
+    pub session_min_grace_ms: u64,
+    pub session_max_grace_ms: u64,
     pub symbols: BTreeMap<String, SymbolConfig>,
 }
 
@@ -191,6 +196,9 @@ impl Default for Config {
             market_data_coalesce_ms: 0,
             feed_window: 256,
             feed_max_streams: 64,
+            session_default_grace_ms: 5000,
+            session_min_grace_ms: 250,
+            session_max_grace_ms: 300_000,
             symbols: BTreeMap::new(),
         }
     }
@@ -287,6 +295,7 @@ impl Config {
         cfg.limits()?;
         cfg.max_notional()?;
         cfg.check_retry_knobs()?;
+        cfg.session_grace()?;
         Ok(cfg)
     }
 
