@@ -27,6 +27,7 @@ from bridge.errors import (
     PublishError,
     ReportsLostError,
     SecurityViolationError,
+    SessionError,
     StreamFullError,
 )
 from bridge.marketdata import (
@@ -59,6 +60,7 @@ from bridge.models import (
 )
 from bridge.outbox import OrderOutbox, PendingOrder
 from bridge.reports import ReportStream
+from bridge.session import Session, SessionInfo, SessionOptions
 
 try:
     __version__ = _metadata.version("nats-execution-bridge")
@@ -113,6 +115,10 @@ __all__ = [
     "ReportsLostError",
     "Resynced",
     "SecurityViolationError",
+    "Session",
+    "SessionError",
+    "SessionInfo",
+    "SessionOptions",
     "Side",
     "StreamFullError",
     "TimeInForce",
