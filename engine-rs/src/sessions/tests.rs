@@ -253,3 +253,48 @@ fn the_grace_knobs_must_describe_usable_bounds() {
     cfg.session_max_grace_ms = u64::from(u32::MAX) + 1;
     assert!(cfg.session_grace().is_err());
 }
+
+#[test]
+fn the_validator_checks_an_orders_session_id_pattern() {
+    use crate::fixed;
+    use crate::limits::SymbolLimits;
+    use crate::proto::v1 as pb;
+    use crate::validate::Validator;
+
+    let mut symbols = std::collections::BTreeMap::new();
+    symbols.insert(
+        "AAPL".to_string(),
+        SymbolLimits {
+            max_order_qty: fixed::units(1000),
+            reference_price: fixed::units(100),
+            seed: vec![],
+        },
+    );
+    let v = Validator {
+        symbols: &symbols,
+        max_notional: fixed::units(1_000_000),
+    };
+    let order = |session_id: &str| pb::NewOrder {
+        client_order_id: "c1".into(),
+        account: "ACC".into(),
+        symbol: "AAPL".into(),
+        side: pb::Side::Buy as i32,
+        order_type: pb::OrderType::Limit as i32,
+        quantity: Some(fixed::to_decimal(fixed::units(1))),
+        limit_price: Some(fixed::to_decimal(fixed::units(100))),
+        time_in_force: pb::TimeInForce::Gtc as i32,
+        session_id: session_id.into(),
+        ..Default::default()
+    };
+    assert!(v.check(&order(""), 0).is_ok());
+    assert!(v.check(&order("algo-1"), 0).is_ok());
+    for bad in ["a.b", "a b", &"x".repeat(MAX_SESSION_ID_BYTES + 1)] {
+        let r = v.check(&order(bad), 0).expect_err("refused");
+        let rules: Vec<_> = r
+            .errors
+            .iter()
+            .map(|e| (e.field.as_str(), e.rule.as_str()))
+            .collect();
+        assert_eq!(rules, [("session_id", "pattern")], "{bad}");
+    }
+}
