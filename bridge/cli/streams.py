@@ -1,7 +1,8 @@
 """``bridge streams``: one table of the bridge's JetStream state: streams ORDERS, EXECUTIONS,
 ALERTS and the KV buckets' streams (the engine's order store ``bridge_orders``, the journal, its
-leases, the runtime configuration and the orchestrator sessions), then their durable consumers (pending, ack pending, redelivered, ack floor).
-Ephemeral consumers (report readers) are counted per stream, not listed."""
+leases, the runtime configuration and the orchestrator sessions), then their durable consumers
+(pending, ack pending, redelivered, ack floor). Ephemeral consumers (report readers) are counted
+per stream, not listed."""
 
 from __future__ import annotations
 

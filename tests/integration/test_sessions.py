@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
 from bridge import (
     AckStatus,
@@ -27,8 +29,9 @@ from bridge import (
     TimeInForce,
     contract,
 )
+from bridge.cli import cli
 from bridge.v1 import orders_pb2, session_pb2
-from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.engine import EngineProcess, client_settings, write_client_config
 from bridge_dev.server import ServerHandle, connect_as
 from bridge_dev.signing import dev_signer, signed
 
@@ -53,9 +56,20 @@ def resting(account: str, session_id: str = "") -> Order:
     )
 
 
+async def bridge_cli(*args: str, config: Path) -> Result:
+    """``bridge ARGS --config CONFIG`` in-process (off the test's event loop)."""
+    runner = CliRunner()
+    return await asyncio.to_thread(
+        runner.invoke, cli, [*args, "--config", str(config)], catch_exceptions=False
+    )
+
+
 async def test_open_clamps_the_grace_stamps_orders_and_close_cancels_them(
-    nats_server: ServerHandle, engine: EngineProcess
+    nats_server: ServerHandle, engine: EngineProcess, tmp_path: Path
 ) -> None:
+    operator = write_client_config(
+        client_settings(nats_server, role="operator"), tmp_path / "operator.toml"
+    )
     short = client_settings(nats_server, session_id=_id("s"), session_grace_ms=1)
     async with BridgeClient(short) as bridge:
         # Asked for 1 ms: raised to the engine's session_min_grace_ms; heartbeats at a quarter.
@@ -81,6 +95,17 @@ async def test_open_clamps_the_grace_stamps_orders_and_close_cancels_them(
             state = await bridge.status(account, order.client_order_id)
             assert state.last_report is not None
             assert state.last_report.order_status is OrderStatus.NEW
+        # What an operator sees (runbooks/orders-left-resting.md).
+        listed = await bridge_cli("sessions", "ls", config=operator)
+        assert listed.exit_code == 0, listed.output
+        (line,) = [ln for ln in listed.output.splitlines() if ln.startswith(session.session_id)]
+        assert line.split()[1:4] == ["open", "5000", "yes"]
+        resting_now = await bridge_cli(
+            "sessions", "orders", account, "--session", session.session_id, config=operator
+        )
+        assert resting_now.exit_code == 1, resting_now.output  # something rests
+        assert f"3 live order(s) of {account}" in resting_now.output
+        assert f"{session.session_id} (open)" in resting_now.output
         canceled = await session.close()
         assert canceled == 3
         finals = await _reports_until(
@@ -101,6 +126,11 @@ async def test_open_clamps_the_grace_stamps_orders_and_close_cancels_them(
         ]
         # Closing again is idempotent.
         assert await session.close() == 0
+    after = await bridge_cli("sessions", "orders", account, config=operator)
+    assert (after.exit_code, after.output) == (0, f"no live orders of {account}\n")
+    listed = await bridge_cli("sessions", "ls", config=operator)
+    (line,) = [ln for ln in listed.output.splitlines() if ln.startswith(session.session_id)]
+    assert line.split()[1] == "closed"
 
 
 async def test_orders_may_name_only_an_open_session_of_their_signer(
