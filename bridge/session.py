@@ -17,8 +17,8 @@ What the session does, in order:
   while the connection is down: missing heartbeats are what a disconnect looks like).
 * **stamp** ``session_id`` on every order the client sends that names none
   (``submit``, ``send``, ``enqueue``, ``enqueue_batch``; ``resubmit_pending`` re-stamps).
-* **renew** after every reconnect (``SessionOpen`` again, same settings), and when an order
-  comes back REJECTED because the session is not open (rule ``open_session``): a disconnect
+* **renew** after every reconnect (``SessionOpen`` again, same settings), and when a submitted
+  order comes back REJECTED because the session is not open (rule ``open_session``): a disconnect
   shorter than the grace changes nothing; a longer one lost the session, the engines canceled
   its resting orders (reason ``SESSION_LOST``), and the renewal opens it afresh (logged at
   WARN, ``bridge.session_renewed`` with the engine's text).
@@ -227,22 +227,28 @@ class Session:
             self._renew.set()
 
     async def _beat(self) -> None:
-        """Every heartbeat_ms: renew first if asked to, then one heartbeat while connected."""
+        """Every heartbeat_ms: renew first if asked to, then one heartbeat while connected.
+        Nothing but cancellation ends it: a failure is logged and the next beat tries again."""
         while True:
             assert self.info is not None
             interval = max(self.info.heartbeat_ms, 1) / 1000
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._renew.wait(), timeout=interval)
-            if self._renew.is_set() and self._conn.transport.is_connected:
-                self._renew.clear()
-                try:
-                    await self._open()
-                except BridgeError as exc:  # e.g. no engine yet: try again next beat
-                    log.warning(
-                        "bridge.session_renew_failed", session_id=self.session_id, error=str(exc)
-                    )
-                    self._renew.set()
-            await self._heartbeat()
+            try:
+                if self._renew.is_set() and self._conn.transport.is_connected:
+                    self._renew.clear()
+                    try:
+                        await self._open()
+                    except BridgeError as exc:  # e.g. no engine yet: try again next beat
+                        log.warning(
+                            "bridge.session_renew_failed",
+                            session_id=self.session_id,
+                            error=str(exc),
+                        )
+                        self._renew.set()
+                await self._heartbeat()
+            except Exception as exc:  # never let the heartbeats die silently
+                log.error("bridge.session_beat_failed", session_id=self.session_id, error=repr(exc))
 
     async def _heartbeat(self) -> None:
         transport = self._conn.transport
