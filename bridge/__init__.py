@@ -29,6 +29,7 @@ from bridge.errors import (
     PublishError,
     ReportsLostError,
     SecurityViolationError,
+    SessionError,
     StreamFullError,
 )
 from bridge.marketdata import (
@@ -61,6 +62,7 @@ from bridge.models import (
 )
 from bridge.outbox import OrderOutbox, PendingOrder
 from bridge.reports import ReportStream
+from bridge.session import Session, SessionInfo, SessionOptions
 
 try:
     __version__ = _metadata.version("nats-execution-bridge")
@@ -117,6 +119,10 @@ __all__ = [
     "ReportsLostError",
     "Resynced",
     "SecurityViolationError",
+    "Session",
+    "SessionError",
+    "SessionInfo",
+    "SessionOptions",
     "Side",
     "StreamFullError",
     "TimeInForce",

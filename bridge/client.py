@@ -45,6 +45,11 @@ bucket and applies its ``client`` (settings: timeouts, retries, in-flight and ba
 limits), ``routing`` (what ``send`` does) and ``log_levels`` documents while running, between
 operations, without dropping one in flight (``bridge.runtime_config.watch``).
 
+Sessions (``session_id``, off by default): the client opens an orchestrator session at connect,
+heartbeats it, stamps it on every order it sends that names none, renews it after a reconnect
+and closes it on ``close()``; if the process dies or stays disconnected longer than the grace,
+the engines cancel the session's resting orders (``bridge.session``).
+
 Tracing: every operation is one W3C trace; its ``traceparent`` header rides on every message
 it sends (each attempt, each order of a batch) and the engine logs its lines about the order
 with the same ``correlation_id``, ``trace_id``, ``client_order_id`` and ``account``. Without a
@@ -71,7 +76,7 @@ from bridge._readiness import Readiness, probe
 from bridge._requests import Requests, new_correlation_id
 from bridge.config import BridgeSettings
 from bridge.errors import BridgeError, PartialBatchError, SecurityViolationError
-from bridge.logs import bound_ids
+from bridge.logs import bound_ids, get_logger
 from bridge.marketdata.feed import MarketDataFeed
 from bridge.marketdata.feed_inputs import MarketInputs
 from bridge.metrics import METRICS, ClientMetrics
@@ -80,8 +85,11 @@ from bridge.outbox import OrderOutbox
 from bridge.reports import ReportStream
 from bridge.runtime_config.routing import DEFAULT_ROUTING, QUEUED, Routing
 from bridge.runtime_config.watch import ConfigWatch
+from bridge.session import Session, SessionOptions
 from bridge.tracecontext import new_trace_id, trace_id_for, traceparent
 from bridge.transport import NatsTransport, Transport, flush_ordered, tls_context
+
+log = get_logger("bridge.client")
 
 __all__ = [
     "BridgeClient",
@@ -135,6 +143,8 @@ class BridgeClient:
             if self._settings.runtime_config
             else None
         )
+        options = SessionOptions.from_settings(self._settings)
+        self._session = Session(self._conn, options) if options is not None else None
 
     @property
     def settings(self) -> BridgeSettings:
@@ -158,6 +168,17 @@ class BridgeClient:
         """Swap the settings in force; the next operation reads them."""
         self._conn.settings = settings
         self._pipeline.resize(settings.max_inflight)
+
+    @property
+    def session(self) -> Session | None:
+        """The orchestrator session (``session_id``): its ``info`` (grace and heartbeat in
+        force), ``heartbeats_sent``, ``renewals``; ``close(cancel_orders=...)`` ends it early.
+        None without ``session_id``."""
+        return self._session
+
+    def _stamped(self, order: Order, *, replace: bool = False) -> Order:
+        """``order`` naming the session, if the client has one."""
+        return self._session.stamp(order, replace=replace) if self._session else order
 
     @property
     def metrics(self) -> ClientMetrics:
@@ -213,11 +234,27 @@ class BridgeClient:
 
         The first connection is retried with backoff until ``connect_deadline_ms``; refused
         credentials or certificates are not retried. ``ConnectionFailedError`` if it fails.
+        With ``session_id``, the session is opened too (``SessionError`` if the engine refuses
+        it; the client is then closed).
         """
         await self._conn.connect()
+        if self._session is not None:
+            try:
+                await self._session.open()
+            except BaseException:
+                await self._session.abandon()
+                await self._conn.close()
+                raise
 
     async def close(self) -> None:
-        """Drain subscriptions and close. Idempotent."""
+        """Close the session (if any), drain subscriptions and close. Idempotent."""
+        if self._session is not None:
+            if self._conn.is_up and self._session.is_open:
+                try:
+                    await self._session.close()
+                except BridgeError as exc:  # it will be declared lost one grace later
+                    log.warning("bridge.session_close_failed", error=str(exc))
+            await self._session.abandon()
         if self._config is not None and self._conn.is_up:
             await self._config.stop()
         await self._conn.close()
@@ -247,10 +284,14 @@ class BridgeClient:
         the client.
         """
         correlation_id, trace = _trace(correlation_id)
+        order = self._stamped(order)
         with bound_ids(
             correlation_id, order.client_order_id, order.account, order.symbol, trace_id=trace
         ):
-            return await self._requests.submit(order, timeout, correlation_id, traceparent(trace))
+            ack = await self._requests.submit(order, timeout, correlation_id, traceparent(trace))
+        if self._session is not None and not ack.accepted:
+            self._session.noticed(ack)
+        return ack
 
     async def cancel(
         self, account: str, client_order_id: str, *, timeout: float | None = None
@@ -338,6 +379,7 @@ class BridgeClient:
         ``BackpressureError``), after the same retries as ``enqueue_batch``.
         """
         correlation_id, trace = _trace(correlation_id)
+        order = self._stamped(order)
         with bound_ids(
             correlation_id, order.client_order_id, order.account, order.symbol, trace_id=trace
         ):
@@ -368,6 +410,7 @@ class BridgeClient:
         order (JetStream's duplicate window, then the engine's own record).
         """
         correlation_id, trace = _trace(correlation_id)
+        orders = [self._stamped(o) for o in orders]
         with bound_ids(correlation_id, trace_id=trace):
             outcomes = await self._pipeline.run(orders, correlation_id, traceparent(trace))
         try:
@@ -388,9 +431,12 @@ class BridgeClient:
         """
         if self._outbox is None:
             raise BridgeError("resubmit_pending() needs BridgeClient(..., outbox=...)")
-        pending = self._outbox.pending()
-        acks = [await self.submit(p.order) for p in pending if p.route == "submit"]
-        queued = await self.enqueue_batch([p.order for p in pending if p.route == "queue"])
+        # A re-sent order names this client's session (if any), not the one it was first sent
+        # under: that one ended with the process (orders that did reach an engine are
+        # answered as duplicates whatever they name).
+        pending = [(p.route, self._stamped(p.order, replace=True)) for p in self._outbox.pending()]
+        acks = [await self.submit(o) for route, o in pending if route == "submit"]
+        queued = await self.enqueue_batch([o for route, o in pending if route == "queue"])
         return acks, queued
 
     # -- publish-subscribe of execution reports ---------------------------------------------

@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from bridge.contract import SESSION_ID_PATTERN
+
 RENAMED_KNOBS: dict[str, str] = {
     "retry_max_attempts": "order_retry_max_attempts",
     "retry_deadline_ms": "order_retry_deadline_ms",
@@ -106,6 +108,31 @@ class BridgeSettings(BaseSettings):
         le=65536,
         description="Messages one subscription buffers at most: a report stream's pull window; "
         "a slower reader leaves the rest in EXECUTIONS, nothing is dropped.",
+    )
+
+    session_id: str | None = Field(
+        default=None,
+        pattern=SESSION_ID_PATTERN,
+        description="Open this orchestrator session at connect (None: no session): it is "
+        "heartbeated, stamped on every order sent without one, renewed after a reconnect and "
+        "closed on close(); the engines cancel its resting orders when it is lost "
+        "(bridge.session).",
+    )
+    session_grace_ms: int = Field(
+        default=0,
+        ge=0,
+        lt=2**32,
+        description="The grace the session asks for: how long without a heartbeat before its "
+        "orders are canceled (0 = the engine's session_default_grace_ms; clamped to its bounds).",
+    )
+    session_cancel_on_disconnect: bool = Field(
+        default=True,
+        description="Ask the engines to cancel the session's resting orders when it is lost.",
+    )
+    session_cancel_on_close: bool = Field(
+        default=False,
+        description="close() closes the session with cancel_orders: its resting orders are "
+        "canceled (cancel on logout); else they stay, no longer protected.",
     )
 
     runtime_config: bool = Field(

@@ -41,6 +41,8 @@
     │                            out reports it had not read: the range is named, never skipped
     ├── MarketDataError          the engine refused a market-data snapshot (unknown symbol), or
     │                            none came within the deadline: the feed did not open
+    ├── SessionError             the engine refused to open or close the client's session
+    │                            (``bridge.session``): reason, field errors and the engine's text
     └── NoCreditError            an input stream had no credit from the engine within its timeout
                                  (or at once, ``try_send``): the message was NOT sent
 
@@ -348,3 +350,17 @@ class NoCreditError(BridgeError):
         self.stream_id = stream_id
         self.granted_through = granted_through
         self.applied_through = applied_through
+
+
+class SessionError(BridgeError):
+    """The engine refused to open or close a session (``bridge.session``): ``reason`` (a
+    ``RejectReason`` name), ``errors`` (e.g. ``session_id``: ``session_owner`` when another
+    identity opened it) and the engine's text in the message."""
+
+    def __init__(
+        self, message: str, *, reason: str, errors: Sequence[FieldIssue], session_id: str
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.errors = tuple(errors)
+        self.session_id = session_id

@@ -36,6 +36,7 @@ from bridge.contract import (
     MAX_TAG_KEY_BYTES,
     MAX_TAG_VALUE_BYTES,
     MAX_TAGS,
+    SESSION_ID_PATTERN,
     SYMBOL_PATTERN,
 )
 from bridge.errors import FieldIssue, InvalidOrderError, OrderRejectedError
@@ -256,6 +257,9 @@ class RejectReason(StrEnum):
     SESSION_END = "SESSION_END"
     """EXPIRED: a DAY order at the venue's session end (contract 1.1)."""
     MASS_CANCELED = "MASS_CANCELED"
+    SESSION_LOST = "SESSION_LOST"
+    """CANCELED: the order's session was lost (cancel on disconnect) or closed with
+    cancel_orders (contract 1.1, ``bridge.session``)."""
 
     @property
     def is_security(self) -> bool:
@@ -295,6 +299,8 @@ Identifier = Annotated[
 # An account starting with "_" is reserved for the venue's own orders (the engine's `_house`).
 Account = Annotated[str, Field(min_length=1, max_length=MAX_ACCOUNT_BYTES, pattern=ACCOUNT_PATTERN)]
 Symbol = Annotated[str, Field(min_length=1, max_length=MAX_SYMBOL_BYTES, pattern=SYMBOL_PATTERN)]
+# An order's session: empty (none) or a session id (``bridge.session``).
+SessionRef = Annotated[str, Field(pattern=f"^$|{SESSION_ID_PATTERN}")]
 
 
 class Order(_Model):
@@ -315,6 +321,11 @@ class Order(_Model):
         default=None, ge=0, description="The engine must not act on the order after this."
     )
     tags: OrderTags = Field(default_factory=dict, max_length=MAX_TAGS)
+    session_id: SessionRef = Field(
+        default="",
+        description="The orchestrator session the order belongs to (canceled when it is lost); "
+        "a client with a session stamps it on orders that name none.",
+    )
 
     @model_validator(mode="after")
     def _price_matches_type(self) -> Self:
@@ -338,6 +349,7 @@ class Order(_Model):
             created_at_unix_ns=self.created_at_unix_ns,
             deadline_unix_ns=self.deadline_unix_ns or 0,
             tags=dict(self.tags),
+            session_id=self.session_id,
         )
         if self.limit_price is not None:
             msg.limit_price.CopyFrom(decimal_to_proto(self.limit_price))
@@ -363,6 +375,7 @@ class Order(_Model):
             created_at_unix_ns=msg.created_at_unix_ns,
             deadline_unix_ns=msg.deadline_unix_ns or None,
             tags=dict(msg.tags),
+            session_id=msg.session_id,
         )
 
 

@@ -13,6 +13,7 @@
 ``bridge alerts``           the newest security alerts
 ``bridge audit verify``     check the execution journal's hash chains
 ``bridge config ...``       runtime configuration documents: get, set, diff, history
+``bridge sessions ...``     orchestrator sessions and the live orders they hold
 ==========================  =======================================================
 
 Connection options, the identity and the exit codes are the same everywhere
@@ -35,6 +36,7 @@ from bridge.cli.health import health
 from bridge.cli.mass_cancel import orders as orders_group
 from bridge.cli.orders import cancel, status, submit
 from bridge.cli.provision import provision
+from bridge.cli.sessions import sessions
 from bridge.cli.streams import streams
 from bridge.cli.tail import tail
 from bridge.cli.top import top
@@ -67,6 +69,7 @@ for command in (
     alerts,
     audit,
     config,
+    sessions,
 ):
     cli.add_command(command)
 

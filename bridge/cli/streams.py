@@ -1,7 +1,8 @@
 """``bridge streams``: one table of the bridge's JetStream state: streams ORDERS, EXECUTIONS,
-ALERTS and the KV buckets' streams (the engine's order store ``bridge_orders``, the journal, and
-its leases), then their durable consumers (pending, ack pending, redelivered, ack floor).
-Ephemeral consumers (report readers) are counted per stream, not listed."""
+ALERTS and the KV buckets' streams (the engine's order store ``bridge_orders``, the journal, its
+leases, the runtime configuration and the orchestrator sessions), then their durable consumers
+(pending, ack pending, redelivered, ack floor). Ephemeral consumers (report readers) are counted
+per stream, not listed."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ STREAMS: tuple[tuple[str, str], ...] = (
     (contract.kv_stream(contract.ORDERS_KV_BUCKET), "journal: the engines' order store"),
     (contract.kv_stream(contract.LEASES_KV_BUCKET), "engine leases"),
     (contract.kv_stream(contract.CONFIG_KV_BUCKET), "runtime configuration and its history"),
+    (
+        contract.kv_stream(contract.SESSIONS_KV_BUCKET),
+        "orchestrator sessions (cancel on disconnect)",
+    ),
 )
 
 

@@ -1,7 +1,8 @@
 """The JetStream definitions an operator provisions, shipped with the package.
 
 Streams ORDERS, EXECUTIONS and ALERTS, the engine's pull consumer on ORDERS, the sentinel's on
-ALERTS and the KV buckets of the engine's order store and leases, as JSON in the format
+ALERTS and the KV buckets of the engine's order store, leases, runtime configuration and
+orchestrator sessions, as JSON in the format
 ``nats stream add --config`` and ``nats consumer add --config`` accept. The files live next to
 this module (package data, in the wheel too); ``python -m bridge.jetstream`` prints their
 directory, e.g.::
@@ -29,6 +30,7 @@ KV_FILES: tuple[str, ...] = (
     "kv-bridge_orders.json",
     "kv-bridge_leases.json",
     "kv-bridge_config.json",
+    "kv-bridge_sessions.json",
 )
 ALL_FILES: tuple[str, ...] = (*STREAM_FILES, *CONSUMER_FILES, *KV_FILES)
 

@@ -11,7 +11,7 @@
 //! 4. new: the same signature was not seen within the window, a JetStream redelivery of the
 //!    same stream sequence aside ([`replay`]; else REPLAYED);
 //! 5. entitled: the signer has a trading role and is entitled to the subject's account (else
-//!    NOT_ENTITLED);
+//!    NOT_ENTITLED; a session request names no account: the trading role suffices);
 //!
 //! and once decoded, 6. the payload's account is the subject's ([`Verified::check_account`];
 //! else ACCOUNT_MISMATCH; a payload account that is no id at all is left to validation). Each refusal says which check failed with the values compared; its
@@ -162,6 +162,18 @@ pub fn account_of_subject(subject: &str) -> Option<&str> {
     .filter(|a| !a.is_empty() && !a.contains('.'))
 }
 
+/// True for the subjects of session requests (open, close): they name no account, so check 5
+/// is only that the signer trades. A session holds only orders its signer was entitled to
+/// place, each checked on its own.
+fn unscoped(subject: &str) -> bool {
+    [
+        contract::SESSION_OPEN_PREFIX,
+        contract::SESSION_CLOSE_PREFIX,
+    ]
+    .iter()
+    .any(|p| subject.strip_prefix(p).is_some_and(|id| !id.contains('.')))
+}
+
 /// The checks, with the entitlements and the replay cache they need.
 #[derive(Debug)]
 pub struct Authorizer {
@@ -282,7 +294,7 @@ impl Authorizer {
                 Some(identity),
             ));
         }
-        if !identity.entitled(account) {
+        if !unscoped(msg.subject) && !identity.entitled(account) {
             let subject_account = if account.is_empty() {
                 format!("subject {} names no account", echo(msg.subject))
             } else if valid_id(account, MAX_ACCOUNT_BYTES) {

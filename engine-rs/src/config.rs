@@ -113,6 +113,11 @@ pub struct Config {
     /// (`venue/expiry.rs`). Default 21:00:00: at or after the US equity close (16:00 New York)
     /// in winter and summer time alike.
     pub day_session_end_utc: String,
+    /// Sessions (cancel on disconnect, `sessions.rs`): the grace of a SessionOpen asking for 0,
+    /// and the bounds every requested grace is clamped to.
+    pub session_default_grace_ms: u64,
+    pub session_min_grace_ms: u64,
+    pub session_max_grace_ms: u64,
     pub symbols: BTreeMap<String, SymbolConfig>,
 }
 
@@ -199,6 +204,9 @@ impl Default for Config {
             feed_window: 256,
             feed_max_streams: 64,
             day_session_end_utc: "21:00:00".into(),
+            session_default_grace_ms: 5000,
+            session_min_grace_ms: 250,
+            session_max_grace_ms: 300_000,
             symbols: BTreeMap::new(),
         }
     }
@@ -296,6 +304,7 @@ impl Config {
         cfg.max_notional()?;
         cfg.check_retry_knobs()?;
         cfg.day_session_end()?;
+        cfg.session_grace()?;
         Ok(cfg)
     }
 

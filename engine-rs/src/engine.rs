@@ -103,6 +103,8 @@ pub struct Engine {
     pub(crate) streamed_prices: std::collections::HashMap<String, i64>,
     /// The runtime configuration in force (`runtime_config`): `limits` is its effective limits.
     pub(crate) runtime: RuntimeConfig,
+    /// Orchestrator sessions (cancel on disconnect, `commands/session.rs`).
+    pub(crate) sessions: crate::commands::session::SessionDesk,
 }
 
 impl Engine {
@@ -133,6 +135,7 @@ impl Engine {
         )
         .await?;
         let consumer = consumer::bind(&js).await?;
+        let sessions = crate::commands::session::SessionDesk::bind(&js, &cfg).await?;
         let limits = cfg.core_limits()?;
         let venue = Venue::new(&limits.symbols).with_day_session_end(cfg.day_session_end()?);
         let auth = entitlements.map(|e| Authorizer::new(e, cfg.signature_window_ms));
@@ -162,6 +165,7 @@ impl Engine {
                 feeds,
                 streamed_prices: std::collections::HashMap::new(),
                 runtime,
+                sessions,
             },
             consumer,
         ))
@@ -186,7 +190,9 @@ impl Engine {
         let validator = self.limits.validator();
         let now = now_ns();
         // The kill switch (runtime configuration), for an order that passes every other check.
-        let rejection = rejection.or_else(|| self.trading_gate(&validator, &order, now));
+        let rejection = rejection
+            .or_else(|| self.trading_gate(&validator, &order, now))
+            .or_else(|| self.session_gate(&validator, &order, signer, now));
         let ctx = intake::Context {
             validator: &validator,
             engine_id: &self.cfg.engine_id,
@@ -294,6 +300,8 @@ impl Engine {
         trace: &Trace,
         signer: &str,
     ) -> Result<(pb::OrderAck, Intake), EngineError> {
+        // An order naming a session this engine does not know open: read it first.
+        self.learn_session(&order.session_id).await?;
         let started = Instant::now();
         let prepared = self.prepare(order, None, payload_len, &trace.correlation_id, signer)?;
         self.metrics.stage(Stage::Validate, started.elapsed());

@@ -15,7 +15,8 @@ use crate::proto::state::OrderRecord;
 use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
 use crate::validate::{
     message_size_error, tags_within_limits, truncate, valid_id, Rejection, ValidOrder, Validator,
-    MAX_ACCOUNT_BYTES, MAX_CLIENT_ORDER_ID_BYTES, MAX_CORRELATION_ID_BYTES, MAX_SYMBOL_BYTES,
+    MAX_ACCOUNT_BYTES, MAX_CLIENT_ORDER_ID_BYTES, MAX_CORRELATION_ID_BYTES, MAX_SESSION_ID_BYTES,
+    MAX_SYMBOL_BYTES,
 };
 use crate::venue::{LiveOrder, Touched, Venue, VenueError};
 
@@ -90,6 +91,9 @@ fn bounded(mut order: pb::NewOrder) -> pb::NewOrder {
     }
     if !tags_within_limits(&order.tags) {
         order.tags.clear();
+    }
+    if order.session_id.len() > MAX_SESSION_ID_BYTES {
+        order.session_id.clear();
     }
     order
 }

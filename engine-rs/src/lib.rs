@@ -51,6 +51,8 @@
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`; the `--check-ready` probe.
 //! - [`runtime_config`]: the config bucket's documents (risk, symbols, trading state, log
 //!   level) watched and applied at run time; the kill switch.
+//! - [`sessions`]: orchestrator sessions with cancel on disconnect: the pure core (grace,
+//!   heartbeats, which are lost at `now`), the session store (KV `bridge_sessions`) and its watch.
 //! - [`run`]: the engine's life: connect, lease, bind, recover, serve, shut down.
 //! - [`proto`]: prost-generated `bridge.v1` and engine state types.
 
@@ -90,6 +92,7 @@ pub mod run;
 pub mod runtime_config;
 pub mod secret;
 pub mod service;
+pub mod sessions;
 pub mod store;
 pub mod trace;
 pub mod validate;

@@ -26,6 +26,7 @@ pub mod health;
 pub mod labels;
 pub mod market;
 pub mod refresh;
+pub mod sessions;
 
 pub use health::Health;
 use labels::{enum_label, EXEC_TYPE_PREFIX, REJECT_REASON_PREFIX};
@@ -76,6 +77,8 @@ pub struct Metrics {
     pub market: market::MarketMetrics,
     /// The runtime configuration's (`runtime_config`).
     pub config: config::ConfigMetrics,
+    /// Orchestrator sessions (cancel on disconnect).
+    pub sessions: sessions::SessionMetrics,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -253,6 +256,7 @@ impl Metrics {
             ),
             market: market::MarketMetrics::new(&r),
             config: config::ConfigMetrics::register(&r),
+            sessions: sessions::SessionMetrics::new(&r),
             registry: r,
         };
         metrics.register_process_collector();
@@ -347,6 +351,11 @@ impl Metrics {
     /// A reconnect of the NATS connection (any connection after the first).
     pub fn reconnected(&self) {
         self.reconnects.inc();
+    }
+
+    /// Reconnects of the NATS connection so far.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects.get()
     }
 
     /// Resting orders of one side of one symbol's book.

@@ -89,7 +89,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
             Duration::from_millis(cfg.jetstream_retry_deadline_ms),
         )
         .await;
+    // Sessions (cancel on disconnect): every session known before the first order.
+    let mut session_events = crate::sessions::watch::start(client.clone(), &cfg);
     let served: Result<(), EngineError> = async {
+    engine
+        .load_sessions(
+            &mut session_events,
+            Duration::from_millis(cfg.jetstream_retry_deadline_ms),
+        )
+        .await?;
     let mut subs = Intake::start(&client, &cfg).await?;
     client.flush().await.map_err(ConnectError::from)?;
 
@@ -179,6 +187,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 }
                 // A configuration revision applies between commands, never within one.
                 Some(event) = config_events.recv() => engine.on_config(event).await,
+                // So does a session opened, closed or lost through any engine.
+                Some(event) = session_events.recv() => {
+                    engine.on_session_event(event).await?;
+                    engine.market_data_after_command();
+                }
                 lost = lease.lost() => return Err(lost.into()),
                 () = &mut shutdown, if !stopping => {
                     info!("shutdown requested: stopping intake");

@@ -61,6 +61,7 @@ pub use crate::contract::{
     MAX_ACCOUNT_BYTES, MAX_CLIENT_ORDER_ID_BYTES, MAX_CORRELATION_ID_BYTES, MAX_NEW_ORDER_BYTES,
     MAX_SYMBOL_BYTES, MAX_TAGS, MAX_TAG_KEY_BYTES, MAX_TAG_VALUE_BYTES,
 };
+pub use crate::sessions::MAX_SESSION_ID_BYTES;
 /// How much of an offending input value a field error message quotes.
 const ECHO_CHARS: usize = 40;
 
@@ -256,6 +257,16 @@ impl Validator<'_> {
             }
             (_, p) => p.and_then(Result::ok),
         };
+        if !o.session_id.is_empty() && !valid_id(&o.session_id, MAX_SESSION_ID_BYTES) {
+            push(
+                "session_id",
+                "pattern",
+                format!(
+                    "{} must be empty or 1-{MAX_SESSION_ID_BYTES} characters of [A-Za-z0-9_-]",
+                    echo(&o.session_id)
+                ),
+            );
+        }
         if o.tags.len() > MAX_TAGS {
             push(
                 "tags",

@@ -335,5 +335,7 @@ impl Venue {
     }
 }
 
+mod sessions;
+
 #[cfg(test)]
 mod tests;

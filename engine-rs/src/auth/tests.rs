@@ -566,3 +566,25 @@ fn subject_accounts() {
     assert_eq!(account_of_subject(&contract::queue("A.B")), None);
     assert_eq!(account_of_subject(&contract::executions("A", "o")), None);
 }
+
+/// Session requests name no account: any trading identity may sign them; an engine may not.
+#[test]
+fn session_requests_need_a_trading_signer_not_an_account() {
+    let mut f = fixture();
+    for s in [
+        contract::session_open("s-1"),
+        contract::session_close("s-1"),
+    ] {
+        let h = sign(&f.desk_a, &s, T0, b"session");
+        let v = f.auth.check(&msg(&s, b"session", &h), T0).unwrap();
+        assert_eq!((v.identity.as_str(), v.account.as_str()), ("desk-a", ""));
+        let h = sign(&f.engine, &s, T0 + 1, b"session");
+        let refused = f.auth.check(&msg(&s, b"session", &h), T0).unwrap_err();
+        assert_eq!(refused.kind, RefusalKind::NotEntitled);
+    }
+    // A subject that only looks like one (a dot in the id) is no session subject.
+    let s = format!("{}a.b", contract::SESSION_OPEN_PREFIX);
+    let h = sign(&f.desk_a, &s, T0 + 2, b"session");
+    let refused = f.auth.check(&msg(&s, b"session", &h), T0).unwrap_err();
+    assert_eq!(refused.kind, RefusalKind::NotEntitled);
+}

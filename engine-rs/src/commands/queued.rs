@@ -62,6 +62,8 @@ impl Engine {
         let mut prepared = Vec::with_capacity(msgs.len());
         // Per message: refused by the authorization checks (terminated, not acked).
         let mut refused = Vec::with_capacity(msgs.len());
+        // Orders naming a session this engine does not know open: read it first.
+        self.learn_queued_sessions(msgs).await?;
         for msg in msgs {
             let trace = Trace::of(msg.headers.as_ref());
             let (p, span, was_refused) = self.take_queued(msg, &trace)?;

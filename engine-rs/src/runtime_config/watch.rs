@@ -1,6 +1,7 @@
 //! The watch of the config bucket: an ordered push consumer on the bucket's stream
 //! (`KV_bridge_config`, every key), delivering every revision the bucket keeps (its history:
-//! the start-up load, see `apply.rs`), then every new one. The bucket's stream, not async-nats' `kv::Store::watch`: a `kv::Entry` has no headers,
+//! the start-up load, see `apply.rs`), then every new one. The sessions bucket
+//! (`crate::sessions`) is watched the same way ([`start_bucket`]). The bucket's stream, not async-nats' `kv::Store::watch`: a `kv::Entry` has no headers,
 //! and the signature headers are needed.
 //!
 //! Reconnects: async-nats' ordered consumer re-creates itself from the last stream sequence it
@@ -51,18 +52,23 @@ pub enum Event {
     CaughtUp,
 }
 
-/// Starts the watch task; its events come out of the receiver.
+/// Starts the watch task of the config bucket; its events come out of the receiver.
 pub fn start(client: Client, cfg: &Config) -> mpsc::Receiver<Event> {
+    start_bucket(client, cfg, contract::CONFIG_KV_BUCKET)
+}
+
+/// Starts the watch task of any bucket (every key); its events come out of the receiver.
+pub fn start_bucket(client: Client, cfg: &Config, bucket: &'static str) -> mpsc::Receiver<Event> {
     let (tx, rx) = mpsc::channel(CAPACITY);
-    tokio::spawn(run(client, tx, Policy::from_config(cfg)));
+    tokio::spawn(run(client, tx, Policy::from_config(cfg), bucket));
     rx
 }
 
-async fn run(client: Client, tx: mpsc::Sender<Event>, backoff: Policy) {
+async fn run(client: Client, tx: mpsc::Sender<Event>, backoff: Policy, bucket: &'static str) {
     let js = jetstream::new(client.clone());
-    let stream_name = contract::kv_stream(contract::CONFIG_KV_BUCKET);
-    let filter = contract::kv_key_subject(contract::CONFIG_KV_BUCKET, ">");
-    let prefix = contract::kv_key_subject(contract::CONFIG_KV_BUCKET, "");
+    let stream_name = contract::kv_stream(bucket);
+    let filter = contract::kv_key_subject(bucket, ">");
+    let prefix = contract::kv_key_subject(bucket, "");
     // The last stream sequence delivered: a re-created watch resumes after it.
     let mut last = 0u64;
     let mut caught_up = false;
@@ -96,13 +102,18 @@ async fn run(client: Client, tx: mpsc::Sender<Event>, backoff: Policy) {
             Err(e) => {
                 let delay = backoff.delay(failures);
                 failures += 1;
-                warn!(error = %e, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "config watch: cannot watch the config bucket; the configuration in force stays");
+                warn!(bucket, error = %e, retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), "bucket watch: cannot watch the bucket; what is in force stays");
                 tokio::time::sleep(delay).await;
                 continue;
             }
         };
         failures = 0;
-        info!(from_revision = last + 1, pending, "config watch started");
+        info!(
+            bucket,
+            from_revision = last + 1,
+            pending,
+            "bucket watch started"
+        );
         if pending == 0 && !caught_up {
             caught_up = true;
             if tx.send(Event::CaughtUp).await.is_err() {
@@ -114,7 +125,7 @@ async fn run(client: Client, tx: mpsc::Sender<Event>, backoff: Policy) {
                 Ok(m) => m,
                 Err(e) => {
                     // The ordered consumer re-creates itself after this (see the module doc).
-                    warn!(error = %e, "config watch interrupted; resuming after revision {last}; the configuration in force stays");
+                    warn!(bucket, error = %e, "bucket watch interrupted; resuming after revision {last}; what is in force stays");
                     continue;
                 }
             };
@@ -133,7 +144,7 @@ async fn run(client: Client, tx: mpsc::Sender<Event>, backoff: Policy) {
                 .and_then(|h| h.get(KV_OPERATION_HEADER))
                 .and_then(|v| v.as_str().parse().ok())
                 .unwrap_or(Operation::Put);
-            debug!(key, revision, "config revision received");
+            debug!(bucket, key, revision, "config revision received");
             let entry = Entry {
                 key,
                 revision,
@@ -159,8 +170,9 @@ async fn run(client: Client, tx: mpsc::Sender<Event>, backoff: Policy) {
         let delay = backoff.delay(failures);
         failures += 1;
         warn!(
+            bucket,
             retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-            "config watch ended; re-creating it"
+            "bucket watch ended; re-creating it"
         );
         tokio::time::sleep(delay).await;
     }
