@@ -26,6 +26,7 @@ pub mod health;
 pub mod labels;
 pub mod market;
 pub mod refresh;
+pub mod versions;
 
 pub use health::Health;
 use labels::{enum_label, EXEC_TYPE_PREFIX, REJECT_REASON_PREFIX};
@@ -76,6 +77,8 @@ pub struct Metrics {
     pub market: market::MarketMetrics,
     /// The runtime configuration's (`runtime_config`).
     pub config: config::ConfigMetrics,
+    /// Order operations by their sender's contract version.
+    pub versions: versions::VersionMetrics,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -253,6 +256,7 @@ impl Metrics {
             ),
             market: market::MarketMetrics::new(&r),
             config: config::ConfigMetrics::register(&r),
+            versions: versions::VersionMetrics::register(&r),
             registry: r,
         };
         metrics.register_process_collector();
