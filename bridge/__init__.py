@@ -28,6 +28,7 @@ from bridge.errors import (
     ReportsLostError,
     SecurityViolationError,
     StreamFullError,
+    UnsupportedOperationError,
 )
 from bridge.marketdata import (
     BookUpdate,
@@ -117,6 +118,7 @@ __all__ = [
     "StreamFullError",
     "TimeInForce",
     "TradePrint",
+    "UnsupportedOperationError",
 ]
 
 

@@ -253,6 +253,7 @@ class RejectReason(StrEnum):
     NOT_ENTITLED = "NOT_ENTITLED"
     TRADING_HALTED = "TRADING_HALTED"
     REDUCE_ONLY = "REDUCE_ONLY"
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
 
     @property
     def is_security(self) -> bool:
