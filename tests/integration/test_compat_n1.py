@@ -447,3 +447,85 @@ async def _version_checks(
     await js.publish(
         subject, payload, headers=signed(dev_signer(handle.creds), subject, payload, headers)
     )
+
+
+# --- 1.1 enum values in a 1.0 client --------------------------------------------------------
+
+_ENUM_READER = """
+import json, sys
+from bridge.errors import ProtocolError
+from bridge.reports import _decode_report
+
+out = {}
+for name, data in json.load(sys.stdin).items():
+    try:
+        report = _decode_report(bytes.fromhex(data))
+        out[name] = "read: " + report.order_status.value
+    except ProtocolError as exc:
+        out[name] = "ProtocolError: " + str(exc)
+json.dump(out, sys.stdout)
+"""
+
+
+def test_what_a_1_0_client_makes_of_1_1_enum_values(tmp_path: Path) -> None:
+    """A report carrying an enum value added in 1.1 (an exec type, an order status, a reason)
+    cannot be turned into 1.0's models: the 1.0 client's report stream raises ProtocolError
+    for it (the raw protobuf keeps the number, see tests/unit/test_released_contract.py). A
+    report of 1.0's values with 1.1's new fields reads fine. Which reports a 1.0 client can
+    meet with such values: docs-16/compat.md."""
+    base = orders_pb2.ExecutionReport(
+        exec_id="e1-1-2",
+        engine_order_id="e1-1",
+        client_order_id="ord-1",
+        account="acct-1",
+        symbol="AAPL",
+        side=orders_pb2.SIDE_BUY,
+        exec_type=orders_pb2.EXEC_TYPE_CANCELED,
+        order_status=orders_pb2.ORDER_STATUS_CANCELED,
+        order_qty=common_pb2.Decimal(units=5),
+        leaves_qty=common_pb2.Decimal(units=0),
+        cum_qty=common_pb2.Decimal(units=0),
+        price=common_pb2.Decimal(units=15000, scale=2),
+        orig_client_order_id="ord-0",
+        seq=2,
+    )
+
+    def variant(**changes: int) -> str:
+        report = orders_pb2.ExecutionReport()
+        report.CopyFrom(base)
+        for field, value in changes.items():
+            setattr(report, field, value)
+        return report.SerializeToString().hex()
+
+    sent = {
+        "1.0 values, 1.1 fields": variant(),
+        "exec_type REPLACED": variant(exec_type=orders_pb2.EXEC_TYPE_REPLACED),
+        "order_status PENDING_REPLACE": variant(
+            order_status=orders_pb2.ORDER_STATUS_PENDING_REPLACE
+        ),
+        "reason MASS_CANCELED": variant(reason=orders_pb2.REJECT_REASON_MASS_CANCELED),
+        "reason SESSION_LOST": variant(reason=orders_pb2.REJECT_REASON_SESSION_LOST),
+        "reason SESSION_END": variant(reason=orders_pb2.REJECT_REASON_SESSION_END),
+    }
+    script = tmp_path / "enum_reader.py"
+    script.write_text(_ENUM_READER, "utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(compat.client_path())
+    done = subprocess.run(
+        [sys.executable, "-P", str(script)],
+        input=json.dumps(sent),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    read = json.loads(done.stdout)
+    assert read["1.0 values, 1.1 fields"] == "read: CANCELED"
+    for name in sent.keys() - {"1.0 values, 1.1 fields"}:
+        assert read[name].startswith("ProtocolError: undecodable bridge.v1.ExecutionReport"), (
+            name,
+            read[name],
+        )
