@@ -557,7 +557,11 @@ fn released_1_0_vectors_decode_the_same() {
         let bytes = std::fs::read(released.join(&file)).expect("read a frozen vector");
         (v.check_fields)(&bytes);
         (v.check_same)(&bytes);
-        assert_eq!(hex(&v.canonical), hex(&bytes), "{file}: prost re-encodes it otherwise");
+        assert_eq!(
+            hex(&v.canonical),
+            hex(&bytes),
+            "{file}: prost re-encodes it otherwise"
+        );
         seen += 1;
     }
     assert_eq!(seen, 14, "seven 1.0 vectors, two encodings each");
