@@ -32,6 +32,7 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from bridge import contract
 from bridge.v1 import common_pb2, orders_pb2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -236,9 +237,7 @@ def _only_known(msg: Message, known: dict[str, list[str]]) -> Message:
 
 
 def test_the_released_python_decodes_every_frozen_vector_the_same(tmp_path: Path) -> None:
-    current = {
-        name: type(BUILDERS[name]()).FromString(_vector(name)) for name in VECTOR_TYPES
-    }
+    current = {name: type(BUILDERS[name]()).FromString(_vector(name)) for name in VECTOR_TYPES}
     out = released_python(current, tmp_path)
     for name, msg in current.items():
         assert out["messages"][name]["fields"] == _as_dict(msg), name
@@ -293,7 +292,7 @@ def messages_of_1_1() -> dict[str, Message]:
             reason=orders_pb2.REJECT_REASON_UNSUPPORTED_VERSION,
             field_errors=[
                 common_pb2.FieldError(
-                    field="Bridge-Schema-Version", rule="supported_major", message="2.0"
+                    field=contract.HEADER_SCHEMA_VERSION, rule="supported_major", message="2.0"
                 )
             ],
             order_status=orders_pb2.ORDER_STATUS_PENDING_REPLACE,
