@@ -31,6 +31,7 @@ from bridge.errors import (
     SecurityViolationError,
     SessionError,
     StreamFullError,
+    UnsupportedOperationError,
 )
 from bridge.marketdata import (
     BookUpdate,
@@ -127,6 +128,7 @@ __all__ = [
     "StreamFullError",
     "TimeInForce",
     "TradePrint",
+    "UnsupportedOperationError",
 ]
 
 

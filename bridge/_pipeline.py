@@ -35,7 +35,7 @@ import nats.js.api
 import nats.js.errors
 from nats.aio.msg import Msg
 
-from bridge import contract
+from bridge import _versions, contract
 from bridge._connection import Connection
 from bridge._slots import Slots
 from bridge.config import BridgeSettings
@@ -382,6 +382,7 @@ def _queued_headers(order: Order, correlation_id: str, traceparent: str) -> dict
         contract.HEADER_CORRELATION_ID: correlation_id,
         contract.HEADER_TRACEPARENT: traceparent,
         contract.HEADER_SCHEMA: "bridge.v1.NewOrder",
+        **_versions.headers(),
     }
 
 

@@ -2,14 +2,16 @@
 
 Each operation is one core NATS request to the engines' queue group, under the retry policy of
 ``bridge.retry`` (same client order id and correlation id on every attempt). What a failed
-request means: NATS "no responders" -> ``EngineUnavailableError`` (nothing was delivered); no
-answer in time, or the connection failed after sending -> ``OutcomeUnknownError``; the
-connection down before sending -> ``ConnectionFailedError``; an undecodable answer ->
-``ProtocolError``; an answer refusing it for a security reason -> ``SecurityViolationError``
-(the client closes itself, see ``bridge._connection``).
+request means: NATS "no responders" -> ``EngineUnavailableError`` (nothing was delivered), or
+``UnsupportedOperationError`` when engines are up but speak a contract older than the
+request's (``bridge._versions``); no answer in time, or the connection failed after sending ->
+``OutcomeUnknownError``; the connection down before sending -> ``ConnectionFailedError``; an
+undecodable answer -> ``ProtocolError``; an answer refusing it for a security reason ->
+``SecurityViolationError`` (the client closes itself, see ``bridge._connection``).
 
-Each attempt is signed anew (``Bridge-Signer``, ``Bridge-Signed-At``, ``Bridge-Signature`` over
-the subject, the time and the exact bytes sent) when the client signs: a retry is a new
+Every request carries ``Bridge-Schema-Version`` (``contract.CONTRACT_VERSION``). Each attempt
+is signed anew (``Bridge-Signer``, ``Bridge-Signed-At``, ``Bridge-Signature`` over the
+subject, the time and the exact bytes sent) when the client signs: a retry is a new
 signature, never a replay of the old one. Every attempt carries the operation's correlation id
 and ``traceparent`` (``bridge.tracecontext``): the same trace, whichever attempt is answered.
 """
@@ -23,7 +25,7 @@ from typing import TypeVar
 import nats.errors
 from google.protobuf.message import DecodeError, Message
 
-from bridge import _violations, contract
+from bridge import _versions, _violations, contract
 from bridge._connection import Connection
 from bridge.config import BridgeSettings
 from bridge.errors import (
@@ -111,6 +113,7 @@ class Requests:
             contract.HEADER_CORRELATION_ID: correlation_id,
             contract.HEADER_TRACEPARENT: traceparent,
             contract.HEADER_SCHEMA: msg.DESCRIPTOR.full_name,
+            **_versions.headers(),
         }
         signer = conn.signer
         if signer is not None:
@@ -120,12 +123,17 @@ class Requests:
         except SecurityViolationError as exc:  # the client closed itself meanwhile
             raise exc.for_operation(client_order_id, correlation_id) from None
         except nats.errors.NoRespondersError as exc:
-            await self._conn.engine_seen(False)
-            raise EngineUnavailableError(
-                f"no engine is serving {subject}",
+            error = await _versions.no_responders(
+                transport,
+                operation=what,
+                message=msg.DESCRIPTOR.full_name,
+                subject=subject,
+                timeout=wait,
                 client_order_id=client_order_id,
                 correlation_id=correlation_id,
-            ) from exc
+            )
+            await self._conn.engine_seen(not isinstance(error, EngineUnavailableError))
+            raise error from exc
         except (TimeoutError, nats.errors.TimeoutError) as exc:
             raise OutcomeUnknownError(
                 f"no answer on {subject} within {wait:.3f}s; query the order status",

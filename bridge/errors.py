@@ -13,6 +13,9 @@
     │                            within the retry deadline. Nothing was sent.
     ├── EngineUnavailableError   no engine is subscribed: NATS answered "no responders" at once.
     │                            Nothing was delivered, so re-sending later is safe.
+    ├── UnsupportedOperationError  engines are up, but none serves this operation: it came with a
+    │                            later contract version (``min_contract``) than the engines
+    │                            speak. Nothing was delivered; not retried (upgrade the engines)
     ├── OutcomeUnknownError      a request timed out after it was sent: the order may or may not
     │                            exist. Resolve it with ``BridgeClient.status()``: found -> that
     │                            is the order; not found -> the id is retired and the order will
@@ -127,6 +130,31 @@ class ConnectionFailedError(BridgeError):
 
 class EngineUnavailableError(BridgeError):
     """No engine is listening: the request was not delivered, so it is safe to retry later."""
+
+
+class UnsupportedOperationError(BridgeError):
+    """The engines that are up do not serve this operation: it came with contract
+    ``min_contract`` (e.g. a replace, 1.1) and they speak an older one (``engine_contract``,
+    "1.0" for an engine that does not say). Nothing was delivered. Not retried: it keeps
+    failing until the engines are upgraded (``engine_ids`` answered the service ping).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str,
+        min_contract: str,
+        engine_contract: str,
+        engine_ids: Sequence[str] = (),
+        client_order_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        super().__init__(message, client_order_id=client_order_id, correlation_id=correlation_id)
+        self.operation = operation
+        self.min_contract = min_contract
+        self.engine_contract = engine_contract
+        self.engine_ids = tuple(engine_ids)
 
 
 class OutcomeUnknownError(BridgeError):

@@ -260,6 +260,7 @@ class RejectReason(StrEnum):
     SESSION_LOST = "SESSION_LOST"
     """CANCELED: the order's session was lost (cancel on disconnect) or closed with
     cancel_orders (contract 1.1, ``bridge.session``)."""
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
 
     @property
     def is_security(self) -> bool:

@@ -191,8 +191,12 @@ class EngineProcess:
         config_file: Path = DEFAULT_ENGINE_CONFIG,
         log_file: Path,
         env: Mapping[str, str] | None = None,
+        binary: Path | None = None,
     ) -> None:
         self.handle = handle
+        self.binary = binary
+        """The engine binary to run (None: :func:`engine_binary`), e.g. the previous contract's
+        (``bridge_dev.compat``)."""
         self.engine_id = engine_id
         self.config_file = config_file
         self.log_file = log_file
@@ -260,7 +264,7 @@ class EngineProcess:
         self.recovered = None
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
-            [str(engine_binary()), "--config", str(self.config_file)],
+            [str(self.binary or engine_binary()), "--config", str(self.config_file)],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

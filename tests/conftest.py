@@ -163,6 +163,27 @@ def engine(nats_server: ServerHandle, tmp_path: Path) -> Iterator[EngineProcess]
 
 
 @pytest.fixture
+def engine_1_0(nats_server: ServerHandle, tmp_path: Path) -> Iterator[EngineProcess]:
+    """The contract 1.0 engine (``target/release/bridge-engine-1-0``, built by ./dev setup from
+    the release commit, with that commit's dev config; ``bridge_dev.compat``), serving; on
+    teardown it must stop cleanly (exit 0)."""
+    from bridge_dev import compat
+    from bridge_dev.engine import EngineProcess
+
+    proc = EngineProcess(
+        nats_server,
+        binary=compat.engine_binary(),
+        config_file=compat.ENGINE_CONFIG,
+        log_file=tmp_path / "engine-1.0.log",
+    ).start()
+    try:
+        yield proc
+    finally:
+        code = proc.stop()
+    assert code == 0, f"1.0 engine exited with {code}; log tail:\n{proc.log_tail()}"
+
+
+@pytest.fixture
 def settings(nats_server: ServerHandle) -> BridgeSettings:
     """Orchestrator settings for the module's server (short timeouts keep failures quick)."""
     from bridge_dev.engine import client_settings

@@ -44,6 +44,8 @@
 //! - [`engine`]: the engine's state and the protocol steps the commands share.
 //! - [`commands`]: one module per request (submit, queued, cancel, status, market data and
 //!   input streams) and the dispatch.
+//! - [`schema_version`]: the `Bridge-Schema-Version` rule (absent = 1.0, any minor of the
+//!   engine's major, another major refused), pure.
 //! - [`service`]: the engine as NATS micro service `bridge-engine`: its endpoints are the
 //!   request-reply intake; each request answered once, through the service's statistics.
 //! - [`recovery`]: start-up recovery of this engine's open orders and books.
@@ -90,6 +92,7 @@ pub mod recovery;
 pub mod retry;
 pub mod run;
 pub mod runtime_config;
+pub mod schema_version;
 pub mod secret;
 pub mod service;
 pub mod sessions;

@@ -270,6 +270,8 @@ mod tests {
             ("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
             ("client_order_id", "ord-1"),
             ("account", "ACC1"),
+            // The sender's contract version (no Bridge-Schema-Version header: 1.0).
+            ("schema_version", "1.0"),
             ("message", "ack sent"),
         ] {
             assert_eq!(line[key], want, "{key} in {line:?}");

@@ -27,6 +27,7 @@ pub mod labels;
 pub mod market;
 pub mod refresh;
 pub mod sessions;
+pub mod versions;
 
 pub use health::Health;
 use labels::{enum_label, EXEC_TYPE_PREFIX, REJECT_REASON_PREFIX};
@@ -79,6 +80,8 @@ pub struct Metrics {
     pub config: config::ConfigMetrics,
     /// Orchestrator sessions (cancel on disconnect).
     pub sessions: sessions::SessionMetrics,
+    /// Order operations by their sender's contract version.
+    pub versions: versions::VersionMetrics,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -257,6 +260,7 @@ impl Metrics {
             market: market::MarketMetrics::new(&r),
             config: config::ConfigMetrics::register(&r),
             sessions: sessions::SessionMetrics::new(&r),
+            versions: versions::VersionMetrics::register(&r),
             registry: r,
         };
         metrics.register_process_collector();

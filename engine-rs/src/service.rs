@@ -1,7 +1,7 @@
 //! The engine as NATS micro service [`contract::SERVICE_NAME`] (async-nats' service API), one
 //! instance per engine process: `nats micro ls | info | stats | ping` list every running engine
-//! (instance id, version = the crate's, metadata `engine_id`) with per-endpoint request counts,
-//! errors and processing time. Its endpoints are the engine's request-reply intake:
+//! (instance id, version = the crate's, metadata `engine_id` and `contract_version`) with
+//! per-endpoint request counts, errors and processing time. Its endpoints are the engine's request-reply intake:
 //!
 //! | endpoint | subject | queue group |
 //! |---|---|---|
@@ -71,6 +71,10 @@ pub const SESSION_CLOSE: &str = "session-close";
 /// How many sources [`Intake::next`] selects over (endpoints and subscriptions).
 const SOURCES: usize = 13;
 
+/// Key of the contract version (`major.minor`) in the service metadata (absent on a 1.0
+/// engine).
+pub const CONTRACT_VERSION_KEY: &str = "contract_version";
+
 /// The service version: the engine crate's (a SemVer, as the service API requires).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -108,10 +112,15 @@ impl Intake {
         let service = client
             .service_builder()
             .description(DESCRIPTION)
-            .metadata(HashMap::from([(
-                "engine_id".to_string(),
-                cfg.engine_id.clone(),
-            )]))
+            .metadata(HashMap::from([
+                ("engine_id".to_string(), cfg.engine_id.clone()),
+                // The contract this engine speaks: a client that finds no responder for a
+                // request of a later contract tells "unsupported" from "unavailable" by it.
+                (
+                    CONTRACT_VERSION_KEY.to_string(),
+                    contract::CONTRACT_VERSION.to_string(),
+                ),
+            ]))
             .queue_group(contract::ENGINE_QUEUE_GROUP)
             .start(contract::SERVICE_NAME, VERSION)
             .await

@@ -106,6 +106,10 @@ pub struct Trace {
     pub trace_id: String,
     /// The `traceparent` sent on with what the engine publishes about the order.
     pub traceparent: String,
+    /// The sender's contract version as its log span shows it (`Bridge-Schema-Version`, 1.0
+    /// when absent; see [`crate::schema_version`]); empty for an order recovered after a
+    /// restart.
+    pub schema_version: String,
 }
 
 impl Trace {
@@ -119,7 +123,14 @@ impl Trace {
                 .unwrap_or("")
         };
         let correlation_id = bounded_correlation_id(header(contract::HEADER_CORRELATION_ID));
-        Trace::from_parts(correlation_id, parse(header(contract::HEADER_TRACEPARENT)))
+        let version = headers
+            .and_then(|h| h.get(contract::HEADER_SCHEMA_VERSION))
+            .map(|v| v.as_str());
+        let checked = crate::schema_version::check(version, crate::schema_version::ours());
+        Trace {
+            schema_version: checked.span_value(),
+            ..Trace::from_parts(correlation_id, parse(header(contract::HEADER_TRACEPARENT)))
+        }
     }
 
     /// The ids of an order recovered after a restart: its stored correlation id; the trace id
@@ -150,6 +161,7 @@ impl Trace {
             correlation_id,
             trace_id,
             traceparent,
+            schema_version: String::new(),
         }
     }
 

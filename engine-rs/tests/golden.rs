@@ -531,3 +531,38 @@ fn rust_vectors_are_current() {
         (v.check_fields)(&committed);
     }
 }
+
+/// Contract 1.0's vectors, frozen in schemas/released/v1.0/testdata (both encodings), decode
+/// with today's prost types to exactly the values above, and prost encodes those to the very
+/// same bytes: nothing read from 1.0 is lost or changed (tests/unit/test_released_contract.py
+/// does the same in Python).
+#[test]
+fn released_1_0_vectors_decode_the_same() {
+    let released =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/released/v1.0/testdata");
+    let vectors = vectors();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&released).expect("schemas/released/v1.0/testdata exists") {
+        let file = entry.unwrap().file_name().into_string().unwrap();
+        let Some(stem) = file
+            .strip_suffix(".py.bin")
+            .or_else(|| file.strip_suffix(".rs.bin"))
+        else {
+            continue;
+        };
+        let v = vectors
+            .iter()
+            .find(|v| v.name == stem)
+            .unwrap_or_else(|| panic!("{file}: a 1.0 vector without a builder here"));
+        let bytes = std::fs::read(released.join(&file)).expect("read a frozen vector");
+        (v.check_fields)(&bytes);
+        (v.check_same)(&bytes);
+        assert_eq!(
+            hex(&v.canonical),
+            hex(&bytes),
+            "{file}: prost re-encodes it otherwise"
+        );
+        seen += 1;
+    }
+    assert_eq!(seen, 14, "seven 1.0 vectors, two encodings each");
+}

@@ -122,7 +122,10 @@ async def test_natscli_lists_the_engine_and_its_endpoint_statistics(
 
         info = micro_json(handle, home, "info", contract.SERVICE_NAME)["info"]
         assert info["id"] == instance
-        assert info["metadata"] == {"engine_id": "engine-A"}
+        assert info["metadata"] == {
+            "engine_id": "engine-A",
+            "contract_version": contract.CONTRACT_VERSION,
+        }
         subjects = {e["name"]: (e["subject"], e["queue_group"]) for e in info["endpoints"]}
         group = contract.ENGINE_QUEUE_GROUP
         assert subjects == {
@@ -176,7 +179,10 @@ async def test_natscli_lists_the_engine_and_its_endpoint_statistics(
         (listed,) = micro_json(handle, home, "ls")
         assert listed["id"] != instance
         info = micro_json(handle, home, "info", contract.SERVICE_NAME)["info"]
-        assert info["metadata"] == {"engine_id": "engine-B"}
+        assert info["metadata"] == {
+            "engine_id": "engine-B",
+            "contract_version": contract.CONTRACT_VERSION,
+        }
         pinged = nats_cli(handle, home, "micro", "ping", contract.SERVICE_NAME)
         assert listed["id"] in pinged, pinged
         assert instance not in pinged, pinged

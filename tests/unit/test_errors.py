@@ -62,8 +62,9 @@ def test_drawing_parses_to_the_expected_shape() -> None:
     assert DRAWN["ProtocolError"][0] == "BridgeError"
     assert "(also ValueError)" in DRAWN["InvalidOrderError"][1]
     # ConfigurationError and SecurityViolationError joined (issue 12); MarketDataError and
-    # NoCreditError (issue 15); MassCancelIncompleteError and SessionError (issue 16)
-    assert len(DRAWN) == 19
+    # NoCreditError (issue 15); MassCancelIncompleteError, SessionError and
+    # UnsupportedOperationError (issue 16)
+    assert len(DRAWN) == 20
 
 
 @pytest.mark.parametrize("name", sorted(DRAWN))

@@ -1,6 +1,7 @@
 //! The requests the engine serves, one module each (parse + apply): [`submit`], [`queued`]
 //! (a pull of the ORDERS consumer), [`cancel`] and [`status`]; and the one dispatch of a
-//! request-reply message to its command.
+//! request-reply message to its command. Every order operation's contract version
+//! (`Bridge-Schema-Version`) is checked first, in one place: [`version`].
 //!
 //! Each command binds the request's ids ([`Trace`]: correlation id, trace id) and, once known,
 //! the order's (`client_order_id`, `account`) to a tracing span, so every line logged while it
@@ -29,6 +30,7 @@ pub mod replace;
 pub mod session;
 pub mod status;
 pub mod submit;
+pub mod version;
 
 /// A request of one of the engine's service endpoints ([`crate::service`]), by endpoint.
 pub enum Request {
@@ -70,6 +72,11 @@ impl Engine {
         request: Request,
         statuses: &mut Endpoint,
     ) -> Result<(), EngineError> {
+        if let Some((op, r)) = request.versioned() {
+            if !self.admit(op, r).await {
+                return Ok(());
+            }
+        }
         let (req, served) = match request {
             Request::Submit(r) => {
                 self.answer_statuses(statuses).await?;
@@ -137,6 +144,9 @@ impl Engine {
     pub async fn answer_statuses(&mut self, statuses: &mut Endpoint) -> Result<(), EngineError> {
         while let Some(Some(r)) = statuses.next().now_or_never() {
             let r = Incoming::new(r);
+            if !self.admit(version::Operation::Status, &r).await {
+                continue;
+            }
             let served = self.on_status(&r).await;
             failed(&r, served).await?;
         }
@@ -165,26 +175,40 @@ pub(crate) fn malformed(e: &prost::DecodeError) -> Rejection {
     }
 }
 
-/// The span of one request: its ids, and the order's once known.
+/// The span of one request: its ids and its sender's contract version, and the order's ids
+/// once known.
 pub(crate) fn request_span(trace: &Trace) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         correlation_id = trace.correlation_id.as_str(),
         trace_id = trace.trace_id.as_str(),
         client_order_id = tracing::field::Empty,
-        account = tracing::field::Empty
-    )
+        account = tracing::field::Empty,
+        schema_version = tracing::field::Empty
+    );
+    record_version(&span, trace);
+    span
 }
 
 /// The span of one order's request, its ids (cut to their limits) known from the start.
 pub(crate) fn order_span(trace: &Trace, account: &str, client_order_id: &str) -> tracing::Span {
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         correlation_id = trace.correlation_id.as_str(),
         trace_id = trace.trace_id.as_str(),
         client_order_id = truncate(client_order_id, MAX_CLIENT_ORDER_ID_BYTES),
-        account = truncate(account, MAX_ACCOUNT_BYTES)
-    )
+        account = truncate(account, MAX_ACCOUNT_BYTES),
+        schema_version = tracing::field::Empty
+    );
+    record_version(&span, trace);
+    span
+}
+
+/// Records the sender's contract version on a request span (not for a recovered order).
+fn record_version(span: &tracing::Span, trace: &Trace) {
+    if !trace.schema_version.is_empty() {
+        span.record("schema_version", trace.schema_version.as_str());
+    }
 }
 
 /// Records the order's ids (cut to their limits) on a request span.

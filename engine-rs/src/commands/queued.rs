@@ -173,6 +173,9 @@ impl Engine {
             }
             Err(_) => (now_ns(), None),
         };
+        if let Some(rejection) = self.check_version(msg.headers.as_ref()) {
+            return self.refuse_queued_version(msg, rejection, trace);
+        }
         let subject = msg.subject.as_str();
         let verified = match self.authorize(
             subject,
