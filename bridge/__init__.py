@@ -58,6 +58,7 @@ from bridge.models import (
     TimeInForce,
 )
 from bridge.outbox import OrderOutbox, PendingOrder
+from bridge.replace import Replace
 from bridge.reports import ReportStream
 
 try:
@@ -109,6 +110,7 @@ __all__ = [
     "Readiness",
     "ReferencePrice",
     "RejectReason",
+    "Replace",
     "ReportStream",
     "ReportsLostError",
     "Resynced",

@@ -31,6 +31,7 @@ class AccountSubjects(NamedTuple):
     status: str
     queue: str
     reports: str
+    replace: str
 
 
 def check_token(value: str, field: str, pattern: re.Pattern[str], model: str) -> None:
@@ -72,6 +73,7 @@ class Subjects:
             status=contract.status(account),
             queue=contract.queue(account),
             reports=contract.executions_for_account(account),
+            replace=contract.replace(account),
         )
         self._accounts[account] = made
         for subject in made:
