@@ -86,7 +86,8 @@ pub struct Config {
     /// Fault injection for crash tests only: "after_ack" aborts the process right after a
     /// synchronous ack is sent, "after_store" right after the records of a pull's queued orders
     /// are in the order store, "mid_publish" halfway through staging the report batch of an
-    /// execution with fills (before its commit).
+    /// execution with fills (before its commit); "replace_after_alias" / "replace_after_publish"
+    /// between a replace's writes (`commands/replace.rs`).
     pub failpoint: Option<String>,
     /// Generation of the seeded liquidity (see `house.rs`): each seed order is placed once
     /// per generation; a new value cancels the live seed orders of the others and places the
