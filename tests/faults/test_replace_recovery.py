@@ -13,18 +13,38 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import random
 import signal
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from bridge import AckStatus, BridgeClient, OrderStatus, OutcomeUnknownError
+from bridge import (
+    AckStatus,
+    BridgeClient,
+    EngineUnavailableError,
+    OrderAck,
+    OrderStatus,
+    OutcomeUnknownError,
+    Replace,
+    Side,
+)
 from bridge.v1 import orders_pb2
 from bridge_dev.engine import EngineProcess, client_settings
 from bridge_dev.server import LocalNatsServer
+from tests.faults.harness import new_account, stored_reports
 from tests.faults.invariants import assert_invariants
-from tests.integration.replace_helpers import REPLACED, Desk, dec, of_order
+from tests.integration.replace_helpers import REPLACED, Desk, dec, limit, of_order
+
+_T = TypeVar("_T")
+OPS = 240
+KILLS = 2
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +131,82 @@ async def test_a_crash_inside_a_replace_finishes_it_once(
     assert [x["state"] for x in taken] == [found]
     assert all(r.exec_type != orders_pb2.EXEC_TYPE_REJECTED for r in await d.reports())
     await assert_invariants(handle, tmp_path)
+
+
+async def test_kill_9_during_a_random_mix_of_orders_replaces_and_cancels(
+    fresh_server: LocalNatsServer, tmp_path: Path
+) -> None:
+    """Resting orders (some crossing), replaces of price and quantity up and down (some
+    crossing, some ending their order), cancels; the engine is killed twice mid-run. Every
+    operation interrupted by a kill is re-sent with its ids once the engine is back: a replace
+    that got through is answered as a duplicate. Each accepted replace has exactly one
+    REPLACED report, a refused one none; then the fault harness's invariants (bought = sold,
+    per-order FIX rules, status agreeing, every live order in a book)."""
+    handle = fresh_server.handle
+    seed = int(os.environ.get("BRIDGE_FAULT_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    kill_points = set(rng.sample(range(30, OPS - 30), KILLS))
+    account = new_account("MX")
+    settings = client_settings(handle, request_timeout_ms=5_000, order_retry_max_attempts=1)
+    engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
+    up = asyncio.Event()
+    up.set()
+
+    async def kill_and_restart() -> None:
+        up.clear()
+        engine.kill()
+        await asyncio.to_thread(engine.start)
+        up.set()
+
+    async def answered(op: Callable[[], Awaitable[_T]]) -> _T:
+        """``op`` until the engine answers it (re-sent with the same ids after a kill)."""
+        while True:
+            try:
+                return await op()
+            except (EngineUnavailableError, OutcomeUnknownError):
+                await up.wait()
+
+    latest: dict[str, str] = {}  # original id -> the id the order answers to now
+    replaces: dict[str, OrderAck] = {}
+    killers: list[asyncio.Task[None]] = []
+    try:
+        async with BridgeClient(settings) as bridge:
+            for i in range(OPS):
+                if i in kill_points:
+                    killers.append(asyncio.create_task(kill_and_restart()))
+                price = str(Decimal("190.00") + Decimal(rng.randint(-3, 3)) / 100)
+                roll = rng.random()
+                if roll < 0.35 or not latest:
+                    side = Side.BUY if rng.random() < 0.5 else Side.SELL
+                    order = limit(account, f"o{i}", rng.randint(1, 20), price, side)
+                    await answered(partial(bridge.submit, order))
+                    latest[order.client_order_id] = order.client_order_id
+                    continue
+                original = rng.choice(sorted(latest))
+                if roll < 0.85:
+                    change = rng.choice(("qty", "price", "both"))
+                    replace = Replace(
+                        account=account,
+                        orig_client_order_id=latest[original],
+                        client_order_id=f"r{i}",
+                        quantity=None if change == "price" else Decimal(rng.randint(1, 25)),
+                        limit_price=None if change == "qty" else Decimal(price),
+                    )
+                    ack = await answered(partial(bridge.replace, replace))
+                    replaces[replace.client_order_id] = ack
+                    if ack.accepted:
+                        latest[original] = replace.client_order_id
+                else:
+                    await answered(partial(bridge.cancel, account, latest[original]))
+            await asyncio.gather(*killers)
+            reports = await stored_reports(handle, account)
+    finally:
+        code = engine.stop()
+    assert code == 0, engine.log_tail()
+    replaced = Counter(r.client_order_id for r in reports if r.exec_type == REPLACED)
+    accepted = {rid for rid, ack in replaces.items() if ack.accepted}
+    assert accepted, "no replace was accepted"
+    assert all(replaced[rid] == 1 for rid in accepted), (seed, replaced)
+    assert not set(replaced) - accepted, (seed, set(replaced) - accepted)
+    checked = await assert_invariants(handle, tmp_path)
+    assert checked.reports >= len(reports)
