@@ -62,6 +62,7 @@ from bridge.models import (
     TimeInForce,
 )
 from bridge.outbox import OrderOutbox, PendingOrder
+from bridge.replace import Replace
 from bridge.reports import ReportStream
 from bridge.session import Session, SessionInfo, SessionOptions
 
@@ -116,6 +117,7 @@ __all__ = [
     "Readiness",
     "ReferencePrice",
     "RejectReason",
+    "Replace",
     "ReportStream",
     "ReportsLostError",
     "Resynced",

@@ -1,4 +1,5 @@
-"""Request-reply with the engine: submit, cancel and status, and how their failures map.
+"""Request-reply with the engine: submit, cancel, replace and status, and how their failures
+map.
 
 Each operation is one core NATS request to the engines' queue group, under the retry policy of
 ``bridge.retry`` (same client order id and correlation id on every attempt). What a failed
@@ -46,6 +47,7 @@ from bridge.models import (
     RejectReason,
 )
 from bridge.outbox import OrderOutbox
+from bridge.replace import Replace
 from bridge.retry import with_retries
 from bridge.tracecontext import new_trace_id
 from bridge.transport import ServiceError
@@ -257,6 +259,36 @@ class Requests:
             self._conn.metrics.retries["cancel"].inc,
         )
         log.debug("bridge.cancel_ack", status=ack.status.value, reason=ack.reason.value)
+        return ack
+
+    async def replace(
+        self, request: Replace, timeout: float | None, correlation_id: str, traceparent: str
+    ) -> OrderAck:
+        """``BridgeClient.replace`` (the caller binds the log context); retried like a cancel,
+        with the same replace id (a re-sent replace is answered as a duplicate)."""
+        subject = self._conn.subjects.of(request.account, "Replace").replace
+        ack = await with_retries(
+            self._settings,
+            "replace",
+            lambda: self._request(
+                "replace",
+                subject,
+                request.account,
+                request.to_proto(),
+                _answer(orders_pb2.OrderAck, _checked_ack, request.client_order_id, correlation_id),
+                client_order_id=request.client_order_id,
+                correlation_id=correlation_id,
+                traceparent=traceparent,
+                timeout=timeout,
+            ),
+            self._conn.metrics.retries["replace"].inc,
+        )
+        log.debug(
+            "bridge.replace_ack",
+            status=ack.status.value,
+            reason=ack.reason.value,
+            duplicate=ack.duplicate,
+        )
         return ack
 
     async def status(

@@ -32,6 +32,7 @@ class AccountSubjects(NamedTuple):
     queue: str
     reports: str
     mass_cancel: str
+    replace: str
 
 
 def check_token(value: str, field: str, pattern: re.Pattern[str], model: str) -> None:
@@ -74,6 +75,7 @@ class Subjects:
             queue=contract.queue(account),
             reports=contract.executions_for_account(account),
             mass_cancel=contract.mass_cancel(account),
+            replace=contract.replace(account),
         )
         self._accounts[account] = made
         for subject in made:

@@ -5,6 +5,7 @@
     async with BridgeClient(settings) as bridge:
         async with bridge.reports(account="ACC1") as reports:    # pub-sub, subscribe first
             ack = await bridge.submit(order)                        # request-reply, urgent
+            amended = await bridge.replace(Replace(...))            # amend price/quantity
             queued = await bridge.enqueue_batch(orders)             # JetStream, batches
             either = await bridge.send(order)                       # by the routing rule
             async for report in reports: ...
@@ -32,7 +33,7 @@ its connection is closed without reconnecting, every pending and later operation
 (``bridge.security_violation`` holds the error).
 
 The rooms behind it, one concern each: ``bridge._connection`` (lifecycle, state, events),
-``bridge._requests`` (submit, cancel, status), ``bridge._mass_cancel`` (cancel_all),
+``bridge._requests`` (submit, cancel, replace, status), ``bridge._mass_cancel`` (cancel_all),
 ``bridge._pipeline`` (queued orders),
 ``bridge.reports`` (report streams), all over ``bridge.transport`` (the seam to NATS); each
 records into ``bridge.metrics`` (Prometheus), and ``readiness()`` asks ``bridge._readiness``. Every
@@ -82,6 +83,7 @@ from bridge.marketdata.feed_inputs import MarketInputs
 from bridge.metrics import METRICS, ClientMetrics
 from bridge.models import Order, OrderAck, OrderState, QueuedOrder, Side
 from bridge.outbox import OrderOutbox
+from bridge.replace import Replace
 from bridge.reports import ReportStream
 from bridge.runtime_config.routing import DEFAULT_ROUTING, QUEUED, Routing
 from bridge.runtime_config.watch import ConfigWatch
@@ -337,6 +339,25 @@ class BridgeClient:
                 timeout,
                 correlation_id,
                 traceparent(trace),
+            )
+
+    async def replace(
+        self, request: Replace, *, timeout: float | None = None, correlation_id: str | None = None
+    ) -> OrderAck:
+        """Amend a resting order's price and/or quantity (``bridge.replace.Replace``); the ack
+        says whether it was applied (ACCEPTED: ``order_status`` is the order's status after it,
+        ``orig_client_order_id`` the id it named) or why not (REJECTED: UNKNOWN_ORDER,
+        TOO_LATE, INVALID_FIELD with field errors, ...).
+
+        Retried like ``submit`` with the same replace id: a replace that reached the engine is
+        answered with its original ack (``duplicate=True``), never applied twice. Raises as
+        ``submit`` does when retries run out; resolve an ``OutcomeUnknownError`` with
+        ``status(account, request.client_order_id)`` (found once the replace was applied).
+        """
+        correlation_id, trace = _trace(correlation_id)
+        with bound_ids(correlation_id, request.client_order_id, request.account, trace_id=trace):
+            return await self._requests.replace(
+                request, timeout, correlation_id, traceparent(trace)
             )
 
     async def status(

@@ -44,11 +44,17 @@ requirement thresholds and what lies around them."""
 
 PATHS: Final = ("sync", "queued")
 OUTCOMES: Final = ("accepted", "rejected", "unavailable", "timeout", "refused", "error")
-OPERATIONS: Final = ("submit", "cancel", "status", "queue")
+OPERATIONS: Final = ("submit", "cancel", "status", "queue", "replace")
 FIRST_REPORT_KEPT: Final = 10_000
 """Send times kept per path and generation for the first-report latency (see the module)."""
 
-_OPERATION: Final = {"submit": "submit", "cancel": "cancel", "status": "status", "enqueue": "queue"}
+_OPERATION: Final = {
+    "submit": "submit",
+    "cancel": "cancel",
+    "status": "status",
+    "enqueue": "queue",
+    "replace": "replace",
+}
 """``bridge.retry``'s operation names -> the ``operation`` label."""
 
 

@@ -211,6 +211,8 @@ class OrderStatus(StrEnum):
     CANCELED = "CANCELED"
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
+    PENDING_REPLACE = "PENDING_REPLACE"
+    """A replace is being applied (only in the PENDING_REPLACE report its REPLACED follows)."""
 
     @property
     def is_final(self) -> bool:
@@ -231,6 +233,8 @@ class ExecType(StrEnum):
     CANCELED = "CANCELED"
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
+    PENDING_REPLACE = "PENDING_REPLACE"
+    REPLACED = "REPLACED"
 
 
 class RejectReason(StrEnum):
@@ -407,6 +411,8 @@ class OrderAck(_Model):
     ack_time_unix_ns: int
     engine_id: str
     text: str
+    orig_client_order_id: str = ""
+    """A replace's ack: the id the order had before it ("" for other acks)."""
 
     @property
     def accepted(self) -> bool:
@@ -443,6 +449,7 @@ class OrderAck(_Model):
             ack_time_unix_ns=msg.ack_time_unix_ns,
             engine_id=msg.engine_id,
             text=msg.text,
+            orig_client_order_id=msg.orig_client_order_id,
         )
 
 
@@ -478,6 +485,11 @@ class ExecutionReport(_Model):
     tags: Tags
     signer: str = ""
     """Public NKey of the identity that signed the order ("" for the engine's own orders)."""
+    orig_client_order_id: str = ""
+    """After a replace: the id the order had before it (FIX OrigClOrdID); ``client_order_id``
+    is then the replace's. Reports stay on the order's original id's subject."""
+    price: Decimal | None = None
+    """The order's limit price as it stands (None for a market order, or an older engine)."""
 
     @property
     def is_final(self) -> bool:
@@ -518,6 +530,8 @@ class ExecutionReport(_Model):
             engine_id=msg.engine_id,
             tags=MappingProxyType(dict(msg.tags)),
             signer=msg.signer,
+            orig_client_order_id=msg.orig_client_order_id,
+            price=decimal_from_proto(msg.price) if msg.HasField("price") else None,
         )
 
 

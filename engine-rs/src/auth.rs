@@ -156,6 +156,7 @@ pub fn account_of_subject(subject: &str) -> Option<&str> {
         contract::STATUS_PREFIX,
         contract::QUEUE_PREFIX,
         contract::MASS_CANCEL_PREFIX,
+        contract::REPLACE_PREFIX,
     ]
     .iter()
     .find_map(|p| subject.strip_prefix(p))

@@ -35,6 +35,12 @@
 //!    and a FOK order that would need more fills is killed. This bounds everything derived from
 //!    one execution (its reports, its record writes) whatever the book holds.
 //!
+//! 10. **Amending keeps or loses priority, never both.** [`OrderBook::amend`] (a replace) of a
+//!     resting order at its price with no more leaves reduces it in place: it keeps its place
+//!     in its level. Any other amendment (a new price, more leaves) takes it out and submits it
+//!     again as an incoming GTC limit order: it trades what it crosses, price-time, at the
+//!     makers' prices (invariants 2-4, 9), and its remainder rests at the back of its level.
+//!
 //! The book treats `Day` and `Gtc` identically; expiring `Day` orders at the end of a session
 //! (and any order at its deadline) is the venue's job (`venue/expiry.rs`, via
 //! [`OrderBook::cancel`]). The caller bounds quantities so that the total
@@ -130,6 +136,8 @@ pub enum BookError {
     NonPositiveQty(i64),
     #[error("order id {0} is already in the book")]
     DuplicateId(u64),
+    #[error("order id {0} is not resting in the book")]
+    NotResting(u64),
 }
 
 /// A resting order inside a price level.
@@ -411,6 +419,10 @@ impl OrderBook {
         self.index.is_empty()
     }
 }
+
+mod amend;
+
+pub use amend::Amended;
 
 #[cfg(test)]
 mod tests;

@@ -88,7 +88,9 @@ pub struct Config {
     /// synchronous ack is sent, "after_store" right after the records of a pull's queued orders
     /// are in the order store, "mid_publish" halfway through staging the report batch of an
     /// execution with fills (before its commit), "mid_mass_cancel" once the first of several
-    /// report batches of a mass cancel is committed (before the rest and any record update).
+    /// report batches of a mass cancel is committed (before the rest and any record update);
+    /// "replace_after_alias" / "replace_after_publish" between a replace's writes
+    /// (`commands/replace.rs`).
     pub failpoint: Option<String>,
     /// Generation of the seeded liquidity (see `house.rs`): each seed order is placed once
     /// per generation; a new value cancels the live seed orders of the others and places the

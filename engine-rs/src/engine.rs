@@ -329,8 +329,22 @@ impl Engine {
         trace: &Trace,
     ) -> Result<pb::OrderAck, EngineError> {
         let (record, _) = self.store.load_existing(key).await?;
+        if !record.alias_of.is_empty() {
+            // The id is a replace's (contract 1.1): never an order's.
+            warn!(key, alias_of = %record.alias_of, "an order reuses a replace's client order id: rejected");
+            let engine_id = &self.cfg.engine_id;
+            return Ok(crate::alias::id_taken_by_replace(
+                &record,
+                engine_id,
+                now_ns(),
+            ));
+        }
         if let Some(report) = &record.last_report {
-            if !self.reports.stored(report).await? {
+            let original = record
+                .order
+                .as_ref()
+                .map_or(report.client_order_id.as_str(), |o| &o.client_order_id);
+            if !self.reports.stored(original, report).await? {
                 self.reports.publish(vec![vec![(report, trace)]]).await?;
             }
         }

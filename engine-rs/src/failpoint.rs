@@ -1,5 +1,6 @@
 //! Crash-test failpoints: the configured `failpoint` aborts the process at the named point
-//! (`after_ack`, `after_store`, `mid_publish`, `mid_mass_cancel`; see `config.rs`). Tests of
+//! (`after_ack`, `after_store`, `mid_publish`, `mid_mass_cancel`; see `config.rs`; and a
+//! replace's `replace_after_alias`, `replace_after_publish`, see `commands/replace.rs`). Tests of
 //! recovery only.
 
 use async_nats::Client;

@@ -8,6 +8,7 @@
 //! - [`limits`]: risk limits per symbol and per order, in fixed point.
 //! - [`validate`]: field, size, symbol, risk and deadline checks.
 //! - [`ack`]: the one builder of `OrderAck`s.
+//! - [`alias`]: a replace's record under its own id, and what one found there means.
 //! - [`intake`]: an order's record and answer, every size bounded.
 //! - [`reconcile`]: recovery's decision for each open record after a restart.
 //! - [`fixed`]: exact fixed-point (1e-8) arithmetic and wire decimals.
@@ -60,6 +61,7 @@
 
 pub mod ack;
 pub mod alerts;
+pub mod alias;
 pub mod auth;
 pub mod book;
 pub mod chain;

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub health: Health,
     /// `orders[path][outcome]`.
     orders: [[IntCounter; 3]; 2],
+    /// `replaces[outcome]`.
+    replaces: [IntCounter; 3],
     rejects: IntCounterVec,
     /// `stages[stage]`.
     stages: [Histogram; 6],
@@ -116,6 +118,18 @@ impl Metrics {
         );
         let orders = Path::ALL
             .map(|p| Outcome::ALL.map(|o| orders_vec.with_label_values(&[p.label(), o.label()])));
+        let replaces_vec = reg(
+            &r,
+            IntCounterVec::new(
+                opts(
+                    "bridge_engine_replaces_total",
+                    "Replace requests the engine answered, by outcome.",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+        );
+        let replaces = Outcome::ALL.map(|o| replaces_vec.with_label_values(&[o.label()]));
         let rejects = reg(
             &r,
             IntCounterVec::new(
@@ -208,6 +222,7 @@ impl Metrics {
         let metrics = Metrics {
             health,
             orders,
+            replaces,
             rejects,
             stages,
             reports,
@@ -296,6 +311,16 @@ impl Metrics {
     pub fn order(&self, path: Path, ack: &pb::OrderAck) {
         let outcome = Outcome::of(ack);
         self.orders[path as usize][outcome as usize].inc();
+        if outcome == Outcome::Rejected {
+            self.reject(ack.reason);
+        }
+    }
+
+    /// One answered replace's outcome, from its ack; a rejection is also counted by its
+    /// reason.
+    pub fn replace(&self, ack: &pb::OrderAck) {
+        let outcome = Outcome::of(ack);
+        self.replaces[outcome as usize].inc();
         if outcome == Outcome::Rejected {
             self.reject(ack.reason);
         }

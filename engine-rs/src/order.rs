@@ -1,6 +1,14 @@
 //! An order's life: the state machine (the only place a status changes), the order as the
 //! engine tracks it ([`LiveOrder`], whose `record` is what the order store holds) and the
 //! reports each change produces. Pure.
+//!
+//! A replace (contract 1.1, FIX OrderCancelReplaceRequest) is two rows of the table:
+//! `ReplaceRequested` takes a resting order to PENDING_REPLACE, then `Replaced` takes it to
+//! where it stands against its amended quantity ([`Standing`]): NEW (nothing filled),
+//! PARTIALLY_FILLED, or FILLED when the new quantity is at or below what is already filled
+//! (the order ends: order_qty = cum_qty, leaves 0). Both reports are produced by one call
+//! ([`LiveOrder::replace`]) and published in one atomic batch, so PENDING_REPLACE is never an
+//! order's last stored state.
 
 use crate::fixed;
 use crate::proto::state::OrderRecord;
@@ -17,6 +25,34 @@ pub enum Event {
     /// A fill that completes the order.
     Fill,
     Cancel,
+    /// A replace is being applied (FIX ExecType E).
+    ReplaceRequested,
+    /// The replace is applied (FIX ExecType 5); the order stands as [`Standing`] says.
+    Replaced(Standing),
+}
+
+/// Where a replaced order stands against its amended quantity (decided by its cum_qty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Nothing filled yet.
+    Unfilled,
+    /// Some filled, some open.
+    PartiallyFilled,
+    /// The amended quantity is at or below what is already filled: the order ends.
+    Done,
+}
+
+impl Standing {
+    /// Where an order with `cum_qty` filled stands against quantity `qty`.
+    pub fn of(cum_qty: i64, qty: i64) -> Standing {
+        if cum_qty >= qty {
+            Standing::Done
+        } else if cum_qty == 0 {
+            Standing::Unfilled
+        } else {
+            Standing::PartiallyFilled
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -41,6 +77,14 @@ pub fn transition(
         (S::New | S::PartiallyFilled, E::Fill) => (S::Filled, ExecType::Trade),
         (S::New | S::PartiallyFilled, E::Cancel) => (S::Canceled, ExecType::Canceled),
         (S::New | S::PartiallyFilled, E::Expire) => (S::Expired, ExecType::Expired),
+        (S::New | S::PartiallyFilled, E::ReplaceRequested) => {
+            (S::PendingReplace, ExecType::PendingReplace)
+        }
+        (S::PendingReplace, E::Replaced(Standing::Unfilled)) => (S::New, ExecType::Replaced),
+        (S::PendingReplace, E::Replaced(Standing::PartiallyFilled)) => {
+            (S::PartiallyFilled, ExecType::Replaced)
+        }
+        (S::PendingReplace, E::Replaced(Standing::Done)) => (S::Filled, ExecType::Replaced),
         _ => return Err(InvalidTransition { from, event }),
     };
     Ok(to)
@@ -63,6 +107,9 @@ pub struct LiveOrder {
     pub cum_qty: i64,
     pub cum_notional: i128,
     pub report_seq: u32,
+    /// The id the order had before its latest replace (FIX OrigClOrdID); empty until it is
+    /// replaced. Every report carries it from then on, so it is rebuilt from the last one.
+    pub orig_client_order_id: String,
 }
 
 impl LiveOrder {
@@ -100,6 +147,7 @@ impl LiveOrder {
             cum_qty: 0,
             cum_notional: 0,
             report_seq: 0,
+            orig_client_order_id: String::new(),
         }
     }
 
@@ -125,6 +173,11 @@ impl LiveOrder {
             })
             .unwrap_or((0, 0));
         let cum_notional = record.cum_notional_e16.parse().unwrap_or(0);
+        let orig_client_order_id = record
+            .last_report
+            .as_ref()
+            .map(|r| r.orig_client_order_id.clone())
+            .unwrap_or_default();
         LiveOrder {
             key,
             record,
@@ -132,6 +185,7 @@ impl LiveOrder {
             cum_qty,
             cum_notional,
             report_seq,
+            orig_client_order_id,
         }
     }
 
@@ -145,6 +199,25 @@ impl LiveOrder {
             .order
             .as_ref()
             .unwrap_or_else(|| EMPTY.get_or_init(pb::NewOrder::default))
+    }
+
+    /// The id the order answers to now: its latest accepted replace's, else its own.
+    pub fn client_order_id(&self) -> &str {
+        if self.record.current_client_order_id.is_empty() {
+            &self.order().client_order_id
+        } else {
+            &self.record.current_client_order_id
+        }
+    }
+
+    /// The order's terms as they stand: quantity and limit price (None: a market order).
+    pub fn terms(&self) -> (i64, Option<i64>) {
+        let price = self
+            .order()
+            .limit_price
+            .as_ref()
+            .and_then(|d| fixed::from_decimal(d).ok());
+        (self.qty, price)
     }
 
     pub fn leaves(&self) -> i64 {
@@ -166,7 +239,56 @@ impl LiveOrder {
         self.cum_notional = cum_notional;
         self.record.status = report.order_status;
         self.record.cum_notional_e16 = cum_notional.to_string();
+        // A replace's terms (contract 1.1): the report says the order's quantity, price and
+        // ids as they stand, amended or not.
+        if let Some(qty) = report
+            .order_qty
+            .as_ref()
+            .and_then(|d| fixed::from_decimal(d).ok())
+        {
+            self.qty = qty;
+        }
+        if let Some(order) = self.record.order.as_mut() {
+            if report.order_qty.is_some() {
+                order.quantity = report.order_qty;
+            }
+            if report.price.is_some() {
+                order.limit_price = report.price;
+            }
+            if !report.orig_client_order_id.is_empty() {
+                self.record.current_client_order_id = report.client_order_id.clone();
+                self.orig_client_order_id = report.orig_client_order_id.clone();
+            }
+        }
         self.record.last_report = Some(report);
+    }
+
+    /// Takes a replace's terms and reports it (appended to `out`): PENDING_REPLACE, then
+    /// REPLACED, each with `client_order_id` (the replace's id) as the report's client order id,
+    /// the id the order had before as its orig_client_order_id, order_qty / leaves / price as
+    /// amended and cum_qty unchanged. `qty`: the new total quantity; at or below cum_qty it
+    /// ends the order (FILLED, order_qty = cum_qty, leaves 0). `price`: the new limit price.
+    /// Refused (order unchanged) unless the order is NEW or PARTIALLY_FILLED.
+    pub(crate) fn replace(
+        &mut self,
+        client_order_id: &str,
+        qty: i64,
+        price: pb::Decimal,
+        now: i64,
+        out: &mut Vec<pb::ExecutionReport>,
+    ) -> Result<(), InvalidTransition> {
+        transition(self.status(), Event::ReplaceRequested)?;
+        let qty = qty.max(self.cum_qty);
+        self.orig_client_order_id = self.client_order_id().to_string();
+        self.record.current_client_order_id = client_order_id.to_string();
+        self.qty = qty;
+        if let Some(order) = self.record.order.as_mut() {
+            order.quantity = Some(fixed::to_decimal(qty));
+            order.limit_price = Some(price);
+        }
+        self.apply(Event::ReplaceRequested, None, None, now, out)?;
+        let standing = Standing::of(self.cum_qty, self.qty);
+        self.apply(Event::Replaced(standing), None, None, now, out)
     }
 
     /// Applies `event` and appends the resulting execution report to `out`.
@@ -192,7 +314,7 @@ impl LiveOrder {
         let report = pb::ExecutionReport {
             exec_id: format!("{}-{}", self.record.engine_order_id, self.report_seq),
             engine_order_id: self.record.engine_order_id.clone(),
-            client_order_id: o.client_order_id.clone(),
+            client_order_id: self.client_order_id().to_string(),
             account: o.account.clone(),
             symbol: o.symbol.clone(),
             side: o.side,
@@ -215,7 +337,7 @@ impl LiveOrder {
             engine_id: self.record.engine_id.clone(),
             tags: o.tags.clone(),
             signer: self.record.signer.clone(),
-            orig_client_order_id: String::new(),
+            orig_client_order_id: self.orig_client_order_id.clone(),
             price: o.limit_price,
         };
         self.record.last_report = Some(report.clone());
@@ -232,40 +354,4 @@ pub struct Touched {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The transition table accepts the FIX life cycle and refuses everything else.
-    #[test]
-    fn transition_table() {
-        use OrderStatus as S;
-        assert_eq!(
-            transition(S::PendingNew, Event::Accept),
-            Ok((S::New, ExecType::New))
-        );
-        assert_eq!(
-            transition(S::New, Event::Fill),
-            Ok((S::Filled, ExecType::Trade))
-        );
-        assert_eq!(
-            transition(S::PartiallyFilled, Event::Cancel),
-            Ok((S::Canceled, ExecType::Canceled))
-        );
-        for final_state in [S::Filled, S::Canceled, S::Rejected, S::Expired] {
-            for ev in [
-                Event::Accept,
-                Event::Fill,
-                Event::PartialFill,
-                Event::Cancel,
-                Event::Reject,
-            ] {
-                assert!(
-                    transition(final_state, ev).is_err(),
-                    "{final_state:?} {ev:?}"
-                );
-            }
-        }
-        assert!(transition(S::PendingNew, Event::Fill).is_err());
-        assert!(transition(S::New, Event::Accept).is_err());
-    }
-}
+mod tests;

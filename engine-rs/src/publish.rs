@@ -50,6 +50,9 @@ pub const MAX_ATOMIC_BATCH: usize = 1000;
 const BATCH_ALREADY_COMMITTED: ErrorCode = ErrorCode(10201);
 
 mod head;
+mod subjects;
+
+pub use subjects::Originals;
 
 /// How an attempt ended well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +97,8 @@ pub struct Reports {
     chain: Mutex<Chain>,
     /// Counts the reports stored (`bridge_engine_reports_total`).
     metrics: Arc<Metrics>,
+    /// The original client order id of each replaced order: its reports' subject.
+    pub originals: Originals,
 }
 
 impl Reports {
@@ -122,6 +127,7 @@ impl Reports {
             key,
             chain: Mutex::new(Chain::new(cfg.engine_id.clone(), chain::GENESIS)),
             metrics,
+            originals: Originals::default(),
         })
     }
 
@@ -172,7 +178,7 @@ impl Reports {
         let links = self.link(&payloads);
         let permanent = |e: &async_nats::Error| {
             batch.iter().find_map(|(r, _)| {
-                let subject = contract::executions(&r.account, &r.client_order_id);
+                let subject = self.originals.subject(r);
                 jetstream_errors::permanent_on(e.as_ref(), &subject, started)
             })
         };
@@ -198,6 +204,7 @@ impl Reports {
         for (r, _) in batch {
             self.metrics.report(r.exec_type);
         }
+        self.originals.forget_ended(batch.iter().map(|(r, _)| *r));
         match committed {
             Committed::Stored => self.set_head(last),
             Committed::Duplicate => {
@@ -257,7 +264,7 @@ impl Reports {
                     (i + 1).to_string().as_str(),
                 );
             }
-            let subject = contract::executions(&r.account, &r.client_order_id);
+            let subject = self.originals.subject(r);
             let payload = payloads[i].clone();
             if i < last {
                 self.client
@@ -288,9 +295,14 @@ impl Reports {
         Ok(Committed::Stored)
     }
 
-    /// True when EXECUTIONS already holds `report` or a later report of its order.
-    pub async fn stored(&self, report: &pb::ExecutionReport) -> Result<bool, PublishError> {
-        let subject = contract::executions(&report.account, &report.client_order_id);
+    /// True when EXECUTIONS already holds `report` or a later report of its order, whose
+    /// original client order id is `original` (its reports' subject).
+    pub async fn stored(
+        &self,
+        original: &str,
+        report: &pb::ExecutionReport,
+    ) -> Result<bool, PublishError> {
+        let subject = contract::executions(&report.account, original);
         Ok(self
             .last_stored(&subject)
             .await?

@@ -40,6 +40,12 @@ pub fn adopt_report(live: &mut LiveOrder, stored: Option<pb::ExecutionReport>) -
     true
 }
 
+/// Whether an adopted report's terms (quantity, limit price) cost the order its time
+/// priority against the record's: a new price or more quantity (a replace that lost it).
+pub fn loses_priority(before: (i64, Option<i64>), after: (i64, Option<i64>)) -> bool {
+    after.1 != before.1 || after.0 > before.0
+}
+
 /// The decision for one open record of `engine_id`, whose stored report was adopted or not.
 pub fn reconcile(
     live: &LiveOrder,
@@ -208,6 +214,17 @@ mod tests {
             fixed::notional_e16(fixed::units(5), fixed::units(4))
         );
         assert_eq!(o.record.last_report, Some(newer));
+    }
+
+    /// A new price or more quantity loses priority; less quantity, or nothing new, keeps it.
+    #[test]
+    fn priority_after_an_adopted_replace() {
+        let at = |qty: i64, price: i64| (fixed::units(qty), Some(fixed::units(price)));
+        assert!(!loses_priority(at(10, 100), at(10, 100)));
+        assert!(!loses_priority(at(10, 100), at(6, 100)));
+        assert!(loses_priority(at(10, 100), at(12, 100)));
+        assert!(loses_priority(at(10, 100), at(10, 99)));
+        assert!(loses_priority(at(10, 100), at(6, 101)));
     }
 
     /// A missed deadline keeps its reason after a restart; any other refusal is

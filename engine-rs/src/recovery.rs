@@ -17,6 +17,16 @@
 //!    now, against the restored book, under the limits they were accepted with; only their
 //!    deadline is checked again.
 //!
+//!
+//! Replaces (contract 1.1): the last stored report also gives a replaced order its terms and
+//! ids (a crash between a replace's report batch and its record update); an order whose
+//! adopted replace lost its time priority takes a new arrival sequence, after every other
+//! order, as the replace gave it. Every replaced order's original id is noted before anything
+//! is published (its reports' subject, `publish/subjects.rs`). Then, before the pending
+//! orders execute, each replace taken in but not settled is applied or settled
+//! (`recovery/replaces.rs`), and a replace's record missing behind a REPLACED report is
+//! recreated.
+//!
 //! What happens to each record is decided by [`crate::reconcile`] (pure).
 
 use std::collections::HashSet;
@@ -31,10 +41,14 @@ use crate::house;
 use crate::limits::Limits;
 use crate::proto::v1::{self as pb, OrderStatus, RejectReason};
 use crate::publish::Tagged;
-use crate::reconcile::{adopt_report, last_states, reconcile, recovered_rejection, Reconcile};
+use crate::reconcile::{
+    adopt_report, last_states, loses_priority, reconcile, recovered_rejection, Reconcile,
+};
 use crate::store::Created;
 use crate::trace::Trace;
 use crate::venue::{LiveOrder, Touched, Venue};
+
+mod replaces;
 
 impl Engine {
     /// Restores this engine's open orders and its books after a restart (see the module docs);
@@ -47,12 +61,40 @@ impl Engine {
         let mut pending = Vec::new();
         let mut writes: Vec<LiveOrder> = Vec::new();
         let mut finished: Vec<Touched> = Vec::new();
+        let (replaces, mine): (Vec<LiveOrder>, Vec<LiveOrder>) = mine
+            .into_iter()
+            .partition(|l| !l.record.alias_of.is_empty());
+        let max_seq = mine.iter().chain(&replaces).map(|l| l.record.seq).max();
+        self.last_seq = self.last_seq.max(max_seq.unwrap_or(0));
+        let mut adopted_orders = Vec::with_capacity(mine.len());
+        let mut missing_aliases = Vec::new();
         for mut live in mine {
-            self.last_seq = self.last_seq.max(live.record.seq);
             let order = live.order();
             let subject = contract::executions(&order.account, &order.client_order_id);
             let stored = self.reports.last_stored(&subject).await?;
+            let before = live.terms();
             let adopted = adopt_report(&mut live, stored);
+            if adopted && loses_priority(before, live.terms()) {
+                live.record.seq = self.next_seq();
+            }
+            if !live.record.current_client_order_id.is_empty() {
+                let original = &live.order().client_order_id;
+                self.reports
+                    .originals
+                    .note(&live.record.engine_order_id, original);
+                let alias_key = contract::order_key(
+                    &live.order().account,
+                    &live.record.current_client_order_id,
+                );
+                if !keys.contains(&alias_key) {
+                    missing_aliases.push(live.clone());
+                }
+            }
+            adopted_orders.push((live, adopted));
+        }
+        // Arrival sequence, replaces that lost their priority included.
+        adopted_orders.sort_by_key(|(l, _)| l.record.seq);
+        for (live, adopted) in adopted_orders {
             match reconcile(
                 &live,
                 adopted,
@@ -90,6 +132,8 @@ impl Engine {
         }
         finished.extend(self.venue.expire_due(None, now)?);
         self.settle_recovered(finished, writes).await?;
+        self.recreate_aliases(missing_aliases).await?;
+        self.recover_replaces(replaces).await?;
         let placed = self.place_seed(&keys).await?;
         let executed = pending.len();
         // Acknowledged orders execute under the limits they were accepted with.

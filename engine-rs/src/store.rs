@@ -103,7 +103,12 @@ impl OrderStore {
             Ok(rev) => Ok(Created::Written(rev)),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match self.load(key).await?
             {
-                Some((stored, rev)) if stored.engine_order_id == record.engine_order_id => {
+                // Same engine order id and arrival sequence: ours (a replace's record shares
+                // its order's engine order id, never its sequence).
+                Some((stored, rev))
+                    if stored.engine_order_id == record.engine_order_id
+                        && stored.seq == record.seq =>
+                {
                     Ok(Created::Written(rev))
                 }
                 _ => Ok(Created::Exists),
@@ -212,7 +217,8 @@ impl OrderStore {
         });
         let revisions = try_join_all(writes).await?;
         for (o, rev) in orders.iter().zip(revisions) {
-            if is_final(o.status()) {
+            // A replace's record (alias) is written once more, when the replace is settled.
+            if is_final(o.status()) || !o.record.alias_of.is_empty() {
                 self.revisions.remove(&o.key);
             } else {
                 self.revisions.insert(o.key.clone(), rev);
@@ -222,7 +228,8 @@ impl OrderStore {
     }
 
     /// Every non-final record owned by `engine_id` (their revisions are tracked), in arrival
-    /// sequence, and every key of the store (to tell which seed orders exist).
+    /// sequence, pending replaces' records included (`crate::alias`), and every key of the
+    /// store (to tell which seed orders exist).
     ///
     /// A KV watch is a single-replica consumer the server may place on a replica still catching
     /// up (a node just restarted in a cluster): it would end its history early and recovery
@@ -279,7 +286,10 @@ impl OrderStore {
                 if let Ok(record) = OrderRecord::decode(entry.value.clone()) {
                     let st =
                         OrderStatus::try_from(record.status).unwrap_or(OrderStatus::Unspecified);
-                    if record.engine_id == engine_id && !is_final(st) {
+                    // Of the replaces' records (aliases), only a pending one is open.
+                    let settled_alias =
+                        !record.alias_of.is_empty() && !crate::alias::is_pending(&record);
+                    if record.engine_id == engine_id && !is_final(st) && !settled_alias {
                         mine.push((LiveOrder::from_record(entry.key, record), entry.revision));
                     }
                 }

@@ -12,12 +12,16 @@
 //! never trades: any execution in its book first expires every due order there
 //! ([`Venue::execute`]); the engine's timer expires the rest on time.
 //!
+//! A replace ([`Venue::replace`], `venue/replace.rs`) amends an open order in place: its
+//! reports carry the replace's id, its book keeps or loses its time priority as the book's
+//! invariant 10 says, and a crossing new price trades within the same fact.
+//!
 //! The books hold only orders: the seeded liquidity is orders too (of the reserved account
 //! `_house`, see `house.rs`), so consuming it is recorded and reported like any fill.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::book::{BookError, Incoming, OrderBook, Side, TimeInForce};
+use crate::book::{BookError, Fill, Incoming, OrderBook, Side, TimeInForce};
 use crate::fixed;
 use crate::limits::SymbolLimits;
 use crate::proto::v1::{self as pb, FieldError, OrderStatus, RejectReason};
@@ -253,14 +257,47 @@ impl Venue {
             tif: v.tif,
         })?;
 
+        let makers = self.trade(&mut order, &outcome.fills, now, &mut reports)?;
+        if outcome.canceled > 0 {
+            let text = match (v.limit, v.tif) {
+                (None, _) => "market order remainder canceled: no more liquidity",
+                (_, TimeInForce::Fok) => "fill-or-kill could not be filled completely",
+                _ => "immediate-or-cancel remainder canceled",
+            };
+            order.apply(
+                Event::Cancel,
+                None,
+                Some((RejectReason::Unspecified, &[], text)),
+                now,
+                &mut reports,
+            )?;
+        }
+        if outcome.rested > 0 {
+            self.track(id, order.clone());
+        }
+        let mut touched = vec![Touched { order, reports }];
+        touched.extend(makers);
+        Ok(Executed { expired, touched })
+    }
+
+    /// Applies the book's `fills` to `order` (their taker; its reports appended to `reports`)
+    /// and to each maker; returns the makers touched, each once, in the order of their first
+    /// fill. A maker filled completely leaves the venue.
+    fn trade(
+        &mut self,
+        order: &mut LiveOrder,
+        fills: &[Fill],
+        now: i64,
+        reports: &mut Vec<pb::ExecutionReport>,
+    ) -> Result<Vec<Touched>, VenueError> {
         let mut makers: Vec<Touched> = Vec::new();
-        for fill in &outcome.fills {
+        for fill in fills {
             let event = if order.cum_qty + fill.qty == order.qty {
                 Event::Fill
             } else {
                 Event::PartialFill
             };
-            order.apply(event, Some((fill.qty, fill.price)), None, now, &mut reports)?;
+            order.apply(event, Some((fill.qty, fill.price)), None, now, reports)?;
             if let Some(maker) = self.open.get_mut(&fill.maker_id) {
                 let event = if fill.maker_leaves == 0 {
                     Event::Fill
@@ -290,26 +327,7 @@ impl Venue {
                 }
             }
         }
-        if outcome.canceled > 0 {
-            let text = match (v.limit, v.tif) {
-                (None, _) => "market order remainder canceled: no more liquidity",
-                (_, TimeInForce::Fok) => "fill-or-kill could not be filled completely",
-                _ => "immediate-or-cancel remainder canceled",
-            };
-            order.apply(
-                Event::Cancel,
-                None,
-                Some((RejectReason::Unspecified, &[], text)),
-                now,
-                &mut reports,
-            )?;
-        }
-        if outcome.rested > 0 {
-            self.track(id, order.clone());
-        }
-        let mut touched = vec![Touched { order, reports }];
-        touched.extend(makers);
-        Ok(Executed { expired, touched })
+        Ok(makers)
     }
 
     /// Cancels the open order stored under `key`; None if it does not rest here.
@@ -336,6 +354,9 @@ impl Venue {
 }
 
 mod sessions;
+mod replace;
+
+pub use replace::Amendment;
 
 #[cfg(test)]
 mod tests;

@@ -3,8 +3,9 @@ restarted engine (so they also check that recovery restores exactly what was):
 
 * **conservation**: per symbol, the quantity bought equals the quantity sold, counting the
   house's seeded liquidity (every fill has a BUY-side and a SELL-side TRADE report);
-* **per order**: report sequences run 1, 2, 3, ... with no report after a final one, and
-  while an order is live ``cum_qty + leaves_qty == order_qty``;
+* **per order** (an engine order id: a replaced order's reports carry its replaces' ids):
+  report sequences run 1, 2, 3, ... with no report after a final one, and while an order is
+  live ``cum_qty + leaves_qty == order_qty``;
 * **status agrees**: ``status()`` answers each client order's last stored report (the house's
   orders are nobody's to query: no identity is entitled to a reserved account);
 * **live means in a book**: every client order whose last report is live can be canceled
@@ -51,9 +52,10 @@ async def all_reports(handle: ServerHandle) -> list[orders_pb2.ExecutionReport]:
 def check_reports(reports: list[orders_pb2.ExecutionReport], found: Invariants) -> None:
     """Conservation and the per-order rules, from the durable record alone."""
     side_qty: dict[tuple[str, int], Decimal] = defaultdict(Decimal)
+    # One order = one engine order id: a replaced order's reports carry the replace's id.
     by_order: dict[tuple[str, str], list[orders_pb2.ExecutionReport]] = defaultdict(list)
     for r in reports:
-        by_order[(r.account, r.client_order_id)].append(r)
+        by_order[(r.account, r.engine_order_id)].append(r)
         if r.exec_type == orders_pb2.EXEC_TYPE_TRADE:
             side_qty[(r.symbol, r.side)] += decimal_from_proto(r.last_qty)
     for symbol in sorted({s for s, _ in side_qty}):
@@ -82,9 +84,11 @@ async def check_engine_agrees(
 ) -> None:
     """status() answers each order's last stored report; every live client order is in a book
     (its cancel succeeds)."""
-    last: dict[tuple[str, str], orders_pb2.ExecutionReport] = {}
+    # Each order by its latest id (a replace's, which status and cancel follow to the order).
+    by_order: dict[tuple[str, str], orders_pb2.ExecutionReport] = {}
     for r in reports:
-        last[(r.account, r.client_order_id)] = r
+        by_order[(r.account, r.engine_order_id)] = r
+    last = {(r.account, r.client_order_id): r for r in by_order.values()}
     # The venue's own orders (account _house) are nobody's to query or cancel: no identity is
     # entitled to a reserved account (the engine answers NOT_ENTITLED).
     live = [k for k, r in last.items() if r.order_status not in FINAL and k[0] != HOUSE]

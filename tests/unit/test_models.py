@@ -383,6 +383,7 @@ FINAL_BY_STATUS = {
     OrderStatus.CANCELED: True,
     OrderStatus.REJECTED: True,
     OrderStatus.EXPIRED: True,
+    OrderStatus.PENDING_REPLACE: False,
 }
 
 

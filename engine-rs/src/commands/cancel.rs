@@ -1,6 +1,7 @@
 //! `bridge.v1.orders.cancel.<account>` (checked by [`crate::auth`] first) and
 //! `bridge.v1.engine.<engine_id>.cancel` (relayed by a peer): cancel an order resting in this
-//! engine's book, or relay the request to the engine whose book holds it.
+//! engine's book, or relay the request to the engine whose book holds it. The order is named
+//! by its client order id or by the id of a replace accepted for it.
 
 use prost::Message as _;
 use tracing::{debug, info};
@@ -70,7 +71,7 @@ impl Engine {
         if let Some(Err(refusal)) = verified.as_ref().map(|v| v.check_account(&req.account)) {
             return self.refuse_cancel(incoming, &refusal, correlation_id).await;
         }
-        let key = contract::order_key(&req.account, &req.client_order_id);
+        let mut key = contract::order_key(&req.account, &req.client_order_id);
         let engine_id = self.cfg.engine_id.clone();
         let about = |order_status: i32| AckFor {
             client_order_id: &req.client_order_id,
@@ -88,6 +89,12 @@ impl Engine {
             );
             self.answer_cancel(incoming, &ack).await;
             return Ok(());
+        }
+        // Named by a replace's id (contract 1.1): the order it amended.
+        if self.venue.open_order(&key).is_none() {
+            if let Some(original) = self.original_id(&req.account, &req.client_order_id).await? {
+                key = contract::order_key(&req.account, &original);
+            }
         }
         if let Some(touched) = self.venue.cancel(&key, now_ns())? {
             let ack = AckFor {

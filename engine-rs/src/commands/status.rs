@@ -1,5 +1,6 @@
 //! `bridge.v1.orders.status.<account>`: an order's state from the order store, once the query
-//! passed the checks of [`crate::auth`] (a refused query is answered not found with the
+//! passed the checks of [`crate::auth`]; the order is named by its client order id or by the
+//! id of a replace accepted for it (a refused query is answered not found with the
 //! refusal's reason, and retires nothing). "Not found" is definitive: an id without a record
 //! is retired by an atomic `kv.create` of a tombstone record before the engine answers
 //! found=false; an order with that id arriving later finds the key taken and is answered as a
@@ -87,6 +88,11 @@ impl Engine {
                 }
                 let key = contract::order_key(&req.account, &req.client_order_id);
                 match self.store.load(&key).await? {
+                    // A replace's id (contract 1.1): the order it amended answers.
+                    Some((r, _)) if !r.alias_of.is_empty() => {
+                        let order = contract::order_key(&req.account, &r.alias_of);
+                        intake::status_reply(self.store.load_existing(&order).await?.0)
+                    }
                     Some((r, _)) => intake::status_reply(r),
                     None => self.retire(&req, &key, correlation_id).await?,
                 }

@@ -148,6 +148,41 @@ fn orders_count_by_path_outcome_and_reason() {
     assert_eq!(reason("risk_limit"), 0.0);
 }
 
+/// Replaces are counted by the outcome their ack answers; a rejection also by reason.
+#[test]
+fn replaces_count_by_outcome_and_reason() {
+    let m = Metrics::new(&[]);
+    let accepted = pb::OrderAck {
+        status: pb::AckStatus::Accepted as i32,
+        ..Default::default()
+    };
+    let too_late = pb::OrderAck {
+        status: pb::AckStatus::Rejected as i32,
+        reason: pb::RejectReason::TooLate as i32,
+        ..Default::default()
+    };
+    m.replace(&accepted);
+    m.replace(&pb::OrderAck {
+        duplicate: true,
+        ..accepted.clone()
+    });
+    m.replace(&too_late);
+    m.replace(&too_late);
+    let replaces = |o| value(&m, "bridge_engine_replaces_total", &[("outcome", o)]);
+    assert_eq!(
+        (
+            replaces("accepted"),
+            replaces("duplicate"),
+            replaces("rejected")
+        ),
+        (1.0, 1.0, 2.0)
+    );
+    assert_eq!(
+        value(&m, "bridge_engine_rejects_total", &[("reason", "too_late")]),
+        2.0
+    );
+}
+
 /// Stages, reports, redeliveries, book depth, recovery and reconnects land in their series.
 #[test]
 fn every_recorder_moves_its_series() {
