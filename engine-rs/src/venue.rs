@@ -353,8 +353,8 @@ impl Venue {
     }
 }
 
-mod sessions;
 mod replace;
+mod sessions;
 
 pub use replace::Amendment;
 
