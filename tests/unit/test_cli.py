@@ -33,6 +33,9 @@ COMMANDS = [
     ["orders"],
     ["orders", "cancel-all"],
     ["orders", "resume"],
+    ["sessions"],
+    ["sessions", "ls"],
+    ["sessions", "orders"],
 ]
 
 
@@ -48,6 +51,9 @@ def test_every_command_is_listed() -> None:
     orders = cli.commands["orders"]
     assert isinstance(orders, click.Group)
     assert set(orders.commands) == {"cancel-all", "resume"}
+    sessions = cli.commands["sessions"]
+    assert isinstance(sessions, click.Group)
+    assert set(sessions.commands) == {"ls", "orders"}
 
 
 @pytest.mark.parametrize("command", [["cancel-all", "--halt"], ["resume"]], ids=" ".join)
@@ -83,7 +89,11 @@ def test_help(command: list[str]) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [c for c in COMMANDS if c[0] not in ("top", "audit") and c not in (["config"], ["orders"])],
+    [
+        c
+        for c in COMMANDS
+        if c[0] not in ("top", "audit") and c not in (["config"], ["orders"], ["sessions"])
+    ],
     ids=" ".join,
 )
 def test_connection_options_are_the_same_everywhere(command: list[str]) -> None:
