@@ -137,6 +137,7 @@ pub fn pending(
         signer: signer.into(),
         alias_of: o.client_order_id.clone(),
         current_client_order_id: String::new(),
+        sender_contract_version: String::new(),
     };
     (
         contract::order_key(&req.account, &req.client_order_id),
@@ -181,6 +182,7 @@ pub fn recreated(order: &LiveOrder, engine_id: &str, seq: u64, now: i64) -> (Str
         signer: order.record.signer.clone(),
         alias_of: o.client_order_id.clone(),
         current_client_order_id: String::new(),
+        sender_contract_version: String::new(),
     };
     (contract::order_key(&o.account, &replace_id), record)
 }

@@ -183,9 +183,10 @@ impl Engine {
         order: pb::NewOrder,
         rejection: Option<Rejection>,
         payload_len: usize,
-        correlation_id: &str,
+        trace: &Trace,
         signer: &str,
     ) -> Result<Prepared, EngineError> {
+        let correlation_id = trace.correlation_id.as_str();
         let seq = self.next_seq();
         let validator = self.limits.validator();
         let now = now_ns();
@@ -199,7 +200,14 @@ impl Engine {
             now,
             signer,
         };
-        let prepared = intake::prepare(&ctx, order, rejection, payload_len, seq, correlation_id)?;
+        let mut prepared =
+            intake::prepare(&ctx, order, rejection, payload_len, seq, correlation_id)?;
+        if let Prepared::Accepted(live, _) = &mut prepared {
+            // What its reports may say to its sender (order.rs, `reason_for_sender`).
+            live.record
+                .sender_contract_version
+                .clone_from(&trace.schema_version);
+        }
         if let Prepared::Unkeyed(ack) = &prepared {
             warn!(client_order_id = %echo(&ack.client_order_id), reason = %ack.text, "order rejected (unkeyed)");
         }
@@ -303,7 +311,7 @@ impl Engine {
         // An order naming a session this engine does not know open: read it first.
         self.learn_session(&order.session_id).await?;
         let started = Instant::now();
-        let prepared = self.prepare(order, None, payload_len, &trace.correlation_id, signer)?;
+        let prepared = self.prepare(order, None, payload_len, trace, signer)?;
         self.metrics.stage(Stage::Validate, started.elapsed());
         let started = Instant::now();
         let created = self.create_prepared(&prepared).await?;

@@ -90,6 +90,25 @@ pub fn transition(
     Ok(to)
 }
 
+/// The reason a report of an order carries, for the order's sender (N-1 on the wire): a
+/// reason added in contract 1.1 is reported to an order whose sender declared 1.0 as the 1.0
+/// reason it refines (the report's text keeps the detail), because a 1.0 client cannot read
+/// an enum value it does not know (its models refuse the report). `sender` is the record's
+/// `sender_contract_version`; empty (not recorded) changes nothing.
+pub fn reason_for_sender(reason: RejectReason, sender: &str) -> RejectReason {
+    let Some(v) = crate::schema_version::parse(sender) else {
+        return reason;
+    };
+    if v != crate::schema_version::UNDECLARED {
+        return reason;
+    }
+    match reason {
+        RejectReason::SessionEnd => RejectReason::DeadlineExceeded,
+        RejectReason::MassCanceled | RejectReason::SessionLost => RejectReason::Unspecified,
+        other => other,
+    }
+}
+
 /// True once no further execution can happen.
 pub fn is_final(s: OrderStatus) -> bool {
     matches!(
@@ -142,6 +161,7 @@ impl LiveOrder {
                 signer: String::new(),
                 alias_of: String::new(),
                 current_client_order_id: String::new(),
+                sender_contract_version: String::new(),
             },
             qty,
             cum_qty: 0,
@@ -311,6 +331,7 @@ impl LiveOrder {
         self.report_seq += 1;
         let o = self.order();
         let (reason, errors, text) = reject.unwrap_or((RejectReason::Unspecified, &[], ""));
+        let reason = reason_for_sender(reason, &self.record.sender_contract_version);
         let report = pb::ExecutionReport {
             exec_id: format!("{}-{}", self.record.engine_order_id, self.report_seq),
             engine_order_id: self.record.engine_order_id.clone(),

@@ -467,6 +467,28 @@ json.dump(out, sys.stdout)
 """
 
 
+def read_with_1_0_client(tmp_path: Path, sent: dict[str, str]) -> dict[str, str]:
+    """Each hex-encoded report of ``sent`` through the released 1.0 client's report decoding
+    (in a process of its own): ``read: <status>`` or ``ProtocolError: ...``."""
+    script = tmp_path / "enum_reader.py"
+    script.write_text(_ENUM_READER, "utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(compat.client_path())
+    done = subprocess.run(
+        [sys.executable, "-P", str(script)],
+        input=json.dumps(sent),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    read: dict[str, str] = json.loads(done.stdout)
+    return read
+
+
 def test_what_a_1_0_client_makes_of_1_1_enum_values(tmp_path: Path) -> None:
     """A report carrying an enum value added in 1.1 (an exec type, an order status, a reason)
     cannot be turned into 1.0's models: the 1.0 client's report stream raises ProtocolError
@@ -507,25 +529,45 @@ def test_what_a_1_0_client_makes_of_1_1_enum_values(tmp_path: Path) -> None:
         "reason SESSION_LOST": variant(reason=orders_pb2.REJECT_REASON_SESSION_LOST),
         "reason SESSION_END": variant(reason=orders_pb2.REJECT_REASON_SESSION_END),
     }
-    script = tmp_path / "enum_reader.py"
-    script.write_text(_ENUM_READER, "utf-8")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(compat.client_path())
-    done = subprocess.run(
-        [sys.executable, "-P", str(script)],
-        input=json.dumps(sent),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    read = json.loads(done.stdout)
+    read = read_with_1_0_client(tmp_path, sent)
     assert read["1.0 values, 1.1 fields"] == "read: CANCELED"
     for name in sent.keys() - {"1.0 values, 1.1 fields"}:
         assert read[name].startswith("ProtocolError: undecodable bridge.v1.ExecutionReport"), (
             name,
             read[name],
         )
+
+
+async def test_a_1_0_senders_orders_are_reported_with_1_0_reasons(
+    engine: EngineProcess, nats_server: ServerHandle, settings: BridgeSettings, tmp_path: Path
+) -> None:
+    """A 1.1 client mass-cancels an account where a 1.0 sender (no version header) and a 1.1
+    client each rest an order: the 1.1 order's CANCELED report says MASS_CANCELED, the 1.0
+    order's says UNSPECIFIED (1.0's reason for a cancel; the text keeps "mass cancel"), and
+    the released 1.0 client's models read that report."""
+    account = new_id("D")
+    old, new = _resting(account), _resting(account)
+    nc = await connect_as(nats_server.url, nats_server.creds, "orchestrator")
+    try:
+        answer = await signed_request(
+            nc, nats_server, contract.submit(account), old.to_proto(), version(None)
+        )
+    finally:
+        await nc.close()
+    assert orders_pb2.OrderAck.FromString(answer).status == orders_pb2.ACK_STATUS_ACCEPTED
+    async with BridgeClient(settings) as bridge:
+        assert (await bridge.submit(new)).status is AckStatus.ACCEPTED
+        result = await bridge.cancel_all(account)
+    assert (result.complete, result.canceled) == (True, 2), result
+    canceled = {
+        r.client_order_id: r
+        for r in await stored_reports(nats_server, account)
+        if r.order_status == orders_pb2.ORDER_STATUS_CANCELED
+    }
+    assert canceled[new.client_order_id].reason == orders_pb2.REJECT_REASON_MASS_CANCELED
+    from_1_0 = canceled[old.client_order_id]
+    assert from_1_0.reason == orders_pb2.REJECT_REASON_UNSPECIFIED
+    assert "mass cancel" in from_1_0.text
+    sent = {"1.0 order": from_1_0.SerializeToString().hex()}
+    read = await asyncio.to_thread(read_with_1_0_client, tmp_path, sent)
+    assert read == {"1.0 order": "read: CANCELED"}

@@ -201,11 +201,10 @@ impl Engine {
         self.metrics.stage(Stage::Decode, started.elapsed());
         let span = order_span(trace, &order.account, &order.client_order_id);
         let len = msg.payload.len();
-        let correlation_id = trace.correlation_id.as_str();
         let started = Instant::now();
         let p = span.in_scope(|| {
             debug!(symbol = %order.symbol, stream_seq = stream_seq.unwrap_or(0), "order received (queued)");
-            self.prepare(order, rejection, len, correlation_id, &signer)
+            self.prepare(order, rejection, len, trace, &signer)
         })?;
         self.metrics.stage(Stage::Validate, started.elapsed());
         Ok((p, span, false))

@@ -110,9 +110,8 @@ impl Engine {
                 "queued order refused: unsupported contract version"
             );
         });
-        let correlation_id = trace.correlation_id.as_str();
         let len = msg.payload.len();
-        let p = span.in_scope(|| self.prepare(order, Some(rejection), len, correlation_id, ""))?;
+        let p = span.in_scope(|| self.prepare(order, Some(rejection), len, trace, ""))?;
         Ok((p, span, false))
     }
 

@@ -254,3 +254,23 @@ fn adopting_a_replaced_report_takes_its_terms() {
     assert_eq!(o.record.last_report, Some(last));
     assert_eq!(o.record, amended.record);
 }
+
+/// N-1: a 1.0 sender's order is reported with 1.0's reasons (a 1.0 client cannot read the
+/// values 1.1 added); a 1.1 sender's, or an unrecorded one, keeps the precise reason.
+#[test]
+fn reasons_added_in_1_1_reach_a_1_0_sender_as_the_1_0_reason_they_refine() {
+    use crate::order::reason_for_sender;
+    use RejectReason as R;
+    for (reason, for_1_0) in [
+        (R::SessionEnd, R::DeadlineExceeded),
+        (R::MassCanceled, R::Unspecified),
+        (R::SessionLost, R::Unspecified),
+        (R::DeadlineExceeded, R::DeadlineExceeded),
+        (R::TradingHalted, R::TradingHalted),
+    ] {
+        assert_eq!(reason_for_sender(reason, "1.0"), for_1_0, "{reason:?}");
+        assert_eq!(reason_for_sender(reason, "1.1"), reason, "{reason:?}");
+        assert_eq!(reason_for_sender(reason, "1.7"), reason, "{reason:?}");
+        assert_eq!(reason_for_sender(reason, ""), reason, "{reason:?}");
+    }
+}
