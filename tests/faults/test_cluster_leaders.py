@@ -610,9 +610,16 @@ async def _run_scenario(
 
 
 def _fault_params() -> list[object]:
+    """Every stream with each fault; the normal suite runs each stream once and each fault at
+    least once (alternating), the other three are soak variants (``-m soak``)."""
     return [
-        pytest.param(stream, pause, id=f"{stream}-{'sigstop' if pause else 'kill9'}")
-        for stream in STREAMS
+        pytest.param(
+            stream,
+            pause,
+            id=f"{stream}-{'sigstop' if pause else 'kill9'}",
+            marks=[pytest.mark.soak] if pause != (i % 2 == 1) else [],
+        )
+        for i, stream in enumerate(STREAMS)
         for pause in (False, True)
     ]
 

@@ -161,6 +161,7 @@ def spread_resting(account: str, first_deadline: int) -> list[Order]:
     return rest
 
 
+@pytest.mark.soak  # the normal suite's lifecycle mix (test_lifecycle_mix.py) covers GTD + kill -9
 async def test_expiries_mixed_with_fills_through_a_kill(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:

@@ -133,6 +133,7 @@ async def test_a_crash_inside_a_replace_finishes_it_once(
     await assert_invariants(handle, tmp_path)
 
 
+@pytest.mark.soak  # the normal suite's lifecycle mix (test_lifecycle_mix.py) covers it
 async def test_kill_9_during_a_random_mix_of_orders_replaces_and_cancels(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:
