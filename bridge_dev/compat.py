@@ -89,7 +89,12 @@ def _archive(paths: Sequence[str], into: Path) -> None:
         raise CompatError(f"git archive failed: {done.stderr.decode(errors='replace')}")
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
-        tar.extractall(into, filter="data")
+        # Extraction filters came with Python 3.11.4 (and security releases of older ones); the
+        # archive is this repository's own, so without them it is extracted as it is.
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(into, filter="data")
+        else:
+            tar.extractall(into)
 
 
 def _rename_engine(source: Path) -> None:
