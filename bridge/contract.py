@@ -239,6 +239,18 @@ def config_applied(side: str) -> str:
     return f"bridge.v1.config.applied.{side}"
 
 
+JOURNAL_PREFIX = "bridge.v1.journal."
+
+
+def journal(engine_id: str) -> str:
+    """One engine's journal (captured by the JOURNAL stream): one JournalEntry per commit group,
+    everything the group wrote, stored (fsynced) before anything of it is acknowledged or published.
+    Engine-private."""
+    return f"bridge.v1.journal.{engine_id}"
+
+
+JOURNAL_ALL = "bridge.v1.journal.>"
+"""Every engine's journal: the JOURNAL stream's subjects."""
 CONFIG_APPLIED_ALL = "bridge.v1.config.applied.>"
 """Every side's configuration outcomes: what `bridge config set` waits on."""
 
@@ -254,7 +266,10 @@ ROLES = (
 ORDERS_STREAM = "ORDERS"
 """Queued orders: a work queue the engines drain."""
 EXECUTIONS_STREAM = "EXECUTIONS"
-"""Execution reports, each execution's reports one atomic batch."""
+"""Execution reports: a projection of the engines' journals, one message per report (asynchronously
+persisted on new deployments; repaired from JOURNAL)."""
+JOURNAL_STREAM = "JOURNAL"
+"""The engines' journals: the durable fact of every order and report (fsynced)."""
 ALERTS_STREAM = "ALERTS"
 """Security alerts: every violation, durable, for operators and the sentinel."""
 
@@ -266,7 +281,8 @@ SENTINEL_CONSUMER = "sentinel"
 
 # kv_buckets
 ORDERS_KV_BUCKET = "bridge_orders"
-"""The engine's order store: latest state per order."""
+"""The engine's order store: latest state per order, a projection of the engines' journals (its
+create is the per-order dedupe)."""
 CONFIG_KV_BUCKET = "bridge_config"
 """Runtime configuration: one typed, versioned JSON document per key (schemas/config/v1), watched by
 both sides; its history is the audit trail."""
@@ -383,7 +399,12 @@ HEADER_SCHEMA_VERSION = "Bridge-Schema-Version"
 unsupported major (UNSUPPORTED_VERSION) and accept any minor of theirs, newer ones included; absent
 = 1.0."""
 HEADER_BATCH_ID = "Nats-Batch-Id"
-"""Atomic batch publish (ADR-50): the engine commits each execution's reports together."""
+"""Atomic batch publish (ADR-50): engines before contract 1.2 committed each execution's reports
+together (1.2 journals them: JOURNAL)."""
+HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
+"""JetStream's conditional publish: stored only if the subject's last message has this stream
+sequence. Each journal entry names its engine's previous entry, so no second writer can fork an
+engine's journal."""
 HEADER_BATCH_SEQUENCE = "Nats-Batch-Sequence"
 """Position of a message in its atomic batch (from 1)."""
 HEADER_BATCH_COMMIT = "Nats-Batch-Commit"

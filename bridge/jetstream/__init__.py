@@ -1,8 +1,8 @@
 """The JetStream definitions an operator provisions, shipped with the package.
 
-Streams ORDERS, EXECUTIONS and ALERTS, the engine's pull consumer on ORDERS, the sentinel's on
-ALERTS and the KV buckets of the engine's order store, leases, runtime configuration and
-orchestrator sessions, as JSON in the format
+Streams ORDERS, EXECUTIONS, JOURNAL and ALERTS, the engine's pull consumer on ORDERS, the
+sentinel's on ALERTS and the KV buckets of the engine's order store, leases, runtime
+configuration and orchestrator sessions, as JSON in the format
 ``nats stream add --config`` and ``nats consumer add --config`` accept. The files live next to
 this module (package data, in the wheel too); ``python -m bridge.jetstream`` prints their
 directory, e.g.::
@@ -19,7 +19,12 @@ from typing import Any
 
 from bridge import contract
 
-STREAM_FILES: tuple[str, ...] = ("orders.json", "executions.json", "alerts.json")
+STREAM_FILES: tuple[str, ...] = (
+    "orders.json",
+    "executions.json",
+    "journal.json",
+    "alerts.json",
+)
 CONSUMER_STREAMS: dict[str, str] = {
     "orders-engine.consumer.json": contract.ORDERS_STREAM,
     "alerts-sentinel.consumer.json": contract.ALERTS_STREAM,

@@ -11,10 +11,16 @@ provision`` (:mod:`bridge.cli.provision`) is its command line.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from nats.aio.client import Client
-from nats.js.api import ConsumerConfig, KeyValueConfig, StreamConfig
+from nats.js.api import (
+    ConsumerConfig,
+    DiscardPolicy,
+    KeyValueConfig,
+    PersistMode,
+    StreamConfig,
+)
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 from nats.js.manager import JetStreamManager
 
@@ -40,6 +46,17 @@ _KV_TO_STREAM: dict[str, str] = {
     "limit_marker_ttl": "subject_delete_marker_ttl",
     "direct": "allow_direct",
 }
+
+
+Projections = Literal["async", "fsync"]
+"""How the projections (EXECUTIONS and the order store's bucket) are persisted: ``async``
+(their definitions' ``persist_mode: async``, ADR-56: no fsync per message; the engines' JOURNAL
+is the fsynced fact and the engine repairs a tail a server crash loses), or ``fsync`` (every
+message fsynced, and EXECUTIONS allows atomic batches: what engines before contract 1.2 need,
+e.g. during a rolling upgrade from 1.1)."""
+
+_PERSIST_MODE = "persist_mode"
+_DEFAULT_PERSIST = "default"
 
 
 class ProvisionError(RuntimeError):
@@ -69,11 +86,47 @@ def _fmt(changes: list[str]) -> str:
     return "; ".join(changes)
 
 
+def _projection_mode(raw: dict[str, Any], projections: Projections) -> dict[str, Any]:
+    """A definition with ``persist_mode: async`` as ``projections`` wants it. A replicated
+    stream is always persisted per message (the async mode applies to one replica only; raft
+    already commits many messages with one write)."""
+    replicas = raw.get("num_replicas", raw.get("replicas", 1))
+    if raw.get(_PERSIST_MODE) != "async" or (projections == "async" and replicas == 1):
+        return raw
+    raw = {k: v for k, v in raw.items() if k != _PERSIST_MODE}
+    if "allow_atomic" in raw:
+        raw["allow_atomic"] = True
+    return raw
+
+
+def _keep_persist_mode(raw: dict[str, Any], current: StreamConfig) -> tuple[dict[str, Any], str]:
+    """``persist_mode`` cannot change after a stream is created: an existing stream keeps its
+    own (and, persisted per message, keeps allowing atomic batches). Returns the definition to
+    compare and a note for the line when the file asks for another mode."""
+    have = current.persist_mode or _DEFAULT_PERSIST
+    want = raw.get(_PERSIST_MODE, _DEFAULT_PERSIST)
+    if have == want:
+        return raw, ""
+    kept = {k: v for k, v in raw.items() if k != _PERSIST_MODE}
+    if have == _DEFAULT_PERSIST and "allow_atomic" in kept:
+        kept["allow_atomic"] = current.allow_atomic
+    note = (
+        f"; persist_mode stays {have!r} (the definition says {want!r}; it cannot change after "
+        "creation: recreate the stream to apply it, runbooks/projections.md)"
+    )
+    return kept, note
+
+
 async def _ensure_stream(
-    jsm: JetStreamManager, raw: dict[str, Any], replicas: int | None, dry_run: bool
+    jsm: JetStreamManager,
+    raw: dict[str, Any],
+    replicas: int | None,
+    dry_run: bool,
+    projections: Projections = "async",
 ) -> str:
     if replicas is not None:
         raw = {**raw, "num_replicas": replicas}
+    raw = _projection_mode(raw, projections)
     keys = list(raw)
     desired = StreamConfig.from_response(dict(raw))
     name = desired.name
@@ -93,18 +146,21 @@ async def _ensure_stream(
             current = (await jsm.stream_info(name)).config
         else:
             return f"stream {name}: created ({', '.join(desired.subjects or [])})"
+    raw, note = _keep_persist_mode(raw, current)
+    keys = list(raw)
+    desired = StreamConfig.from_response(dict(raw))
     changes = _diff(keys, desired.as_dict(), current.as_dict())
     if not changes:
-        return f"stream {name}: up to date"
+        return f"stream {name}: up to date{note}"
     if dry_run:
-        return f"stream {name}: would update ({_fmt(changes)})"
+        return f"stream {name}: would update ({_fmt(changes)}){note}"
     try:
         await jsm.update_stream(desired)
     except APIError as exc:
         raise ProvisionError(
             f"stream {name}: cannot update ({_fmt(changes)}): {exc.description}"
         ) from exc
-    return f"stream {name}: updated ({_fmt(changes)})"
+    return f"stream {name}: updated ({_fmt(changes)}){note}"
 
 
 async def _ensure_consumer(
@@ -144,9 +200,45 @@ async def _ensure_consumer(
     return f"consumer {stream}/{name}: updated ({_fmt(changes)})"
 
 
-async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None, dry_run: bool) -> str:
+def _kv_stream(desired: KeyValueConfig, persist_mode: str) -> StreamConfig:
+    """The stream behind a bucket exactly as nats-py's ``create_key_value`` defines it, plus a
+    persist mode (which that call cannot set)."""
+    window = 120.0
+    if desired.ttl and desired.ttl < window:
+        window = desired.ttl
+    return StreamConfig(
+        name=contract.kv_stream(desired.bucket),
+        description=desired.description,
+        subjects=[contract.kv_key_subject(desired.bucket, ">")],
+        allow_direct=desired.direct,
+        allow_rollup_hdrs=True,
+        allow_msg_ttl=True,
+        deny_delete=True,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=window,
+        max_age=desired.ttl,
+        max_bytes=desired.max_bytes,
+        max_consumers=-1,
+        max_msg_size=desired.max_value_size,
+        max_msgs=-1,
+        max_msgs_per_subject=desired.history,
+        num_replicas=desired.replicas,
+        storage=desired.storage,
+        persist_mode=PersistMode(persist_mode),
+    )
+
+
+async def _ensure_kv(
+    nc: Client,
+    raw: dict[str, Any],
+    replicas: int | None,
+    dry_run: bool,
+    projections: Projections = "async",
+) -> str:
     if replicas is not None:
         raw = {**raw, "replicas": replicas}
+    raw = _projection_mode(raw, projections)
+    persist_mode = raw.pop(_PERSIST_MODE, None)
     desired = KeyValueConfig.from_response(dict(raw))
     js = nc.jetstream()
     stream = contract.kv_stream(desired.bucket)
@@ -156,7 +248,10 @@ async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None, dry_
         if dry_run:
             return f"kv {desired.bucket}: would create (stream {stream})"
         try:
-            await js.create_key_value(desired)
+            if persist_mode is None:
+                await js.create_key_value(desired)
+            else:
+                await js.add_stream(_kv_stream(desired, persist_mode))
         except BadRequestError as exc:
             if exc.err_code != _ERR_STREAM_NAME_IN_USE:
                 raise
@@ -168,11 +263,14 @@ async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None, dry_
         if kv_field in raw:
             wanted[stream_field] = getattr(desired, kv_field)
     have: dict[str, object] = {key: getattr(current, key) for key in wanted}
+    _, note = _keep_persist_mode(
+        {} if persist_mode is None else {_PERSIST_MODE: persist_mode}, current
+    )
     changes = _diff(list(wanted), wanted, have)
     if not changes:
-        return f"kv {desired.bucket}: up to date"
+        return f"kv {desired.bucket}: up to date{note}"
     if dry_run:
-        return f"kv {desired.bucket}: would update ({_fmt(changes)})"
+        return f"kv {desired.bucket}: would update ({_fmt(changes)}){note}"
     update = dict(wanted)
     if desired.ttl and (current.duplicate_window or 0) > desired.ttl:
         # The server refuses a duplicate window longer than max_age (a bucket that had no TTL
@@ -184,14 +282,22 @@ async def _ensure_kv(nc: Client, raw: dict[str, Any], replicas: int | None, dry_
         raise ProvisionError(
             f"kv {desired.bucket}: cannot update ({_fmt(changes)}): {exc.description}"
         ) from exc
-    return f"kv {desired.bucket}: updated ({_fmt(changes)})"
+    return f"kv {desired.bucket}: updated ({_fmt(changes)}){note}"
 
 
-async def provision(nc: Client, *, replicas: int | None = None, dry_run: bool = False) -> list[str]:
-    """Create or update the ORDERS/EXECUTIONS/ALERTS streams, the engine and sentinel consumers
-    and the KV buckets.
+async def provision(
+    nc: Client,
+    *,
+    replicas: int | None = None,
+    dry_run: bool = False,
+    projections: Projections = "async",
+) -> list[str]:
+    """Create or update the ORDERS/EXECUTIONS/JOURNAL/ALERTS streams, the engine and sentinel
+    consumers and the KV buckets.
 
     ``replicas`` overrides every definition's replica count (for a future cluster).
+    ``projections`` says how EXECUTIONS and the order store are persisted when they are created
+    (:data:`Projections`); an existing stream keeps its persist mode, which cannot change.
     ``dry_run`` changes nothing: each line says what would be created or updated (``would
     create``, ``would update (...)``) or ``up to date``. Returns one human-readable line per
     object.
@@ -199,9 +305,9 @@ async def provision(nc: Client, *, replicas: int | None = None, dry_run: bool = 
     jsm = nc.jetstream()
     lines: list[str] = []
     for file in jetstream.STREAM_FILES:
-        lines.append(await _ensure_stream(jsm, _load(file), replicas, dry_run))
+        lines.append(await _ensure_stream(jsm, _load(file), replicas, dry_run, projections))
     for stream, file in CONSUMER_FILES:
         lines.append(await _ensure_consumer(jsm, stream, _load(file), replicas, dry_run))
     for file in jetstream.KV_FILES:
-        lines.append(await _ensure_kv(nc, _load(file), replicas, dry_run))
+        lines.append(await _ensure_kv(nc, _load(file), replicas, dry_run, projections))
     return lines

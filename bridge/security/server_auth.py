@@ -247,6 +247,8 @@ def _engine(identity: Identity) -> Permissions:
     return Permissions(
         publish_allow=(
             contract.EXECUTIONS_ALL,
+            # Its journal (JOURNAL): the fsynced fact EXECUTIONS and the order store project.
+            contract.JOURNAL_ALL,
             contract.ENGINE_ALL,
             contract.alerts_from("engine"),
             _JS_API_ALL,

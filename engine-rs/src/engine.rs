@@ -1,31 +1,32 @@
-//! The engine's state (order store, report stream, venue, limits) and the steps of the
-//! durability protocol every command shares: take an order in, answer a duplicate, execute,
-//! publish, write back.
+//! The engine's state (order store, journal, report stream, venue, limits) and the steps of
+//! the durability protocol every command shares: take an order in, answer a duplicate,
+//! execute, commit.
 //!
 //! Durability protocol for one order (both paths):
 //! 1. validate; `kv.create(<account>.<client_order_id>)` with status PENDING_NEW (or the final
-//!    REJECTED/EXPIRED record). `create` is atomic, so it is also the deduplication point for
-//!    every engine sharing the bucket: if the key exists, the original ack is answered.
-//! 2. answer the ack (synchronous path). The order is durable from here on.
-//! 3. execute in the venue; publish every report to JetStream with `Nats-Msg-Id = exec_id`
-//!    and wait for the acks (subscribers of `bridge.v1.exec.<account>.>` see them too).
-//! 4. `kv.update` the touched records with their latest report, then (queued path) ack the
-//!    ORDERS message.
+//!    REJECTED/EXPIRED record). `create` is atomic, so it is the deduplication point for every
+//!    engine sharing the bucket: if the key exists, the original ack is answered.
+//! 2. execute in the venue (in memory).
+//! 3. commit the group (`commit.rs`): ONE journal entry (`journal.rs`, fsynced) holds every
+//!    record and report of the command (of the whole queued pull, or every synchronous order
+//!    taken together); once it is stored the ack is answered (synchronous path) and the ORDERS
+//!    message acked (queued path), and the projections are written: the reports to EXECUTIONS
+//!    (`Nats-Msg-Id = exec_id`; subscribers of `bridge.v1.exec.<account>.>` see them only
+//!    now: durable before visible) and the records to the order store.
 //!
-//! A crash between 1 and 4 is repaired at start-up by recovery (`recovery.rs`): every
-//! non-final record owned by this engine id is reconciled with the last report EXECUTIONS
-//! holds for it and its remaining quantity is executed. An order store or publish failure
-//! after step 1 that outlives its retries stops the engine (exit non-zero) so that this
-//! recovery, not a guess, restores consistency.
+//! A crash before the journal entry loses nothing acknowledged: recovery (`recovery.rs`)
+//! executes a PENDING_NEW record it finds, and a queued message not acked is redelivered. A
+//! crash after it is repaired from the journal (`repair.rs`) at start-up and after every
+//! reconnect, before anything is served. A journal write that fails for good or past its
+//! retries stops the engine (exit non-zero), and so does a report publish refused for good.
 //!
 //! Failures no retry can cure ([`crate::jetstream_errors::permanent`]: payload too large, a
 //! permission violation, a bad request, an invalid key) are never retried. Step 1's
 //! `kv.create` refused for good answers the order REJECTED (ENGINE_UNAVAILABLE) and the engine
-//! carries on; a refused `kv.update` (step 4) is logged at ERROR and the engine carries on,
-//! because the reports are already in EXECUTIONS, which recovery trusts over the record; a
-//! refused report publish still stops the engine at once, since an executed fill nobody can
-//! see must not be left behind. Intake bounds every record and report ([`crate::intake`]), so
-//! no order can cause one of these.
+//! carries on; a refused record write is logged at ERROR and the engine carries on, because
+//! the journal holds the record and EXECUTIONS the reports, which recovery trusts over the
+//! record. Intake bounds every record and report ([`crate::intake`]), so no order can cause one
+//! of these.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -46,6 +47,7 @@ use crate::failpoint::Failpoint;
 use crate::feed::Feeds;
 use crate::intake::{self, IntakeCounters, Prepared};
 use crate::jetstream_errors::Readiness;
+use crate::journal::Journal;
 use crate::limits::Limits;
 use crate::marketdata::MarketData;
 use crate::md_publish::MdPublisher;
@@ -79,6 +81,10 @@ pub struct Engine {
     pub(crate) cfg: Config,
     pub(crate) client: Client,
     pub(crate) store: OrderStore,
+    /// This engine's journal: every commit group's durable entry (`commit.rs`).
+    pub(crate) journal: Journal,
+    /// The connection's connect count when the projections were last repaired (`repair.rs`).
+    pub(crate) connects_repaired: u64,
     pub(crate) reports: Reports,
     pub(crate) venue: Venue,
     pub(crate) limits: Limits,
@@ -124,8 +130,8 @@ impl Engine {
         let readiness = Arc::new(Readiness::default());
         let failpoint = Failpoint::new(cfg.failpoint.clone(), client.clone());
         let store = OrderStore::bind(&js, &cfg, readiness.clone()).await?;
+        let journal = Journal::bind(&js, &cfg, readiness.clone()).await?;
         let reports = Reports::bind(
-            &client,
             &js,
             &cfg,
             readiness,
@@ -149,6 +155,8 @@ impl Engine {
                 cfg,
                 client,
                 store,
+                journal,
+                connects_repaired: 0,
                 reports,
                 venue,
                 limits,
@@ -273,8 +281,7 @@ impl Engine {
                 info!(reason = %ack.text, "order rejected");
                 Ok((ack, Intake::Rejected(touched.reports)))
             }
-            (Prepared::Accepted(live, valid), Some(Created::Written(revision))) => {
-                self.store.track(&live.key, revision);
+            (Prepared::Accepted(live, valid), Some(Created::Written(_))) => {
                 let ack = live.record.ack.clone().unwrap_or_default();
                 debug!(engine_order_id = %live.record.engine_order_id, "order accepted and stored");
                 Ok((ack, Intake::Accepted(live, valid)))
@@ -299,8 +306,8 @@ impl Engine {
         }
     }
 
-    /// Step 1 of the protocol for one order (and for a rejection, its report). Returns the
-    /// ack to answer.
+    /// Step 1 of the protocol for one order. Returns the ack to answer once the order's group
+    /// is journaled, and what is left to do (execute it, or report its rejection).
     pub(crate) async fn intake(
         &mut self,
         order: pb::NewOrder,
@@ -315,15 +322,8 @@ impl Engine {
         self.metrics.stage(Stage::Validate, started.elapsed());
         let started = Instant::now();
         let created = self.create_prepared(&prepared).await?;
-        self.metrics.stage(Stage::Journal, started.elapsed());
-        let (ack, intake) = self.settle(prepared, created, trace).await?;
-        if let Intake::Rejected(reports) = &intake {
-            let tagged: Vec<Tagged<'_>> = reports.iter().map(|r| (r, trace)).collect();
-            let started = Instant::now();
-            self.reports.publish(vec![tagged]).await?;
-            self.metrics.stage(Stage::Publish, started.elapsed());
-        }
-        Ok((ack, intake))
+        self.metrics.stage(Stage::Dedupe, started.elapsed());
+        self.settle(prepared, created, trace).await
     }
 
     /// Answers a re-sent client order id with the original ack. The record's latest report is
@@ -367,13 +367,12 @@ impl Engine {
         Ok(ack)
     }
 
-    /// Steps 3-4: execute, publish (each fact atomically), write back.
-    pub(crate) async fn execute(
+    /// Step 2: execute in the venue (in memory); the caller commits what it did.
+    pub(crate) fn execute_in_venue(
         &mut self,
         live: LiveOrder,
         valid: &ValidOrder,
-        trace: &Trace,
-    ) -> Result<(), EngineError> {
+    ) -> Result<Executed, EngineError> {
         let symbol = live.order().symbol.clone();
         let metrics = self.metrics.clone();
         let now = now_ns();
@@ -381,13 +380,19 @@ impl Engine {
         self.md.executed(&symbol, &executed, now);
         self.runtime.in_force.positions.record(&executed);
         self.observe_books([symbol.as_str()]);
-        let started = Instant::now();
-        self.reports
-            .publish(execution_groups(&[(&executed, trace)]))
-            .await?;
-        self.metrics.stage(Stage::Publish, started.elapsed());
-        let touched: Vec<_> = executed.into_all().map(|t| t.order).collect();
-        self.write_back(touched).await
+        Ok(executed)
+    }
+
+    /// Steps 2-3 for one order: execute, commit.
+    pub(crate) async fn execute(
+        &mut self,
+        live: LiveOrder,
+        valid: &ValidOrder,
+        trace: &Trace,
+    ) -> Result<(), EngineError> {
+        let executed = self.execute_in_venue(live, valid)?;
+        let groups = execution_groups(&[(&executed, trace)]);
+        self.commit(groups, executed.orders().collect()).await
     }
 
     /// `bridge_engine_book_depth` of these symbols' books, from the venue now.
@@ -402,9 +407,9 @@ impl Engine {
         }
     }
 
-    /// Step 4: `kv.update` of every record (concurrently), at most one write per key.
+    /// Commits records changed without a report (and any created since the last entry).
     pub(crate) async fn write_back(&mut self, orders: Vec<LiveOrder>) -> Result<(), EngineError> {
-        Ok(self.store.write(&orders).await?)
+        self.commit(Vec::new(), orders.iter().collect()).await
     }
 
     /// A request to another engine (the cancel relay), carrying the request's ids.

@@ -59,11 +59,8 @@ pub enum StoreError {
         key: String,
         source: kv::CreateError,
     },
-    #[error("order store ({key}): update: {source}")]
-    Update {
-        key: String,
-        source: kv::UpdateError,
-    },
+    #[error("order store ({key}): write: {source}")]
+    Put { key: String, source: kv::PutError },
     #[error("order store ({key}): read: {source}")]
     Read { key: String, source: kv::EntryError },
     /// `kv.create` said the key exists, but no record reads back under the retry policy.
@@ -89,6 +86,44 @@ pub enum PublishError {
     /// Re-reading the chain head after a duplicate publish.
     #[error("publishing reports: {0}")]
     Chain(#[from] ChainError),
+}
+
+/// The engine's journal (stream JOURNAL, `journal.rs`), after its retries. Every variant stops
+/// the engine: a write that did not become durable is never assumed to have.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// An entry refused for good (`why`), or failed past its retries: not retried again (the
+    /// store's answer, e.g. a failed disk write, is not something a retry can cure).
+    #[error("journal ({subject}): entry after stream sequence {prev} not stored: {source}")]
+    Append {
+        subject: String,
+        prev: u64,
+        source: async_nats::Error,
+    },
+    /// Another writer appended to this engine's journal: this process no longer owns it.
+    #[error("journal ({subject}): fenced: the last entry is at stream sequence {found}, not {expected} (ours); another process writes this engine's journal; stopping without writing")]
+    Fenced {
+        subject: String,
+        expected: u64,
+        found: u64,
+    },
+    /// An entry too large for one message even alone (one execution's reports and records).
+    #[error(
+        "journal ({subject}): an entry of {bytes} bytes exceeds the journal's {limit}-byte limit"
+    )]
+    TooLarge {
+        subject: String,
+        bytes: usize,
+        limit: usize,
+    },
+    /// Reading the journal (start-up, repair) failed past its retries, or an entry did not
+    /// decode.
+    #[error("journal ({subject}): reading stream sequence {seq}: {why}")]
+    Read {
+        subject: String,
+        seq: u64,
+        why: String,
+    },
 }
 
 /// The execution report hash chain (`chain.rs`): finding this engine's head in EXECUTIONS.
@@ -125,6 +160,8 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Publish(#[from] PublishError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
     #[error("venue: {0}")]

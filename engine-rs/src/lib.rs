@@ -36,9 +36,14 @@
 //!   retrying.
 //! - [`lease`]: the KV leases that keep a second engine from serving the same symbols.
 //! - [`consumer`]: binding (and re-creating) the durable ORDERS pull consumer.
-//! - [`store`]: the order store (KV `bridge_orders`): create, read, update; record revisions.
-//! - [`publish`]: execution reports to EXECUTIONS in atomic batches, each report linked into
-//!   the engine's hash chain; the chain head at start-up; the last stored report.
+//! - [`journal`]: the engine's journal (stream JOURNAL): one fsynced entry per commit group,
+//!   a chain no second writer can fork.
+//! - [`commit`]: a group's journal entry, then its projections (EXECUTIONS, the order store).
+//! - [`repair`]: the projections brought up to the journal at start-up and after a reconnect.
+//! - [`store`]: the order store (KV `bridge_orders`, a projection): create (the dedupe), read,
+//!   write.
+//! - [`publish`]: execution reports to EXECUTIONS, one message each, pipelined, each linked
+//!   into the engine's hash chain; the chain head at start-up; the last stored report.
 //! - [`failpoint`]: crash-test failpoints.
 //! - [`alerts`]: security alerts to the ALERTS stream, off the order path.
 //! - [`md_publish`]: market data to core NATS through a bounded queue, off the order path.
@@ -66,6 +71,7 @@ pub mod auth;
 pub mod book;
 pub mod chain;
 pub mod commands;
+pub mod commit;
 pub mod config;
 pub mod connection;
 pub mod consumer;
@@ -80,6 +86,7 @@ pub mod house;
 pub mod http;
 pub mod intake;
 pub mod jetstream_errors;
+pub mod journal;
 pub mod lease;
 pub mod limits;
 pub mod logging;
@@ -91,6 +98,7 @@ pub mod proto;
 pub mod publish;
 pub mod reconcile;
 pub mod recovery;
+pub mod repair;
 pub mod retry;
 pub mod run;
 pub mod runtime_config;

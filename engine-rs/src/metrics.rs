@@ -64,7 +64,7 @@ pub struct Metrics {
     replaces: [IntCounter; 3],
     rejects: IntCounterVec,
     /// `stages[stage]`.
-    stages: [Histogram; 6],
+    stages: [Histogram; 7],
     /// `reports[exec_type as usize]`.
     reports: Vec<IntCounter>,
     reports_vec: IntCounterVec,

@@ -1,31 +1,27 @@
-//! Report publishing: execution reports to EXECUTIONS, one fact at a time, and reading back
-//! the last report stored for an order.
+//! Report publishing: execution reports to EXECUTIONS, and reading back the last report stored
+//! for an order.
 //!
-//! Everything one incoming order does to the book (its own reports, and the TRADE report of
-//! every resting order it traded with, seeded liquidity included) is one fact: it is
-//! committed to EXECUTIONS as one atomic batch (ADR-50; the stream has `allow_atomic`), so
-//! after any crash either every report of an execution is stored or none is, and what was
-//! bought always equals what was sold. Recovery rebuilds each order from its last stored
-//! report (`recovery.rs`); it never needs to complete half an execution.
+//! EXECUTIONS is a projection of the engine's journal (`journal.rs`): every report published
+//! here is already in a stored journal entry, together with every other report of its
+//! execution, so no crash can leave a taker filled while a maker is not (what was bought always
+//! equals what was sold); a crash between the entry and its reports delays them until the
+//! journal is repaired (`repair.rs`). Reports are published one message each, pipelined (all
+//! sent, then every ack awaited), in the order they were made: one connection, so EXECUTIONS
+//! holds them in that order. `Nats-Msg-Id` = exec id (`<engine_order_id>-<seq>`, stable across
+//! restarts): a retry, or a repair, of a report already stored is answered as a duplicate.
 //!
-//! Batches are committed one after the other (each waits for its commit's ack), so EXECUTIONS
-//! holds executions in the order the venue performed them. A batch that fails is retried
-//! whole under a new batch id with the same `Nats-Msg-Id`s: if an earlier attempt did commit
-//! (only its ack was lost), the server refuses the retry as "contains duplicate message id"
-//! (10201), which means done.
-//!
-//! Every report carries its link in this engine's hash chain (`chain.rs`). A batch is linked
-//! once, in order, before its first attempt, so a retry re-sends identical bytes and headers;
-//! the chain's head advances only once the batch is committed. When the server answers that
-//! the batch (or a single report) was already stored, the head is read back from the stream
-//! ([`head`]): what is stored is what the next report must link to. At start-up the head is
-//! found the same way, before anything is published.
+//! Every report carries its link in this engine's hash chain (`chain.rs`). A set of reports is
+//! linked once, in order, before its first attempt, so a retry re-sends identical bytes and
+//! headers; the chain's head advances only once every report is stored. When the server answers
+//! that a report was already stored, the head is read back from the stream ([`head`]): what is
+//! stored is what the next report must link to. At start-up the head is found the same way,
+//! before anything is published.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use async_nats::jetstream::{self, stream::Stream as JsStream, ErrorCode};
-use async_nats::{Client, HeaderMap};
+use async_nats::jetstream::{self, stream::Stream as JsStream};
+use async_nats::HeaderMap;
 use backon::Retryable;
 use bytes::Bytes;
 use prost::Message as _;
@@ -42,12 +38,6 @@ use crate::metrics::Metrics;
 use crate::proto::v1 as pb;
 use crate::retry;
 use crate::trace::Trace;
-
-/// Messages in one atomic batch at most: nats-server's default `max_batch_size`.
-pub const MAX_ATOMIC_BATCH: usize = 1000;
-
-/// "atomic publish batch contains duplicate message id": a retried batch already committed.
-const BATCH_ALREADY_COMMITTED: ErrorCode = ErrorCode(10201);
 
 mod head;
 mod subjects;
@@ -67,24 +57,8 @@ enum Committed {
 /// published with them (`Bridge-Correlation-Id`, `traceparent`) and logged under them.
 pub type Tagged<'a> = (&'a pb::ExecutionReport, &'a Trace);
 
-/// Packs groups (each one fact), in order, into batches of at most [`MAX_ATOMIC_BATCH`]
-/// reports without splitting a group. A group larger than a batch is split: only groups of
-/// independent reports can be (an execution is bounded by the book's fill limit).
-pub fn pack<'a>(groups: Vec<Vec<Tagged<'a>>>) -> Vec<Vec<Tagged<'a>>> {
-    let mut out: Vec<Vec<Tagged<'a>>> = Vec::new();
-    for group in groups.into_iter().filter(|g| !g.is_empty()) {
-        match out.last_mut() {
-            Some(last) if last.len() + group.len() <= MAX_ATOMIC_BATCH => last.extend(group),
-            _ if group.len() <= MAX_ATOMIC_BATCH => out.push(group),
-            _ => out.extend(group.chunks(MAX_ATOMIC_BATCH).map(<[_]>::to_vec)),
-        }
-    }
-    out
-}
-
 /// The stream EXECUTIONS, as the engine writes and reads it.
 pub struct Reports {
-    client: Client,
     js: jetstream::Context,
     executions: JsStream,
     cfg: Config,
@@ -105,7 +79,6 @@ impl Reports {
     /// Binds to the provisioned stream (the engine role may not create it). The chain starts
     /// at genesis until [`Reports::open_chain`] finds its head.
     pub async fn bind(
-        client: &Client,
         js: &jetstream::Context,
         cfg: &Config,
         readiness: Arc<Readiness>,
@@ -118,7 +91,6 @@ impl Reports {
             .await
             .map_err(|e| SetupError::new("stream EXECUTIONS", e))?;
         Ok(Reports {
-            client: client.clone(),
             js: js.clone(),
             executions,
             cfg: cfg.clone(),
@@ -157,27 +129,24 @@ impl Reports {
         retry::Backoff::from_config(&self.cfg)
     }
 
-    /// Publishes groups of reports, each group atomically (see the module docs).
+    /// Publishes reports (groups of them, in order; see the module docs), retried whole. A
+    /// permanent failure is not retried: it stops the engine at once (the journal holds the
+    /// reports; the restarted engine's repair publishes them).
     pub async fn publish(&self, groups: Vec<Vec<Tagged<'_>>>) -> Result<(), PublishError> {
-        for batch in pack(groups) {
-            self.publish_batch(&batch).await?;
+        let reports: Vec<Tagged<'_>> = groups.into_iter().flatten().collect();
+        if reports.is_empty() {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    /// One atomic batch, retried whole. A permanent failure is not retried: it stops the
-    /// engine at once (an executed fill nobody can see must not be left behind).
-    async fn publish_batch(&self, batch: &[Tagged<'_>]) -> Result<(), PublishError> {
-        let about = batch[0].1;
+        let about = reports[0].1;
         let started = Instant::now();
         // Encoded and linked once: every attempt sends these exact bytes and headers.
-        let payloads: Vec<Bytes> = batch
+        let payloads: Vec<Bytes> = reports
             .iter()
             .map(|(r, _)| Bytes::from(r.encode_to_vec()))
             .collect();
         let links = self.link(&payloads);
         let permanent = |e: &async_nats::Error| {
-            batch.iter().find_map(|(r, _)| {
+            reports.iter().find_map(|(r, _)| {
                 let subject = self.originals.subject(r);
                 jetstream_errors::permanent_on(e.as_ref(), &subject, started)
             })
@@ -185,7 +154,7 @@ impl Reports {
         let attempts = self
             .readiness
             .operation("publish reports", &about.correlation_id);
-        let published = (|| self.commit(batch, &payloads, &links))
+        let published = (|| self.send(&reports, &payloads, &links))
             .retry(self.backoff())
             .when(|e| permanent(e).is_none())
             .notify(|e, delay| attempts.retrying(e, delay))
@@ -201,10 +170,10 @@ impl Reports {
             }
         };
         let last = links.last().map_or(chain::GENESIS, |l| l.digest);
-        for (r, _) in batch {
+        for (r, _) in &reports {
             self.metrics.report(r.exec_type);
         }
-        self.originals.forget_ended(batch.iter().map(|(r, _)| *r));
+        self.originals.forget_ended(reports.iter().map(|(r, _)| *r));
         match committed {
             Committed::Stored => self.set_head(last),
             Committed::Duplicate => {
@@ -212,14 +181,14 @@ impl Reports {
                 // not this process, knows what the next report must link to.
                 let head = self.find_head().await?;
                 if head == last {
-                    info!(correlation_id = %about.correlation_id, trace_id = %about.trace_id, reports = batch.len(), "reports already stored by an earlier attempt; chain head confirmed from the stream");
+                    info!(correlation_id = %about.correlation_id, trace_id = %about.trace_id, reports = reports.len(), "reports already stored by an earlier attempt; chain head confirmed from the stream");
                 } else {
                     warn!(correlation_id = %about.correlation_id, trace_id = %about.trace_id, stored_head = %chain::to_hex(&head), sent_head = %chain::to_hex(&last), "a duplicate publish found another chain head stored; continuing from the stored one");
                 }
                 self.set_head(head);
             }
         }
-        for ((r, trace), l) in batch.iter().zip(&links) {
+        for ((r, trace), l) in reports.iter().zip(&links) {
             debug!(
                 correlation_id = %trace.correlation_id,
                 trace_id = %trace.trace_id,
@@ -235,64 +204,44 @@ impl Reports {
         Ok(())
     }
 
-    /// One attempt: every report but the last is staged with a core publish, the last commits
-    /// the batch and is acknowledged. A single report is a plain JetStream publish.
-    /// `payloads` and `links` are the batch's, index for index.
-    async fn commit(
+    /// One attempt: every report sent (pipelined), then every ack awaited. `payloads` and
+    /// `links` are the reports', index for index.
+    async fn send(
         &self,
-        batch: &[Tagged<'_>],
+        reports: &[Tagged<'_>],
         payloads: &[Bytes],
         links: &[Link],
     ) -> Result<Committed, async_nats::Error> {
-        let batch_id = format!("{}-{:016x}", self.cfg.engine_id, fastrand::u64(..));
-        let batch_id = &batch_id[batch_id.len().saturating_sub(64)..];
-        let last = batch.len() - 1;
-        let has_fills = batch
+        let half = reports.len().div_ceil(2);
+        let has_fills = reports
             .iter()
             .any(|(r, _)| r.exec_type == pb::ExecType::Trade as i32);
-        for (i, (r, trace)) in batch.iter().enumerate() {
+        let mut acks = Vec::with_capacity(reports.len());
+        for (i, (r, trace)) in reports.iter().enumerate() {
             let mut headers = HeaderMap::new();
             headers.insert(contract::HEADER_MSG_ID, r.exec_id.as_str());
             trace.insert_into(&mut headers);
             for (name, value) in links[i].headers(&self.cfg.engine_id) {
                 headers.insert(name, value.as_str());
             }
-            if last > 0 {
-                headers.insert(contract::HEADER_BATCH_ID, batch_id);
-                headers.insert(
-                    contract::HEADER_BATCH_SEQUENCE,
-                    (i + 1).to_string().as_str(),
-                );
-            }
             let subject = self.originals.subject(r);
-            let payload = payloads[i].clone();
-            if i < last {
-                self.client
-                    .publish_with_headers(subject, headers, payload)
-                    .await?;
-                if i + 1 == last.div_ceil(2) && has_fills {
-                    self.failpoint.reached("mid_publish").await;
-                }
-                continue;
-            }
-            if last > 0 {
-                headers.insert(contract::HEADER_BATCH_COMMIT, "1");
-            }
-            let acked = async {
+            acks.push(
                 self.js
-                    .publish_with_headers(subject, headers, payload)
-                    .await?
-                    .await
+                    .publish_with_headers(subject, headers, payloads[i].clone())
+                    .await?,
+            );
+            if i + 1 == half && has_fills && reports.len() > 1 {
+                // Half of an execution's reports sent: its journal entry holds all of them.
+                self.failpoint.reached("mid_publish").await;
             }
-            .await;
-            return match acked {
-                Ok(ack) if ack.duplicate => Ok(Committed::Duplicate),
-                Ok(_) => Ok(Committed::Stored),
-                Err(e) if already_committed(&e) => Ok(Committed::Duplicate),
-                Err(e) => Err(e.into()),
-            };
         }
-        Ok(Committed::Stored)
+        let mut committed = Committed::Stored;
+        for ack in acks {
+            if ack.await?.duplicate {
+                committed = Committed::Duplicate;
+            }
+        }
+        Ok(committed)
     }
 
     /// True when EXECUTIONS already holds `report` or a later report of its order, whose
@@ -334,63 +283,5 @@ impl Reports {
                 source: e,
             }),
         }
-    }
-}
-
-/// The server refused a retried batch because its first attempt was committed.
-fn already_committed(e: &jetstream::context::PublishError) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if let Some(j) = c.downcast_ref::<jetstream::Error>() {
-            return j.error_code() == BATCH_ALREADY_COMMITTED;
-        }
-        cause = c.source();
-    }
-    false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report(n: usize) -> pb::ExecutionReport {
-        pb::ExecutionReport {
-            exec_id: format!("e-{n}"),
-            ..Default::default()
-        }
-    }
-
-    /// Groups are packed in order into batches of at most MAX_ATOMIC_BATCH, never split unless
-    /// one alone is larger than a batch.
-    #[test]
-    fn packing_keeps_groups_whole_and_in_order() {
-        let reports: Vec<_> = (0..2500).map(report).collect();
-        let trace = Trace::recovered("c");
-        let tag = |range: std::ops::Range<usize>| -> Vec<Tagged<'_>> {
-            reports[range].iter().map(|r| (r, &trace)).collect()
-        };
-        let batches = pack(vec![
-            tag(0..600),
-            tag(600..900),
-            tag(900..1500),
-            tag(1500..2500),
-        ]);
-        let sizes: Vec<_> = batches.iter().map(Vec::len).collect();
-        assert_eq!(sizes, [900, 600, 1000]);
-        let order: Vec<_> = batches
-            .iter()
-            .flatten()
-            .map(|(r, _)| r.exec_id.clone())
-            .collect();
-        let want: Vec<_> = (0..2500).map(|n| format!("e-{n}")).collect();
-        assert_eq!(order, want);
-        assert_eq!(
-            pack(vec![tag(0..1200)])
-                .iter()
-                .map(Vec::len)
-                .collect::<Vec<_>>(),
-            [1000, 200]
-        );
-        assert!(pack(vec![vec![]]).is_empty());
     }
 }

@@ -152,7 +152,7 @@ impl Engine {
         Ok(restored + executed)
     }
 
-    /// Publishes what recovery finished (each order its own fact) and writes the records.
+    /// Commits what recovery finished (each order its own fact) and the records.
     async fn settle_recovered(
         &mut self,
         finished: Vec<Touched>,
@@ -167,9 +167,9 @@ impl Engine {
             .zip(&traces)
             .map(|(t, trace)| t.reports.iter().map(|r| (r, trace)).collect())
             .collect();
-        self.reports.publish(groups).await?;
-        writes.extend(finished.into_iter().map(|t| t.order));
-        self.write_back(last_states(writes)).await
+        writes.extend(finished.iter().map(|t| t.order.clone()));
+        let writes = last_states(writes);
+        self.commit(groups, writes.iter().collect()).await
     }
 
     /// Places the seed orders of this generation that the order store does not hold yet;
@@ -195,7 +195,7 @@ impl Engine {
                 ..Default::default()
             });
             match self.store.create(&live.key, &live.record).await? {
-                Created::Written(revision) => self.store.track(&live.key, revision),
+                Created::Written(_) => {}
                 // Placed by an earlier start whose record this one did not see: leave it.
                 Created::Exists => continue,
                 Created::Refused(why) => {

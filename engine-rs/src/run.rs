@@ -72,8 +72,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         metrics.clone(),
         Duration::from_millis(cfg.metrics_refresh_ms),
     );
-    // Before anything is published (recovery may publish): where this engine's chain ends.
-    engine.reports.open_chain().await?;
+    // Before anything is published (recovery may publish): where this engine's chain and
+    // journal end, and the projections brought up to the journal (`repair.rs`).
+    engine.repair().await?;
     let started = Instant::now();
     let recovered = engine.recover().await?;
     metrics.recovery(started.elapsed(), recovered);
@@ -158,8 +159,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                                 }
                             }
                         }
+                        engine.repair_if_reconnected().await?;
                         engine.answer_statuses(&mut subs.statuses).await?;
                         engine.on_queued_batch(&msgs).await?;
+                        engine.commit_created().await?;
                         engine.market_data_after_command();
                         match ended {
                             Some(Some(e)) => { warn!(error = %e, "pull ended with an error: re-binding the consumer"); rebind = true; break; }
@@ -176,12 +179,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     }
                 },
                 Some(request) = subs.next() => {
+                    engine.repair_if_reconnected().await?;
                     engine.dispatch(request, &mut subs.statuses).await?;
+                    engine.commit_created().await?;
                     engine.market_data_after_command();
                 }
                 () = due(engine.market_data_due()) => engine.flush_market_data(),
                 // Timed duties (expiry, session grace): between commands, like everything else.
                 () = due(engine.next_timer()) => {
+                    engine.repair_if_reconnected().await?;
                     engine.on_timer().await?;
                     engine.market_data_after_command();
                 }
@@ -189,6 +195,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 Some(event) = config_events.recv() => engine.on_config(event).await,
                 // So does a session opened, closed or lost through any engine.
                 Some(event) = session_events.recv() => {
+                    engine.repair_if_reconnected().await?;
                     engine.on_session_event(event).await?;
                     engine.market_data_after_command();
                 }

@@ -1,14 +1,20 @@
 //! The order store: the KV bucket `bridge_orders`, one `OrderRecord` per
-//! `<account>.<client_order_id>`. Owns creating, reading and updating records under the retry
-//! policy, and the KV revision of every record the engine will write again (compare-and-set
-//! updates): revisions live here, not in the orders.
+//! `<account>.<client_order_id>`. Owns creating, reading and writing records under the retry
+//! policy.
+//!
+//! The store is a projection of the engines' journals (`journal.rs`): a record's durable state
+//! is in its commit group's journal entry, written before anything of the group is answered or
+//! published; the record is written here after it (`Engine::commit`), and repaired from the
+//! journal after a crash (`repair.rs`). Only `kv.create` comes first: it is the per-order dedupe
+//! (atomic, across engines), and every record it creates is remembered until the next journal
+//! entry takes it ([`OrderStore::take_created`]).
 //!
 //! Failures no retry can cure ([`crate::jetstream_errors::permanent`]) are never retried: a
 //! create refused for good is [`Created::Refused`] (the caller answers the order REJECTED),
-//! an update refused for good is logged at ERROR and leaves the record as it was (the reports
-//! are in EXECUTIONS, which recovery trusts over the record).
+//! a write refused for good is logged at ERROR and leaves the record as it was (the journal
+//! holds its state, and EXECUTIONS its reports, which recovery trusts over the record).
 
-use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use async_nats::jetstream::{self, kv};
@@ -42,14 +48,14 @@ pub enum Created {
 /// A record read back, with its revision.
 pub type Stored = (OrderRecord, u64);
 
-/// The order store and the revisions of the records still to be written.
+/// The order store, and the records created since the last journal entry.
 pub struct OrderStore {
     kv: kv::Store,
     js: jetstream::Context,
     cfg: Config,
     readiness: std::sync::Arc<Readiness>,
-    /// KV revision of every open order's record (the last one this engine wrote or read).
-    revisions: HashMap<String, u64>,
+    /// Records `kv.create` wrote that no journal entry holds yet (never held across an await).
+    created: Mutex<Vec<(String, OrderRecord)>>,
 }
 
 impl OrderStore {
@@ -68,7 +74,7 @@ impl OrderStore {
             js: js.clone(),
             cfg: cfg.clone(),
             readiness,
-            revisions: HashMap::new(),
+            created: Mutex::new(Vec::new()),
         })
     }
 
@@ -76,9 +82,17 @@ impl OrderStore {
         retry::Backoff::from_config(&self.cfg)
     }
 
-    /// Remembers the revision of a record this engine will write again.
-    pub fn track(&mut self, key: &str, revision: u64) {
-        self.revisions.insert(key.to_string(), revision);
+    /// The records created since the last call, in the order they were created: what the
+    /// next journal entry must hold.
+    pub fn take_created(&self) -> Vec<(String, OrderRecord)> {
+        std::mem::take(&mut *self.created.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn note_created(&self, key: &str, record: &OrderRecord) {
+        self.created
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((key.to_string(), record.clone()));
     }
 
     /// `kv.create`, retried unless the failure is permanent.
@@ -100,7 +114,10 @@ impl OrderStore {
             .await;
         drop(attempts);
         match created {
-            Ok(rev) => Ok(Created::Written(rev)),
+            Ok(rev) => {
+                self.note_created(key, record);
+                Ok(Created::Written(rev))
+            }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => match self.load(key).await?
             {
                 // Same engine order id and arrival sequence: ours (a replace's record shares
@@ -109,6 +126,7 @@ impl OrderStore {
                     if stored.engine_order_id == record.engine_order_id
                         && stored.seq == record.seq =>
                 {
+                    self.note_created(key, record);
                     Ok(Created::Written(rev))
                 }
                 _ => Ok(Created::Exists),
@@ -165,39 +183,27 @@ impl OrderStore {
         found
     }
 
-    /// `kv.update` at `revision`, retried unless the failure is permanent. A retry whose
-    /// earlier attempt was stored finds the revision moved on with exactly our bytes: that is
-    /// success, not a conflict. A permanent failure is logged at ERROR and leaves the record
-    /// at `revision` (returned): EXECUTIONS already holds the order's reports, which a status
-    /// query's caller also sees, and recovery reconciles the record with them.
-    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, StoreError> {
+    /// `kv.put`, retried unless the failure is permanent. A permanent failure is logged at
+    /// ERROR and leaves the record as it was: its journal entry holds the state (and EXECUTIONS
+    /// the reports, which recovery trusts over the record).
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
         let subject = contract::kv_key_subject(contract::ORDERS_KV_BUCKET, key);
         let started = Instant::now();
-        let attempts = self.readiness.operation("kv update", key);
-        let updated = (|| self.kv.update(key, value.clone(), revision))
+        let attempts = self.readiness.operation("kv put", key);
+        let put = (|| self.kv.put(key, value.clone()))
             .retry(self.backoff())
-            .when(|e: &kv::UpdateError| {
-                e.kind() != kv::UpdateErrorKind::WrongLastRevision
-                    && jetstream_errors::permanent_on(e, &subject, started).is_none()
-            })
+            .when(|e: &kv::PutError| jetstream_errors::permanent_on(e, &subject, started).is_none())
             .notify(|e, delay| attempts.retrying(e, delay))
             .await;
         drop(attempts);
-        match updated {
-            Ok(rev) => Ok(rev),
+        match put {
+            Ok(_) => Ok(()),
             Err(e) => {
-                if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
-                    if let Some((stored, rev)) = self.load(key).await? {
-                        if stored.encode_to_vec() == value {
-                            return Ok(rev);
-                        }
-                    }
-                }
                 if let Some(why) = jetstream_errors::permanent_on(&e, &subject, started) {
-                    error!(key, error = %why, bytes = value.len(), "order store refused a record update for good; not retried, record left at its previous state (EXECUTIONS holds the reports)");
-                    return Ok(revision);
+                    error!(key, error = %why, bytes = value.len(), "order store refused a record write for good; not retried, record left at its previous state (the journal holds it)");
+                    return Ok(());
                 }
-                Err(StoreError::Update {
+                Err(StoreError::Put {
                     key: key.into(),
                     source: e,
                 })
@@ -205,29 +211,25 @@ impl OrderStore {
         }
     }
 
-    /// Writes every order's record (concurrently), at most one write per key, each at the
-    /// revision this store holds for it. An order that is final is written for the last
-    /// time: its revision is forgotten.
-    pub async fn write(&mut self, orders: &[LiveOrder]) -> Result<(), StoreError> {
-        let this = &*self;
-        let writes = orders.iter().map(|o| async move {
-            let revision = this.revisions.get(&o.key).copied().unwrap_or(0);
-            this.update(&o.key, Bytes::from(o.record.encode_to_vec()), revision)
-                .await
-        });
-        let revisions = try_join_all(writes).await?;
-        for (o, rev) in orders.iter().zip(revisions) {
-            // A replace's record (alias) is written once more, when the replace is settled.
-            if is_final(o.status()) || !o.record.alias_of.is_empty() {
-                self.revisions.remove(&o.key);
-            } else {
-                self.revisions.insert(o.key.clone(), rev);
-            }
-        }
+    /// Writes every order's record (concurrently), at most one write per key: the projection
+    /// of a journal entry that is already stored.
+    pub async fn write(&self, orders: &[LiveOrder]) -> Result<(), StoreError> {
+        self.write_records(orders.iter().map(|o| (o.key.as_str(), &o.record)))
+            .await
+    }
+
+    /// [`OrderStore::write`] of records by key (repair).
+    pub async fn write_records<'a>(
+        &self,
+        records: impl Iterator<Item = (&'a str, &'a OrderRecord)>,
+    ) -> Result<(), StoreError> {
+        let writes =
+            records.map(|(key, record)| self.put(key, Bytes::from(record.encode_to_vec())));
+        try_join_all(writes).await?;
         Ok(())
     }
 
-    /// Every non-final record owned by `engine_id` (their revisions are tracked), in arrival
+    /// Every non-final record owned by `engine_id`, in arrival
     /// sequence, pending replaces' records included (`crate::alias`), and every key of the
     /// store (to tell which seed orders exist).
     ///
@@ -246,9 +248,6 @@ impl OrderStore {
             .await;
         drop(attempts);
         let (mine, keys) = scanned?;
-        for (live, revision) in &mine {
-            self.track(&live.key, *revision);
-        }
         Ok((mine.into_iter().map(|(live, _)| live).collect(), keys))
     }
 

@@ -139,6 +139,12 @@ impl Trace {
         Trace::from_parts(bounded_correlation_id(correlation_id), None)
     }
 
+    /// The ids a journal entry kept for a report (`repair.rs`): its correlation id and
+    /// `traceparent` (a new one when that does not parse).
+    pub fn journaled(correlation_id: &str, traceparent: &str) -> Trace {
+        Trace::from_parts(bounded_correlation_id(correlation_id), parse(traceparent))
+    }
+
     fn from_parts(correlation_id: &str, parent: Option<TraceParent<'_>>) -> Trace {
         let (trace_id, traceparent) = match parent {
             Some(p) => (p.trace_id.to_string(), p.header()),

@@ -58,6 +58,11 @@ impl Executed {
     pub fn into_all(self) -> impl Iterator<Item = Touched> {
         self.expired.into_iter().chain(self.touched)
     }
+
+    /// Every touched order's latest state, the expired ones first (what a commit writes).
+    pub fn orders(&self) -> impl Iterator<Item = &LiveOrder> {
+        self.expired.iter().chain(&self.touched).map(|t| &t.order)
+    }
 }
 
 /// Why an open order cannot be put back into a book after a restart.

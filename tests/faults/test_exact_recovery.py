@@ -107,9 +107,10 @@ async def assert_sweep_conserved(
 async def test_crash_halfway_through_publishing_an_execution_keeps_bought_equal_to_sold(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:
-    """A crash after half of a 160-maker sweep's reports were staged (failpoint mid_publish)
-    stores none of them; the restarted engine executes the acked sweep once, against makers
-    restored at full size: the taker's 160 equal the makers' 160."""
+    """A crash after half of a 160-maker sweep's reports were published (failpoint
+    mid_publish; the journal entry holds all of them): the restarted engine publishes the
+    other half from the journal, each report once, and never executes the sweep again: the
+    taker's 160 equal the makers' 160."""
     handle = fresh_server.handle
     makers, taker = new_account("MK"), new_account("TK")
     crashing = EngineProcess(
@@ -130,33 +131,29 @@ async def test_crash_halfway_through_publishing_an_execution_keeps_bought_equal_
 async def test_kill_inside_a_large_sweep_keeps_bought_equal_to_sold(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:
-    """kill -9 the instant a 160-maker sweep is acked, repeated (at most 4 times) until the kill
-    lands before the sweep's reports were committed; every attempt conserves money."""
+    """kill -9 the instant a 160-maker sweep is acked. The ack follows the journal entry that
+    holds the whole execution, so the kill lands at the latest while its reports are being
+    published: the restarted engine repairs them from the journal and never executes the
+    sweep again. Every fill predates the kill, and the taker's 160 equal the makers' 160."""
     handle = fresh_server.handle
     settings = client_settings(handle, request_timeout_ms=10_000)
-    landed = 0
-    for attempt in range(4):
-        makers, taker = new_account("MK"), new_account("TK")
-        sweep = limit(taker, f"sweep{attempt}", Side.BUY, "190.009", MAKERS, TimeInForce.IOC)
-        engine = EngineProcess(handle, log_file=tmp_path / f"engine{attempt}.log").start()
-        try:
-            async with BridgeClient(settings) as bridge:
-                await place_makers(bridge, makers)
-                ack = await bridge.submit(sweep)
-                engine.kill()
-                killed_ns = time.time_ns()
-                assert ack.status is AckStatus.ACCEPTED
-            engine.start()
-            taker_reports = await assert_sweep_conserved(
-                handle, makers, taker, sweep.client_order_id
-            )
-        finally:
-            assert engine.stop() == 0, engine.log_tail()
-        first_fill = min(r.transact_time_unix_ns for r in taker_reports if r.exec_type == TRADE)
-        if first_fill > killed_ns:  # executed by the restarted engine: the kill came first
-            landed += 1
-            break
-    assert landed, "no kill landed before the sweep's commit in 4 attempts"
+    makers, taker = new_account("MK"), new_account("TK")
+    sweep = limit(taker, "sweep", Side.BUY, "190.009", MAKERS, TimeInForce.IOC)
+    engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
+    try:
+        async with BridgeClient(settings) as bridge:
+            await place_makers(bridge, makers)
+            ack = await bridge.submit(sweep)
+            engine.kill()
+            killed_ns = time.time_ns()
+            assert ack.status is AckStatus.ACCEPTED
+        engine.start()
+        taker_reports = await assert_sweep_conserved(handle, makers, taker, sweep.client_order_id)
+    finally:
+        assert engine.stop() == 0, engine.log_tail()
+    fills = [r.transact_time_unix_ns for r in taker_reports if r.exec_type == TRADE]
+    assert fills
+    assert max(fills) < killed_ns, "the sweep was executed again after the kill"
     await assert_invariants(handle, tmp_path)
 
 

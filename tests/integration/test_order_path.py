@@ -346,7 +346,8 @@ async def test_engine_absent_fails_fast_with_engine_unavailable(
 async def test_acked_order_survives_engine_crash_right_after_ack(
     nats_server: ServerHandle, settings: BridgeSettings, tmp_path: Path
 ) -> None:
-    """Killed the instant after its ack, the engine executes the order when it restarts."""
+    """Killed the instant after its ack: the ack followed the journal entry holding the order's
+    execution, so the restarted engine publishes its reports from the journal (repair), once."""
     account = new_id("K")
     crashing = EngineProcess(
         nats_server, log_file=tmp_path / "crash.log", env={"BRIDGE_FAILPOINT": "after_ack"}
@@ -357,7 +358,8 @@ async def test_acked_order_survives_engine_crash_right_after_ack(
         assert ack.status is AckStatus.ACCEPTED
         assert crashing.wait(timeout=20) == -signal.SIGABRT  # died right after the ack
         with EngineProcess(nats_server, log_file=tmp_path / "restart.log") as restarted:
-            assert restarted.recovered == 1
+            assert restarted.recovered == 0  # nothing left to execute: repaired instead
+            assert "projections repaired from the journal" in restarted.log_tail(200)
             await collect_until_final(stream, {order.client_order_id})
             state = await bridge.status(account, order.client_order_id)
     assert state.last_report is not None

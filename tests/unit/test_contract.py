@@ -236,7 +236,7 @@ def test_every_contract_subject_is_reachable() -> None:
         assert any(_matches(g, inbox) for g in granted), f"{identity.name}: no inbox"
 
 
-_SUBJECT_KEYS = {"pattern", "doc", "message", "reply"}
+_SUBJECT_KEYS = {"pattern", "doc", "message", "reply", "private_message"}
 
 
 def _message_names() -> set[str]:
@@ -253,7 +253,9 @@ def test_every_subject_names_messages_that_exist() -> None:
     one, is a wildcard over subjects that do, or is an inbox prefix (replies arrive there)."""
     messages = _message_names()
     assert "bridge.v1.NewOrder" in messages
-    carrying = {n: e for n, e in TOML["subjects"].items() if "message" in e}
+    carrying = {
+        n: e for n, e in TOML["subjects"].items() if "message" in e or "private_message" in e
+    }
     for name, entry in TOML["subjects"].items():
         unknown = set(entry) - _SUBJECT_KEYS
         assert not unknown, f"[subjects] {name}: unknown keys {sorted(unknown)}"
@@ -270,6 +272,12 @@ def test_every_subject_names_messages_that_exist() -> None:
                 n for n, e in carrying.items() if _grants_some_instance(pattern, e["pattern"])
             ]
             assert matched, f"{name}: a wildcard over no subject that carries a message"
+        elif "private_message" in entry:
+            # Engine-private (engine-rs/proto): declared in the engine's own package.
+            assert entry["private_message"].startswith("bridge.engine.v1."), name
+            proto = (REPO / "engine-rs" / "proto" / "engine" / "v1" / "state.proto").read_text()
+            short = entry["private_message"].rsplit(".", 1)[1]
+            assert f"message {short} {{" in proto, f"{name}: no {entry['private_message']}"
         else:
             assert pattern.startswith("_INBOX."), f"{name}: names no message"
 

@@ -103,13 +103,15 @@ impl Engine {
             }
             .accepted("canceled");
             let tagged: Vec<Tagged<'_>> = touched.reports.iter().map(|r| (r, trace)).collect();
-            self.reports.publish(vec![tagged]).await?;
             let symbol = touched.order.order().symbol.clone();
             self.md.touch(&symbol, 1, now_ns());
-            self.write_back(vec![touched.order]).await?;
+            // Journaled, answered, then published and written.
+            self.journal_group(std::slice::from_ref(&tagged), &[&touched.order])
+                .await?;
             self.observe_books([symbol.as_str()]);
             info!(key, "order canceled");
             self.answer_cancel(incoming, &ack).await;
+            self.project(vec![tagged], vec![&touched.order]).await?;
             return Ok(());
         }
         let ack = match self.store.load(&key).await? {

@@ -72,7 +72,8 @@ impl Engine {
             .zip(&traces)
             .map(|(t, trace)| t.reports.iter().map(|r| (r, trace)).collect())
             .collect();
-        self.reports.publish(groups).await?;
+        self.commit(groups, expired.iter().map(|t| &t.order).collect())
+            .await?;
         let mut symbols: BTreeMap<String, u32> = BTreeMap::new();
         for t in &expired {
             let order = t.order.order();
@@ -88,8 +89,6 @@ impl Engine {
         for (symbol, events) in &symbols {
             self.md.touch(symbol, *events, now);
         }
-        self.write_back(expired.into_iter().map(|t| t.order).collect())
-            .await?;
         self.observe_books(symbols.keys().map(String::as_str));
         Ok(())
     }

@@ -27,11 +27,12 @@ use crate::auth::Refusal;
 use crate::engine::{now_ns, Engine};
 use crate::error::EngineError;
 use crate::proto::v1::{self as pb, AckStatus, RejectReason};
-use crate::publish::{pack, Tagged};
+use crate::publish::Tagged;
 use crate::service::{Incoming, ServiceError};
 use crate::trace::Trace;
 use crate::validate::mass_cancel::check_mass_cancel;
 use crate::validate::{truncate, MAX_ACCOUNT_BYTES};
+use crate::venue::LiveOrder;
 use crate::venue::MassCancelFilter;
 
 pub mod relay;
@@ -184,16 +185,14 @@ impl Engine {
             .iter()
             .map(|t| t.reports.iter().map(|r| (r, trace)).collect())
             .collect();
-        // Each order is its own fact: batch by batch (a crash between two leaves the first
-        // committed, which recovery adopts, and the rest resting, which a re-send cancels).
-        let batches = pack(groups);
-        let several = batches.len() > 1;
-        for (i, batch) in batches.into_iter().enumerate() {
-            self.reports.publish(vec![batch]).await?;
-            if i == 0 && several {
-                self.failpoint.reached("mid_mass_cancel").await;
-            }
+        // One commit: every cancel journaled (in as many entries as its size needs), then
+        // published. A crash after the journal and before the reports is repaired from it.
+        let writes: Vec<&LiveOrder> = touched.iter().map(|t| &t.order).collect();
+        self.journal_group(&groups, &writes).await?;
+        if touched.len() > 1 {
+            self.failpoint.reached("mid_mass_cancel").await;
         }
+        self.project(groups, writes).await?;
         let mut per_symbol: BTreeMap<String, u32> = BTreeMap::new();
         for t in &touched {
             *per_symbol
@@ -204,8 +203,6 @@ impl Engine {
             self.md.touch(symbol, *n, now);
         }
         let n = u32::try_from(touched.len()).unwrap_or(u32::MAX);
-        self.write_back(touched.into_iter().map(|t| t.order).collect())
-            .await?;
         self.observe_books(per_symbol.keys().map(String::as_str));
         Ok(n)
     }

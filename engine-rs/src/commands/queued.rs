@@ -76,7 +76,7 @@ impl Engine {
         let started = Instant::now();
         let created = try_join_all(prepared.iter().map(|p| this.create_prepared(p))).await?;
         self.metrics
-            .stage_each(Stage::Journal, started.elapsed(), msgs.len());
+            .stage_each(Stage::Dedupe, started.elapsed(), msgs.len());
         self.failpoint.reached("after_store").await;
 
         // In delivery order: what each order did (an execution, or the reports of its
@@ -121,24 +121,27 @@ impl Engine {
             groups.push((*i, rs.iter().map(|r| (r, trace)).collect()));
         }
         groups.sort_by_key(|(i, _)| *i); // stable: delivery order, each order's facts in order
+        let groups: Vec<Vec<Tagged<'_>>> = groups.into_iter().map(|(_, g)| g).collect();
         let reported = executions.len() + rejections.len();
+        // Every state of a record within this batch: the last one is written.
+        let mut writes: Vec<&LiveOrder> = Vec::new();
+        let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for t in executions.iter().flat_map(|(e, _)| e.orders()) {
+            match at.get(t.key.as_str()) {
+                Some(&w) => writes[w] = t,
+                None => {
+                    at.insert(t.key.as_str(), writes.len());
+                    writes.push(t);
+                }
+            }
+        }
+        // One journal entry for the whole pull; its messages are acked once it is stored.
+        self.journal_group(&groups, &writes).await?;
         let started = Instant::now();
-        self.reports
-            .publish(groups.into_iter().map(|(_, g)| g).collect())
-            .await?;
+        self.project(groups, writes).await?;
         self.metrics
             .stage_each(Stage::Publish, started.elapsed(), reported);
         self.observe_books(symbols.iter().map(String::as_str));
-        // Every state of a record within this batch is written at the revision it had before
-        // the batch: the last state replaces the earlier ones.
-        let mut writes: Vec<LiveOrder> = Vec::new();
-        for t in executions.into_iter().flat_map(|(e, _)| e.into_all()) {
-            match writes.iter_mut().find(|w| w.key == t.order.key) {
-                Some(w) => *w = t.order,
-                None => writes.push(t.order),
-            }
-        }
-        self.write_back(writes).await?;
         for ((msg, span), refused) in msgs.iter().zip(&spans).zip(refused) {
             let started = Instant::now();
             if refused {

@@ -164,7 +164,7 @@ impl Engine {
         );
         let started = std::time::Instant::now();
         match self.store.create(&own_key, &record).await? {
-            Created::Written(revision) => self.store.track(&own_key, revision),
+            Created::Written(_) => {}
             Created::Exists => {
                 // Taken meanwhile, by another engine sharing the order store.
                 let (found, _) = self.store.load_existing(&own_key).await?;
@@ -181,7 +181,7 @@ impl Engine {
                 return Ok(reject(rejection, &engine_order_id));
             }
         }
-        self.metrics.stage(Stage::Journal, started.elapsed());
+        self.metrics.stage(Stage::Dedupe, started.elapsed());
         self.failpoint.reached("replace_after_alias").await;
         // 2.-3. Applied, published, written back.
         self.apply_replace(LiveOrder::from_record(own_key, record), trace)
@@ -215,21 +215,19 @@ impl Engine {
         self.md.executed(&symbol, &executed, now);
         self.runtime.in_force.positions.record(&executed);
         self.observe_books([symbol.as_str()]);
-        let started = std::time::Instant::now();
-        self.reports
-            .publish(execution_groups(&[(&executed, trace)]))
-            .await?;
-        self.metrics.stage(Stage::Publish, started.elapsed());
-        self.failpoint.reached("replace_after_publish").await;
         let replaced = executed
             .touched
             .first()
             .filter(|t| t.order.key == key)
             .map(|t| &t.order);
         let ack = alias::settle(&mut pending.record, replaced, now);
-        let mut writes: Vec<LiveOrder> = executed.into_all().map(|t| t.order).collect();
-        writes.push(pending);
-        self.write_back(writes).await?;
+        let groups = execution_groups(&[(&executed, trace)]);
+        let mut writes: Vec<&LiveOrder> = executed.orders().collect();
+        writes.push(&pending);
+        self.journal_group(&groups, &writes).await?;
+        // The replace is durable (its reports and the settled alias), not yet visible.
+        self.failpoint.reached("replace_after_publish").await;
+        self.project(groups, writes).await?;
         Ok(ack)
     }
 

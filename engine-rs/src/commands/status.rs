@@ -140,6 +140,8 @@ impl Engine {
         )?;
         match self.store.create(key, &record).await? {
             Created::Written(_) => {
+                // Retired durably (journaled) before the reply says so.
+                self.commit_created().await?;
                 info!(key, "status of an unknown order: client order id retired");
                 Ok(intake::status_reply(record))
             }

@@ -1,5 +1,5 @@
 //! `bridge.v1.orders.submit.<account>`: a synchronous order. Authorize, parse, take in
-//! (store), ack once durable, then execute.
+//! (dedupe), execute, journal; ack once the journal entry is stored; then project.
 
 use std::time::Instant;
 
@@ -9,7 +9,7 @@ use tracing::{debug, warn, Instrument};
 use super::authorize::{echoed_id, NEW_ORDER};
 use super::{order_span, request_span};
 use crate::auth::Refusal;
-use crate::engine::{now_ns, Engine, Intake};
+use crate::engine::{execution_groups, now_ns, Engine, Intake};
 use crate::error::EngineError;
 use crate::intake;
 use crate::metrics::{Path, Stage};
@@ -77,13 +77,34 @@ impl Engine {
         let (ack, intake) = self
             .intake(order, req.msg().payload.len(), trace, signer)
             .await?;
-        self.answer_order(req, &ack).await;
-        debug!(status = ack.status, duplicate = ack.duplicate, "ack sent");
-        self.failpoint.reached("after_ack").await;
-        if let Intake::Accepted(live, valid) = intake {
-            self.execute(*live, &valid, trace).await?;
+        match intake {
+            Intake::Accepted(live, valid) => {
+                let executed = self.execute_in_venue(*live, &valid)?;
+                let groups = execution_groups(&[(&executed, trace)]);
+                let writes: Vec<_> = executed.orders().collect();
+                self.journal_group(&groups, &writes).await?;
+                self.acked(req, &ack).await;
+                self.project(groups, writes).await?;
+            }
+            Intake::Rejected(reports) => {
+                let groups = vec![reports.iter().map(|r| (r, trace)).collect()];
+                self.journal_group(&groups, &[]).await?;
+                self.acked(req, &ack).await;
+                self.project(groups, Vec::new()).await?;
+            }
+            Intake::Answered => {
+                self.commit_created().await?;
+                self.acked(req, &ack).await;
+            }
         }
         Ok(())
+    }
+
+    /// The ack of a journaled order, answered.
+    async fn acked(&self, req: &Incoming, ack: &pb::OrderAck) {
+        self.answer_order(req, ack).await;
+        debug!(status = ack.status, duplicate = ack.duplicate, "ack sent");
+        self.failpoint.reached("after_ack").await;
     }
 
     /// A refused submit: answered REJECTED with the refusal's reason and text, never stored,

@@ -62,20 +62,24 @@ pub enum Stage {
     Decode,
     /// Field, size, symbol, risk and deadline checks: the record to store.
     Validate,
-    /// The durable write that precedes the ack (`kv.create` of the order's record).
+    /// The order's record created in the order store (`kv.create`: the per-order dedupe).
+    Dedupe,
+    /// The durable write that precedes the ack: the commit group's journal entry (JOURNAL).
     Journal,
     /// Matching in the venue.
     Match,
-    /// Publishing the order's execution reports (stored in EXECUTIONS).
+    /// Publishing the order's execution reports and records (the projections: EXECUTIONS and
+    /// the order store), after the journal entry.
     Publish,
     /// Sending the reply (sync) or the JetStream ack (queued).
     Ack,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::Decode,
         Stage::Validate,
+        Stage::Dedupe,
         Stage::Journal,
         Stage::Match,
         Stage::Publish,
@@ -86,6 +90,7 @@ impl Stage {
         match self {
             Stage::Decode => "decode",
             Stage::Validate => "validate",
+            Stage::Dedupe => "dedupe",
             Stage::Journal => "journal",
             Stage::Match => "match",
             Stage::Publish => "publish",

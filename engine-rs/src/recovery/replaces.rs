@@ -74,6 +74,6 @@ impl Engine {
                 }
             }
         }
-        Ok(())
+        self.commit_created().await
     }
 }

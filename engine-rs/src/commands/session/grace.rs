@@ -205,7 +205,8 @@ impl Engine {
             .zip(&traces)
             .map(|(t, trace)| t.reports.iter().map(|r| (r, trace)).collect())
             .collect();
-        self.reports.publish(groups).await?;
+        self.commit(groups, touched.iter().map(|t| &t.order).collect())
+            .await?;
         let mut symbols: BTreeMap<String, u32> = BTreeMap::new();
         for t in &touched {
             *symbols.entry(t.order.order().symbol.clone()).or_default() += 1;
@@ -214,8 +215,6 @@ impl Engine {
             self.md.touch(symbol, *events, now);
         }
         let count = touched.len();
-        self.write_back(touched.into_iter().map(|t| t.order).collect())
-            .await?;
         self.observe_books(symbols.keys().map(String::as_str));
         Ok(count)
     }
