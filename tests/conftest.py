@@ -31,6 +31,7 @@ import pytest
 
 if TYPE_CHECKING:
     from bridge.config import BridgeSettings
+    from bridge.jetstream.provision import Projections
     from bridge_dev.engine import EngineProcess
     from bridge_dev.pki import DevCredentials
     from bridge_dev.server import LocalNatsServer, ServerHandle
@@ -112,15 +113,31 @@ def _nats_local(creds: DevCredentials, _config_dir: Path) -> Iterator[ServerHand
         yield server.handle
 
 
-async def _provision(handle: ServerHandle) -> list[str]:
+async def _provision(handle: ServerHandle, projections: Projections = "async") -> list[str]:
     from bridge_dev.provision import provision
     from bridge_dev.server import connect_as
 
     nc = await connect_as(handle.url, handle.creds, "operator")
     try:
-        return await provision(nc)
+        return await provision(nc, projections=projections)
     finally:
         await nc.close()
+
+
+def provisioned_server(
+    dev_creds: DevCredentials,
+    tmp_path_factory: pytest.TempPathFactory,
+    projections: Projections = "async",
+) -> Iterator[ServerHandle]:
+    """A running nats-server with streams, consumer and KV provisioned; ``projections`` as
+    ``bridge provision`` takes it (``fsync``: like a deployment upgraded from contract 1.1)."""
+    runner = _nats_in_docker if _nats_path()[0] == "docker" else _nats_local
+    with runner(dev_creds, tmp_path_factory.mktemp("nats-config")) as handle:
+        # Provision on a private event loop in a worker thread so it never touches the
+        # loops pytest-asyncio manages for the tests.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, _provision(handle, projections)).result(timeout=30)
+        yield handle
 
 
 @pytest.fixture(scope="module")
@@ -128,13 +145,7 @@ def nats_server(
     dev_creds: DevCredentials, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerHandle]:
     """A running nats-server with streams, consumer and KV provisioned (one per module)."""
-    runner = _nats_in_docker if _nats_path()[0] == "docker" else _nats_local
-    with runner(dev_creds, tmp_path_factory.mktemp("nats-config")) as handle:
-        # Provision on a private event loop in a worker thread so it never touches the
-        # loops pytest-asyncio manages for the tests.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(asyncio.run, _provision(handle)).result(timeout=30)
-        yield handle
+    yield from provisioned_server(dev_creds, tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

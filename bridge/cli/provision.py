@@ -1,7 +1,8 @@
-"""``bridge provision [--dry-run] [--replicas N]``: create or update the bridge's JetStream
-objects (streams ORDERS, EXECUTIONS, ALERTS, their consumers, the KV buckets) from the
-definitions the package ships (:mod:`bridge.jetstream.provision`). Idempotent; one line per
-object. ``--dry-run`` changes nothing and says what it would create or update."""
+"""``bridge provision [--dry-run] [--replicas N] [--projections async|fsync]``: create or
+update the bridge's JetStream objects (streams ORDERS, EXECUTIONS, JOURNAL, ALERTS, their
+consumers, the KV buckets) from the definitions the package ships
+(:mod:`bridge.jetstream.provision`). Idempotent; one line per object. ``--dry-run`` changes
+nothing and says what it would create or update."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import click
 
 from bridge.cli._common import CommandFailed, async_command, connect, connection_options, settings
-from bridge.jetstream.provision import ProvisionError
+from bridge.jetstream.provision import Projections, ProvisionError
 from bridge.jetstream.provision import provision as apply_definitions
 
 
@@ -24,10 +25,23 @@ from bridge.jetstream.provision import provision as apply_definitions
     metavar="N",
     help="Override every definition's replica count (a cluster).",
 )
+@click.option(
+    "--projections",
+    type=click.Choice(["async", "fsync"]),
+    default="async",
+    show_default=True,
+    help="How EXECUTIONS and the order store are persisted when created: async (the journal "
+    "is the fsynced fact) or fsync (per message, with atomic batches: engines before contract "
+    "1.2 need it, e.g. during a rolling upgrade). An existing stream keeps its mode.",
+)
 @connection_options
 @async_command("provisioning")
 async def provision(
-    dry_run: bool, replicas: int | None, config: Path | None, nats_url: str | None
+    dry_run: bool,
+    replicas: int | None,
+    projections: Projections,
+    config: Path | None,
+    nats_url: str | None,
 ) -> None:
     """Create or update the streams, consumers and KV buckets (as the operator).
 
@@ -36,7 +50,9 @@ async def provision(
     would change."""
     nc = await connect(settings(config, nats_url), name="bridge-provision")
     try:
-        lines = await apply_definitions(nc, replicas=replicas, dry_run=dry_run)
+        lines = await apply_definitions(
+            nc, replicas=replicas, dry_run=dry_run, projections=projections
+        )
     except ProvisionError as exc:
         raise CommandFailed(str(exc)) from exc
     finally:

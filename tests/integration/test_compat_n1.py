@@ -26,7 +26,7 @@ import subprocess
 import sys
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -53,8 +53,10 @@ from bridge.retry import with_retries
 from bridge.v1 import common_pb2, lifecycle_pb2, orders_pb2, session_pb2
 from bridge_dev import compat
 from bridge_dev.engine import EngineProcess
+from bridge_dev.pki import DevCredentials
 from bridge_dev.server import ServerHandle, connect_as
 from bridge_dev.signing import dev_signer, signed
+from tests.conftest import provisioned_server
 from tests.faults.harness import stored_reports, wait_for_ack_floor
 
 pytestmark = pytest.mark.integration
@@ -63,6 +65,17 @@ RELEASED_CLIENT = Path(__file__).with_name("released_client.py")
 RESTING_PRICE = Decimal("150.00")
 """Far below the seeded AAPL book (about 190): a buy limit there rests until canceled."""
 METRIC = "bridge_engine_schema_version_requests_total"
+
+
+@pytest.fixture(scope="module")
+def nats_server(
+    dev_creds: DevCredentials, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerHandle]:
+    """The module's server provisioned like a deployment upgraded from contract 1.1, which is
+    where a 1.0 engine and a current one meet: the projections persisted per message, and
+    EXECUTIONS allowing the atomic batches engines before 1.2 commit their reports in (a stream
+    persisted asynchronously refuses them; ``bridge provision --projections fsync``)."""
+    yield from provisioned_server(dev_creds, tmp_path_factory, projections="fsync")
 
 
 def new_id(prefix: str) -> str:
