@@ -119,6 +119,23 @@ impl Engine {
     }
 }
 
+/// The last state of each order among `orders` (in order of first appearance): a maker two
+/// takers of one group traded with is written once, as the second left it.
+pub(crate) fn latest_writes<'a>(orders: impl Iterator<Item = &'a LiveOrder>) -> Vec<&'a LiveOrder> {
+    let mut writes: Vec<&LiveOrder> = Vec::new();
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    for o in orders {
+        match at.get(o.key.as_str()) {
+            Some(&i) => writes[i] = o,
+            None => {
+                at.insert(o.key.as_str(), writes.len());
+                writes.push(o);
+            }
+        }
+    }
+    writes
+}
+
 /// The created records, each replaced by its state in `writes` when both name it, then the
 /// other writes; one per key, in first-seen order.
 fn latest_records(

@@ -73,6 +73,9 @@ pub struct Config {
     /// Queued orders fetched per pull request (the server also bounds them by the consumer's
     /// max_ack_pending, see bridge/jetstream/orders-engine.consumer.json).
     pub pull_batch: usize,
+    /// Synchronous orders already received that are taken together into one commit group
+    /// (one journal entry), at most.
+    pub sync_group_max: usize,
     pub pull_expires_ms: u64,
     /// How long SIGTERM waits for in-flight work before giving up.
     pub shutdown_timeout_ms: u64,
@@ -193,6 +196,7 @@ impl Default for Config {
             consumer_stall_timeout_ms: 2000,
             subscription_capacity: 8192,
             pull_batch: 64,
+            sync_group_max: 64,
             pull_expires_ms: 500,
             shutdown_timeout_ms: 10_000,
             chain_search_limit: 100_000,

@@ -29,7 +29,7 @@
 //! of these.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use async_nats::Client;
@@ -304,26 +304,6 @@ impl Engine {
                 Ok((self.duplicate(&live.key, trace).await?, Intake::Answered))
             }
         }
-    }
-
-    /// Step 1 of the protocol for one order. Returns the ack to answer once the order's group
-    /// is journaled, and what is left to do (execute it, or report its rejection).
-    pub(crate) async fn intake(
-        &mut self,
-        order: pb::NewOrder,
-        payload_len: usize,
-        trace: &Trace,
-        signer: &str,
-    ) -> Result<(pb::OrderAck, Intake), EngineError> {
-        // An order naming a session this engine does not know open: read it first.
-        self.learn_session(&order.session_id).await?;
-        let started = Instant::now();
-        let prepared = self.prepare(order, None, payload_len, trace, signer)?;
-        self.metrics.stage(Stage::Validate, started.elapsed());
-        let started = Instant::now();
-        let created = self.create_prepared(&prepared).await?;
-        self.metrics.stage(Stage::Dedupe, started.elapsed());
-        self.settle(prepared, created, trace).await
     }
 
     /// Answers a re-sent client order id with the original ack. The record's latest report is

@@ -13,6 +13,7 @@ use futures::{FutureExt, StreamExt};
 use tracing::{info, warn};
 
 use crate::auth::{self, Entitlements};
+use crate::commands::Request;
 use crate::config::Config;
 use crate::connection;
 use crate::consumer;
@@ -180,7 +181,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                 },
                 Some(request) = subs.next() => {
                     engine.repair_if_reconnected().await?;
-                    engine.dispatch(request, &mut subs.statuses).await?;
+                    match request {
+                        // Group commit: every submit already received, taken together.
+                        Request::Submit(first) => {
+                            let mut group = vec![first];
+                            subs.ready_submits(&mut group, cfg.sync_group_max);
+                            engine.dispatch_submits(group, &mut subs.statuses).await?;
+                        }
+                        other => engine.dispatch(other, &mut subs.statuses).await?,
+                    }
                     engine.commit_created().await?;
                     engine.market_data_after_command();
                 }

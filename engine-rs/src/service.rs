@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use async_nats::service::endpoint::Endpoint;
 use async_nats::service::{Service, ServiceExt};
 use async_nats::Client;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::commands::authorize::{
@@ -266,6 +266,17 @@ impl Intake {
             }
         }
         None
+    }
+
+    /// Moves submits already received (none is waited for) into `group`, until it holds `max`:
+    /// the synchronous orders the engine takes together (`Engine::on_submits`).
+    pub fn ready_submits(&mut self, group: &mut Vec<Incoming>, max: usize) {
+        while group.len() < max {
+            match self.submits.next().now_or_never() {
+                Some(Some(r)) => group.push(Incoming::new(r)),
+                _ => break,
+            }
+        }
     }
 
     /// Stops intake: every endpoint unsubscribes and the server confirms it (see the module

@@ -72,6 +72,11 @@ impl Engine {
         request: Request,
         statuses: &mut Endpoint,
     ) -> Result<(), EngineError> {
+        // Admitted one by one there, taken together.
+        let request = match request {
+            Request::Submit(r) => return self.dispatch_submits(vec![r], statuses).await,
+            other => other,
+        };
         if let Some((op, r)) = request.versioned() {
             if !self.admit(op, r).await {
                 return Ok(());
@@ -79,8 +84,7 @@ impl Engine {
         }
         let (req, served) = match request {
             Request::Submit(r) => {
-                self.answer_statuses(statuses).await?;
-                let served = self.on_submit(&r).await;
+                let served = self.on_submits(std::slice::from_ref(&r)).await;
                 (r, served)
             }
             Request::Cancel(r) => {
@@ -135,6 +139,35 @@ impl Engine {
             }
         };
         failed(&req, served).await
+    }
+
+    /// Synchronous submits already received, as one commit group ([`Engine::on_submits`]):
+    /// each admitted by its contract version first. A failure that stops the engine answers
+    /// every request of the group not answered yet with an internal endpoint error.
+    pub async fn dispatch_submits(
+        &mut self,
+        reqs: Vec<Incoming>,
+        statuses: &mut Endpoint,
+    ) -> Result<(), EngineError> {
+        let mut admitted = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            if self.admit(version::Operation::Submit, &r).await {
+                admitted.push(r);
+            }
+        }
+        if admitted.is_empty() {
+            return Ok(());
+        }
+        self.answer_statuses(statuses).await?;
+        let served = self.on_submits(&admitted).await;
+        if served.is_err() {
+            for r in &admitted {
+                if !r.answered() {
+                    r.fail(ServiceError::internal()).await;
+                }
+            }
+        }
+        served
     }
 
     /// Answers every status query already received, before the next order is taken: a query

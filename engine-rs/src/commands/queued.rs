@@ -12,6 +12,7 @@ use tracing::{debug, warn, Instrument};
 use super::authorize::{echoed_id, NEW_ORDER};
 use super::{malformed, order_span};
 use crate::auth::Refusal;
+use crate::commit::latest_writes;
 use crate::contract;
 use crate::engine::{now_ns, Engine, Intake};
 use crate::error::EngineError;
@@ -21,7 +22,7 @@ use crate::proto::v1 as pb;
 use crate::publish::Tagged;
 use crate::trace::Trace;
 use crate::validate::Rejection;
-use crate::venue::{Executed, LiveOrder};
+use crate::venue::Executed;
 
 /// The order in a queued message. A malformed one is attributed through its subject and
 /// `Nats-Msg-Id` so that the orchestrator still gets a REJECTED report for it.
@@ -124,17 +125,7 @@ impl Engine {
         let groups: Vec<Vec<Tagged<'_>>> = groups.into_iter().map(|(_, g)| g).collect();
         let reported = executions.len() + rejections.len();
         // Every state of a record within this batch: the last one is written.
-        let mut writes: Vec<&LiveOrder> = Vec::new();
-        let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-        for t in executions.iter().flat_map(|(e, _)| e.orders()) {
-            match at.get(t.key.as_str()) {
-                Some(&w) => writes[w] = t,
-                None => {
-                    at.insert(t.key.as_str(), writes.len());
-                    writes.push(t);
-                }
-            }
-        }
+        let writes = latest_writes(executions.iter().flat_map(|(e, _)| e.orders()));
         // One journal entry for the whole pull; its messages are acked once it is stored.
         self.journal_group(&groups, &writes).await?;
         let started = Instant::now();
