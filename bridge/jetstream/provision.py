@@ -112,7 +112,7 @@ def _keep_persist_mode(raw: dict[str, Any], current: StreamConfig) -> tuple[dict
         kept["allow_atomic"] = current.allow_atomic
     note = (
         f"; persist_mode stays {have!r} (the definition says {want!r}; it cannot change after "
-        "creation: recreate the stream to apply it, runbooks/projections.md)"
+        "creation: recreate the stream to apply it, runbooks/journal.md)"
     )
     return kept, note
 
