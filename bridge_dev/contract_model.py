@@ -312,10 +312,31 @@ def _allowed(allow: tuple[str, ...], deny: tuple[str, ...], pattern: str) -> tup
     return tuple(dict.fromkeys(g for g in allow if intersects(g, pattern)))
 
 
-def load_subjects(contract: dict[str, Any] | None = None) -> list[Subject]:
-    """Every [subjects] entry, in the file's order."""
+def private_subjects(contract: dict[str, Any] | None = None) -> set[str]:
+    """The engine-private [subjects] entries (``private_message``: the engines' journal) and
+    the wildcards over nothing else: names of the contract, not part of the orchestrator's
+    API (no channel of the AsyncAPI document)."""
     contract = contract or load_contract()
     entries: dict[str, dict[str, Any]] = contract["subjects"]
+    private = {n for n, e in entries.items() if "private_message" in e}
+    public = [e["pattern"] for n, e in entries.items() if "message" in e]
+    for name, entry in entries.items():
+        pattern = entry["pattern"]
+        if name in private or "message" in entry or not ("*" in pattern or ">" in pattern):
+            continue
+        covers_private = any(intersects(pattern, entries[p]["pattern"]) for p in private)
+        if covers_private and not any(intersects(pattern, p) for p in public):
+            private.add(name)
+    return private
+
+
+def load_subjects(contract: dict[str, Any] | None = None) -> list[Subject]:
+    """Every [subjects] entry of the orchestrator's API (not the engine-private ones), in the
+    file's order."""
+    contract = contract or load_contract()
+    private = private_subjects(contract)
+    every: dict[str, dict[str, Any]] = contract["subjects"]
+    entries = {n: e for n, e in every.items() if n not in private}
     identities = reference_identities()
     perms = {role: server_auth.permissions(i) for role, i in identities.items()}
     inboxes = {role: server_auth.inbox_prefix(i) for role, i in identities.items()}
@@ -363,12 +384,12 @@ def load_subjects(contract: dict[str, Any] | None = None) -> list[Subject]:
         streams = tuple(
             s["name"]
             for s in contract["streams"].values()
-            if any(intersects(entries[f]["pattern"], address) for f in s["subjects"])
+            if any(intersects(every[f]["pattern"], address) for f in s["subjects"])
         )
         consumers = tuple(
             f"{c['name']} on {contract['streams'][c['stream']]['name']}"
             for c in contract["consumers"].values()
-            if intersects(entries[c["filter"]]["pattern"], address)
+            if intersects(every[c["filter"]]["pattern"], address)
         )
         subjects.append(
             Subject(

@@ -77,6 +77,9 @@ def _diff(
     changed: list[str] = []
     for key in keys:
         want, have = desired.get(key), current.get(key)
+        # The server omits a flag that is off: absent and false are the same setting.
+        if want is False and have is None:
+            continue
         if want != have:
             changed.append(f"{key}: {have!r} -> {want!r}")
     return changed

@@ -92,7 +92,7 @@ def test_provision_dry_run_on_a_provisioned_server_has_nothing_to_do(
     result = bridge("provision", "--dry-run", config=configs["operator"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert len(lines) == 10, lines  # 3 streams, 2 consumers, 4 buckets, the summary
+    assert len(lines) == 11, lines  # 4 streams, 2 consumers, 4 buckets, the summary
     assert all(line.endswith(": up to date") for line in lines[:-1]), lines
     assert lines[-1] == "dry run: nothing to do"
 
@@ -123,14 +123,14 @@ def test_provision_on_a_fresh_server(dev_creds: DevCredentials, tmp_path: Path) 
             f"kv {contract.SESSIONS_KV_BUCKET}: would create "
             f"(stream {contract.kv_stream(contract.SESSIONS_KV_BUCKET)})",
         ]
-        assert lines[-1] == "dry run: 9 to change"
+        assert lines[-1] == "dry run: 10 to change"
         missing = bridge("streams", config=config)  # nothing was created
         assert missing.exit_code == 1, missing.output
         assert missing.output.count("MISSING") == 7
 
         created = bridge("provision", config=config)
         assert created.exit_code == 0, created.output
-        assert sum(": created" in line for line in created.output.splitlines()) == 9
+        assert sum(": created" in line for line in created.output.splitlines()) == 10
         again = bridge("provision", "--dry-run", config=config)
         assert again.output.splitlines()[-1] == "dry run: nothing to do"
         rerun = bridge("provision", config=config)

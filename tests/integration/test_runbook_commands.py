@@ -274,7 +274,7 @@ async def test_the_cluster_runbook_provisions_what_the_definitions_say(
     finally:
         await nc.close()
     direct_off = "updated (allow_direct: True -> False)"
-    assert len(lines) == 9, lines  # 3 streams, 2 consumers, 4 buckets
+    assert len(lines) == 10, lines  # 4 streams, 2 consumers, 4 buckets
     for line in lines:
         kind, _, outcome = line.partition(": ")
         wanted = direct_off if kind.startswith("kv ") else "up to date"
