@@ -109,7 +109,7 @@ QUICK = Profile(
     open_max_orders=2000,
     open_grace=1.0,
     e2e_orders=1000,
-    e2e_seconds=3.0,
+    e2e_seconds=5.0,
     burst_orders=1000,
     burst=Budget(warmup=0, count=2, seconds=2.0),
     sync_concurrent=Budget(warmup=20, count=400, seconds=1.0),

@@ -111,11 +111,19 @@ def _fresh_id(old: str, tag: str, i: int) -> str:
 
 
 def _renamed(recording: Recording, tag: str) -> list[Message]:
+    """The recording with a fresh ``Nats-Msg-Id`` per message (and, should the client ever
+    publish atomic batches, a fresh ``Nats-Batch-Id`` per batch, shared as before)."""
     out = []
+    batches: dict[str, str] = {}
     for i, m in enumerate(recording.messages):
         headers = dict(m.headers)
         if contract.HEADER_MSG_ID in headers:
             headers[contract.HEADER_MSG_ID] = _fresh_id(headers[contract.HEADER_MSG_ID], tag, i)
+        batch = headers.get(contract.HEADER_BATCH_ID)
+        if batch is not None:
+            if batch not in batches:
+                batches[batch] = _fresh_id(batch, f"{tag}b", len(batches))
+            headers[contract.HEADER_BATCH_ID] = batches[batch]
         out.append(Message(m.subject, m.data, headers))
     return out
 

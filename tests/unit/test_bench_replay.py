@@ -42,3 +42,20 @@ def test_replayed_messages_get_fresh_ids_of_the_same_length() -> None:
     assert [len(i) for i in ids] == [len(o) for o in old]
     assert all(m.headers["other"] == "kept" and m.data == b"x" for m in renamed)
     assert _fresh_id("ab", "longtag", 7) == "longtag-7"  # longer than the original: still unique
+
+
+def test_an_atomic_batch_keeps_one_fresh_batch_id() -> None:
+    def msg(batch: str, seq: int) -> Message:
+        headers = {contract.HEADER_BATCH_ID: batch, contract.HEADER_BATCH_SEQUENCE: str(seq)}
+        return Message(contract.queue("Q"), b"x", headers)
+
+    recording = Recording(4, [msg("batch-a", 1), msg("batch-a", 2), msg("batch-b", 1)])
+    ids = [m.headers[contract.HEADER_BATCH_ID] for m in _renamed(recording, "t1")]
+    assert ids[0] == ids[1]
+    assert len({ids[0], ids[2]}) == 2
+    assert not {"batch-a", "batch-b"} & set(ids)
+    assert [m.headers[contract.HEADER_BATCH_SEQUENCE] for m in _renamed(recording, "t1")] == [
+        "1",
+        "2",
+        "1",
+    ]
