@@ -106,7 +106,13 @@ class Paths:
     async def queued(self, n: int) -> None:
         prefix, orders = self._orders(n)
         deadline = time.monotonic_ns() + int(PATH_TIMEOUT * 1e9)
-        await self._complete(prefix, orders, lambda: publish_until(self.bridge, orders, deadline))
+
+        async def send() -> None:
+            sent = await publish_until(self.bridge, orders, deadline)
+            if sent.stored < n:
+                raise BenchError(f"{sent.stored}/{n} orders queued: {sent}")
+
+        await self._complete(prefix, orders, send)
 
     async def sync(self, n: int, concurrency: int) -> None:
         prefix, orders = self._orders(n)

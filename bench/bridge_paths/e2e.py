@@ -4,9 +4,9 @@ first publish to the last final report received (by the report sink, ``bench.rep
 * ``drain_e2e``: ``n`` orders (``enqueue_batch`` calls of ``CHUNK`` orders, two calls in flight,
   so the client's pipeline never runs dry) published as fast as one process can while the engine
   executes them; orders/s = final orders / (last final report - first publish). Bounded by a
-  deadline: orders not final by then are left out of the count and the time runs to the
-  deadline (the figure is then what was achieved, a lower bound of nothing), and the backlog is
-  discarded (engine stopped, ORDERS purged, engine started again).
+  deadline: calls still publishing then are cancelled, orders not final by then are left out of
+  the count and the time runs to the deadline (the figure is then what was achieved in it), and
+  the backlog is discarded (engine stopped, ORDERS purged, engine started again).
 * ``burst``: the demo's burst, ``orders`` queued orders in one ``enqueue_batch`` call on an idle
   engine; first publish -> last final report, once per repetition (a histogram of a few).
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from hdrh.histogram import HdrHistogram
 
@@ -47,26 +48,59 @@ def stored(outcome: list[QueuedOrder] | BaseException) -> int:
     return len(outcome)
 
 
-async def publish_until(
-    bridge: BridgeClient, orders: Sequence[Order], deadline_ns: int
-) -> tuple[int, int]:
+@dataclass
+class Sent:
+    """What a set of ``enqueue_batch`` calls achieved by a deadline."""
+
+    stored: int = 0
+    """Orders JetStream confirmed."""
+    failed_calls: int = 0
+    """Calls that raised (``PartialBatchError``: their stored orders still count)."""
+    cancelled: int = 0
+    """Orders of calls still running at the deadline, cancelled (sent or not, unconfirmed)."""
+
+
+async def settle_by(
+    calls: Sequence[tuple[asyncio.Task[list[QueuedOrder]], int]], deadline_ns: int
+) -> Sent:
+    """Wait for ``calls`` (task, orders) until ``deadline_ns`` (``time.monotonic_ns``); cancel
+    those still running then (a slow server must not stretch the row past its bound)."""
+    tasks = [t for t, _ in calls]
+    if tasks:
+        await asyncio.wait(tasks, timeout=max(0.0, (deadline_ns - time.monotonic_ns()) / 1e9))
+    late = [t for t in tasks if not t.done()]
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+    out = Sent()
+    for task, n in calls:
+        if task in late:
+            out.cancelled += n
+            continue
+        exc = task.exception()
+        out.failed_calls += exc is not None
+        out.stored += stored(task.result() if exc is None else exc)
+    return out
+
+
+async def publish_until(bridge: BridgeClient, orders: Sequence[Order], deadline_ns: int) -> Sent:
     """``enqueue_batch`` calls of ``CHUNK`` orders, ``WINDOW`` in flight, none started after
-    ``deadline_ns`` (``time.monotonic_ns``). Returns (orders stored, calls that failed)."""
-    tasks: list[asyncio.Task[list[QueuedOrder]]] = []
+    ``deadline_ns`` (``time.monotonic_ns``) and those still running then cancelled."""
+    calls: list[tuple[asyncio.Task[list[QueuedOrder]], int]] = []
     active: set[asyncio.Task[list[QueuedOrder]]] = set()
     for first in range(0, len(orders), CHUNK):
-        while len(active) >= WINDOW:
-            _, active = await asyncio.wait(active, return_when=asyncio.FIRST_COMPLETED)
+        while len(active) >= WINDOW and time.monotonic_ns() < deadline_ns:
+            wait_s = (deadline_ns - time.monotonic_ns()) / 1e9
+            _, active = await asyncio.wait(
+                active, timeout=max(0.0, wait_s), return_when=asyncio.FIRST_COMPLETED
+            )
         if time.monotonic_ns() >= deadline_ns:
             break
-        task = asyncio.create_task(bridge.enqueue_batch(orders[first : first + CHUNK]))
-        tasks.append(task)
+        chunk = orders[first : first + CHUNK]
+        task = asyncio.create_task(bridge.enqueue_batch(chunk))
+        calls.append((task, len(chunk)))
         active.add(task)
-    outcomes = await asyncio.wait_for(
-        asyncio.gather(*tasks, return_exceptions=True), REPLY_TIMEOUT * 4
-    )
-    failed = sum(1 for o in outcomes if isinstance(o, BaseException))
-    return sum(stored(o) for o in outcomes), failed
+    return await settle_by(calls, deadline_ns)
 
 
 async def drain_e2e(
@@ -81,7 +115,7 @@ async def drain_e2e(
         meter.start()
         first_ns = time.monotonic_ns()
         deadline_ns = first_ns + int(seconds * 1e9)
-        sent, failed_calls = await publish_until(bridge, orders, deadline_ns)
+        sent = await publish_until(bridge, orders, deadline_ns)
         published_ns = time.monotonic_ns()
         finals = await sink.finish(watch, (deadline_ns - time.monotonic_ns()) / 1e9)
         meter.stop()
@@ -98,7 +132,7 @@ async def drain_e2e(
         count=done,
         seconds=wall,
         rate=done / wall if wall > 0 and done else None,
-        python_cpu_us=meter.python_s * 1e6 / sent if sent else None,
+        python_cpu_us=meter.python_s * 1e6 / sent.stored if sent.stored else None,
         peer_cpu_us=meter.per_op_us(done, "peer"),
         nats_cpu_us=meter.per_op_us(done, "nats"),
         notes=(
@@ -107,10 +141,11 @@ async def drain_e2e(
         ),
         extra={
             "orders": n,
-            "published": sent,
-            "failed_enqueue_calls": failed_calls,
+            "published": sent.stored,
+            "failed_enqueue_calls": sent.failed_calls,
+            "cancelled_at_deadline": sent.cancelled,
             "publish_s": round((published_ns - first_ns) / 1e9, 3),
-            "published_per_s": round(sent / ((published_ns - first_ns) / 1e9), 1),
+            "published_per_s": round(sent.stored / ((published_ns - first_ns) / 1e9), 1),
             "complete": complete,
         },
     )

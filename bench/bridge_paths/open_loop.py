@@ -8,9 +8,10 @@ the report sink (``bench.report_sink``: a Rust child process, so that receiving 
 of reports a second takes no CPU from the publisher), timestamped on the publisher's clock.
 
 Bounded: at most ``max_orders`` orders (the level then lasts less than ``seconds``), and no order
-is sent and no report awaited after ``grace`` seconds past the last intended send. An order not
-final by then (sent late, or never sent) is recorded with its wait so far, a lower bound; the
-backlog is then discarded (engine stopped, ORDERS purged, engine started again).
+is sent and no report awaited after ``grace`` seconds past the last intended send: calls still
+publishing then are cancelled. An order not final by then (sent late, cancelled, or never sent)
+is recorded with its wait so far, a lower bound; the backlog is then discarded (engine stopped,
+ORDERS purged, engine started again).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import asyncio
 import bisect
 import time
 
-from bench.bridge_paths.common import REPLY_TIMEOUT, Engine, make_orders, server_pid, settings_for
-from bench.bridge_paths.e2e import stored
+from bench.bridge_paths.common import Engine, make_orders, server_pid, settings_for
+from bench.bridge_paths.e2e import settle_by
 from bench.measure import Result, new_histogram, record_ns
 from bench.procs import CpuMeter
 from bench.report_sink import ReportSink
@@ -47,7 +48,7 @@ async def open_loop(
     interval = 1e9 / rate
     watch = await sink.watch(contract.executions_for_account(account), prefix, n)
     async with BridgeClient(settings_for(handle)) as bridge:
-        sends: list[asyncio.Task[list[QueuedOrder]]] = []
+        sends: list[tuple[asyncio.Task[list[QueuedOrder]], int]] = []
         sent = 0
         meter = CpuMeter({"peer": engine.pid, "nats": server_pid(handle)})
         meter.start()
@@ -60,15 +61,13 @@ async def open_loop(
                 break  # behind schedule by more than the grace: the rest is never sent
             due = bisect.bisect_right(intended, now)
             if due > sent:
-                sends.append(asyncio.create_task(bridge.enqueue_batch(orders[sent:due])))
+                task = asyncio.create_task(bridge.enqueue_batch(orders[sent:due]))
+                sends.append((task, due - sent))
                 sent = due
             if sent < n:
                 # A pacing timer (the schedule), not a synchronization wait.
                 await asyncio.sleep(max(0.0, (intended[sent] - time.monotonic_ns()) / 1e9))
-        outcomes = await asyncio.wait_for(
-            asyncio.gather(*sends, return_exceptions=True),
-            max(0.0, (end_ns - time.monotonic_ns()) / 1e9) + REPLY_TIMEOUT * 4,
-        )
+        outcome = await settle_by(sends, end_ns)
         published_ns = time.monotonic_ns()
         finals = await sink.finish(watch, (end_ns - time.monotonic_ns()) / 1e9)
         meter.stop()
@@ -76,15 +75,14 @@ async def open_loop(
     hist = new_histogram()
     for i, order in enumerate(orders):
         record_ns(hist, finals.get(order.client_order_id, cutoff) - intended[i])
-    stored_orders = sum(stored(o) for o in outcomes)
-    errors = sum(1 for o in outcomes if isinstance(o, BaseException))
+    stored_orders = outcome.stored
     done = len(finals)
     unfinished = n - done
     publish_s = (published_ns - start) / 1e9
     last_final = max(finals.values(), default=start)
     notes = "all final" if unfinished == 0 else f"{unfinished}/{n} not final: lower bounds"
-    if sent < n:
-        notes += f"; {n - sent} never sent"
+    if sent < n or outcome.cancelled:
+        notes += f"; {n - sent + outcome.cancelled} not published by the deadline"
     res = Result(
         id=f"bridge.queued.open_loop.{rate}",
         label=f"queued: order -> final, {rate}/s offered",
@@ -102,7 +100,8 @@ async def open_loop(
             "final": done,
             "unfinished": unfinished,
             "never_sent": n - sent,
-            "publish_errors": errors,
+            "cancelled_at_deadline": outcome.cancelled,
+            "failed_enqueue_calls": outcome.failed_calls,
         },
     )
     res.add_costs(meter, max(1, sent))
