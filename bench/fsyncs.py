@@ -155,12 +155,13 @@ async def measure(
                 SyscallCounter(handle.pid, work / f"{slug}-nats-server.strace"),
                 SyscallCounter(engine.pid, work / f"{slug}-engine.strace"),
             ]
-            for counter in counters:
-                await asyncio.to_thread(counter.start)
             started = time.perf_counter()
             try:
+                for counter in counters:
+                    await asyncio.to_thread(counter.start)
+                started = time.perf_counter()
                 await run()
-            finally:
+            finally:  # every strace that attached is detached (stop() of one that did not: {})
                 seconds = time.perf_counter() - started
                 counts = [await asyncio.to_thread(c.stop) for c in counters]
             out.append(PathCount(name, orders, seconds, counts[0], counts[1]))

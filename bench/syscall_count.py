@@ -83,7 +83,9 @@ class SyscallCounter:
         )
         self._reader.start()
         if not self._attached.wait(ATTACH_TIMEOUT) or self._proc.poll() is not None:
-            self.stop()
+            proc, self._proc = self._proc, None
+            proc.kill()  # never attached: nothing to detach, no summary to read
+            proc.wait()
             raise BenchError(
                 f"strace did not attach to pid {self.pid}: " + " | ".join(self._stderr[-5:])
             )
