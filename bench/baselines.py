@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -225,24 +226,52 @@ async def tcp_ping_pong(
 def disk_fsync(directory: Path, budget: Budget) -> Result:
     """Context, not a transport: one 512-byte append + fsync on the filesystem of the JetStream
     stores, the unit of work every durable write waits for (``sync_interval: always``)."""
+    return _disk_append(
+        directory,
+        budget,
+        os.fsync,
+        id="context.disk_fsync",
+        label="(ctx) disk: 512 B append + fsync",
+        notes="what each JetStream write waits for",
+    )
+
+
+def disk_fdatasync(directory: Path, budget: Budget) -> Result:
+    """One 512-byte append + fdatasync in ``directory`` (the bridge server's store directory),
+    measured in the bridge phase beside the synchronous rows, so that a missed ack goal can be
+    set against what the disk itself takes at p50 / p99 / p99.9 in the same run."""
+    return _disk_append(
+        directory,
+        budget,
+        os.fdatasync,
+        id="context.disk_fdatasync",
+        label="(ctx) disk: 512 B append + fdatasync",
+        notes="in the store's directory, same phase as the sync rows",
+    )
+
+
+def _disk_append(
+    directory: Path,
+    budget: Budget,
+    sync: Callable[[int], None],
+    *,
+    id: str,
+    label: str,
+    notes: str,
+) -> Result:
     block = b"\0" * 512
-    fd = os.open(directory / "fsync-probe", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    probe = directory / "fsync-probe"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
     def one(_: int) -> None:
         os.write(fd, block)
-        os.fsync(fd)
+        sync(fd)
 
     try:
         timed = closed_loop_blocking(one, budget, {})
     finally:
         os.close(fd)
-        (directory / "fsync-probe").unlink(missing_ok=True)
+        probe.unlink(missing_ok=True)
     return Result.latency(
-        timed,
-        id="context.disk_fsync",
-        label="(ctx) disk: 512 B append + fsync",
-        group="baseline",
-        loop="-",
-        notes="what each JetStream write waits for",
-        costs=False,
+        timed, id=id, label=label, group="baseline", loop="-", notes=notes, costs=False
     )

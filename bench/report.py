@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench import targets_md
+from bench import targets_durable, targets_md
 from bench.measure import Result
 
 
@@ -188,6 +188,7 @@ def targets(results: Sequence[Result]) -> list[Target]:
             )
         )
     out += [Target(*row) for row in targets_md.rows(r)]
+    out += [Target(*row) for row in targets_durable.rows(r)]
     drain = r.get("bridge.engine.drain")
     if drain is not None:
         detail = f"{drain.rate or 0:,.0f} orders/s ({drain.count} orders)"
@@ -318,6 +319,7 @@ def render(console: Console, results: Sequence[Result], goals: Sequence[Target])
         verdict = {True: "[green]PASS[/green]", False: "[red]MISS[/red]", None: "n/a"}[t.passed]
         tgt.add_row(escape(t.name), shown, escape(t.goal), verdict, escape(t.detail))
     console.print(tgt)
+    targets_durable.render(console, results)
     costs = signing_costs(results)
     if costs:
         sig = Table(
@@ -363,6 +365,7 @@ PLOTTED: tuple[tuple[str, str], ...] = (
     ("bridge.sync.ack.uvloop", "bridge sync order->ack (uvloop)"),
     ("bridge.sync.fill.asyncio", "bridge sync order->first fill (asyncio)"),
     ("bridge.sync.ack_b2b.asyncio", "bridge sync order->ack, back to back"),
+    ("bridge.sync.ack_concurrent.asyncio", "bridge sync order->ack, concurrent submitters"),
     ("baseline.a1.nats_request.asyncio", "(a1) NATS core request/echo"),
     ("baseline.a2.js_answered.asyncio", "(a2) JetStream publish + consumer answer"),
     ("baseline.c.grpc_aio", "(c) gRPC grpc.aio unary/tonic"),
@@ -370,6 +373,7 @@ PLOTTED: tuple[tuple[str, str], ...] = (
     ("baseline.d.tcp_tls.asyncio", "(d) TCP+mTLS ping-pong/tokio"),
     ("bridge.queued.open_loop.250", "bridge queued order->final, open loop 250/s"),
     ("context.disk_fsync", "(context) disk: 512 B append + fsync"),
+    ("context.disk_fdatasync", "(context) disk: 512 B append + fdatasync, store dir"),
 )
 _TICKS = ((1.0, "0%"), (10.0, "90%"), (100.0, "99%"), (1000.0, "99.9%"), (10000.0, "99.99%"))
 

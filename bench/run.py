@@ -6,9 +6,12 @@ Phases, each with its own processes, all stopped before the next phase starts:
    production; its EXECUTIONS stream is then deleted so that the (a2) consumer's answers on
    ``bridge.v1.exec.BENCH.*`` stay core messages): (a1) request/echo, (a2) durable
    publish/answer.
-2. The bridge on another fresh nats-server: (b) raw publish throughput and ``enqueue_batch``
-   throughput into ORDERS (no engine yet), the engine's drain of that backlog, the synchronous
-   path (per event loop), the open-loop queued path at each offered load.
+2. The bridge on another fresh nats-server: (b) raw publish throughput, ``enqueue_batch``
+   throughput and (b') raw nats-py publishing of the very messages ``enqueue_batch`` sent, into
+   ORDERS (no engine yet), the engine's drain of a backlog, the disk's fdatasync histogram in the
+   store's directory, the synchronous path (per event loop; 16 concurrent submitters), the
+   queued path end to end with the report sink as receiver (the demo's burst, one publisher's
+   drain, the open loop at each offered load).
 3. gRPC and TCP baselines (no NATS).
 
 Writes ``<out>/latest.json`` and ``<out>/latency.png`` (default ``bench/results``).
@@ -37,6 +40,7 @@ from bench.environment import describe
 from bench.measure import Result, merge_throughput, result_from_json
 from bench.procs import BenchError, RustServer
 from bench.profile import FULL, QUICK, Profile, scenario_ids
+from bench.report_sink import ReportSink
 from bridge import contract
 from bridge.logs import configure_logging
 from bridge_dev.pki import DevCredentials, default_root, ensure_dev_credentials
@@ -173,31 +177,46 @@ class Bench:
         with _server(self.creds, self.work, "bench-bridge") as server:
             handle = server.handle
             run_async(_provision(handle, drop_executions=False))
-            # ABBA order (raw, bridge, bridge, raw), so that drift during the phase (disk, other
-            # load on the machine) weighs on both sides alike.
+            self.step("recording the messages one enqueue_batch publishes (for (b'))")
+            published = run_async(bridge_paths.record_enqueue(handle, p.publish, f"{self.run_id}r"))
+            # Symmetric order (raw, replay, bridge, bridge, replay, raw), so that drift during
+            # the phase (disk, other load on the machine) weighs on every side alike.
             raw: list[Result] = []
+            replay: list[Result] = []
             queued: list[Result] = []
-            for i, kind in enumerate(("raw", "bridge", "bridge", "raw")):
+            kinds = ("raw", "replay", "bridge", "bridge", "replay", "raw")
+            for i, kind in enumerate(kinds):
                 tag = f"{self.run_id}{i}"
                 if kind == "raw":
                     self.step(f"(b) raw js.publish_async throughput -> ORDERS, run {len(raw) + 1}")
                     raw.append(
                         run_async(bridge_paths.publish_raw(handle, p.publish, self.payload, tag))
                     )
+                elif kind == "replay":
+                    self.step(f"(b') raw replay of enqueue_batch's messages, run {len(replay) + 1}")
+                    replay.append(
+                        run_async(
+                            bridge_paths.publish_replay(handle, published, p.publish.warmup, tag)
+                        )
+                    )
                 else:
                     self.step(f"bridge enqueue_batch throughput -> ORDERS, run {len(queued) + 1}")
                     queued.append(
                         run_async(bridge_paths.enqueue_throughput(handle, p.publish, tag))
                     )
-            out += [merge_throughput(raw), merge_throughput(queued)]
+            out += [merge_throughput(raw), merge_throughput(replay), merge_throughput(queued)]
             backlog = run_async(bridge_paths.prequeue(handle, p.drain_orders, self.run_id))
             engine = bridge_paths.Engine(handle, ENGINE_CONFIG, self.work / "engine.log")
+            sink = ReportSink(handle, self.work)
             engine_rows: list[Result] = []
             try:
+                sink.start()
                 self.step(f"engine drain of {backlog} queued orders")
                 engine_rows.append(
                     run_async(bridge_paths.drain(handle, engine, backlog, p.drain_timeout))
                 )
+                self.step("(ctx) disk: 512 B append + fdatasync in the store's directory")
+                out.append(baselines.disk_fdatasync(self.work / "bench-bridge-store", p.fsync))
                 for loop in self.loops:
                     self.step(f"bridge sync submit -> ack / fill, engine idle [{loop}]")
                     engine_rows += run_async(
@@ -213,6 +232,14 @@ class Bench:
                             loop,
                         )
                     )
+                self.step(f"bridge sync submit -> ack, {p.sync_concurrency} concurrent submitters")
+                engine_rows.append(
+                    run_async(
+                        bridge_paths.sync_concurrent(
+                            handle, engine, p.sync_concurrent, p.sync_concurrency, self.run_id
+                        )
+                    )
+                )
                 legs: list[tuple[bool, list[Result]]] = []
                 for i, signed in enumerate(bridge_paths.SIGNING_LEGS):
                     engine.restart_with(bridge_paths.signing_engine_env(signed))
@@ -238,12 +265,35 @@ class Bench:
                     )
                 )
                 engine.restart_with({})
+                self.step(f"queued: bursts of {p.burst_orders} orders -> last final report")
+                engine_rows.append(
+                    run_async(
+                        bridge_paths.burst(
+                            handle, engine, sink, p.burst_orders, p.burst, self.run_id
+                        )
+                    )
+                )
+                self.step(f"queued end to end: {p.e2e_orders} orders from one publisher")
+                engine_rows.append(
+                    run_async(
+                        bridge_paths.drain_e2e(
+                            handle, engine, sink, p.e2e_orders, p.e2e_seconds, self.run_id
+                        )
+                    )
+                )
                 for rate in p.open_rates:
                     self.step(f"bridge queued path, open loop at {rate}/s")
                     engine_rows.append(
                         run_async(
                             bridge_paths.open_loop(
-                                handle, engine, rate, p.open_seconds, p.open_grace, self.run_id
+                                handle,
+                                engine,
+                                sink,
+                                rate,
+                                p.open_seconds,
+                                p.open_max_orders,
+                                p.open_grace,
+                                self.run_id,
                             )
                         )
                     )
@@ -259,6 +309,7 @@ class Bench:
                     bridge_paths.config_apply(handle, engine, p.config_changes)
                 )
             finally:
+                sink.stop()
                 engine.stop()
             for r in engine_rows:
                 r.peer_rss_mb = engine.peak_rss / MIB

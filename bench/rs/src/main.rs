@@ -11,6 +11,9 @@
 //!     (c) tonic unary service bridge.bench.v1.OrderEcho/Submit, mutual TLS
 //! bridge-bench tcp-echo    (--ca F --cert F --key F | --plain) [--listen 127.0.0.1:0]
 //!     (d) length-prefixed frames (u32 big-endian length + bytes) echoed back, mutual TLS 1.3
+//! bridge-bench report-sink --url U --ca F --cert F --key F --seed F --inbox-prefix P
+//!     receives execution reports (core subscriptions, commands on stdin, see `sink.rs`) and
+//!     writes when each order's final report arrived: the harness's receiver of the queued rows
 //! ```
 //!
 //! NATS connections use the engine role's credentials exactly like `engine-rs` (mutual TLS,
@@ -21,6 +24,7 @@
 mod args;
 mod grpc;
 mod nats;
+mod sink;
 mod tcp;
 mod tls;
 
@@ -74,9 +78,16 @@ async fn main() -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut argv = std::env::args().skip(1);
     let Some(cmd) = argv.next() else {
-        bail!("usage: bridge-bench <nats-echo|js-consumer|grpc-echo|tcp-echo> [--key value]...");
+        bail!(
+            "usage: bridge-bench <nats-echo|js-consumer|grpc-echo|tcp-echo|report-sink> \
+             [--key value]..."
+        );
     };
     let args = Args::parse(argv)?;
+    if cmd == "report-sink" {
+        // Its stdin carries commands (its end-of-file still stops it); SIGTERM's default ends it.
+        return sink::run(&args).await;
+    }
     let run = async {
         match cmd.as_str() {
             "nats-echo" => nats::echo(&args).await,

@@ -15,11 +15,20 @@ const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// Connects as the engine role: mutual TLS, NKey, `_INBOX.engine` (the pattern of
 /// `engine-rs/src/service.rs` `connect()`).
 async fn connect(a: &Args) -> Result<async_nats::Client> {
+    connect_with(a, async_nats::ConnectOptions::new()).await
+}
+
+/// [`connect`] with `options` as the starting point (e.g. a larger subscription capacity);
+/// the role is whichever `--cert`, `--key`, `--seed` and `--inbox-prefix` name.
+pub async fn connect_with(
+    a: &Args,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client> {
     let seed_file = a.get("seed")?;
     let seed =
         std::fs::read_to_string(seed_file).with_context(|| format!("reading {seed_file}"))?;
     let addr: async_nats::ServerAddr = a.get("url")?.parse()?;
-    async_nats::ConnectOptions::new()
+    options
         .name("bridge-bench")
         .custom_inbox_prefix(a.get_or("inbox-prefix", "_INBOX.engine"))
         .connection_timeout(Duration::from_secs(5))
