@@ -13,18 +13,15 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use prost::Message as _;
-
 use crate::engine::{now_ns, Engine};
 use crate::error::EngineError;
 use crate::journal::MAX_ENTRY_BYTES;
 use crate::metrics::Stage;
-use crate::proto::state::{JournalEntry, JournalRecord, JournalReport, OrderRecord};
+use crate::proto::state::{JournalRecord, JournalReport, OrderRecord};
 use crate::publish::Tagged;
 use crate::venue::LiveOrder;
 
-/// Bytes an entry spends per item besides the item (tag, length, key, subject, ids).
-const ITEM_OVERHEAD: usize = 256;
+mod split;
 
 impl Engine {
     /// [`Engine::journal_group`], then [`Engine::project`].
@@ -37,10 +34,11 @@ impl Engine {
         self.project(groups, writes).await
     }
 
-    /// Writes the group's journal entry (several if it exceeds [`MAX_ENTRY_BYTES`]; an
-    /// execution's reports are never split): every record created since the last entry (its
-    /// latest state when `writes` changed it too), then `writes`, and every report. Nothing to
-    /// write: no entry.
+    /// Writes the group's journal entry (several if it exceeds [`MAX_ENTRY_BYTES`]: see
+    /// [`split::split`]; an execution's reports are split only if they alone exceed it): every
+    /// report, then every record created since the last entry (its latest state when `writes`
+    /// changed it too), then `writes`. The entries of one group share `group_prev_seq`; the
+    /// group counts as written once its last entry is stored. Nothing to write: no entry.
     pub(crate) async fn journal_group(
         &mut self,
         groups: &[Vec<Tagged<'_>>],
@@ -51,42 +49,30 @@ impl Engine {
             return Ok(());
         }
         let started = Instant::now();
-        let mut entries = vec![JournalEntry::default()];
-        let mut size = 0;
-        for group in groups.iter().filter(|g| !g.is_empty()) {
-            let reports: Vec<JournalReport> = group
-                .iter()
-                .map(|(r, trace)| JournalReport {
-                    subject: self.reports.originals.subject(r),
-                    correlation_id: trace.correlation_id.clone(),
-                    traceparent: trace.traceparent.clone(),
-                    report: Some((*r).clone()),
-                })
-                .collect();
-            let bytes: usize = reports.iter().map(|r| r.encoded_len() + 16).sum();
-            if size > 0 && size + bytes > MAX_ENTRY_BYTES {
-                entries.push(JournalEntry::default());
-                size = 0;
-            }
-            size += bytes;
-            if let Some(last) = entries.last_mut() {
-                last.reports.extend(reports);
-            }
-        }
-        for record in records {
-            let bytes = record.encoded_len() + ITEM_OVERHEAD;
-            if size > 0 && size + bytes > MAX_ENTRY_BYTES {
-                entries.push(JournalEntry::default());
-                size = 0;
-            }
-            size += bytes;
-            if let Some(last) = entries.last_mut() {
-                last.records.push(record);
-            }
-        }
-        for mut entry in entries {
+        let executions: Vec<Vec<JournalReport>> = groups
+            .iter()
+            .map(|group| {
+                group
+                    .iter()
+                    .map(|(r, trace)| JournalReport {
+                        subject: self.reports.originals.subject(r),
+                        correlation_id: trace.correlation_id.clone(),
+                        traceparent: trace.traceparent.clone(),
+                        report: Some((*r).clone()),
+                    })
+                    .collect()
+            })
+            .collect();
+        let group_prev_seq = self.journal.last_seq();
+        for mut entry in split::split(executions, records, MAX_ENTRY_BYTES) {
+            entry.group_prev_seq = group_prev_seq;
             entry.written_at_unix_ns = now_ns();
+            let more = entry.parts_after > 0;
             self.journal.append(entry).await?;
+            if more {
+                // Part of the group stored, not all: nothing of it may count yet.
+                self.failpoint.reached("mid_journal").await;
+            }
         }
         self.metrics.stage(Stage::Journal, started.elapsed());
         self.failpoint.reached("after_journal").await;

@@ -93,7 +93,8 @@ pub struct Config {
     /// execution with fills (before its commit), "mid_mass_cancel" once the first of several
     /// report batches of a mass cancel is committed (before the rest and any record update);
     /// "replace_after_alias" / "replace_after_publish" between a replace's writes
-    /// (`commands/replace.rs`).
+    /// (`commands/replace.rs`); "after_journal" once a group's journal entry is stored,
+    /// "mid_journal" between two entries of a group larger than one entry (`commit.rs`).
     pub failpoint: Option<String>,
     /// Generation of the seeded liquidity (see `house.rs`): each seed order is placed once
     /// per generation; a new value cancels the live seed orders of the others and places the

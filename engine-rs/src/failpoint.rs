@@ -1,7 +1,7 @@
 //! Crash-test failpoints: the configured `failpoint` aborts the process at the named point
-//! (`after_ack`, `after_store`, `mid_publish`, `mid_mass_cancel`; see `config.rs`; and a
-//! replace's `replace_after_alias`, `replace_after_publish`, see `commands/replace.rs`). Tests of
-//! recovery only.
+//! (`after_ack`, `after_store`, `mid_publish`, `mid_mass_cancel`; see `config.rs`; a
+//! replace's `replace_after_alias`, `replace_after_publish`, see `commands/replace.rs`; a
+//! commit group's `after_journal`, `mid_journal`, see `commit.rs`). Tests of recovery only.
 
 use async_nats::Client;
 use tracing::error;

@@ -95,6 +95,14 @@ impl Journal {
     }
 
     async fn read_last(&self) -> Result<Option<(u64, JournalEntry)>, JournalError> {
+        match self.read_last_raw().await? {
+            Some((seq, payload)) => Ok(Some((seq, self.decode(seq, payload)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// The last message on this engine's subject, as stored (whoever wrote it).
+    async fn read_last_raw(&self) -> Result<Option<(u64, Bytes)>, JournalError> {
         use jetstream::stream::LastRawMessageErrorKind as Kind;
         let attempts = self
             .readiness
@@ -108,7 +116,7 @@ impl Journal {
             .await;
         drop(attempts);
         match last {
-            Ok(m) => Ok(Some((m.sequence, self.decode(m.sequence, m.payload)?))),
+            Ok(m) => Ok(Some((m.sequence, m.payload))),
             Err(e) if e.kind() == Kind::NoMessageFound => Ok(None),
             Err(e) => Err(self.read_error(0, e.to_string())),
         }
@@ -199,15 +207,14 @@ impl Journal {
         Ok(seq)
     }
 
-    /// After "wrong last sequence": the journal's last entry is either ours (an earlier attempt
-    /// was stored and only its answer was lost, outside the duplicate window) or another
-    /// writer's (fenced).
+    /// After "wrong last sequence": the journal's last message is either ours (an earlier
+    /// attempt was stored and only its answer was lost, outside the duplicate window: the very
+    /// bytes of this entry, which names `prev`) or another writer's, whatever it holds, even
+    /// bytes that are no journal entry (fenced).
     async fn stored_by_us(&self, prev: u64, payload: &Bytes) -> Result<u64, JournalError> {
-        match self.read_last().await? {
-            Some((seq, entry))
-                if entry.prev_stream_seq == prev && entry.encode_to_vec() == payload.as_ref() =>
-            {
-                info!(subject = %self.subject, seq, "journal entry already stored by an earlier attempt");
+        match self.read_last_raw().await? {
+            Some((seq, stored)) if stored == *payload => {
+                info!(subject = %self.subject, seq, prev, "journal entry already stored by an earlier attempt");
                 Ok(seq)
             }
             found => Err(JournalError::Fenced {

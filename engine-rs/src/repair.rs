@@ -15,6 +15,9 @@
 //! * a record is written as the entry holds it (later entries, re-projected after it, write
 //!   later states).
 //!
+//! Entries of a commit group whose last entry was never stored are skipped, and another
+//! writer's empty entries walked past (`repair/walk.rs`).
+//!
 //! An entry is complete when every report is stored and every record reads back as the entry
 //! holds it or as a later state of it (a later report sequence). A later state means a later
 //! write of the order store was kept, and with it (suffix loss) every earlier one.
@@ -22,13 +25,15 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::proto::state::{JournalEntry, OrderRecord};
 use crate::publish::Tagged;
 use crate::trace::Trace;
+
+mod walk;
 
 /// What a repair did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -54,16 +59,26 @@ impl Engine {
             return Ok(Repaired::default());
         };
         let mut behind: Vec<JournalEntry> = Vec::new();
+        let mut walk = walk::Walk::default();
+        let mut torn = 0;
         loop {
-            if self.projected(&entry).await? {
-                break;
-            }
             let prev = entry.prev_stream_seq;
-            behind.push(entry);
+            match walk.step(walk::Part::of(&entry)) {
+                walk::Step::Check if self.projected(&entry).await? => break,
+                walk::Step::Check => behind.push(entry),
+                walk::Step::PassOver => {}
+                walk::Step::Torn => torn += 1,
+            }
             if prev == 0 {
                 break;
             }
             entry = self.journal.entry(prev).await?;
+        }
+        if torn > 0 {
+            warn!(
+                entries = torn,
+                "journal entries of a commit group whose last entry was never stored skipped: nothing of it was answered; recovery executes its orders again"
+            );
         }
         let mut done = Repaired::default();
         for entry in behind.into_iter().rev() {

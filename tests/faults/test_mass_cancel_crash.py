@@ -1,11 +1,11 @@
-"""A mass cancel larger than one atomic batch (1,200 orders: reports in batches of at most
-1,000) and the engine dying in the middle of it.
+"""A 1,200-order mass cancel and the engine dying in the middle of it.
 
-* failpoint ``mid_mass_cancel``: the engine aborts once the first batch (1,000 CANCELED reports)
-  is committed, before the second batch and before any order record is written back; the
-  request is never answered. After the restart, recovery adopts the committed reports (those
-  1,000 orders stay canceled, none is put back into a book) and restores the 200 others; a
-  re-send of the same request cancels exactly those 200.
+* failpoint ``mid_mass_cancel``: the engine aborts once the mass cancel's journal entry (all
+  1,200 CANCELED reports and records: one commit group) is stored, before anything of it is
+  published or written to the order store; the request is never answered. Durable before
+  visible: nothing of it was published before the crash. The restarted engine's repair
+  projects the whole entry (every order canceled, each once), recovery puts none of them back
+  into a book, and a re-send of the same request finds nothing left to cancel.
 * SIGKILL on the first CANCELED report seen: wherever it lands, the re-send completes it.
 
 Either way every order ends with exactly one CANCELED report (reason MASS_CANCELED), and the
@@ -44,12 +44,11 @@ from tests.faults.harness import (
     wait_for_ack_floor,
 )
 from tests.faults.invariants import assert_invariants
+from tests.faults.journal_harness import REPAIRED, journal, log_records
 
 pytestmark = pytest.mark.integration
 
 ORDERS = 1200
-"""More than one atomic batch (publish.rs MAX_ATOMIC_BATCH = 1,000)."""
-FIRST_BATCH = 1000
 
 
 def resting(account: str, i: int) -> Order:
@@ -80,13 +79,13 @@ async def assert_each_canceled_once(handle: ServerHandle, account: str) -> None:
     assert {r.reason for r in canceled} == {orders_pb2.REJECT_REASON_MASS_CANCELED}
 
 
-async def test_crash_between_two_batches_of_a_mass_cancel_then_resend(
+async def test_crash_after_a_mass_cancel_is_journaled_then_resend(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:
     handle = fresh_server.handle
     account = new_account("MCF")
     settings = client_settings(handle, request_timeout_ms=5_000, order_retry_max_attempts=1)
-    result = FaultResult("engine abort between the batches of a mass cancel", sent=ORDERS)
+    result = FaultResult("engine abort once a mass cancel is journaled", sent=ORDERS)
     crashing = EngineProcess(
         handle, log_file=tmp_path / "crash.log", env={"BRIDGE_FAILPOINT": "mid_mass_cancel"}
     ).start()
@@ -94,24 +93,31 @@ async def test_crash_between_two_batches_of_a_mass_cancel_then_resend(
         async with BridgeClient(settings) as bridge:
             await rest_orders(bridge, handle, account)
             result.acked = ORDERS
+            before = len(await journal(handle))
             with pytest.raises(OutcomeUnknownError):
                 await bridge.cancel_all(account, request_id="half")
         assert await asyncio.to_thread(crashing.wait, 30) == -signal.SIGABRT
         assert "failpoint reached" in crashing.log_tail(5)
     finally:
         crashing.kill()
-    committed = await stored_reports(handle, account)
-    assert sum(r.exec_type == orders_pb2.EXEC_TYPE_CANCELED for r in committed) == FIRST_BATCH
-    with EngineProcess(handle, log_file=tmp_path / "restart.log") as engine:
-        assert engine.recovered == ORDERS - FIRST_BATCH
+    visible = await stored_reports(handle, account)
+    assert sum(r.exec_type == orders_pb2.EXEC_TYPE_CANCELED for r in visible) == 0
+    # One commit group, in as many entries as its size needs.
+    written = (await journal(handle))[before:]
+    assert sum(e.reports for e in written) == sum(e.records for e in written) == ORDERS, written
+    restart = tmp_path / "restart.log"
+    with EngineProcess(handle, log_file=restart) as engine:
+        assert engine.recovered == 0  # every order canceled by the repaired entry
         async with BridgeClient(settings) as bridge:
             again = await bridge.cancel_all(account, request_id="half")
-            assert (again.complete, again.canceled) == (True, ORDERS - FIRST_BATCH)
-            assert (await bridge.cancel_all(account, request_id="half")).canceled == 0
+            assert (again.complete, again.canceled) == (True, 0)
+    repaired = log_records(restart, REPAIRED)
+    assert [(r["entries"], r["reports"]) for r in repaired] == [(len(written), ORDERS)]
     await assert_each_canceled_once(handle, account)
     checked = await assert_invariants(handle, tmp_path)
     assert checked.live_canceled == 0  # nothing of the account was left in a book
     result.notes["invariants"] = f"ok ({checked.reports} reports)"
+    result.notes["journal_entries"] = len(written)
     RESULTS.append(result)
 
 

@@ -2,11 +2,15 @@
 terms and its priority, and a crash between a replace's writes neither loses it nor applies it
 twice.
 
-A replace writes three times (engine-rs/src/commands/replace.rs): its own record under its id
-(the deduplication point), then its reports (one atomic batch), then the order's record. The
-failpoints ``replace_after_alias`` and ``replace_after_publish`` abort the engine between
-them; the restarted engine's recovery finishes the replace exactly once, and a re-sent copy is
-answered as a duplicate. Every test ends with the fault harness's invariants.
+A replace writes twice (engine-rs/src/commands/replace.rs): its own record under its id (the
+deduplication point), then its journal entry (its reports, the order's record and its own
+settled record: one commit group), which is then projected (reports to EXECUTIONS, records to
+the order store). The failpoint ``replace_after_alias`` aborts the engine between the two: the
+restarted engine's recovery finds the replace taken in and applies it; ``replace_after_publish``
+aborts it once the entry is stored, before its projection: the restarted engine's repair
+projects the entry and recovery finds nothing left to do. Either way the replace is applied
+exactly once, and a re-sent copy is answered as a duplicate. Every test ends with the fault
+harness's invariants.
 """
 
 from __future__ import annotations
@@ -84,16 +88,18 @@ async def test_kill_9_keeps_amended_orders_with_their_priority(
 
 @pytest.mark.parametrize(
     ("failpoint", "found"),
-    [("replace_after_alias", "Unapplied"), ("replace_after_publish", "Applied")],
+    [("replace_after_alias", ["Unapplied"]), ("replace_after_publish", [])],
+    ids=["replace_after_alias", "replace_after_publish"],
 )
 async def test_a_crash_inside_a_replace_finishes_it_once(
-    fresh_server: LocalNatsServer, tmp_path: Path, failpoint: str, found: str
+    fresh_server: LocalNatsServer, tmp_path: Path, failpoint: str, found: list[str]
 ) -> None:
-    """The engine aborts after the replace's record (nothing applied yet) or after its reports
-    (its order's record not yet updated): unanswered, the client gets OutcomeUnknownError. The
-    restarted engine applies the first / settles the second; the re-sent replace is a
-    duplicate; exactly one REPLACED report; the order has its amended terms and lost its
-    priority to b2."""
+    """The engine aborts after the replace's record (nothing applied yet) or after its journal
+    entry (nothing of it projected): unanswered, the client gets OutcomeUnknownError. The
+    restarted engine's recovery applies the first; its repair projects the second from the
+    journal (recovery then finds no replace pending); the re-sent replace is a duplicate;
+    exactly one REPLACED report; the order has its amended terms and lost its priority to
+    b2."""
     handle = fresh_server.handle
     settings = client_settings(handle, request_timeout_ms=3_000, order_retry_max_attempts=1)
     crashing = EngineProcess(
@@ -125,10 +131,13 @@ async def test_a_crash_inside_a_replace_finishes_it_once(
             assert state.last_report is not None
             assert state.last_report.leaves_qty == 8
             await d.close()
-    # Recovery found the replace in the state the failpoint left it in.
+    # Recovery found the replace in the state the failpoint left it in (none: the repair had
+    # projected it from the journal already).
     lines = [json.loads(line) for line in (tmp_path / "restart.log").read_text().splitlines()]
     taken = [x for x in lines if x.get("message") == "replace taken in before the restart"]
-    assert [x["state"] for x in taken] == [found]
+    assert [x["state"] for x in taken] == found
+    repaired = [x for x in lines if x.get("message") == "projections repaired from the journal"]
+    assert len(repaired) == (0 if found else 1), repaired
     assert all(r.exec_type != orders_pb2.EXEC_TYPE_REJECTED for r in await d.reports())
     await assert_invariants(handle, tmp_path)
 
