@@ -560,11 +560,15 @@ class OrderState(_Model):
 class QueuedOrder(_Model):
     """JetStream's acknowledgement of a queued order: stored in ``stream`` at ``seq``.
 
-    ``duplicate`` is true when JetStream recognised the ``Nats-Msg-Id`` (= client order id)
-    within its duplicate window and did not store the order again.
+    ``duplicate`` is true when JetStream recognised the ``Nats-Msg-Id`` (the client order id;
+    of a batch, derived from its account and its orders' ids) within its duplicate window and
+    did not store the message again. ``batch_index``: the order travelled in an
+    ``OrderBatch`` (contract 1.2) stored at ``seq`` with other orders, at this position; None
+    when it travelled alone.
     """
 
     client_order_id: str
     stream: str
     seq: int
     duplicate: bool
+    batch_index: int | None = None
