@@ -33,9 +33,10 @@ from bridge import contract
 ORDERS_TAG = b"\x0a"
 """Field 1 (``orders``), wire type 2 (length-delimited)."""
 
-MSG_ID_PREFIX = "b1-"
-"""Start of every batch's ``Nats-Msg-Id`` (then 32 hex digits): never a client order id's
-shape at full length, and names the digest's version."""
+MSG_ID_PREFIX = "batch1:"
+"""Start of every batch's ``Nats-Msg-Id`` (then 32 hex digits): the ``:`` is in no client
+order id (``contract.CLIENT_ORDER_ID_PATTERN``), so a batch never shares its id with a single
+queued order; ``1`` names the digest's version."""
 
 
 def frame(encoded: bytes) -> bytes:
@@ -52,15 +53,13 @@ def frame(encoded: bytes) -> bytes:
 
 
 def batch_msg_id(account: str, client_order_ids: Sequence[str]) -> str:
-    """The ``Nats-Msg-Id`` of a batch: deterministic from its account and its orders' ids.
-
-    Ids and accounts never hold a newline (``contract.CLIENT_ORDER_ID_PATTERN``), so joining
-    them with one is unambiguous."""
+    """The ``Nats-Msg-Id`` of a batch: deterministic from its account and its orders' ids, in
+    order (a BLAKE2b-128 digest of them, each after its length: unambiguous whatever they
+    hold)."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(account.encode())
-    for client_order_id in client_order_ids:
-        digest.update(b"\n")
-        digest.update(client_order_id.encode())
+    for part in (account, *client_order_ids):
+        raw = part.encode()
+        digest.update(len(raw).to_bytes(2, "big") + raw)
     return MSG_ID_PREFIX + digest.hexdigest()
 
 

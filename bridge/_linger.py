@@ -1,21 +1,29 @@
-"""Concurrent ``enqueue()`` calls sharing batch messages: a linger of ``enqueue_linger_ms``.
+"""Concurrent ``enqueue()`` calls sharing batch messages, lingering at most ``enqueue_linger_ms``.
 
 While queued orders travel in ``OrderBatch`` messages (``Pipeline.batching()``), an
-``enqueue(order)`` does not publish at once: its order waits, with those of the calls that
-arrive meanwhile, until ``enqueue_linger_ms`` after the first of them (or until
-``queued_batch_max_orders`` are waiting), and they go together through the pipeline as one
-call of independent orders (``Pipeline.run(..., independent=True)``: packed per account, each
-message tried whatever happened to the others). Each caller gets its own order's outcome: its
-``QueuedOrder`` or its error.
+``enqueue(order)`` does not publish by itself: its order waits for company, and the orders that
+wait together go through the pipeline as one call of independent orders
+(``Pipeline.run(..., independent=True)``: packed per account, each message tried whatever
+happens to the others). Each caller gets its own order's outcome: its ``QueuedOrder`` or its
+error. An order waits:
+
+* when no shared send is in flight: until the end of the event loop's current iteration (the
+  calls started together, e.g. by one ``asyncio.gather``, share a message; a lone caller pays
+  nothing);
+* while one is in flight: until it is confirmed, or ``enqueue_linger_ms`` after the first order
+  that waits, whichever comes first (under load, orders gather while the previous message is
+  being stored);
+* never longer than it takes ``queued_batch_max_orders`` orders to wait.
 
 The message carries the correlation id and ``traceparent`` of the first call that waited; the
 others' orders are in it with their own ids, and each call's ``bridge.queued`` debug line (in
-its own log context) names the stream sequence that joins it to the engine's lines.
+its own log context) names the stream sequence and batch correlation id that join it to the
+engine's lines.
 
 With ``enqueue_linger_ms = 0``, or while orders travel one per message, each call sends its
 own order at once, as before. A call cancelled while its order waits takes the order back; once
-the orders are sent it is like a cancelled ``enqueue`` (the order may be stored). ``drain()``
-sends what waits (the client is closing) and waits for it.
+sent it is like a cancelled ``enqueue`` (the order may be stored). ``drain()`` sends what waits
+(the client is closing) and waits for it.
 """
 
 from __future__ import annotations
@@ -56,7 +64,10 @@ class Linger:
         self._waiting.append((order, future))
         if len(self._waiting) == 1:
             self._ids = (correlation_id, traceparent)
-            self._timer = loop.call_later(linger_ms / 1000, self._flush)
+            if self._sending:  # under load: wait for the send in flight, or the linger
+                self._timer = loop.call_later(linger_ms / 1000, self._flush)
+            else:  # idle: only the calls of this loop iteration join
+                self._timer = loop.call_later(0, self._flush)
         batch_correlation_id = self._ids[0]
         if len(self._waiting) >= settings.queued_batch_max_orders:
             self._flush()
@@ -89,7 +100,13 @@ class Linger:
             self._send(waiting, correlation_id, traceparent)
         )
         self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        """A shared send is done: what waited meanwhile goes now."""
+        self._sending.discard(task)
+        if self._waiting and not self._sending:
+            self._flush()
 
     async def _send(self, waiting: list[_Waiting], correlation_id: str, traceparent: str) -> None:
         try:
@@ -118,5 +135,5 @@ class Linger:
     async def drain(self) -> None:
         """Send what waits now and wait until every send is done (the client is closing)."""
         self._flush()
-        if self._sending:
+        while self._sending:
             await asyncio.gather(*list(self._sending), return_exceptions=True)
