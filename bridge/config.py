@@ -121,9 +121,10 @@ class BridgeSettings(BaseSettings):
         default=1,
         ge=0,
         le=1000,
-        description="How long enqueue() waits for concurrent enqueue() calls to share a batch "
-        "message (flushed earlier when queued_batch_max_orders are waiting); 0 = off, each "
-        "call sends its own. Only while orders travel in batches.",
+        description="Concurrent enqueue() calls share batch messages: while one is in flight, "
+        "an order waits for it at most this long, then goes with those that arrived meanwhile "
+        "(an idle client sends at once; earlier when queued_batch_max_orders wait); 0 = off, "
+        "each call sends its own. Only while orders travel in batches (bridge._linger).",
     )
     subscription_capacity: int = Field(
         default=1024,
