@@ -63,19 +63,21 @@ impl Engine {
         let mut traces = Vec::with_capacity(msgs.len());
         let mut spans = Vec::with_capacity(msgs.len());
         let mut prepared = Vec::with_capacity(msgs.len());
-        // Per message: its span, and whether it is terminated (refused) rather than acked.
+        // Per message: its span, whether it is terminated (refused) rather than acked, and how
+        // many orders it brought (the ack stage is timed per order).
         let mut taken_msgs = Vec::with_capacity(msgs.len());
         // Orders naming a session this engine does not know open: read it first.
         self.learn_queued_sessions(msgs).await?;
         for msg in msgs {
             let trace = Trace::of(msg.headers.as_ref());
             let taken = self.take_message(msg, &trace)?;
+            let orders = taken.orders.len();
             for (p, span) in taken.orders {
                 prepared.push(p);
                 traces.push(trace.clone());
                 spans.push(span);
             }
-            taken_msgs.push((taken.span, taken.terminate));
+            taken_msgs.push((taken.span, taken.terminate, orders));
         }
         let this = &*self;
         let started = Instant::now();
@@ -144,14 +146,15 @@ impl Engine {
             }
         }
         self.write_back(writes).await?;
-        for (msg, (span, refused)) in msgs.iter().zip(taken_msgs) {
+        for (msg, (span, refused, orders)) in msgs.iter().zip(taken_msgs) {
             let started = Instant::now();
             if refused {
                 term_queued(msg).instrument(span.clone()).await;
             } else {
                 ack_queued(msg).instrument(span.clone()).await;
             }
-            self.metrics.stage(Stage::Ack, started.elapsed());
+            self.metrics
+                .stage_each(Stage::Ack, started.elapsed(), orders);
         }
         Ok(())
     }

@@ -180,7 +180,8 @@ impl Engine {
                 });
             }
         };
-        self.metrics.stage(Stage::Decode, started.elapsed());
+        self.metrics
+            .stage_each(Stage::Decode, started.elapsed(), orders.len());
         span.in_scope(|| debug!(orders = orders.len(), "order batch received"));
         let correlation_id = trace.correlation_id.as_str();
         let mut terminate = false;
