@@ -172,13 +172,11 @@ class BatchSender:
         outcomes: list[Result], orders: Sequence[Order], message: _Message, ack: QueuedOrder
     ) -> None:
         """JetStream stored (or recognised) the batch: each of its orders is stored."""
+        # One copy of a template per order: half the cost of model_construct (hot path).
+        template = ack.model_copy(update={"batch_index": 0})
         for position, i in enumerate(message.indexes):
-            outcomes[i] = QueuedOrder.model_construct(
-                client_order_id=orders[i].client_order_id,
-                stream=ack.stream,
-                seq=ack.seq,
-                duplicate=ack.duplicate,
-                batch_index=position,
+            outcomes[i] = template.model_copy(
+                update={"client_order_id": orders[i].client_order_id, "batch_index": position}
             )
 
     @staticmethod

@@ -102,6 +102,7 @@ class EngineContracts:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._known: Engines | None = None
+        self._speaks: dict[str, bool] = {}  # version -> the last answer's all_speak (per call)
         self._at = 0.0
         self._asking: asyncio.Task[None] | None = None
         conn.on_drop(self.forget)
@@ -114,6 +115,7 @@ class EngineContracts:
     def forget(self) -> None:
         """Ask again before the next queued operation (the connection dropped)."""
         self._known = None
+        self._speaks = {}
 
     async def all_speak(self, version: str) -> bool:
         """Does every running engine speak ``version`` or later? (see the module)"""
@@ -122,7 +124,12 @@ class EngineContracts:
         elif time.monotonic() - self._at > TTL_S and self._asking is None:
             self._asking = asyncio.get_running_loop().create_task(self._refresh())
         known = self._known
-        return known is not None and known.all_speak(version)
+        if known is None:
+            return False
+        speaks = self._speaks.get(version)
+        if speaks is None:
+            speaks = self._speaks[version] = known.all_speak(version)
+        return speaks
 
     async def _ask(self) -> None:
         """Wait for a discovery (one at a time: a second caller waits for the first's)."""
@@ -144,6 +151,7 @@ class EngineContracts:
             self._asking = None
         changed = self._known != engines
         self._known, self._at = engines, time.monotonic()
+        self._speaks = {}
         if changed:
             log.info(
                 "bridge.engine_contracts",

@@ -102,3 +102,21 @@ def test_msg_id_is_a_function_of_account_and_ids_in_order() -> None:
     assert batch_msg_id("A", ["b", "c"]) != batch_msg_id("A", ["bc"])
     # Never a client order id (a single queued order's msg id): ':' is in none.
     assert not re.fullmatch(contract.CLIENT_ORDER_ID_PATTERN, first)
+
+
+def test_to_proto_encodes_decimals_exactly_as_decimal_to_proto() -> None:
+    """The fixed-point cache of ``Order.to_proto`` (the queued hot path) changes no byte."""
+    from bridge.models import decimal_to_proto
+
+    rng = random.Random(3)
+    for _ in range(2000):
+        qty = Decimal(rng.randint(1, 10**9)).scaleb(-rng.randint(0, 8))
+        price = Decimal(rng.randint(1, 10**9)).scaleb(-rng.randint(0, 8))
+        o = order(0).model_copy(update={"quantity": qty, "limit_price": price})
+        msg = o.to_proto()
+        assert msg.quantity == decimal_to_proto(qty)
+        assert msg.limit_price == decimal_to_proto(price)
+    for equal in ("7", "7.0", "7.000"):  # equal values share one cached, normalized form
+        assert order(0).model_copy(update={"quantity": Decimal(equal)}).to_proto().quantity == (
+            decimal_to_proto(Decimal("7"))
+        )
