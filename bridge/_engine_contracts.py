@@ -29,6 +29,7 @@ import nats.js.api
 
 from bridge import _versions, contract
 from bridge._connection import Connection
+from bridge._readiness import instance_id
 from bridge.logs import get_logger
 from bridge.transport import Transport
 
@@ -66,7 +67,7 @@ async def discover(transport: Transport) -> Engines:
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + WINDOW_S
-    found: dict[str, str] = {}
+    found: dict[str, tuple[str, str]] = {}  # instance id -> (engine id, contract)
     inbox = transport.new_inbox()
     sub = await transport.subscribe(inbox)
     try:
@@ -88,12 +89,13 @@ async def discover(transport: Transport) -> Engines:
             now = loop.time()
             if not found:
                 quiet = max(QUIET_S, QUIET_FACTOR * (now - started))
-            found[engine[0]] = engine[1]
+            # Per service instance: two engines configured with one engine id both count.
+            found[instance_id(msg.data) or engine[0]] = engine
             quiet_until = now + quiet
     finally:
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
-    return Engines(tuple(sorted(found.items())))
+    return Engines(tuple(sorted(found.values())))
 
 
 class EngineContracts:

@@ -288,3 +288,22 @@ async def test_close_sends_what_lingers() -> None:
     assert (await waiting).client_order_id == "waiting"
     assert (await first).client_order_id == "first"
     await closing
+
+
+async def test_two_instances_under_one_engine_id_both_count() -> None:
+    """Discovery counts service instances, not engine ids: a misconfigured pair sharing an
+    engine id, one of them 1.1, still keeps batches off."""
+    fake = FakeTransport()
+
+    async def answer(msg: Any) -> None:
+        for instance, version in (("i-1", "1.2"), ("i-2", "1.1")):
+            data = json.loads(ping_answer("same", version))
+            data["id"] = instance
+            await fake.publish(msg.reply, json.dumps(data).encode())
+
+    await fake.subscribe(PING, cb=answer)
+    bridge = await open_client(fake)
+    await bridge.enqueue_batch(orders(2))
+    assert [p.subject for p in fake.publishes()] == [contract.queue("ACC1")] * 2
+    assert bridge._pipeline.engines.known == Engines((("same", "1.1"), ("same", "1.2")))
+    await bridge.close()
