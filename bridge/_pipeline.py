@@ -2,7 +2,7 @@
 
 One publish path for every attempt of every queued order: the order is published with
 ``Nats-Msg-Id`` = its client order id and a reply subject of its own under one wildcard
-subscription of this client (``_PubAcks``), and JetStream's answer on that subject resolves
+subscription of this client (``PubAcks``), and JetStream's answer on that subject resolves
 it to a ``QueuedOrder`` or to the ``BridgeError`` it means. First attempts of a batch are
 pipelined (no task and no timer per order); an order whose attempt failed transiently is
 retried (same id) under the policy of ``bridge.retry``. At most ``max_inflight`` publishes
@@ -19,47 +19,39 @@ violation fails every order still waiting for JetStream's answer with the
 
 ``js.publish`` costs a request per order (inbox token, future, timer, ``wait_for``), three
 times the client CPU of this path, and nats-py 2.16's ``publish_async`` never resolves its
-futures when JetStream answers with an error (stream full); hence ``_PubAcks``.
+futures when JetStream answers with an error (stream full); hence ``PubAcks``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 
 import nats.errors
 import nats.js.api
 import nats.js.errors
-from nats.aio.msg import Msg
 
 from bridge import _versions, contract
+from bridge._batch_send import BatchSender
 from bridge._connection import Connection
+from bridge._engine_contracts import BATCH_CONTRACT, EngineContracts
+from bridge._pubacks import PubAcks, publish_failure
 from bridge._slots import Slots
 from bridge.config import BridgeSettings
 from bridge.errors import (
     BackpressureError,
     BridgeError,
-    OutcomeUnknownError,
     PartialBatchError,
-    PublishError,
-    SecurityViolationError,
     StreamFullError,
 )
 from bridge.logs import bound_ids, get_logger
-from bridge.metrics import PathMetrics, outcome_of
+from bridge.metrics import outcome_of
 from bridge.models import Order, QueuedOrder
 from bridge.outbox import OrderOutbox
 from bridge.retry import is_transient, retry_after
 from bridge.transport import Transport
-
-# JetStream error codes that mean "the stream is at its limits and discard: new refused this".
-_STREAM_FULL_CODES = frozenset({10077})  # JSStreamStoreFailedF: maximum messages/bytes exceeded
-_STREAM_FULL_WORDS = ("maximum messages", "maximum bytes", "resource limits exceeded")
-_NO_RESPONDERS = "503"  # status of the answer when no stream listens on the subject
-_JS_UNAVAILABLE = 10008  # JSClusterNotAvailErr: JetStream system temporarily unavailable
 
 log = get_logger("bridge.client")
 
@@ -76,12 +68,19 @@ class Pipeline:
         self._inflight = Slots(conn.settings.max_inflight)
         self.in_flight = 0  # slots taken now (bridge_client_queued_in_flight, read at scrape)
         self._metrics = conn.metrics
-        self._acks = _PubAcks(lambda: conn.settings.publish_timeout_ms / 1000, conn.metrics.queued)
+        self._acks = PubAcks(lambda: conn.settings.publish_timeout_ms / 1000, conn.metrics.queued)
+        self.engines = EngineContracts(conn)
+        self._batches = BatchSender(conn, self._acks, self)
         conn.on_open(self._acks.start)  # JetStream's answers, subscribed before the first order
         conn.on_drop(
             lambda: self._acks.fail_all("the connection dropped before JetStream confirmed it")
         )
         conn.on_violation(self._acks.fail_all_with)
+
+    @property
+    def settings(self) -> BridgeSettings:
+        """The client's live settings."""
+        return self._conn.settings
 
     @property
     def _settings(self) -> BridgeSettings:
@@ -93,14 +92,30 @@ class Pipeline:
         publishes in flight finish, new ones wait until fewer are in flight)."""
         self._inflight.resize(max_inflight)
 
+    async def batching(self) -> bool:
+        """Do queued orders travel in ``OrderBatch`` messages now? Only when the knob allows
+        (``queued_batch_max_orders`` > 0) and every engine speaks contract 1.2 or later
+        (``bridge._engine_contracts``: asked once, cached)."""
+        if self._settings.queued_batch_max_orders <= 0:
+            return False
+        return await self.engines.all_speak(BATCH_CONTRACT)
+
     async def run(
-        self, orders: Sequence[Order], correlation_id: str, traceparent: str
+        self,
+        orders: Sequence[Order],
+        correlation_id: str,
+        traceparent: str,
+        *,
+        independent: bool = False,
     ) -> list[Outcome]:
         """Queue ``orders`` in input order; every order's outcome, in input order.
 
-        After the first failure a retry cannot cure, or when backpressure stops the batch, no
-        further order is sent (those are ``None``). Counted in
-        ``bridge_client_orders_total{path="queued"}``, each order's ack timed from its publish.
+        In ``OrderBatch`` messages when ``batching()`` (``bridge._batch_send``), else one
+        message per order. After the first failure a retry cannot cure, or when backpressure
+        stops the batch, no further message is sent (its orders are ``None``), unless the
+        orders are ``independent`` (concurrent callers' orders sharing messages: each message
+        is tried). Counted in ``bridge_client_orders_total{path="queued"}``, each order's ack
+        timed from its publish.
         """
         outcome_counters = self._metrics.queued.outcomes
         try:
@@ -108,10 +123,46 @@ class Pipeline:
         except BridgeError:
             outcome_counters["error"].inc(len(orders))
             raise
-        inflight = self._inflight
         if self._outbox is not None:
             self._outbox.record(orders, route="queue")
         started = time.monotonic()
+        if orders and await self.batching():
+            outcomes = await self._batches.send(
+                transport, orders, correlation_id, traceparent, started, independent
+            )
+        else:
+            outcomes = await self._send_each(
+                transport, orders, correlation_id, traceparent, started
+            )
+        result = [_as_outcome(o) for o in outcomes]
+        accepted = 0
+        for o in result:
+            if isinstance(o, QueuedOrder):
+                accepted += 1
+            elif o is not None:
+                outcome_counters[outcome_of(o)].inc()
+        if accepted:
+            outcome_counters["accepted"].inc(accepted)
+        if self._outbox is not None:
+            resolved = {q.client_order_id: "queued" for q in result if isinstance(q, QueuedOrder)}
+            for o in result:
+                if isinstance(o, StreamFullError) and o.client_order_id:
+                    resolved[o.client_order_id] = "refused:stream_full"
+            self._outbox.resolve(resolved)
+        if log.isEnabledFor(logging.DEBUG):
+            _log_outcomes(orders, result)
+        return result
+
+    async def _send_each(
+        self,
+        transport: Transport,
+        orders: Sequence[Order],
+        correlation_id: str,
+        traceparent: str,
+        started: float,
+    ) -> list[QueuedOrder | BaseException | None]:
+        """One message per order (contract 1.0's and 1.1's queued path)."""
+        inflight = self._inflight
         sent: list[tuple[Order, asyncio.Future[QueuedOrder]]] = []
         stopped: BackpressureError | None = None
         failed = False
@@ -160,24 +211,7 @@ class Pipeline:
         if stopped is not None:
             outcomes.append(stopped)
         outcomes.extend([None] * (len(orders) - len(outcomes)))
-        result = [_as_outcome(o) for o in outcomes]
-        accepted = 0
-        for o in result:
-            if isinstance(o, QueuedOrder):
-                accepted += 1
-            elif o is not None:
-                outcome_counters[outcome_of(o)].inc()
-        if accepted:
-            outcome_counters["accepted"].inc(accepted)
-        if self._outbox is not None:
-            resolved = {q.client_order_id: "queued" for q in result if isinstance(q, QueuedOrder)}
-            for o in result:
-                if isinstance(o, StreamFullError) and o.client_order_id:
-                    resolved[o.client_order_id] = "refused:stream_full"
-            self._outbox.resolve(resolved)
-        if log.isEnabledFor(logging.DEBUG):
-            _log_outcomes(orders, result)
-        return result
+        return outcomes
 
     async def _send(
         self, transport: Transport, order: Order, correlation_id: str, traceparent: str
@@ -201,7 +235,7 @@ class Pipeline:
         except nats.errors.Error as exc:
             wait = self._settings.publish_timeout_ms / 1000
             self._acks.resolve(
-                reply, _publish_failure(exc, order.client_order_id, correlation_id, wait)
+                reply, publish_failure(exc, order.client_order_id, correlation_id, wait)
             )
         return future
 
@@ -240,6 +274,15 @@ class Pipeline:
                 self._inflight.release()
                 self.in_flight -= 1
 
+    def release_slot(self) -> None:
+        """Give back a slot taken by ``acquire_slot`` (its publish is confirmed or failed)."""
+        self._inflight.release()
+        self.in_flight -= 1
+
+    async def acquire_slot(self, client_order_id: str, correlation_id: str) -> None:
+        """Backpressure, for one publish (``client_order_id`` names it in the error)."""
+        await self._acquire_slot(client_order_id, correlation_id)
+
     async def _acquire_slot(self, client_order_id: str, correlation_id: str) -> None:
         """Backpressure: wait for one of ``max_inflight`` slots, or raise."""
         inflight = self._inflight
@@ -265,115 +308,19 @@ class Pipeline:
             ) from None
 
 
-def batch_result(outcomes: Sequence[Outcome]) -> list[QueuedOrder]:
+def batch_result(
+    outcomes: Sequence[Outcome], orders: Sequence[Order] | None = None
+) -> list[QueuedOrder]:
     """Every order stored: their ``QueuedOrder``s; else ``PartialBatchError`` naming the
-    earliest failure."""
+    earliest failure (and, given ``orders``, every order's id)."""
     queued: list[QueuedOrder] = []
     for outcome in outcomes:
         if not isinstance(outcome, QueuedOrder):
             failure = next(o for o in outcomes if isinstance(o, BridgeError))
-            raise PartialBatchError(failure, outcomes) from failure
+            ids = [o.client_order_id for o in orders] if orders is not None else None
+            raise PartialBatchError(failure, outcomes, ids) from failure
         queued.append(outcome)
     return queued
-
-
-class _PubAcks:
-    """JetStream's answers to queued orders, on one wildcard subscription of this client.
-
-    Each order is published with a reply subject of its own under one subscription, and its
-    future resolves with a ``QueuedOrder`` or the ``BridgeError`` its answer means (ack,
-    JetStream error, or the no-responders status).
-    """
-
-    def __init__(self, wait_s: Callable[[], float], metrics: PathMetrics) -> None:
-        self._prefix = ""
-        self._wait = wait_s  # the live publish_timeout_ms, in seconds
-        self._count = 0
-        self._ack_latency = metrics.ack_latency
-        # reply token -> (future, client order id, correlation id, perf_counter at publish)
-        self._waiting: dict[str, tuple[asyncio.Future[QueuedOrder], str, str, float]] = {}
-
-    async def start(self, transport: Transport) -> None:
-        self._prefix = transport.new_inbox() + "."
-        await transport.subscribe(self._prefix + "*", cb=self._on_answer)
-
-    def expect(
-        self, client_order_id: str, correlation_id: str
-    ) -> tuple[str, asyncio.Future[QueuedOrder], float]:
-        """A reply subject for one publish, the future its answer resolves and the time it
-        was sent (``time.perf_counter``)."""
-        self._count += 1
-        token = str(self._count)
-        future: asyncio.Future[QueuedOrder] = asyncio.get_running_loop().create_future()
-        at = time.perf_counter()
-        self._waiting[token] = (future, client_order_id, correlation_id, at)
-        return self._prefix + token, future, at
-
-    def resolve(self, reply: str, exc: BridgeError) -> None:
-        """Fail one expected answer (the publish itself failed)."""
-        entry = self._waiting.pop(reply[len(self._prefix) :], None)
-        if entry is not None and not entry[0].done():
-            entry[0].set_exception(exc)
-
-    async def _on_answer(self, msg: Msg) -> None:
-        entry = self._waiting.pop(msg.subject[len(self._prefix) :], None)
-        if entry is None or entry[0].done():
-            return  # expired or failed already: its retry has its own answer
-        future, client_order_id, correlation_id, at = entry
-        try:
-            queued = queued_order(msg, client_order_id, correlation_id)
-        except BridgeError as exc:
-            future.set_exception(exc)
-            return
-        self._ack_latency.observe(time.perf_counter() - at)
-        future.set_result(queued)
-
-    async def settle(self, futures: Sequence[asyncio.Future[QueuedOrder]]) -> None:
-        """Wait for ``futures`` up to the publish timeout; fail those still unanswered."""
-        if not futures:
-            return
-        wait_s = self._wait()
-        _, late = await asyncio.wait(futures, timeout=wait_s)
-        for future, client_order_id, correlation_id, _ in self._drop(late):
-            future.set_exception(
-                _publish_failure(
-                    nats.errors.TimeoutError(), client_order_id, correlation_id, wait_s
-                )
-            )
-
-    def cancel(self, futures: Sequence[asyncio.Future[QueuedOrder]]) -> None:
-        """Stop waiting for ``futures`` (the batch was cancelled)."""
-        for future, _, _, _ in self._drop(set(futures)):
-            future.cancel()
-
-    def _drop(
-        self, futures: set[asyncio.Future[QueuedOrder]]
-    ) -> list[tuple[asyncio.Future[QueuedOrder], str, str, float]]:
-        """Forget the still-unanswered entries of ``futures``."""
-        if not futures:
-            return []
-        tokens = [t for t, entry in self._waiting.items() if entry[0] in futures]
-        return [self._waiting.pop(t) for t in tokens]
-
-    def fail_all_with(self, error: SecurityViolationError) -> None:
-        """Fail every expected answer now with ``error`` (the client closed itself)."""
-        waiting, self._waiting = self._waiting, {}
-        for future, client_order_id, correlation_id, _ in waiting.values():
-            if not future.done():
-                future.set_exception(error.for_operation(client_order_id, correlation_id))
-
-    def fail_all(self, why: str) -> None:
-        """Fail every expected answer now (the connection dropped): they are retried."""
-        waiting, self._waiting = self._waiting, {}
-        for future, client_order_id, correlation_id, _ in waiting.values():
-            if not future.done():
-                future.set_exception(
-                    OutcomeUnknownError(
-                        f"queued order sent, {why}; re-sending it (same client order id)",
-                        client_order_id=client_order_id,
-                        correlation_id=correlation_id,
-                    )
-                )
 
 
 def _queued_headers(order: Order, correlation_id: str, traceparent: str) -> dict[str, str]:
@@ -403,71 +350,7 @@ def _log_outcomes(orders: Sequence[Order], outcomes: Sequence[Outcome]) -> None:
             log.debug("bridge.queue_failed", error=type(outcome).__name__, **ids)
 
 
-def queued_order(msg: Msg, client_order_id: str, correlation_id: str) -> QueuedOrder:
-    """JetStream's answer to one queued order, or the ``BridgeError`` it amounts to."""
-    wait = 0.0  # only used in timeout messages, and an answer is not a timeout
-    if msg.headers and msg.headers.get(nats.js.api.Header.STATUS) == _NO_RESPONDERS:
-        raise _publish_failure(
-            nats.js.errors.NoStreamResponseError(), client_order_id, correlation_id, wait
-        )
-    try:
-        answer = json.loads(msg.data)
-        if "error" in answer:
-            nats.js.errors.APIError.from_error(answer["error"])  # raises its APIError subclass
-        return QueuedOrder.model_construct(
-            client_order_id=client_order_id,
-            stream=answer["stream"],
-            seq=answer["seq"],
-            duplicate=bool(answer.get("duplicate", False)),
-        )
-    except nats.js.errors.APIError as exc:
-        raise _publish_failure(exc, client_order_id, correlation_id, wait) from exc
-    except (ValueError, KeyError, TypeError) as exc:
-        raise PublishError(
-            f"unreadable JetStream answer {msg.data[:200]!r}: {exc!r}",
-            client_order_id=client_order_id,
-            correlation_id=correlation_id,
-        ) from exc
-
-
 def _as_outcome(result: QueuedOrder | BaseException | None) -> Outcome:
     if result is None or isinstance(result, QueuedOrder | BridgeError):
         return result
     raise result
-
-
-def _publish_failure(
-    exc: BaseException, client_order_id: str, correlation_id: str, wait: float
-) -> BridgeError:
-    """Maps a failed JetStream publish to the bridge's error tree."""
-    if isinstance(exc, nats.js.errors.NoStreamResponseError):
-        # 503: no stream server answered: not provisioned, or (cluster) no leader right now.
-        return PublishError(
-            "no JetStream stream answered for the ORDERS subject (leader election in "
-            "progress, or the stream is not provisioned)",
-            client_order_id=client_order_id,
-            correlation_id=correlation_id,
-            transient=True,
-        )
-    if isinstance(exc, nats.js.errors.APIError):
-        description = (exc.description or "").lower()
-        full = exc.err_code in _STREAM_FULL_CODES or any(
-            w in description for w in _STREAM_FULL_WORDS
-        )
-        cls = StreamFullError if full else PublishError
-        return cls(
-            f"JetStream refused the order: {exc.description or exc!r} (err_code={exc.err_code})",
-            client_order_id=client_order_id,
-            correlation_id=correlation_id,
-            err_code=exc.err_code,
-            # 503 / "temporarily unavailable": the stream is between leaders.
-            transient=not full and (exc.code == 503 or exc.err_code == _JS_UNAVAILABLE),
-        )
-    if isinstance(exc, nats.errors.Error | asyncio.TimeoutError):
-        return OutcomeUnknownError(
-            f"JetStream did not confirm the queued order within {wait:.3f}s: {exc!r}; "
-            "re-send it (the same client order id cannot create a second order)",
-            client_order_id=client_order_id,
-            correlation_id=correlation_id,
-        )
-    raise exc

@@ -30,6 +30,7 @@ class AccountSubjects(NamedTuple):
     cancel: str
     status: str
     queue: str
+    queue_batch: str
     reports: str
     mass_cancel: str
     replace: str
@@ -73,6 +74,7 @@ class Subjects:
             cancel=contract.cancel(account),
             status=contract.status(account),
             queue=contract.queue(account),
+            queue_batch=contract.queue_batch(account),
             reports=contract.executions_for_account(account),
             mass_cancel=contract.mass_cancel(account),
             replace=contract.replace(account),

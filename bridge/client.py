@@ -12,8 +12,10 @@
 
 Synchronous ``submit`` is a core NATS request to the engines' queue group: when no engine is
 subscribed the server answers "no responders" at once and ``EngineUnavailableError`` is raised
-well before the timeout. Queued orders go to the ORDERS stream with ``Nats-Msg-Id`` set to the
-client order id, so JetStream deduplicates re-sends inside its window and the engine's own
+well before the timeout. Queued orders go to the ORDERS stream, many of one account per
+``OrderBatch`` message when every engine speaks contract 1.2 (``Nats-Msg-Id`` derived from the
+account and the orders' ids), else one per message with ``Nats-Msg-Id`` set to the client
+order id; either way JetStream deduplicates re-sends inside its window and the engine's own
 record of seen orders deduplicates them forever.
 
 Faults: the connection reconnects forever (or ``max_reconnect_attempts`` times) with
@@ -71,6 +73,7 @@ from bridge._connection import (
     ConnectionListener,
     ConnectionState,
 )
+from bridge._linger import Linger
 from bridge._mass_cancel import MassCancelResult
 from bridge._pipeline import Pipeline, batch_result
 from bridge._readiness import Readiness, probe
@@ -139,6 +142,7 @@ class BridgeClient:
         self._conn = Connection(self._settings, transport or NatsTransport(), self._metrics)
         self._requests = Requests(self._conn, outbox)
         self._pipeline = Pipeline(self._conn, outbox)
+        self._linger = Linger(self._pipeline)  # concurrent enqueue() calls share batches
         self._metrics.watch(self._conn, self._pipeline)
         self._config = (
             ConfigWatch(self._conn, self._settings, self._use_settings)
@@ -249,7 +253,9 @@ class BridgeClient:
                 raise
 
     async def close(self) -> None:
-        """Close the session (if any), drain subscriptions and close. Idempotent."""
+        """Send the ``enqueue()`` orders still lingering, close the session (if any), drain
+        subscriptions and close. Idempotent."""
+        await self._linger.drain()
         if self._session is not None:
             if self._conn.is_up and self._session.is_open:
                 try:
@@ -259,6 +265,7 @@ class BridgeClient:
             await self._session.abandon()
         if self._config is not None and self._conn.is_up:
             await self._config.stop()
+        self._pipeline.engines.close()
         await self._conn.close()
 
     async def readiness(self, timeout: float = 0.5) -> Readiness:
@@ -395,6 +402,9 @@ class BridgeClient:
     async def enqueue(self, order: Order, *, correlation_id: str | None = None) -> QueuedOrder:
         """Queue one order in the ORDERS stream; returns JetStream's acknowledgement.
 
+        While orders travel in batches (every engine speaks contract 1.2+), concurrent calls
+        share batch messages: the order waits at most ``enqueue_linger_ms`` for company
+        (``bridge._linger``; 0 = off), and this call still gets its own order's outcome.
         Raises the order's own error when it was not stored (``StreamFullError``,
         ``PublishError``, ``OutcomeUnknownError``, ``ConnectionFailedError``,
         ``BackpressureError``), after the same retries as ``enqueue_batch``.
@@ -404,7 +414,7 @@ class BridgeClient:
         with bound_ids(
             correlation_id, order.client_order_id, order.account, order.symbol, trace_id=trace
         ):
-            (outcome,) = await self._pipeline.run([order], correlation_id, traceparent(trace))
+            outcome = await self._linger.enqueue(order, correlation_id, traceparent(trace))
         if isinstance(outcome, BridgeError):
             raise outcome
         assert outcome is not None  # one order is always sent or refused
@@ -415,11 +425,18 @@ class BridgeClient:
     ) -> list[QueuedOrder]:
         """Queue orders, pipelined (at most ``max_inflight`` unconfirmed), in input order.
 
-        Every order is published with ``Nats-Msg-Id`` = its client order id; transient
-        failures are retried per order with the same id. At most ``max_inflight`` publishes
-        (of all callers) are unconfirmed at once: a caller waits for a slot up to
-        ``backpressure_wait_ms``, then the order gets ``BackpressureError``. After the first
-        failure no further order of the batch is sent.
+        When every engine speaks contract 1.2 or later (asked once through the service ping,
+        cached), the orders travel in ``OrderBatch`` messages, one account each, of at most
+        ``queued_batch_max_orders`` orders and ``queued_batch_max_bytes`` bytes
+        (``bridge._batch_send``): ``Nats-Msg-Id`` derived from the account and the orders'
+        ids, the signature over the whole batch, every publish ack awaited; an order is stored
+        only if its batch's ack came back (``QueuedOrder.batch_index``: its position). Orders
+        of one account keep their order; orders of different accounts are not ordered among
+        themselves. Otherwise every order is published alone with ``Nats-Msg-Id`` = its client
+        order id. Transient failures are retried per message with the same id. At most
+        ``max_inflight`` publishes (of all callers) are unconfirmed at once: a caller waits for
+        a slot up to ``backpressure_wait_ms``, then the message's orders get
+        ``BackpressureError``. After the first failure no further message is sent.
 
         If any order was not stored, ``PartialBatchError`` is raised: its ``failure`` is the
         earliest order's error in input order (``StreamFullError``, ``PublishError``,
@@ -427,6 +444,7 @@ class BridgeClient:
         backpressure alone stopped the batch), its ``outcomes`` say per order what happened,
         ``queued`` lists those JetStream stored and ``unknown`` the client order ids sent
         without a confirmation either way (resolve them with ``status()`` or re-send them).
+        ``stored`` and ``not_stored`` name the client order ids of each kind.
         Re-sending the whole batch is always safe: a client order id cannot create a second
         order (JetStream's duplicate window, then the engine's own record).
         """
@@ -435,7 +453,7 @@ class BridgeClient:
         with bound_ids(correlation_id, trace_id=trace):
             outcomes = await self._pipeline.run(orders, correlation_id, traceparent(trace))
         try:
-            return batch_result(outcomes)
+            return batch_result(outcomes, orders)
         except PartialBatchError as partial:
             if isinstance(partial.failure, SecurityViolationError):
                 # The client closed itself: the violation is the error; what happened to each

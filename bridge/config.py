@@ -102,6 +102,30 @@ class BridgeSettings(BaseSettings):
         description="How long a queued publish waits for an in-flight slot before "
         "BackpressureError (0 = fail at once).",
     )
+    queued_batch_max_orders: int = Field(
+        default=256,
+        ge=0,
+        le=1024,
+        description="Queued orders of one account per OrderBatch message (contract 1.2), at "
+        "most the contract's MAX_BATCH_ORDERS; 0 = never batch (one message per order). "
+        "Batches are sent only when every engine speaks contract 1.2 or later.",
+    )
+    queued_batch_max_bytes: int = Field(
+        default=61440,
+        ge=4200,
+        le=61440,
+        description="Encoded bytes of one OrderBatch message at most (the contract's "
+        "MAX_BATCH_BYTES, within the ORDERS stream's max_msg_size); at least one whole order.",
+    )
+    enqueue_linger_ms: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Concurrent enqueue() calls share batch messages: while one is in flight, "
+        "an order waits for it at most this long, then goes with those that arrived meanwhile "
+        "(an idle client sends at once; earlier when queued_batch_max_orders wait); 0 = off, "
+        "each call sends its own. Only while orders travel in batches (bridge._linger).",
+    )
     subscription_capacity: int = Field(
         default=1024,
         ge=2,

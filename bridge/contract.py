@@ -46,7 +46,21 @@ def queue(account: str) -> str:
 
 
 QUEUE_ALL = "bridge.v1.orders.queue.>"
-"""Every queued order: the ORDERS stream's subjects and the engine consumer's filter."""
+"""Every queued order sent alone: one of the ORDERS stream's subjects and of the engine consumer's
+filters."""
+QUEUE_BATCH_PREFIX = "bridge.v1.orders.batch."
+
+
+def queue_batch(account: str) -> str:
+    """Queued orders of one account packed in one message (OrderBatch, contract 1.2; captured by the
+    ORDERS stream). Nats-Msg-Id is derived from the account and the orders' client order ids. Sent
+    only when every engine speaks 1.2 or later."""
+    return f"bridge.v1.orders.batch.{account}"
+
+
+QUEUE_BATCH_ALL = "bridge.v1.orders.batch.>"
+"""Every account's order batches: an ORDERS stream subject and one of the engine consumer's filters
+(not matched by queue_all)."""
 EXECUTIONS_PREFIX = "bridge.v1.exec."
 
 
@@ -264,7 +278,7 @@ ROLES = (
 
 # streams
 ORDERS_STREAM = "ORDERS"
-"""Queued orders: a work queue the engines drain."""
+"""Queued orders, one per message or in batches: a work queue the engines drain."""
 EXECUTIONS_STREAM = "EXECUTIONS"
 """Execution reports: a projection of the engines' journals, one message per report (asynchronously
 persisted on new deployments; repaired from JOURNAL)."""
@@ -275,7 +289,8 @@ ALERTS_STREAM = "ALERTS"
 
 # consumers
 ENGINE_CONSUMER = "engine"
-"""The engines' durable pull consumer on ORDERS."""
+"""The engines' durable pull consumer on ORDERS: single queued orders and batches, in the order they
+were stored."""
 SENTINEL_CONSUMER = "sentinel"
 """The sentinel's durable pull consumer of the engines' refusals."""
 
@@ -388,7 +403,8 @@ def service_ping(service: str) -> str:
 
 # Headers
 HEADER_MSG_ID = "Nats-Msg-Id"
-"""JetStream de-duplication id: the client order id of a queued order."""
+"""JetStream de-duplication id: the client order id of a queued order; of an OrderBatch, derived
+from its account and its orders' client order ids (bridge/_batch.py, batch_msg_id)."""
 HEADER_CORRELATION_ID = "Bridge-Correlation-Id"
 """Correlation id of one operation, carried into logs and reports."""
 HEADER_SCHEMA = "Bridge-Schema"
@@ -446,7 +462,7 @@ STREAM_ID_PATTERN = "^[A-Za-z0-9_-]{1,64}$"
 SIGNING_DOMAIN = "bridge.v1.sig"
 """Signed bytes: SIGNING_DOMAIN, subject, signed_at (decimal) and payload, joined by one newline
 byte each."""
-CONTRACT_VERSION = "1.1"
+CONTRACT_VERSION = "1.2"
 """This contract's version, major.minor (schemas/CHANGELOG.md): sent as Bridge-Schema-Version. A
 minor adds compatibly; a major is a new package (bridge.v2)."""
 SERVICE_NAME = "bridge-engine"
@@ -471,3 +487,7 @@ MAX_TAG_VALUE_BYTES = 64
 """One tag value, in UTF-8."""
 MAX_CORRELATION_ID_BYTES = 128
 """The Bridge-Correlation-Id header; the engine keeps the first this many bytes."""
+MAX_BATCH_ORDERS = 1024
+"""Orders of one OrderBatch."""
+MAX_BATCH_BYTES = 61440
+"""The whole encoded OrderBatch."""

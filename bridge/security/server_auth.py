@@ -153,6 +153,7 @@ def _orchestrator(identity: Identity) -> Permissions:
             contract.CANCEL_ALL,
             contract.STATUS_ALL,
             contract.QUEUE_ALL,
+            contract.QUEUE_BATCH_ALL,
             contract.REPLACE_ALL,
             contract.MASS_CANCEL_ALL,
         ]
@@ -166,6 +167,7 @@ def _orchestrator(identity: Identity) -> Permissions:
                 contract.cancel,
                 contract.status,
                 contract.queue,
+                contract.queue_batch,
                 contract.replace,
                 contract.mass_cancel,
             )

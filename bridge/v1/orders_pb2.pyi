@@ -427,6 +427,44 @@ class NewOrder(_message.Message):
 Global___NewOrder: _TypeAlias = NewOrder  # noqa: Y015
 
 @_typing.final
+class OrderBatch(_message.Message):
+    """Queued orders of one account travelling together in one ORDERS message (added in 1.2), on
+    subject queue_batch (bridge.v1.orders.batch.<account>): one stored message, one fsync, many
+    orders. Each order keeps its own identity: the engine takes every order in exactly as a
+    single queued order (validation, the per-order dedupe of its client_order_id, execution in
+    the batch's order, its own reports), and acks the message once all of them are done.
+
+    The message is signed once (Bridge-Signature over the whole encoded batch); every order's
+    account must be the subject's. Nats-Msg-Id is derived from the account and the orders'
+    client order ids (JetStream drops a re-sent batch inside its duplicate window; outside it
+    the engine answers each order as a duplicate). A batch that does not decode is terminated
+    unexecuted. Bounds: at most 1024 orders [limit MAX_BATCH_ORDERS = 1024] and 61440 encoded
+    bytes [limit MAX_BATCH_BYTES = 61440], within ORDERS' max_msg_size (65536) with room for the
+    headers; each order keeps its own limits (MAX_NEW_ORDER_BYTES...). A sender uses batches only
+    when every engine speaks contract 1.2 or later (an engine of 1.0 or 1.1 does not read them).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___NewOrder]:
+        """The orders, in the order the engine executes them; all of the subject's account."""
+
+    def __init__(
+        self,
+        *,
+        orders: _abc.Iterable[Global___NewOrder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["orders", b"orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrderBatch: _TypeAlias = OrderBatch  # noqa: Y015
+
+@_typing.final
 class CancelRequest(_message.Message):
     """Request to cancel a resting order (FIX OrderCancelRequest)."""
 

@@ -155,6 +155,7 @@ pub fn account_of_subject(subject: &str) -> Option<&str> {
         contract::CANCEL_PREFIX,
         contract::STATUS_PREFIX,
         contract::QUEUE_PREFIX,
+        contract::QUEUE_BATCH_PREFIX,
         contract::MASS_CANCEL_PREFIX,
         contract::REPLACE_PREFIX,
     ]

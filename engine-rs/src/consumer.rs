@@ -72,6 +72,11 @@ mod tests {
         assert_eq!(c.ack_policy, jetstream::consumer::AckPolicy::Explicit);
         assert_eq!(c.ack_wait, Duration::from_secs(30));
         assert_eq!(c.max_ack_pending, 1024);
-        assert_eq!(c.filter_subject, format!("{}>", contract::QUEUE_PREFIX));
+        assert_eq!(c.filter_subject, "");
+        assert_eq!(
+            c.filter_subjects,
+            [contract::QUEUE_ALL, contract::QUEUE_BATCH_ALL],
+            "single queued orders and batches (contract 1.2)"
+        );
     }
 }

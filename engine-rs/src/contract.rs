@@ -11,6 +11,13 @@ pub fn account_of_queue_subject(subject: &str) -> Option<&str> {
         .filter(|a| !a.is_empty() && !a.contains('.'))
 }
 
+/// Account token of an order batch's subject (contract 1.2), if the subject is one.
+pub fn account_of_batch_subject(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix(QUEUE_BATCH_PREFIX)
+        .filter(|a| !a.is_empty() && !a.contains('.'))
+}
+
 /// The symbol a lease key names (the inverse of [`lease_symbol_key`]).
 pub fn symbol_of_lease_key(key: &str) -> Option<&str> {
     key.strip_prefix(LEASE_SYMBOL_KEY_PREFIX)
@@ -27,6 +34,10 @@ mod tests {
         assert_eq!(account_of_queue_subject(&queue("")), None);
         assert_eq!(account_of_queue_subject(&queue("a.b")), None);
         assert_eq!(account_of_queue_subject(&submit("A")), None);
+        assert_eq!(account_of_queue_subject(&queue_batch("ACC1")), None);
+        assert_eq!(account_of_batch_subject(&queue_batch("ACC1")), Some("ACC1"));
+        assert_eq!(account_of_batch_subject(&queue_batch("a.b")), None);
+        assert_eq!(account_of_batch_subject(&queue("ACC1")), None);
     }
 
     /// The generated functions fill their placeholders in order.

@@ -340,6 +340,7 @@ pub fn status_reply(record: OrderRecord) -> pb::OrderStatusReply {
     }
 }
 
+pub mod batch;
 pub mod counters;
 
 pub use counters::IntakeCounters;

@@ -31,7 +31,9 @@ KILL_AFTER = 400  # acked orders seen before the kill
 
 
 def _child_env(handle: ServerHandle) -> dict[str, str]:
-    settings = client_settings(handle, order_retry_max_attempts=5)
+    # Order batches (contract 1.2) of 10: each call of 50 orders is 5 ORDERS messages, so a
+    # call can be stored in part when the child dies.
+    settings = client_settings(handle, order_retry_max_attempts=5, queued_batch_max_orders=10)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
     for key, value in settings.model_dump(exclude_none=True).items():
         env[f"BRIDGE_{key.upper()}"] = str(value)
@@ -48,6 +50,14 @@ def _child(outbox: Path, account: str, *extra: str) -> list[str]:
         str(ORDERS),
         *extra,
     ]
+
+
+async def _orders_last_seq(handle: ServerHandle) -> int:
+    nc = await connect_as(handle.url, handle.creds, "operator")
+    try:
+        return int((await nc.jetstream().stream_info(contract.ORDERS_STREAM)).state.last_seq)
+    finally:
+        await nc.close()
 
 
 async def _stored_more_than(handle: ServerHandle, count: int) -> None:
@@ -73,22 +83,27 @@ async def test_orchestrator_killed_mid_batch_resubmits_without_duplicates(
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
     try:
         first = await asyncio.create_subprocess_exec(
-            *_child(outbox_path, account),
+            *_child(outbox_path, account, "--stepped"),
             cwd=REPO_ROOT,
             env=env,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
         try:
+            assert first.stdin is not None
             assert first.stdout is not None
             async with asyncio.timeout(120):
-                async for raw in first.stdout:  # the child prints at most ORDERS / 50 of these
-                    line = raw.decode()
+                while True:  # one batch per line sent: the child cannot run ahead
+                    first.stdin.write(b"go\n")
+                    line = (await first.stdout.readline()).decode()
                     if line.startswith("acked") and int(line.split()[1]) >= KILL_AFTER:
                         break
             # Mid-batch: once JetStream has stored part of the next batch, whose outcome the
             # child has not recorded yet (it records a batch's acks when the batch completes).
-            await _stored_more_than(handle, KILL_AFTER)
+            stored = await _orders_last_seq(handle)
+            first.stdin.write(b"go\n")
+            await _stored_more_than(handle, stored)
             first.kill()
             killed_at = time.monotonic()
         finally:

@@ -120,7 +120,11 @@ async def test_counters_and_histograms_move_with_orders_and_a_reconnect(
     registry = CollectorRegistry()
     metrics = ClientMetrics(registry)
     settings: BridgeSettings = client_settings(handle, request_timeout_ms=5000)
-    narrow = settings.model_copy(update={"max_inflight": 1, "backpressure_wait_ms": 0})
+    # One in-flight slot, no wait, one order per message (else the two orders of the batch
+    # below would share one message, and one slot).
+    narrow = settings.model_copy(
+        update={"max_inflight": 1, "backpressure_wait_ms": 0, "queued_batch_max_orders": 1}
+    )
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
     try:
         async with (

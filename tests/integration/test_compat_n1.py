@@ -365,9 +365,9 @@ async def test_the_engine_reads_the_version_header(
 
     # The metric: every version the requests declared, bounded labels.
     seen = {label: after.get(label, 0) - before.get(label, 0) for label in after}
-    assert set(after) == {"1.0", "1.1", "1.newer", "unsupported", "invalid"}
+    assert set(after) == {"1.0", "1.1", "1.2", "1.newer", "unsupported", "invalid"}
     assert seen["1.0"] >= 1  # no header
-    assert seen["1.1"] >= 2  # the current client: submit and status
+    assert seen[contract.CONTRACT_VERSION] >= 2  # the current client: submit and status
     assert seen["1.newer"] >= 1  # 1.7
     assert seen["unsupported"] >= 7  # 2.0: submit, cancel, status, replace, mass, session, queued
     assert seen["invalid"] >= 1

@@ -128,7 +128,9 @@ async def test_thousand_queued_orders_each_get_exactly_one_final_report(
         live = await collect_until_final(stream, want)
     assert len(stored) == 1000
     assert not any(s.duplicate for s in stored)
-    assert len({s.seq for s in stored}) == 1000
+    # In OrderBatch messages (contract 1.2): each order at its own place of a stored message.
+    assert len({(s.seq, s.batch_index) for s in stored}) == 1000
+    assert len({s.seq for s in stored}) == -(-1000 // settings.queued_batch_max_orders)
     assert set(live) == want, f"missing: {len(want - set(live))}"
 
     # Durable before acknowledged: once the engine has acked every ORDERS message, one read of

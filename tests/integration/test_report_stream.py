@@ -78,6 +78,9 @@ async def test_consumer_deleted_mid_stream_resumes_without_gap_or_repeat(
     it after the last report it yielded."""
     account = f"DEL-{uuid.uuid4().hex[:8]}"
     orders = _ioc_orders(account, 100)
+    # A small pull window: the reader needs its consumer again after the first 50 reports,
+    # however fast the engine published them (100 orders travel in one batch message).
+    settings = settings.model_copy(update={"subscription_capacity": 16})
     operator = await connect_as(nats_server.url, nats_server.creds, "operator")
     try:
         async with BridgeClient(settings) as bridge, bridge.reports(account) as stream:

@@ -13,6 +13,7 @@ import pytest
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from bridge import contract
 from bridge.client import flush_ordered
 from bridge_dev.pki import DevCredentials, issue_cert, make_ca, write_nkey_seed
 from bridge_dev.server import ServerHandle, client_ssl_context, connect_as
@@ -92,7 +93,7 @@ async def test_orchestrator_connects_and_round_trips(nats_server: ServerHandle) 
         assert "error" not in info
         orders = json.loads((await nc.request("$JS.API.STREAM.INFO.ORDERS", b"", timeout=5)).data)
         assert orders["config"]["retention"] == "workqueue"
-        assert orders["config"]["subjects"] == ["bridge.v1.orders.queue.>"]
+        assert orders["config"]["subjects"] == [contract.QUEUE_ALL, contract.QUEUE_BATCH_ALL]
         # The server's view of this connection: TLS 1.3, authenticated as the orchestrator.
         conn = (await _connz(nats_server, nc.client_id))["connections"][0]
         assert conn["tls_version"] == "1.3"

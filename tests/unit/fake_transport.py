@@ -7,11 +7,13 @@
   without a responder is "no responders", like a server with no engine subscribed; a subject
   that ``hang``s keeps its requests waiting until ``abort_requests`` fails them (as a
   permissions violation leaves a request to a forbidden subject unanswered);
-* publishes to ``bridge.v1.orders.queue.*`` with a reply subject are answered as JetStream's
-  ORDERS stream answers them (``FakeOrdersStream``: dedup by ``Nats-Msg-Id``, ``max_msgs``
-  with discard new), unless a scripted behaviour says otherwise (``script``): ``drop`` (no
-  answer), ``hold`` (answered on ``release_held()``), ``503`` (no stream responded),
-  ``garbage`` (an unreadable answer);
+* a ping of the engines' service with a reply subject and no engine subscribed is answered
+  "no responders" (status 503), as the server does;
+* publishes to ``bridge.v1.orders.queue.*`` and ``.batch.*`` with a reply subject are answered
+  as JetStream's ORDERS stream answers them (``FakeOrdersStream``: dedup by ``Nats-Msg-Id``,
+  ``max_msgs`` with discard new), unless a scripted behaviour says otherwise (``script``):
+  ``drop`` (no answer), ``hold`` (answered on ``release_held()``), ``503`` (no stream
+  responded), ``garbage`` (an unreadable answer);
 * ``drop_connection()`` / ``restore_connection()`` play a lost and re-established connection
   through the client's ``TransportEvents``; ``server_error(text)`` an ``-ERR`` the server sends
   (nats-py hands it to the error callback in lower case, e.g. a permissions violation).
@@ -47,6 +49,9 @@ from bridge.transport import (
 )
 
 Responder = Callable[[bytes, dict[str, str]], bytes]
+
+_ORDERS_PREFIXES = (contract.queue(""), contract.queue_batch(""))
+_PING = contract.service_ping(contract.SERVICE_NAME)
 
 
 def new_user_seed(key: bytes | None = None) -> str:
@@ -167,7 +172,8 @@ class FakeTransport:
         return [s for s in self.sent if s.subject == subject and not s.reply]
 
     def publishes(self) -> list[Sent]:
-        return [s for s in self.sent if s.subject.startswith(contract.queue(""))]
+        """What went to ORDERS: single queued orders and order batches."""
+        return [s for s in self.sent if s.subject.startswith(_ORDERS_PREFIXES)]
 
     async def drop_connection(self) -> None:
         self.connected = False
@@ -242,10 +248,15 @@ class FakeTransport:
         headers = dict(headers or {})
         self.sent.append(Sent(subject, data, headers, reply))
         self.published.set()
-        if reply and subject.startswith(contract.queue("")):
+        if reply and subject.startswith(_ORDERS_PREFIXES):
             self._jetstream(reply, data, headers)
+        elif reply and subject == _PING and not self._listened(subject):
+            self._deliver(reply, b"", {nats.js.api.Header.STATUS: "503"})  # no responders
         else:
             self._deliver(subject, data, headers, reply)
+
+    def _listened(self, subject: str) -> bool:
+        return any(sub.active and _matches(sub.subject, subject) for sub in self._subs)
 
     def _jetstream(self, reply: str, data: bytes, headers: dict[str, str]) -> None:
         behaviour = self.script.popleft() if self.script else "ok"

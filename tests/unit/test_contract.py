@@ -301,7 +301,13 @@ def test_jetstream_definitions_are_the_contracts() -> None:
         file = f"{stream.lower()}-{consumer['name']}.consumer.json"
         expected.add(file)
         assert defs[file]["durable_name"] == consumer["name"]
-        assert defs[file]["filter_subject"] == subjects[consumer["filter"]]["pattern"]
+        names = consumer.get("filters") or [consumer["filter"]]
+        filters = [subjects[f]["pattern"] for f in names]
+        if len(filters) == 1:
+            assert defs[file]["filter_subject"] == filters[0]
+        else:  # several filters (nats-server 2.10+): filter_subjects, never filter_subject too
+            assert defs[file]["filter_subjects"] == filters
+            assert "filter_subject" not in defs[file]
     for bucket in TOML["kv_buckets"].values():
         file = f"kv-{bucket['name']}.json"
         expected.add(file)

@@ -58,6 +58,8 @@ def test_limits_documented_in_the_proto_are_the_contracts() -> None:
         "MAX_TAG_KEY_BYTES",
         "MAX_TAG_VALUE_BYTES",
         "MAX_CORRELATION_ID_BYTES",
+        "MAX_BATCH_ORDERS",
+        "MAX_BATCH_BYTES",
     }
     assert {name: getattr(contract, name) for name in stated} == stated
 

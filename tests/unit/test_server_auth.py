@@ -61,11 +61,12 @@ def test_a_desk_may_use_only_its_own_account_and_inbox() -> None:
     desk_a = _user(_dev(), "desk-a")
     p = desk_a.permissions
     own_inbox = contract.identity_inbox_prefix("orchestrator", _key("desk-a"))
-    assert p.publish_allow[:6] == (
+    assert p.publish_allow[:7] == (
         contract.submit("DESK-A"),
         contract.cancel("DESK-A"),
         contract.status("DESK-A"),
         contract.queue("DESK-A"),
+        contract.queue_batch("DESK-A"),
         contract.replace("DESK-A"),
         contract.mass_cancel("DESK-A"),
     )
@@ -90,11 +91,12 @@ def test_a_desk_may_use_only_its_own_account_and_inbox() -> None:
 
 def test_every_account_renders_the_wildcard_forms() -> None:
     p = _user(_dev(), "orchestrator").permissions
-    assert p.publish_allow[:6] == (
+    assert p.publish_allow[:7] == (
         contract.SUBMIT_ALL,
         contract.CANCEL_ALL,
         contract.STATUS_ALL,
         contract.QUEUE_ALL,
+        contract.QUEUE_BATCH_ALL,
         contract.REPLACE_ALL,
         contract.MASS_CANCEL_ALL,
     )

@@ -124,7 +124,7 @@ async def test_every_request_declares_the_contract_version(
     assert len(sent) == 4
     for s in sent:
         assert s.headers[contract.HEADER_SCHEMA_VERSION] == contract.CONTRACT_VERSION, s.subject
-    assert versions.parse(contract.CONTRACT_VERSION) == (1, 1)
+    assert versions.parse(contract.CONTRACT_VERSION) == (1, 2)
 
 
 def test_versions_parse_as_the_engine_does() -> None:

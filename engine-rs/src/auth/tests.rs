@@ -562,6 +562,7 @@ fn subject_accounts() {
     assert_eq!(account_of_subject(&contract::cancel("A")), Some("A"));
     assert_eq!(account_of_subject(&contract::status("A")), Some("A"));
     assert_eq!(account_of_subject(&contract::queue("A")), Some("A"));
+    assert_eq!(account_of_subject(&contract::queue_batch("A")), Some("A"));
     assert_eq!(account_of_subject(&contract::mass_cancel("A")), Some("A"));
     assert_eq!(account_of_subject(&contract::replace("A")), Some("A"));
     assert_eq!(account_of_subject(&contract::queue("A.B")), None);

@@ -14,6 +14,7 @@ use crate::validate::{truncate, MAX_CLIENT_ORDER_ID_BYTES, MAX_NEW_ORDER_BYTES};
 
 /// The full protobuf names `Bridge-Schema` carries, per request type.
 pub(crate) const NEW_ORDER: &str = "bridge.v1.NewOrder";
+pub(crate) const ORDER_BATCH: &str = "bridge.v1.OrderBatch";
 pub(crate) const CANCEL_REQUEST: &str = "bridge.v1.CancelRequest";
 pub(crate) const ORDER_STATUS_REQUEST: &str = "bridge.v1.OrderStatusRequest";
 pub(crate) const REPLACE_REQUEST: &str = "bridge.v1.ReplaceRequest";

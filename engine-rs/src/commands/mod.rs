@@ -26,6 +26,7 @@ pub mod expiry;
 pub mod market;
 pub mod mass_cancel;
 pub mod queued;
+pub mod queued_batch;
 pub mod replace;
 pub mod session;
 pub mod status;

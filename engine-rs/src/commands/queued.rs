@@ -1,6 +1,8 @@
 //! `bridge.v1.orders.queue.<account>` through the ORDERS pull consumer: the orders of one
 //! pull, checked ([`crate::auth`]), taken in, executed and reported together, then acked (a
-//! refused one terminated).
+//! refused one terminated). A pull may also hold order batches (contract 1.2,
+//! `bridge.v1.orders.batch.<account>`): [`super::queued_batch`] maps each message to its
+//! orders, and everything below works on orders.
 
 use std::time::Instant;
 
@@ -58,26 +60,31 @@ impl Engine {
         &mut self,
         msgs: &[jetstream::Message],
     ) -> Result<(), EngineError> {
+        // Per order (a message brings one, or a batch's; see `queued_batch`), in delivery order.
         let mut traces = Vec::with_capacity(msgs.len());
         let mut spans = Vec::with_capacity(msgs.len());
         let mut prepared = Vec::with_capacity(msgs.len());
-        // Per message: refused by the authorization checks (terminated, not acked).
-        let mut refused = Vec::with_capacity(msgs.len());
+        // Per message: its span, whether it is terminated (refused) rather than acked, and how
+        // many orders it brought (the ack stage is timed per order).
+        let mut taken_msgs = Vec::with_capacity(msgs.len());
         // Orders naming a session this engine does not know open: read it first.
         self.learn_queued_sessions(msgs).await?;
         for msg in msgs {
             let trace = Trace::of(msg.headers.as_ref());
-            let (p, span, was_refused) = self.take_queued(msg, &trace)?;
-            prepared.push(p);
-            traces.push(trace);
-            spans.push(span);
-            refused.push(was_refused);
+            let taken = self.take_message(msg, &trace)?;
+            let orders = taken.orders.len();
+            for (p, span) in taken.orders {
+                prepared.push(p);
+                traces.push(trace.clone());
+                spans.push(span);
+            }
+            taken_msgs.push((taken.span, taken.terminate, orders));
         }
         let this = &*self;
         let started = Instant::now();
         let created = try_join_all(prepared.iter().map(|p| this.create_prepared(p))).await?;
         self.metrics
-            .stage_each(Stage::Dedupe, started.elapsed(), msgs.len());
+            .stage_each(Stage::Dedupe, started.elapsed(), prepared.len());
         self.failpoint.reached("after_store").await;
 
         // In delivery order: what each order did (an execution, or the reports of its
@@ -133,14 +140,15 @@ impl Engine {
         self.metrics
             .stage_each(Stage::Publish, started.elapsed(), reported);
         self.observe_books(symbols.iter().map(String::as_str));
-        for ((msg, span), refused) in msgs.iter().zip(&spans).zip(refused) {
+        for (msg, (span, refused, orders)) in msgs.iter().zip(taken_msgs) {
             let started = Instant::now();
             if refused {
                 term_queued(msg).instrument(span.clone()).await;
             } else {
                 ack_queued(msg).instrument(span.clone()).await;
             }
-            self.metrics.stage(Stage::Ack, started.elapsed());
+            self.metrics
+                .stage_each(Stage::Ack, started.elapsed(), orders);
         }
         Ok(())
     }
@@ -148,25 +156,14 @@ impl Engine {
     /// One queued message up to its prepared intake: the authorization checks first (the
     /// window against the time JetStream stored it, redeliveries of its stream sequence not
     /// replays), then decoding and validation. True when refused by the checks.
-    fn take_queued(
+    pub(crate) fn take_queued(
         &mut self,
         msg: &jetstream::Message,
         trace: &Trace,
     ) -> Result<(Prepared, tracing::Span, bool), EngineError> {
         let started = Instant::now();
         self.count_message(msg.headers.as_ref(), msg.payload.len(), NEW_ORDER);
-        let (stored_ns, stream_seq) = match msg.info() {
-            Ok(info) => {
-                if info.delivered > 1 {
-                    self.metrics.redelivered();
-                }
-                (
-                    i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
-                    Some(info.stream_sequence),
-                )
-            }
-            Err(_) => (now_ns(), None),
-        };
+        let (stored_ns, stream_seq) = self.stored_at(msg);
         if let Some(rejection) = self.check_version(msg.headers.as_ref()) {
             return self.refuse_queued_version(msg, rejection, trace);
         }

@@ -414,6 +414,8 @@ fn contract_states_the_engine_limits() {
         ("MAX_TAG_KEY_BYTES", MAX_TAG_KEY_BYTES),
         ("MAX_TAG_VALUE_BYTES", MAX_TAG_VALUE_BYTES),
         ("MAX_CORRELATION_ID_BYTES", MAX_CORRELATION_ID_BYTES),
+        ("MAX_BATCH_ORDERS", super::batch::MAX_BATCH_ORDERS),
+        ("MAX_BATCH_BYTES", super::batch::MAX_BATCH_BYTES),
     ]);
     assert_eq!(stated, engine);
 }

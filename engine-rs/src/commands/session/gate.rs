@@ -13,6 +13,7 @@ use prost::Message as _;
 
 use crate::engine::Engine;
 use crate::error::EngineError;
+use crate::intake::batch;
 use crate::proto::v1 as pb;
 use crate::sessions::valid_session_id;
 use crate::validate::{Rejection, Validator};
@@ -61,7 +62,14 @@ impl Engine {
         msgs: &[jetstream::Message],
     ) -> Result<(), EngineError> {
         for msg in msgs {
-            if let Ok(of) = SessionOf::decode(msg.payload.clone()) {
+            if crate::commands::queued_batch::is_batch(msg) {
+                // Each order of a batch (contract 1.2); one that does not decode names none.
+                for range in batch::order_ranges(&msg.payload).unwrap_or_default() {
+                    if let Ok(of) = SessionOf::decode(msg.payload.slice(range)) {
+                        self.learn_session(&of.session_id).await?;
+                    }
+                }
+            } else if let Ok(of) = SessionOf::decode(msg.payload.clone()) {
                 self.learn_session(&of.session_id).await?;
             }
         }
