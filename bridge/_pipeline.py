@@ -1,6 +1,11 @@
 """The queued pipeline: orders published into the ORDERS stream, pipelined and bounded.
 
-One publish path for every attempt of every queued order: the order is published with
+Two ways in, chosen per call by ``Pipeline.batching()``: ``OrderBatch`` messages of many orders
+(contract 1.2, when every engine speaks it: ``bridge._batch_send``, ``bridge._engine_contracts``)
+or one message per order, below. Both share the in-flight slots and JetStream's answers
+(``bridge._pubacks``) and account for each order the same way.
+
+One publish path for every attempt of every single queued order: the order is published with
 ``Nats-Msg-Id`` = its client order id and a reply subject of its own under one wildcard
 subscription of this client (``PubAcks``), and JetStream's answer on that subject resolves
 it to a ``QueuedOrder`` or to the ``BridgeError`` it means. First attempts of a batch are

@@ -111,13 +111,18 @@ async def test_tenfold_overload_keeps_memory_bounded_and_loses_nothing(
 ) -> None:
     """Offer orders ~10x faster than the engine executes them for a few seconds: ORDERS fills
     and refuses the excess loudly, both processes' memory stays flat, the server never has
-    more than max_ack_pending orders out at the engine, and every accepted order executes."""
+    more than max_ack_pending messages out at the engine, and every accepted order executes.
+
+    Orders travel in OrderBatch messages of 10 (contract 1.2): ORDERS' 300 messages hold 3,000
+    orders, the backlog this test has always built (max_msgs bounds messages, not orders)."""
     duration_s = 6.0
     handle = fresh_server.handle
-    await update_orders_stream(handle, max_msgs=3000)
+    await update_orders_stream(handle, max_msgs=300)
     account = new_account("OL")
     batches = itertools.count()
-    settings = client_settings(handle, max_inflight=256, publish_timeout_ms=5000)
+    settings = client_settings(
+        handle, max_inflight=256, publish_timeout_ms=5000, queued_batch_max_orders=10
+    )
     engine = EngineProcess(handle, log_file=tmp_path / "engine.log").start()
     assert engine.pid is not None
     engine_rss: list[int] = []
@@ -174,7 +179,7 @@ async def test_tenfold_overload_keeps_memory_bounded_and_loses_nothing(
     engine_rate = len(acked) / executed_s
     result = verify(
         FaultResult(
-            "10x overload for 6 s (ORDERS max 3000)",
+            "10x overload for 6 s (ORDERS max 300 x 10)",
             sent=offered,
             refused=len(refused),
             notes={
