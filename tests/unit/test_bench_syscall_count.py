@@ -3,6 +3,12 @@ without an errors column, and 0 for a syscall strace never saw."""
 
 from __future__ import annotations
 
+import pytest
+
+# bench/ needs the dev extra (psutil); the minimum-versions check runs the unit tests with the
+# package's own dependencies only.
+pytest.importorskip("psutil")
+
 from bench.syscall_count import parse_summary
 
 SUMMARY = """\
