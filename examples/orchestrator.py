@@ -36,7 +36,7 @@ async def main() -> None:
         waiting = {order.client_order_id} if ack.status is AckStatus.ACCEPTED else set()
 
         batch = [limit_order(f"ord-{run}-{i}", Side.SELL, "189.99") for i in (1, 2, 3)]
-        queued = await bridge.enqueue_batch(batch)  # JetStream, Nats-Msg-Id = client order id
+        queued = await bridge.enqueue_batch(batch)  # JetStream, OrderBatch messages (idempotent)
         print(f"queued {len(queued)} orders, stream sequences {[q.seq for q in queued]}")
         waiting |= {q.client_order_id for q in queued}
 

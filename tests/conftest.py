@@ -203,14 +203,22 @@ def settings(nats_server: ServerHandle) -> BridgeSettings:
 
 
 @pytest.fixture
-def fresh_server(dev_creds: DevCredentials, tmp_path: Path) -> Iterator[LocalNatsServer]:
-    """A provisioned nats-server of its own, for tests that kill, pause or reconfigure it."""
+def fresh_server(
+    dev_creds: DevCredentials, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[LocalNatsServer]:
+    """A provisioned nats-server of its own, for tests that kill, pause or reconfigure it.
+
+    ``@pytest.mark.projections("fsync")`` provisions EXECUTIONS and the order store persisted
+    per message: an engine then rides out a server restart (with the default, asynchronous
+    persistence it stops at the reconnect and its restart repairs them; runbooks/journal.md)."""
     from bridge_dev.server import LocalNatsServer
 
+    marker = request.node.get_closest_marker("projections")
+    projections: Projections = "fsync" if marker and marker.args == ("fsync",) else "async"
     server = LocalNatsServer(dev_creds, name="bridge-fault", log_file=tmp_path / "nats.log")
     with server:
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pool.submit(asyncio.run, _provision(server.handle)).result(timeout=30)
+            pool.submit(asyncio.run, _provision(server.handle, projections)).result(timeout=30)
         yield server
 
 

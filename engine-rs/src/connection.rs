@@ -15,6 +15,27 @@ use crate::jetstream_errors;
 use crate::metrics::Metrics;
 use crate::retry;
 
+/// Exit code of an engine that lost its connection while its projections are persisted
+/// asynchronously ([`stop_before_reconnecting`]).
+pub const EXIT_RECONNECT_WITH_ASYNC_PROJECTIONS: i32 = 75;
+
+/// Set once the engine serves with asynchronously persisted projections: the next connection
+/// attempt (a reconnect) stops the process instead.
+static STOP_BEFORE_RECONNECTING: AtomicBool = AtomicBool::new(false);
+
+/// From now on, a lost connection stops the engine before it reconnects (exit code
+/// [`EXIT_RECONNECT_WITH_ASYNC_PROJECTIONS`]).
+///
+/// Why: with `persist_mode: async` the server that comes back may have lost the unflushed tail
+/// of EXECUTIONS and the order store. Repair (`repair.rs`) restores it from the journal, but only
+/// if nothing lands behind the gap first, and async-nats flushes what it buffered while
+/// disconnected (pending publishes, retried writes) to the new connection before anything of
+/// ours can run. The reconnect delay callback runs before every connection attempt, so exiting
+/// there sends nothing more; the restarted engine repairs before it writes.
+pub fn stop_before_reconnecting() {
+    STOP_BEFORE_RECONNECTING.store(true, Ordering::Release);
+}
+
 /// Connects with mutual TLS and the engine's NKey, using the engine role's inbox prefix.
 ///
 /// Reconnects (and the first connection, `retry_on_initial_connect`) back off exponentially
@@ -40,7 +61,16 @@ pub async fn connect(
         )))
         .ping_interval(Duration::from_millis(cfg.ping_interval_ms))
         .subscription_capacity(cfg.subscription_capacity)
-        .reconnect_delay_callback(move |attempts| policy.delay(attempts.saturating_sub(1)))
+        .reconnect_delay_callback(move |attempts| {
+            if STOP_BEFORE_RECONNECTING.load(Ordering::Acquire) {
+                error!(
+                    exit_code = EXIT_RECONNECT_WITH_ASYNC_PROJECTIONS,
+                    "connection lost while the projections are persisted asynchronously: stopping before reconnecting, so that the restarted engine repairs them from the journal before anything is written (runbooks/journal.md)"
+                );
+                std::process::exit(EXIT_RECONNECT_WITH_ASYNC_PROJECTIONS);
+            }
+            policy.delay(attempts.saturating_sub(1))
+        })
         .max_reconnects(match cfg.max_reconnect_attempts {
             n if n < 0 => None,
             n => Some(usize::try_from(n).unwrap_or(usize::MAX)),

@@ -99,6 +99,26 @@ impl Engine {
         Ok(done)
     }
 
+    /// True when EXECUTIONS or the order store's stream is persisted asynchronously
+    /// (`persist_mode: async`): a server crash can lose their unflushed tail, so a lost
+    /// connection stops the engine ([`crate::connection::stop_before_reconnecting`]).
+    pub async fn projections_persisted_async(&self) -> Result<bool, EngineError> {
+        use async_nats::jetstream::stream::PersistenceMode;
+        let js = async_nats::jetstream::new(self.client.clone());
+        let mut persist = Vec::new();
+        for name in [
+            crate::contract::EXECUTIONS_STREAM.to_string(),
+            crate::contract::kv_stream(crate::contract::ORDERS_KV_BUCKET),
+        ] {
+            let stream = js
+                .get_stream(&name)
+                .await
+                .map_err(|e| crate::error::SetupError::new("projection stream info", e))?;
+            persist.push(stream.cached_info().config.persist_mode);
+        }
+        Ok(persist.contains(&Some(PersistenceMode::Async)))
+    }
+
     /// After a reconnect (the server may have restarted and lost a projection's unflushed
     /// tail): [`Engine::repair`], before the next command is served.
     pub async fn repair_if_reconnected(&mut self) -> Result<(), EngineError> {

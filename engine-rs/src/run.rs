@@ -76,6 +76,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     // Before anything is published (recovery may publish): where this engine's chain and
     // journal end, and the projections brought up to the journal (`repair.rs`).
     engine.repair().await?;
+    if engine.projections_persisted_async().await? {
+        // Repair needs the lost tail of a crashed server to be a suffix: nothing may be
+        // written after a reconnect before it runs. The restart repairs (`connection.rs`).
+        connection::stop_before_reconnecting();
+        info!("projections persisted asynchronously: a lost connection stops the engine (its restart repairs them)");
+    }
     let started = Instant::now();
     let recovered = engine.recover().await?;
     metrics.recovery(started.elapsed(), recovered);

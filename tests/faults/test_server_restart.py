@@ -35,6 +35,7 @@ pytestmark = pytest.mark.integration
 ORDERS = 2000
 
 
+@pytest.mark.projections("fsync")  # the engine rides out the server restart
 async def test_server_killed_and_restarted_mid_run_loses_no_acked_order(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:

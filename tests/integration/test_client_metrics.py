@@ -112,6 +112,7 @@ async def test_readyz_is_503_until_an_engine_answers_then_200(
         await until(not_ready, "/readyz 503 once the engine stopped")
 
 
+@pytest.mark.projections("fsync")  # the engine rides out the server restart
 async def test_counters_and_histograms_move_with_orders_and_a_reconnect(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:

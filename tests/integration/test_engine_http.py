@@ -92,6 +92,7 @@ def check_ready(url: str) -> int:
     return done.returncode
 
 
+@pytest.mark.projections("fsync")  # the engine rides out the server restart
 async def test_health_readiness_and_metrics_follow_the_engine(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:

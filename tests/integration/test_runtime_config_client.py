@@ -229,6 +229,7 @@ async def test_a_client_starts_with_the_documents_in_force(
         assert bridge.routing.revision == revision
 
 
+@pytest.mark.projections("fsync")  # the engine rides out the server restart
 async def test_the_watch_survives_a_server_restart(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:

@@ -243,6 +243,7 @@ async def test_bad_document_is_refused_and_the_old_one_stays(
     assert "config refused: the previous configuration stays in force" in engine.log_tail(400)
 
 
+@pytest.mark.projections("fsync")  # the engine rides out the server restart
 async def test_watch_survives_a_server_restart(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:
