@@ -6,7 +6,10 @@ after restart"; engine-rs/src/repair.rs).
   asynchronously (no fsync per message): the server can lose their unflushed tail, while the
   journal (fsynced) keeps every entry. The engine repairs the projections from its journal
   after the reconnect, before it serves the next command: every acked order has its final
-  report, each report is stored once.
+  report, each report is stored once. Expected to fail until the engine bug this test found
+  is fixed (see its xfail reason): writes sent after the reconnect (retried, or queued in the
+  client while it reconnected) land behind the lost tail, the walk stops at their entry, and
+  what was lost below it stays lost (the report chain shows the gap).
 * **Replays after restart**: a queued pull journaled, never projected (failpoint
   ``after_journal``); the first restart dies in the middle of its repair (``mid_publish``: half
   the entry's reports published); the second restart publishes the other half; the third finds
@@ -66,6 +69,12 @@ SYNC = 600
 PULL = 200
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="engine bug, open (docs-17/faults.md, 'Open: a server crash under load'): writes "
+    "the client sends after the reconnect land behind the projections' lost tail, so repair "
+    "stops above the gap; acked orders lose reports, or are executed twice",
+)
 async def test_server_killed_while_the_engine_projects_loses_no_acked_order(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:
@@ -91,10 +100,14 @@ async def test_server_killed_while_the_engine_projects_loses_no_acked_order(
                 await flow.wait_until(partial(_acked_since, flow, restarted_at), 60, "an ack")
             await asyncio.gather(*flows)
             first_ack_after = min(t for t in q.ack_times + s.ack_times if t > restarted_at)
-            reports = await wait_for_finals(handle, queued_account, q.acked, timeout=120)
-            reports += await wait_for_finals(handle, sync_account, s.acked, timeout=120)
+            reports = await wait_for_finals(handle, queued_account, q.acked, timeout=30)
+            reports += await wait_for_finals(handle, sync_account, s.acked, timeout=30)
             await wait_for_ack_floor(handle)
-            await assert_book_is_the_record(handle)
+            try:
+                await assert_book_is_the_record(handle)
+                book_error = None
+            except AssertionError as exc:  # reported after the counts, which say more
+                book_error = exc
     finally:
         code = engine.stop()
     repaired = log_records(engine.log_file, REPAIRED)
@@ -118,6 +131,7 @@ async def test_server_killed_while_the_engine_projects_loses_no_acked_order(
     assert code == 0, engine.log_tail()
     assert result.acked == QUEUED + SYNC
     assert_clean(result)
+    assert book_error is None, book_error
     # The engine checked its projections against its journal after the reconnect.
     assert log_records(engine.log_file, RECONNECT_REPAIR), engine.log_tail(80)
     assert stored_twice(await exec_id_counts(handle)) == []
