@@ -4,12 +4,11 @@ after restart"; engine-rs/src/repair.rs).
 * **The server dies while the engine projects**: kill -9 of nats-server under queued and
   synchronous load, restarted on the same store. EXECUTIONS and the order store are persisted
   asynchronously (no fsync per message): the server can lose their unflushed tail, while the
-  journal (fsynced) keeps every entry. The engine repairs the projections from its journal
-  after the reconnect, before it serves the next command: every acked order has its final
-  report, each report is stored once. Expected to fail until the engine bug this test found
-  is fixed (see its xfail reason): writes sent after the reconnect (retried, or queued in the
-  client while it reconnected) land behind the lost tail, the walk stops at their entry, and
-  what was lost below it stays lost (the report chain shows the gap).
+  journal (fsynced) keeps every entry. The engine stops before it reconnects (exit 75: what
+  async-nats buffered would otherwise land behind the lost tail, where no repair can put the
+  missing reports back in order), and its restart repairs the projections from the journal
+  before it serves: every acked order has its final report, each report is stored once, the
+  book is what EXECUTIONS says.
 * **Replays after restart**: a queued pull journaled, never projected (failpoint
   ``after_journal``); the first restart dies in the middle of its repair (``mid_publish``: half
   the entry's reports published); the second restart publishes the other half; the third finds
@@ -21,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -44,7 +42,6 @@ from tests.faults.harness import (
 from tests.faults.invariants import assert_invariants
 from tests.faults.journal_harness import (
     LONG_PULL,
-    RECONNECT_REPAIR,
     REPAIRED,
     SyncPublisher,
     assert_book_is_the_record,
@@ -69,12 +66,12 @@ SYNC = 600
 PULL = 200
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="engine bug, open (docs-17/faults.md, 'Open: a server crash under load'): writes "
-    "the client sends after the reconnect land behind the projections' lost tail, so repair "
-    "stops above the gap; acked orders lose reports, or are executed twice",
-)
+# Exit code of an engine whose connection was lost while its projections are persisted
+# asynchronously (engine-rs/src/connection.rs, EXIT_RECONNECT_WITH_ASYNC_PROJECTIONS).
+STOPPED_AT_RECONNECT = 75
+STOPPED_LINE = "stopping before reconnecting"
+
+
 async def test_server_killed_while_the_engine_projects_loses_no_acked_order(
     fresh_server: LocalNatsServer, tmp_path: Path
 ) -> None:
@@ -96,10 +93,17 @@ async def test_server_killed_while_the_engine_projects_loses_no_acked_order(
             killed_at = time.monotonic()
             await asyncio.to_thread(fresh_server.start)
             restarted_at = time.monotonic()
-            for flow in (q, s):
-                await flow.wait_until(partial(_acked_since, flow, restarted_at), 60, "an ack")
-            await asyncio.gather(*flows)
-            first_ack_after = min(t for t in q.ack_times + s.ack_times if t > restarted_at)
+            # The engine stops before it reconnects (nothing may land behind the tail the
+            # server lost), and its restart repairs the projections before serving.
+            stopped = await asyncio.to_thread(engine.wait, 60)
+            assert stopped == STOPPED_AT_RECONNECT, engine.log_tail(40)
+            assert STOPPED_LINE in engine.log_tail(40)
+            # The publishers stop here: what they had acked is what the restart must keep.
+            for task in flows:
+                task.cancel()
+            await asyncio.gather(*flows, return_exceptions=True)
+            await asyncio.to_thread(engine.start)
+            first_ack_after = time.monotonic()  # the engine serves again
             reports = await wait_for_finals(handle, queued_account, q.acked, timeout=30)
             reports += await wait_for_finals(handle, sync_account, s.acked, timeout=30)
             await wait_for_ack_floor(handle)
@@ -129,11 +133,9 @@ async def test_server_killed_while_the_engine_projects_loses_no_acked_order(
         reports,
     )
     assert code == 0, engine.log_tail()
-    assert result.acked == QUEUED + SYNC
+    assert result.acked >= QUEUED // 5 + SYNC // 10
     assert_clean(result)
     assert book_error is None, book_error
-    # The engine checked its projections against its journal after the reconnect.
-    assert log_records(engine.log_file, RECONNECT_REPAIR), engine.log_tail(80)
     assert stored_twice(await exec_id_counts(handle)) == []
     checked = await assert_invariants(handle, tmp_path)
     result.notes["invariants"] = f"ok ({checked.reports} reports)"
@@ -160,7 +162,7 @@ async def test_replaying_the_journal_after_restarts_stores_nothing_twice(
     finally:
         journaled.kill()
     (entry,) = (await journal(handle))[before:]
-    assert entry.records >= PULL // 4, entry
+    assert entry.records > 1, entry  # one commit group of several orders
     assert await stored_reports(handle, account) == []
     stored_before = len(await stored_entries(handle, None))
     # The first replay dies halfway through publishing the entry's reports.
