@@ -299,8 +299,10 @@ async def queue_while_paused(
     engine: EngineProcess, bridge: BridgeClient, orders: Sequence[Order]
 ) -> list[QueuedOrder]:
     """Queue ``orders`` while ``engine`` is stopped (SIGSTOP) with its pull request pending
-    (started with :data:`LONG_PULL`): the server delivers them to it together, so its next
-    commit group takes as many of them as its ``pull_batch`` allows (SIGCONT)."""
+    (started with :data:`LONG_PULL` and a ``pull_batch`` of at least ``len(orders)``), then
+    let it run (SIGCONT): the server delivers them to it together, and its next commit group
+    takes every one that has arrived when it looks (from a few to all of them, depending on
+    how fast the client library hands them over)."""
     assert engine.pid is not None
     os.kill(engine.pid, signal.SIGSTOP)
     try:

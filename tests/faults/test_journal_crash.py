@@ -14,6 +14,12 @@ at two points of that:
 
 Either way each order executes once, each report is stored once, the book the restarted engine
 serves is the book EXECUTIONS implies, and the fault invariants hold.
+
+The 200 orders are queued while the engine is paused with its pull pending, so its first commit
+group takes every order delivered by the time it looks: from a few to all 200, depending on how
+fast the client library hands them over (journal_harness.queue_while_paused); the restarted
+engine processes the rest. Groups of many orders for certain are the mass cancel's
+(test_mass_cancel_crash.py: 1,200 records) and the large sweep's (test_journal_large_group.py).
 """
 
 from __future__ import annotations
@@ -91,9 +97,10 @@ async def test_a_queued_pull_half_processed_executes_each_order_once(
     if failpoint == "after_store":
         assert written == [], written  # nothing journaled
     else:
-        # One entry holds the whole pull's outcome (many orders' records and reports).
+        # One entry holds the outcome of every order the pull had delivered (their records
+        # and reports, and the makers'; how many orders depends on the delivery).
         assert len(written) == 1, written
-        assert written[0].records >= ORDERS // 4, written
+        assert written[0].reports >= 2, written
     restart_log = tmp_path / "restart.log"
     with EngineProcess(handle, log_file=restart_log) as engine:
         reports = await wait_for_finals(handle, account, ids, timeout=60)
@@ -107,7 +114,7 @@ async def test_a_queued_pull_half_processed_executes_each_order_once(
             f"engine abort {failpoint}: queued pull of {ORDERS}",
             sent=ORDERS,
             acked=len(queued),
-            notes={"journaled": [e.records for e in written], "recovered": recovered},
+            notes={"group_records": [e.records for e in written], "recovered": recovered},
         ),
         orders,
         ids,
@@ -122,7 +129,7 @@ async def test_a_queued_pull_half_processed_executes_each_order_once(
     else:
         assert repaired == [], repaired  # nothing was journaled: recovery executed the pull
         assert recovered is not None
-        assert recovered >= ORDERS // 4, recovered
+        assert recovered >= 1, recovered
     assert stored_twice(await exec_id_counts(handle)) == []
     checked = await assert_invariants(handle, tmp_path)
     result.notes["invariants"] = f"ok ({checked.reports} reports)"
