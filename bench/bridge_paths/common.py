@@ -115,8 +115,13 @@ class Engine:
         self.restart_empty()
 
     def restart_empty(self) -> None:
-        """Stop (it finishes its current pull batch), purge ORDERS, start again."""
-        self.stop()
+        """Stop (it finishes its current commit group; a backlog being discarded is killed if
+        that outlasts the stop's timeout), purge ORDERS, start again."""
+        if self.proc is not None and self.proc.pid is not None:
+            self.peak_rss = max(self.peak_rss, peak_rss_bytes(self.proc.pid))
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.stop() not in (0, -9):
+            raise BenchError(f"engine exited badly while discarding a backlog:\n{proc.log_tail()}")
         asyncio.run(purge_orders(self.handle))
         self.start()
         self.restarts += 1

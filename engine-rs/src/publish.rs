@@ -44,6 +44,9 @@ mod subjects;
 
 pub use subjects::Originals;
 
+/// Report publishes awaiting their JetStream ack at once, at most (see `Reports::send`).
+const ACKS_IN_FLIGHT: usize = 1024;
+
 /// How an attempt ended well.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Committed {
@@ -204,8 +207,10 @@ impl Reports {
         Ok(())
     }
 
-    /// One attempt: every report sent (pipelined), then every ack awaited. `payloads` and
-    /// `links` are the reports', index for index.
+    /// One attempt: every report sent, pipelined with at most [`ACKS_IN_FLIGHT`] acks
+    /// outstanding (async-nats holds a permit per unanswered publish, 5,000 by default, and a
+    /// publish past them waits for one: awaiting none while sending more would stall), in
+    /// order. `payloads` and `links` are the reports', index for index.
     async fn send(
         &self,
         reports: &[Tagged<'_>],
@@ -216,8 +221,17 @@ impl Reports {
         let has_fills = reports
             .iter()
             .any(|(r, _)| r.exec_type == pb::ExecType::Trade as i32);
-        let mut acks = Vec::with_capacity(reports.len());
+        let mut committed = Committed::Stored;
+        let mut acks: std::collections::VecDeque<jetstream::context::PublishAckFuture> =
+            std::collections::VecDeque::with_capacity(ACKS_IN_FLIGHT);
         for (i, (r, trace)) in reports.iter().enumerate() {
+            if acks.len() == ACKS_IN_FLIGHT {
+                if let Some(ack) = acks.pop_front() {
+                    if ack.await?.duplicate {
+                        committed = Committed::Duplicate;
+                    }
+                }
+            }
             let mut headers = HeaderMap::new();
             headers.insert(contract::HEADER_MSG_ID, r.exec_id.as_str());
             trace.insert_into(&mut headers);
@@ -225,7 +239,7 @@ impl Reports {
                 headers.insert(name, value.as_str());
             }
             let subject = self.originals.subject(r);
-            acks.push(
+            acks.push_back(
                 self.js
                     .publish_with_headers(subject, headers, payloads[i].clone())
                     .await?,
@@ -235,7 +249,6 @@ impl Reports {
                 self.failpoint.reached("mid_publish").await;
             }
         }
-        let mut committed = Committed::Stored;
         for ack in acks {
             if ack.await?.duplicate {
                 committed = Committed::Duplicate;

@@ -29,6 +29,10 @@ use crate::retry;
 use crate::runtime_config;
 use crate::service::Intake;
 
+/// Payload bytes of the ORDERS messages taken into one commit group, at most (the rest of the
+/// pull is the next group): about 1,500 orders of ~150 bytes.
+const MAX_GROUP_PAYLOAD_BYTES: usize = 256 * 1024;
+
 /// Runs the engine until `shutdown` resolves: recover, subscribe, serve; then stop intake,
 /// finish in-flight orders, flush and return.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
@@ -154,12 +158,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     Ok(Some(Ok(m))) => {
                         // Take every message of this pull that has already arrived, and run
                         // them through the protocol together.
+                        let mut bytes = m.payload.len();
                         let mut msgs = vec![m];
                         let mut ended = None;
                         if let Some(b) = batch.as_mut() {
-                            while msgs.len() < cfg.pull_batch {
+                            // One commit group stays small enough to answer promptly: batch
+                            // messages carry up to 1,024 orders each.
+                            while msgs.len() < cfg.pull_batch && bytes < MAX_GROUP_PAYLOAD_BYTES {
                                 match b.next().now_or_never() {
-                                    Some(Some(Ok(m))) => msgs.push(m),
+                                    Some(Some(Ok(m))) => {
+                                        bytes += m.payload.len();
+                                        msgs.push(m);
+                                    }
                                     Some(Some(Err(e))) => { ended = Some(Some(e)); break; }
                                     Some(None) => { ended = Some(None); break; }
                                     None => break,
