@@ -49,10 +49,10 @@
 use std::collections::btree_map::{BTreeMap, Entry};
 use std::collections::{HashMap, VecDeque};
 
-/// At most this many fills per incoming order (invariant 9). The execution reports of one
-/// order's execution are committed to JetStream as one atomic batch, which the server limits
-/// to 1,000 messages: 2 reports per fill (taker and maker) plus the taker's NEW and final
-/// reports stay well inside it.
+/// At most this many fills per incoming order (invariant 9): one execution's reports (2 per
+/// fill, taker and maker, plus the taker's NEW and final reports) stay a bounded part of one
+/// commit group's journal entries (`commit.rs`), and engines before contract 1.2 committed them
+/// as one atomic batch, which the server limits to 1,000 messages.
 pub const MAX_FILLS_PER_ORDER: usize = 400;
 
 /// A resting order as [`OrderBook::snapshot`] lists it, in time priority within its level.

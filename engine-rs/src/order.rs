@@ -7,7 +7,7 @@
 //! where it stands against its amended quantity ([`Standing`]): NEW (nothing filled),
 //! PARTIALLY_FILLED, or FILLED when the new quantity is at or below what is already filled
 //! (the order ends: order_qty = cum_qty, leaves 0). Both reports are produced by one call
-//! ([`LiveOrder::replace`]) and published in one atomic batch, so PENDING_REPLACE is never an
+//! ([`LiveOrder::replace`]) and journaled in one entry, so PENDING_REPLACE is never an
 //! order's last stored state.
 
 use crate::fixed;

@@ -9,9 +9,8 @@
 //! 2. Validated ([`check_mass_cancel`]): REJECTED / INVALID_FIELD naming each field and rule.
 //! 3. Every matching order resting in this engine's books is canceled
 //!    ([`crate::venue::Venue::mass_cancel`]): each a CANCELED report with reason MASS_CANCELED,
-//!    each its own fact, published in atomic batches of at most
-//!    [`crate::publish::MAX_ATOMIC_BATCH`]; then the records are written back and the books'
-//!    market data touched. A re-sent request finds nothing left: it answers `canceled = 0`.
+//!    each its own fact, all of them one commit group (journaled, then published with their
+//!    records); then the books' market data is touched. A re-sent request finds nothing left: it answers `canceled = 0`.
 //! 4. A request from a client (not a relayed one) is relayed to every other live engine that
 //!    could hold the account's orders ([`relay`]); the reply sums what every engine canceled and
 //!    says which engines took part, and which did not.

@@ -17,7 +17,7 @@
 //! 1. `kv.create(<account>.<replace id>)` of the pending alias: the deduplication point.
 //!    A crash after it: recovery finds the alias pending and its order untouched, and applies
 //!    the replace (the client, which got no answer, re-sends and is answered as a duplicate).
-//! 2. apply it in the venue and publish its reports, with any fills, as one atomic batch.
+//! 2. apply it in the venue and commit its reports, with any fills, in one journal entry.
 //!    A crash after it: recovery adopts the order's last report (amended terms, ids, a new
 //!    arrival sequence if priority was lost) and settles the alias as applied.
 //! 3. write back the order's record, its makers' and the settled alias; 4. answer.

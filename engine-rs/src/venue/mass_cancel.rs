@@ -2,9 +2,8 @@
 //! books, optionally only one symbol's and/or one side's, out of its book and CANCELED with
 //! reason MASS_CANCELED (FIX OrderMassCancelRequest, 35=q).
 //!
-//! Each canceled order is its own fact (one report): the caller publishes them as independent
-//! groups, which the publisher packs into atomic batches of at most
-//! [`crate::publish::MAX_ATOMIC_BATCH`] reports. Orders are canceled in arrival order (book id),
+//! Each canceled order is its own fact (one report): the caller commits them as one group
+//! (journaled in as many entries as their size needs, then published). Orders are canceled in arrival order (book id),
 //! so their reports are too. A second mass cancel with the same filter finds nothing left: the
 //! canceled orders are final and out of every book (idempotent by construction).
 

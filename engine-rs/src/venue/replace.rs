@@ -2,7 +2,7 @@
 //!
 //! One replace is one fact: the order's PENDING_REPLACE and REPLACED reports, then every fill a
 //! crossing new price causes (the order's TRADE reports and its makers'), published as one
-//! atomic batch. A quantity decrease at the same price keeps the order's place in its level;
+//! journal entry. A quantity decrease at the same price keeps the order's place in its level;
 //! anything else takes it to the back of its new level (book invariant 10) and gives it a new
 //! arrival sequence, so that recovery, which restores orders in sequence order, rebuilds the
 //! same priority. The order's stored terms (its `NewOrder`'s quantity and limit price) are
