@@ -100,13 +100,17 @@ async def test_a_sweep_larger_than_one_journal_entry(
     )
     settings = client_settings(handle, request_timeout_ms=15_000, order_retry_max_attempts=1)
     env = {"BRIDGE_FAILPOINT": crash} if crash else {}
-    engine = EngineProcess(handle, log_file=tmp_path / "engine.log", env=env).start()
-    answered: BridgeError | None = None
-    try:
+    # The asks are placed by an engine without the failpoint: their own groups (batches of
+    # large orders) may span two entries too, and only the sweep's may stop the engine.
+    with EngineProcess(handle, log_file=tmp_path / "makers.log"):
         async with BridgeClient(settings) as bridge:
             queued = await bridge.enqueue_batch([ask(makers, i) for i in range(MAKERS)])
             assert len(queued) == MAKERS
             await wait_for_ack_floor(handle)
+    engine = EngineProcess(handle, log_file=tmp_path / "engine.log", env=env).start()
+    answered: BridgeError | None = None
+    try:
+        async with BridgeClient(settings) as bridge:
             before = len(await journal(handle))
             try:
                 ack = await bridge.submit(sweep)
