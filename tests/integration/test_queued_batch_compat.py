@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,10 @@ from nats.js.api import ConsumerConfig
 
 from bridge import BridgeClient, BridgeSettings, contract
 from bridge_dev.engine import EngineProcess, client_settings
+from bridge_dev.pki import DevCredentials
 from bridge_dev.provision import provision
 from bridge_dev.server import LocalNatsServer, ServerHandle, connect_as
+from tests.conftest import provisioned_server
 from tests.faults.harness import stored_reports, wait_for_ack_floor
 from tests.integration.test_order_path import collect_until_final
 from tests.integration.test_queued_batches import check_exactly_once, crossing, orders_last_seq
@@ -31,6 +34,15 @@ pytestmark = pytest.mark.integration
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def nats_server(
+    dev_creds: DevCredentials, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerHandle]:
+    """Provisioned like a deployment upgraded from 1.1, where a 1.0 engine runs: projections
+    persisted per message, EXECUTIONS allowing its atomic report batches."""
+    yield from provisioned_server(dev_creds, tmp_path_factory, projections="fsync")
 
 
 async def test_a_1_0_engine_gets_one_message_per_order(
