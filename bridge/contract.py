@@ -305,7 +305,8 @@ SESSIONS_KV_BUCKET = "bridge_sessions"
 """Orchestrator sessions (cancel on disconnect): one record per open session, so that the grace
 survives an engine restart."""
 LEASES_KV_BUCKET = "bridge_leases"
-"""Engine leases (one live engine per symbol and per intake); TTL = the bucket's max_age."""
+"""Engine leases (one live engine per symbol, per partition and per intake); TTL = the bucket's
+max_age."""
 
 # queue_groups
 ENGINE_QUEUE_GROUP = "bridge-engine"
@@ -327,6 +328,15 @@ LEASE_SYMBOL_KEY_PREFIX = "symbol."
 def lease_symbol_key(symbol: str) -> str:
     """Lease of one symbol."""
     return f"symbol.{symbol}"
+
+
+LEASE_PARTITION_KEY_PREFIX = "partition."
+
+
+def lease_partition_key(partition: str) -> str:
+    """Lease of one symbol partition (contract 1.3; the partition number in decimal, see
+    PARTITIONS): held by the one engine that serves the partition's symbols."""
+    return f"partition.{partition}"
 
 
 SESSION_KEY_PREFIX = "session."
@@ -399,6 +409,16 @@ def service_ping(service: str) -> str:
     """NATS service API: ping every instance of one service (e.g. SERVICE_NAME); each running engine
     answers."""
     return f"$SRV.PING.{service}"
+
+
+PARTITION_ENGINE_ID_PREFIX = "p"
+
+
+def partition_engine_id(partition: str) -> str:
+    """The engine id of one symbol partition (contract 1.3): p and the partition number in decimal,
+    e.g. p3 (bridge/partition.py partition_id, engine-rs/src/partition.rs). It owns the partition's
+    journal and records, whichever engine holds the partition's lease."""
+    return f"p{partition}"
 
 
 # Headers
@@ -491,3 +511,6 @@ MAX_BATCH_ORDERS = 1024
 """Orders of one OrderBatch."""
 MAX_BATCH_BYTES = 61440
 """The whole encoded OrderBatch."""
+PARTITIONS = 8
+"""Symbol partitions: a symbol's partition is FNV-1a 32-bit of its UTF-8 bytes modulo PARTITIONS,
+the function of nats-server's mapping partition(PARTITIONS, token)."""
