@@ -25,6 +25,9 @@ def test_the_vectors_are_there_and_cover_every_partition() -> None:
     assert VECTORS["partitions"] == contract.PARTITIONS == 8
     assert len(CASES) >= 20
     assert {c["partition"] for c in CASES} == set(range(contract.PARTITIONS))
+    # ... and the one-token symbols alone too, so the real-server test reaches every partition
+    one_token = {c["partition"] for c in CASES if c["single_token"]}
+    assert one_token == set(range(contract.PARTITIONS))
     lengths = {len(c["symbol"]) for c in CASES}
     assert min(lengths) == 1
     assert max(lengths) == contract.MAX_SYMBOL_BYTES
