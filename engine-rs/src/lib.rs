@@ -18,6 +18,8 @@
 //! - [`marketdata`]: the venue's market data: L2 views, level diffs, sequenced updates,
 //!   quotes, trades, snapshots.
 //! - [`feed`]: input streams into the engine: credit per stream, refusals, bounds.
+//! - [`partition`]: a symbol's partition (FNV-1a 32 mod `PARTITIONS`, nats-server's
+//!   `partition()` mapping) and a partition's engine id.
 //!
 //! Configuration and policy:
 //! - [`config`]: defaults < TOML file < `BRIDGE_*` environment; renamed knobs refused.
@@ -94,6 +96,7 @@ pub mod marketdata;
 pub mod md_publish;
 pub mod metrics;
 pub mod order;
+pub mod partition;
 pub mod proto;
 pub mod publish;
 pub mod reconcile;
