@@ -46,6 +46,9 @@ pub struct Journal {
     readiness: Arc<Readiness>,
     /// Stream sequence of this engine's last entry (0: none yet).
     last_seq: u64,
+    /// This writer's epoch (0: unpartitioned): in every entry and in its Nats-Msg-Id, so that
+    /// two owners of one partition never share a de-duplication id.
+    epoch: u64,
 }
 
 impl Journal {
@@ -68,6 +71,7 @@ impl Journal {
             cfg: cfg.clone(),
             readiness,
             last_seq: 0,
+            epoch: 0,
         })
     }
 
@@ -150,12 +154,28 @@ impl Journal {
         }
     }
 
+    /// Takes the journal over as the writer of `epoch` (a partition's new owner, after repair
+    /// and recovery read it to its end): appends the fence, an empty entry of that epoch, so
+    /// that the previous owner's next append fails ([`JournalError::Fenced`]).
+    pub async fn fence(&mut self, epoch: u64) -> Result<u64, JournalError> {
+        self.epoch = epoch;
+        let seq = self
+            .append(JournalEntry {
+                written_at_unix_ns: crate::engine::now_ns(),
+                ..JournalEntry::default()
+            })
+            .await?;
+        info!(subject = %self.subject, seq, epoch, "journal fenced: this engine is its only writer from here");
+        Ok(seq)
+    }
+
     /// Appends one entry after this engine's last one; returns its stream sequence once the
     /// server has stored it. `entry.prev_stream_seq` and `entry.engine_id` are set here.
     pub async fn append(&mut self, mut entry: JournalEntry) -> Result<u64, JournalError> {
         let prev = self.last_seq;
         entry.prev_stream_seq = prev;
         entry.engine_id.clone_from(&self.engine_id);
+        entry.epoch = self.epoch;
         let payload = Bytes::from(entry.encode_to_vec());
         if payload.len() > MAX_ENTRY_BYTES {
             return Err(JournalError::TooLarge {
@@ -164,7 +184,12 @@ impl Journal {
                 limit: MAX_ENTRY_BYTES,
             });
         }
-        let msg_id = format!("{}:{prev}", self.engine_id);
+        // With the epoch: a stale owner appending after the same entry as the new owner must
+        // not be answered "duplicate" with the new owner's sequence.
+        let msg_id = match self.epoch {
+            0 => format!("{}:{prev}", self.engine_id),
+            epoch => format!("{}:{epoch}:{prev}", self.engine_id),
+        };
         let started = Instant::now();
         let subject = self.subject.clone();
         let attempt = || async {
