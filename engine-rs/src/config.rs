@@ -42,6 +42,15 @@ pub struct Config {
     /// Stable identity of this engine; it recovers the orders it owns after a restart.
     /// Every engine sharing a deployment needs a distinct id.
     pub engine_id: String,
+    /// Symbol-partitioned engines (`partitions.rs`): this engine takes its fair share of the
+    /// contract's partitions from the lease bucket, beside every other engine of the
+    /// deployment, and takes over those of an engine that stops. Off: one engine serves every
+    /// configured symbol (a second one refuses to start).
+    pub partitioned: bool,
+    /// The partition this engine instance serves (set by `partitions.rs`, never configured):
+    /// its `engine_id` is then the partition's id.
+    #[serde(skip)]
+    pub partition: Option<u32>,
     /// Per-attempt connect timeout.
     pub connect_timeout_ms: u64,
     /// async-nats' request timeout of JetStream API calls (publish acks, KV reads and writes).
@@ -184,6 +193,8 @@ impl Default for Config {
             inbox_prefix: "_INBOX.engine".into(),
             client_name: "bridge-engine".into(),
             engine_id: "engine-1".into(),
+            partitioned: false,
+            partition: None,
             connect_timeout_ms: 2000,
             jetstream_request_timeout_ms: 2000,
             reconnect_initial_delay_ms: 50,

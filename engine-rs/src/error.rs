@@ -170,6 +170,9 @@ pub enum EngineError {
     Seed(#[from] BadSeedId),
     #[error(transparent)]
     Lease(#[from] LeaseError),
+    /// A partition instance's task panicked or was cancelled (`partitions.rs`).
+    #[error("engine instance task: {0}")]
+    Task(String),
     #[error(transparent)]
     Entitlements(#[from] EntitlementsError),
     #[error(transparent)]

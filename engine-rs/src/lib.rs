@@ -97,6 +97,7 @@ pub mod md_publish;
 pub mod metrics;
 pub mod order;
 pub mod partition;
+pub mod partitions;
 pub mod proto;
 pub mod publish;
 pub mod reconcile;

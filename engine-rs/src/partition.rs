@@ -16,7 +16,7 @@ const FNV1A_32_PRIME: u32 = 0x0100_0193;
 // The modulus as the hash's type: PARTITIONS is generated as a usize.
 const _: () = assert!(PARTITIONS > 0 && PARTITIONS <= u32::MAX as usize);
 #[allow(clippy::cast_possible_truncation)] // checked just above
-const PARTITIONS_U32: u32 = PARTITIONS as u32;
+pub const PARTITIONS_U32: u32 = PARTITIONS as u32;
 
 /// FNV-1a 32-bit of `bytes`: per byte, xor it in, then multiply by the prime (wrapping).
 pub fn fnv1a_32(bytes: &[u8]) -> u32 {

@@ -50,14 +50,95 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         }
     };
     let client = connection::connect(&cfg, key.as_deref(), metrics.clone()).await?;
+    let _refresher = Refresher::start(
+        jetstream::new(client.clone()),
+        metrics.clone(),
+        Duration::from_millis(cfg.metrics_refresh_ms),
+    );
+    let shared = Shared {
+        client,
+        entitlements,
+        key,
+        metrics,
+    };
+    if cfg.partitioned {
+        crate::partitions::run(&cfg, &shared, shutdown).await?;
+        http.stop().await;
+        info!("engine stopped cleanly");
+        return Ok(());
+    }
     // Before anything else touches orders: refuse to run beside another live engine.
     // Both are retried while JetStream is unavailable (a cluster electing leaders at start-up);
-    // a refusal or a configuration error is final.
-    let mut lease = (|| lease::acquire(&client, &cfg))
-        .retry(retry::Backoff::from_config(&cfg))
-        .when(|e| !matches!(e, lease::LeaseError::Refused(_)))
-        .notify(|e, delay| retrying("take leases", &cfg.engine_id, e, delay))
-        .await?;
+    // a refusal or a configuration error is final. The failpoint `no_leases` switches this
+    // stopgap off, for the one test that shows what it prevents (split books).
+    let mut lease = if cfg.failpoint.as_deref() == Some(NO_LEASES) {
+        warn!("failpoint no_leases: running without leases (tests only): books may be split");
+        None
+    } else {
+        Some(
+            (|| lease::acquire(&shared.client, &cfg))
+                .retry(retry::Backoff::from_config(&cfg))
+                .when(|e| !matches!(e, lease::LeaseError::Refused(_)))
+                .notify(|e, delay| retrying("take leases", &cfg.engine_id, e, delay))
+                .await?,
+        )
+    };
+    let served = serve(cfg.clone(), &shared, Instance::Whole, shutdown, async {
+        match lease.as_mut() {
+            Some(l) => EngineError::from(l.lost().await),
+            None => std::future::pending().await,
+        }
+    })
+    .await;
+    served?;
+    if let Some(lease) = lease {
+        lease.release().await;
+    }
+    http.stop().await;
+    info!("engine stopped cleanly");
+    Ok(())
+}
+
+/// The failpoint that runs an unpartitioned engine without its leases.
+const NO_LEASES: &str = "no_leases";
+
+/// What every engine instance of this process shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub client: async_nats::Client,
+    pub entitlements: Option<Entitlements>,
+    pub key: Option<Arc<EngineKey>>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// What one [`serve`] serves.
+pub enum Instance {
+    /// Every configured symbol: the process's only instance (it owns the readiness flags).
+    Whole,
+    /// One partition, as its owner of `epoch` (`partitions.rs`); `ready` is told once it
+    /// serves.
+    Partition {
+        epoch: u64,
+        ready: tokio::sync::oneshot::Sender<()>,
+    },
+}
+
+/// One engine instance, until `shutdown` (stop intake, finish, return) or `lost` (return its
+/// error at once): bind, repair, recover, serve.
+pub async fn serve(
+    cfg: Config,
+    shared: &Shared,
+    instance: Instance,
+    shutdown: impl Future<Output = ()>,
+    lost: impl Future<Output = EngineError>,
+) -> Result<(), EngineError> {
+    let Shared {
+        client,
+        entitlements,
+        key,
+        metrics,
+    } = shared.clone();
+    let whole = matches!(instance, Instance::Whole);
     let (mut engine, consumer) = (|| {
         Engine::new(
             cfg.clone(),
@@ -71,12 +152,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     .when(|e| matches!(e, EngineError::Setup(_)))
     .notify(|e, delay| retrying("bind streams and bucket", &cfg.engine_id, e, delay))
     .await?;
-    metrics.health.set_consumer_bound(true);
-    let _refresher = Refresher::start(
-        jetstream::new(client.clone()),
-        metrics.clone(),
-        Duration::from_millis(cfg.metrics_refresh_ms),
-    );
+    if whole {
+        metrics.health.set_consumer_bound(true);
+    }
     // Before anything is published (recovery may publish): where this engine's chain and
     // journal end, and the projections brought up to the journal (`repair.rs`).
     engine.repair().await?;
@@ -86,13 +164,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
         connection::stop_before_reconnecting();
         info!("projections persisted asynchronously: a lost connection stops the engine (its restart repairs them)");
     }
+    if let Instance::Partition { epoch, .. } = &instance {
+        // The partition's journal is ours from here: the previous owner's next write fails.
+        engine.journal.fence(*epoch).await?;
+    }
     let started = Instant::now();
     let recovered = engine.recover().await?;
     metrics.recovery(started.elapsed(), recovered);
     // Market data starts from the restored books: the first snapshot is them.
     engine.publish_books();
     engine.observe_books(cfg.symbols.keys().map(String::as_str));
-    metrics.health.set_recovery_finished();
+    if whole {
+        metrics.health.set_recovery_finished();
+    }
     // The runtime configuration (kill switch, limits) is in force before the first order.
     let mut config_events = runtime_config::watch::start(client.clone(), &cfg);
     engine
@@ -118,9 +202,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     info!(engine_id = %cfg.engine_id, recovered, "engine ready");
     // /readyz answers 200 from here: after the line above, so that a probe that saw 200 finds
     // it in the log.
-    metrics.health.set_intake_subscribed(true);
+    let ready = match instance {
+        Instance::Whole => {
+            metrics.health.set_intake_subscribed(true);
+            None
+        }
+        Instance::Partition { ready, .. } => Some(ready),
+    };
+    if let Some(ready) = ready {
+        let _ = ready.send(());
+    }
 
     tokio::pin!(shutdown);
+    tokio::pin!(lost);
     let mut stopping = false;
     let mut consumer = consumer;
     let js = jetstream::new(client.clone());
@@ -178,7 +272,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                         }
                         engine.repair_if_reconnected().await?;
                         engine.answer_statuses(&mut subs.statuses).await?;
-                        engine.on_queued_batch(&msgs).await?;
+                        let msgs = engine.relay_foreign_queued(msgs);
+                        if !msgs.is_empty() {
+                            engine.on_queued_batch(&msgs).await?;
+                        }
                         engine.commit_created().await?;
                         engine.market_data_after_command();
                         match ended {
@@ -224,10 +321,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
                     engine.on_session_event(event).await?;
                     engine.market_data_after_command();
                 }
-                lost = lease.lost() => return Err(lost.into()),
+                lost = &mut lost => return Err(lost),
                 () = &mut shutdown, if !stopping => {
                     info!("shutdown requested: stopping intake");
-                    metrics.health.set_intake_subscribed(false);
+                    if whole {
+                        metrics.health.set_intake_subscribed(false);
+                    }
                     stopping = true;
                     subs.stop_intake(&client).await;
                     if batch.is_none() { break; }
@@ -274,9 +373,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<(), 
     engine.md_out.close().await;
     served?;
     client.flush().await.map_err(ConnectError::from)?;
-    lease.release().await;
-    http.stop().await;
-    info!("engine stopped cleanly");
     Ok(())
 }
 
