@@ -143,6 +143,14 @@ class Requests:
                 correlation_id=correlation_id,
             ) from exc
         except ServiceError as exc:
+            if exc.code == contract.SERVICE_ERROR_NO_OWNER:
+                # Relayed to its partition's owner while it had none (a takeover): delivered
+                # to nobody, so it is safe to send again, like "no responders".
+                raise EngineUnavailableError(
+                    f"no engine owns the order's partition right now ({exc.status})",
+                    client_order_id=client_order_id,
+                    correlation_id=correlation_id,
+                ) from exc
             await conn.engine_seen(True)
             if exc.code < 500:  # the engine could not decode it: nothing happened
                 raise ProtocolError(

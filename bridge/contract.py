@@ -150,6 +150,17 @@ def engine_mass_cancel(engine_id: str) -> str:
     return f"bridge.v1.engine.{engine_id}.mass_cancel"
 
 
+ENGINE_SUBMIT_PREFIX = "bridge.v1.engine."
+
+
+def engine_submit(engine_id: str) -> str:
+    """Where the owner of one partition (engine_id = the partition's id, e.g. p3) takes the orders
+    of its symbols relayed by the engine that received them (synchronous or queued), with the signer
+    that engine verified in Bridge-Signer. Subscribed only while the partition is held: no
+    responders during a takeover."""
+    return f"bridge.v1.engine.{engine_id}.submit"
+
+
 ENGINE_ALL = "bridge.v1.engine.>"
 """Every engine-to-engine subject."""
 INBOX_PREFIX_PREFIX = "_INBOX."
@@ -339,6 +350,15 @@ def lease_partition_key(partition: str) -> str:
     return f"partition.{partition}"
 
 
+LEASE_MEMBER_KEY_PREFIX = "member."
+
+
+def lease_member_key(engine_id: str) -> str:
+    """Presence of one partitioned engine: the engines that share the partitions (each takes its
+    fair share)."""
+    return f"member.{engine_id}"
+
+
 SESSION_KEY_PREFIX = "session."
 
 
@@ -505,6 +525,10 @@ MAX_TAG_KEY_BYTES = 32
 """One tag key, in UTF-8."""
 MAX_TAG_VALUE_BYTES = 64
 """One tag value, in UTF-8."""
+SERVICE_ERROR_NO_OWNER = 503
+"""Nats-Service-Error-Code of a request an engine relayed to the owner of its symbol's partition
+while that partition had none (a takeover): delivered to nobody, nothing happened; the client's
+retry policy sends it again (engine unavailable)."""
 MAX_CORRELATION_ID_BYTES = 128
 """The Bridge-Correlation-Id header; the engine keeps the first this many bytes."""
 MAX_BATCH_ORDERS = 1024

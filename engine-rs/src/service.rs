@@ -9,6 +9,7 @@
 //! | `cancel` | [`contract::CANCEL_ALL`] | same |
 //! | `status` | [`contract::STATUS_ALL`] | same |
 //! | `forwarded-cancel` | [`contract::engine_cancel`] of this engine | same (this engine only) |
+//! | `forwarded-submit` | [`contract::engine_submit`] of this engine | same (this engine only) |
 //! | `md-snapshot` | [`contract::MD_SNAPSHOT_ALL`] | same |
 //! | `feed-open` | [`contract::FEED_OPEN`] | same |
 //! | `replace` | [`contract::REPLACE_ALL`] | same |
@@ -60,6 +61,7 @@ pub const SUBMIT: &str = "submit";
 pub const CANCEL: &str = "cancel";
 pub const STATUS: &str = "status";
 pub const FORWARDED_CANCEL: &str = "forwarded-cancel";
+pub const FORWARDED_SUBMIT: &str = "forwarded-submit";
 pub const MD_SNAPSHOT: &str = "md-snapshot";
 pub const FEED_OPEN: &str = "feed-open";
 pub const REPLACE: &str = "replace";
@@ -69,7 +71,7 @@ pub const SESSION_OPEN: &str = "session-open";
 pub const SESSION_CLOSE: &str = "session-close";
 
 /// How many sources [`Intake::next`] selects over (endpoints and subscriptions).
-const SOURCES: usize = 13;
+const SOURCES: usize = 14;
 
 /// Key of the contract version (`major.minor`) in the service metadata (absent on a 1.0
 /// engine).
@@ -98,6 +100,9 @@ pub struct Intake {
     session_opens: Endpoint,
     session_closes: Endpoint,
     heartbeats: async_nats::Subscriber,
+    /// Orders relayed by the engine that received them (partitioned engines: this one owns
+    /// their symbols' partition).
+    forwarded_submits: Endpoint,
     hangup: Signal,
     /// Which sources (in [`Intake::next`]'s order) have not ended.
     open: [bool; SOURCES],
@@ -218,6 +223,14 @@ impl Intake {
         )
         .await
         .map_err(setup)?;
+        let forwarded_submits = endpoint(
+            FORWARDED_SUBMIT,
+            contract::engine_submit(&cfg.engine_id),
+            NEW_ORDER,
+            ack,
+        )
+        .await
+        .map_err(setup)?;
         let heartbeats = client
             .subscribe(contract::SESSION_HEARTBEAT_ALL)
             .await
@@ -237,6 +250,7 @@ impl Intake {
             session_opens,
             session_closes,
             heartbeats,
+            forwarded_submits,
             hangup,
             open: [true; SOURCES],
         })
@@ -262,6 +276,7 @@ impl Intake {
                 r = self.session_opens.next(), if open[10] => match r { Some(r) => return Some(Request::SessionOpen(incoming(r))), None => self.open[10] = false },
                 r = self.session_closes.next(), if open[11] => match r { Some(r) => return Some(Request::SessionClose(incoming(r))), None => self.open[11] = false },
                 m = self.heartbeats.next(), if open[12] => match m { Some(m) => return Some(Request::SessionHeartbeat(m)), None => self.open[12] = false },
+                r = self.forwarded_submits.next(), if open[13] => match r { Some(r) => return Some(Request::ForwardedSubmit(incoming(r))), None => self.open[13] = false },
                 Some(()) = self.hangup.recv() => return Some(Request::ReloadEntitlements),
             }
         }
@@ -295,6 +310,7 @@ impl Intake {
             &mut self.forwarded_mass_cancels,
             &mut self.session_opens,
             &mut self.session_closes,
+            &mut self.forwarded_submits,
         ] {
             let _ = e.stop().await;
         }

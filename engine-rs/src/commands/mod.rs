@@ -27,6 +27,7 @@ pub mod market;
 pub mod mass_cancel;
 pub mod queued;
 pub mod queued_batch;
+pub mod relay;
 pub mod replace;
 pub mod session;
 pub mod status;
@@ -36,6 +37,9 @@ pub mod version;
 /// A request of one of the engine's service endpoints ([`crate::service`]), by endpoint.
 pub enum Request {
     Submit(Incoming),
+    /// An order relayed by the engine that received it (`bridge.v1.engine.<engine_id>.submit`,
+    /// partitioned engines): its signer was checked by that engine.
+    ForwardedSubmit(Incoming),
     Cancel(Incoming),
     /// A cancel relayed by another engine (`bridge.v1.engine.<engine_id>.cancel`).
     ForwardedCancel(Incoming),
@@ -75,7 +79,9 @@ impl Engine {
     ) -> Result<(), EngineError> {
         // Admitted one by one there, taken together.
         let request = match request {
-            Request::Submit(r) => return self.dispatch_submits(vec![r], statuses).await,
+            Request::Submit(r) | Request::ForwardedSubmit(r) => {
+                return self.dispatch_submits(vec![r], statuses).await
+            }
             other => other,
         };
         if let Some((op, r)) = request.versioned() {
@@ -84,7 +90,7 @@ impl Engine {
             }
         }
         let (req, served) = match request {
-            Request::Submit(r) => {
+            Request::Submit(r) | Request::ForwardedSubmit(r) => {
                 let served = self.on_submits(std::slice::from_ref(&r)).await;
                 (r, served)
             }
@@ -150,6 +156,7 @@ impl Engine {
         reqs: Vec<Incoming>,
         statuses: &mut Endpoint,
     ) -> Result<(), EngineError> {
+        let reqs = self.relay_foreign_submits(reqs).await?;
         let mut admitted = Vec::with_capacity(reqs.len());
         for r in reqs {
             if self.admit(version::Operation::Submit, &r).await {

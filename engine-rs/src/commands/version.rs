@@ -48,7 +48,7 @@ impl Request {
     /// operation, or relayed by a peer engine).
     pub(crate) fn versioned(&self) -> Option<(Operation, &Incoming)> {
         match self {
-            Request::Submit(r) => Some((Operation::Submit, r)),
+            Request::Submit(r) | Request::ForwardedSubmit(r) => Some((Operation::Submit, r)),
             Request::Cancel(r) => Some((Operation::Cancel, r)),
             Request::Status(r) => Some((Operation::Status, r)),
             Request::Replace(r) => Some((Operation::Replace, r)),
