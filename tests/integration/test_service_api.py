@@ -138,6 +138,7 @@ async def test_natscli_lists_the_engine_and_its_endpoint_statistics(
             "forwarded-mass-cancel": (contract.engine_mass_cancel("engine-A"), group),
             "session-open": (contract.SESSION_OPEN_ALL, group),
             "session-close": (contract.SESSION_CLOSE_ALL, group),
+            "forwarded-submit": (contract.engine_submit("engine-A"), group),
         }
 
         before = endpoint_stats(micro_json(handle, home, "stats", contract.SERVICE_NAME), instance)
@@ -161,6 +162,7 @@ async def test_natscli_lists_the_engine_and_its_endpoint_statistics(
             "forwarded-mass-cancel": (0, 0),
             "session-open": (0, 0),
             "session-close": (0, 0),
+            "forwarded-submit": (0, 0),
         }
         assert after["submit"]["processing_time"] > 0
         assert after["submit"]["last_error"].startswith("400:not a bridge.v1.NewOrder")
