@@ -61,6 +61,20 @@ def queue_batch(account: str) -> str:
 QUEUE_BATCH_ALL = "bridge.v1.orders.batch.>"
 """Every account's order batches: an ORDERS stream subject and one of the engine consumer's filters
 (not matched by queue_all)."""
+QUEUE_PARTITION_PREFIX = "bridge.v1.orders.partition."
+
+
+def queue_partition(partition: str, account: str) -> str:
+    """Partitioned engines: queued orders of one account and one partition, re-published by the
+    engine that took them from queue / queue_batch (after checking their signature: the signer is in
+    Bridge-Signer; only engines may publish here). Each partition's owner drains its own consumer
+    (engine-p<n>, filter bridge.v1.orders.partition.<n>.*), so partitions drain independently."""
+    return f"bridge.v1.orders.partition.{partition}.{account}"
+
+
+QUEUE_PARTITION_ALL = "bridge.v1.orders.partition.>"
+"""Every partition's queued orders: an ORDERS stream subject (not matched by queue_all or
+queue_batch_all)."""
 EXECUTIONS_PREFIX = "bridge.v1.exec."
 
 
@@ -159,6 +173,25 @@ def engine_submit(engine_id: str) -> str:
     that engine verified in Bridge-Signer. Subscribed only while the partition is held: no
     responders during a takeover."""
     return f"bridge.v1.engine.{engine_id}.submit"
+
+
+ENGINE_REPLACE_PREFIX = "bridge.v1.engine."
+
+
+def engine_replace(engine_id: str) -> str:
+    """Where the owner of one partition takes replaces of its orders relayed by the engine that
+    received them, with the signer that engine verified in Bridge-Signer (partitioned engines)."""
+    return f"bridge.v1.engine.{engine_id}.replace"
+
+
+ENGINE_STATUS_PREFIX = "bridge.v1.engine."
+
+
+def engine_status(engine_id: str) -> str:
+    """Where the owner of one partition answers status queries of its live orders relayed by the
+    engine that received them (partitioned engines): the owner's answer includes everything it
+    acknowledged."""
+    return f"bridge.v1.engine.{engine_id}.status"
 
 
 ENGINE_ALL = "bridge.v1.engine.>"

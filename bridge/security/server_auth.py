@@ -110,7 +110,8 @@ class Permissions:
     publish_allow: tuple[str, ...]
     subscribe_allow: tuple[str, ...]
     publish_deny: tuple[str, ...] = ()
-    allow_responses: bool = False
+    # True: one answer per request received; a number: at most that many answers.
+    allow_responses: bool | int = False
 
 
 @dataclass(frozen=True)
@@ -252,6 +253,8 @@ def _engine(identity: Identity) -> Permissions:
             # Its journal (JOURNAL): the fsynced fact EXECUTIONS and the order store project.
             contract.JOURNAL_ALL,
             contract.ENGINE_ALL,
+            # Partitioned engines re-publish queued orders to their partition's subject.
+            contract.QUEUE_PARTITION_ALL,
             contract.alerts_from("engine"),
             _JS_API_ALL,
             f"{_JS_ACK}.{contract.ORDERS_STREAM}.>",
@@ -284,7 +287,11 @@ def _engine(identity: Identity) -> Permissions:
         ),
         # Answers requests (orders and the service API's): one publish to the reply subject of
         # a message it received.
-        allow_responses=True,
+        # Partitioned engines run one service instance per partition they hold, and every
+        # instance answers the service API's discovery requests (PING, INFO, STATS) from the
+        # same identity: at most PARTITIONS answers plus one. An order request is answered
+        # once (the engine's Incoming answers at most once).
+        allow_responses=contract.PARTITIONS + 1,
     )
 
 
@@ -401,8 +408,10 @@ def _permission_lines(p: Permissions, indent: str) -> list[str]:
     lines += [f"{inner}}}", f"{inner}subscribe: {{"]
     lines += _subject_list("allow", p.subscribe_allow, inner + "  ")
     lines.append(f"{inner}}}")
-    if p.allow_responses:
+    if p.allow_responses is True:
         lines.append(f"{inner}allow_responses: true")
+    elif p.allow_responses:
+        lines.append(f"{inner}allow_responses: {{ max: {int(p.allow_responses)} }}")
     return [*lines, f"{indent}}}"]
 
 

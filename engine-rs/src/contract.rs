@@ -18,6 +18,15 @@ pub fn account_of_batch_subject(subject: &str) -> Option<&str> {
         .filter(|a| !a.is_empty() && !a.contains('.'))
 }
 
+/// Account token of a partition's queued-order subject (partitioned engines), if the subject
+/// is one.
+pub fn account_of_partition_subject(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix(QUEUE_PARTITION_PREFIX)?;
+    let (partition, account) = rest.split_once('.')?;
+    (partition.parse::<u32>().is_ok() && !account.is_empty() && !account.contains('.'))
+        .then_some(account)
+}
+
 /// The symbol a lease key names (the inverse of [`lease_symbol_key`]).
 pub fn symbol_of_lease_key(key: &str) -> Option<&str> {
     key.strip_prefix(LEASE_SYMBOL_KEY_PREFIX)
@@ -38,6 +47,15 @@ mod tests {
         assert_eq!(account_of_batch_subject(&queue_batch("ACC1")), Some("ACC1"));
         assert_eq!(account_of_batch_subject(&queue_batch("a.b")), None);
         assert_eq!(account_of_batch_subject(&queue("ACC1")), None);
+        assert_eq!(
+            account_of_partition_subject(&queue_partition("3", "ACC1")),
+            Some("ACC1")
+        );
+        assert_eq!(
+            account_of_partition_subject(&queue_partition("x", "ACC1")),
+            None
+        );
+        assert_eq!(account_of_partition_subject(&queue_batch("ACC1")), None);
     }
 
     /// The generated functions fill their placeholders in order.

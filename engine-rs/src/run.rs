@@ -216,8 +216,8 @@ pub async fn serve(
     tokio::pin!(shutdown);
     tokio::pin!(lost);
     let mut stopping = false;
-    let mut consumer = consumer;
     let js = jetstream::new(client.clone());
+    let mut consumer = consumer::Pulls::bind(&js, consumer, cfg.partition).await?;
     // A pull ends with messages or the server's 408 within pull_expires_ms; waiting longer than
     // this for its next item means it is stalled (its server or consumer leader is gone, or the
     // request was lost in a reconnect).
@@ -229,17 +229,14 @@ pub async fn serve(
             None
         } else {
             match consumer
-                .batch()
-                .max_messages(cfg.pull_batch)
-                .expires(Duration::from_millis(cfg.pull_expires_ms))
-                .messages()
+                .pull(cfg.pull_batch, Duration::from_millis(cfg.pull_expires_ms))
                 .await
             {
                 Ok(b) => Some(b),
                 Err(e) => {
                     warn!(error = %e, "pull request failed: re-binding the consumer");
                     metrics.health.set_consumer_bound(false);
-                    consumer = consumer::rebind(&js, &cfg).await?;
+                    consumer.rebind(&js, &cfg).await?;
                     metrics.health.set_consumer_bound(true);
                     continue;
                 }
@@ -336,7 +333,7 @@ pub async fn serve(
         }
         if rebind && !stopping {
             metrics.health.set_consumer_bound(false);
-            consumer = consumer::rebind(&js, &cfg).await?;
+            consumer.rebind(&js, &cfg).await?;
             metrics.health.set_consumer_bound(true);
             info!("consumer re-bound: pulling again");
         }

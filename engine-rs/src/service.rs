@@ -10,6 +10,8 @@
 //! | `status` | [`contract::STATUS_ALL`] | same |
 //! | `forwarded-cancel` | [`contract::engine_cancel`] of this engine | same (this engine only) |
 //! | `forwarded-submit` | [`contract::engine_submit`] of this engine | same (this engine only) |
+//! | `forwarded-replace` | [`contract::engine_replace`] of this engine | same (this engine only) |
+//! | `forwarded-status` | [`contract::engine_status`] of this engine | same (this engine only) |
 //! | `md-snapshot` | [`contract::MD_SNAPSHOT_ALL`] | same |
 //! | `feed-open` | [`contract::FEED_OPEN`] | same |
 //! | `replace` | [`contract::REPLACE_ALL`] | same |
@@ -62,6 +64,8 @@ pub const CANCEL: &str = "cancel";
 pub const STATUS: &str = "status";
 pub const FORWARDED_CANCEL: &str = "forwarded-cancel";
 pub const FORWARDED_SUBMIT: &str = "forwarded-submit";
+pub const FORWARDED_REPLACE: &str = "forwarded-replace";
+pub const FORWARDED_STATUS: &str = "forwarded-status";
 pub const MD_SNAPSHOT: &str = "md-snapshot";
 pub const FEED_OPEN: &str = "feed-open";
 pub const REPLACE: &str = "replace";
@@ -71,7 +75,7 @@ pub const SESSION_OPEN: &str = "session-open";
 pub const SESSION_CLOSE: &str = "session-close";
 
 /// How many sources [`Intake::next`] selects over (endpoints and subscriptions).
-const SOURCES: usize = 14;
+const SOURCES: usize = 16;
 
 /// Key of the contract version (`major.minor`) in the service metadata (absent on a 1.0
 /// engine).
@@ -103,6 +107,9 @@ pub struct Intake {
     /// Orders relayed by the engine that received them (partitioned engines: this one owns
     /// their symbols' partition).
     forwarded_submits: Endpoint,
+    /// Replaces and status queries of this partition's orders, relayed likewise.
+    forwarded_replaces: Endpoint,
+    forwarded_statuses: Endpoint,
     hangup: Signal,
     /// Which sources (in [`Intake::next`]'s order) have not ended.
     open: [bool; SOURCES],
@@ -231,6 +238,22 @@ impl Intake {
         )
         .await
         .map_err(setup)?;
+        let forwarded_replaces = endpoint(
+            FORWARDED_REPLACE,
+            contract::engine_replace(&cfg.engine_id),
+            REPLACE_REQUEST,
+            ack,
+        )
+        .await
+        .map_err(setup)?;
+        let forwarded_statuses = endpoint(
+            FORWARDED_STATUS,
+            contract::engine_status(&cfg.engine_id),
+            ORDER_STATUS_REQUEST,
+            status_reply,
+        )
+        .await
+        .map_err(setup)?;
         let heartbeats = client
             .subscribe(contract::SESSION_HEARTBEAT_ALL)
             .await
@@ -251,6 +274,8 @@ impl Intake {
             session_closes,
             heartbeats,
             forwarded_submits,
+            forwarded_replaces,
+            forwarded_statuses,
             hangup,
             open: [true; SOURCES],
         })
@@ -277,6 +302,8 @@ impl Intake {
                 r = self.session_closes.next(), if open[11] => match r { Some(r) => return Some(Request::SessionClose(incoming(r))), None => self.open[11] = false },
                 m = self.heartbeats.next(), if open[12] => match m { Some(m) => return Some(Request::SessionHeartbeat(m)), None => self.open[12] = false },
                 r = self.forwarded_submits.next(), if open[13] => match r { Some(r) => return Some(Request::ForwardedSubmit(incoming(r))), None => self.open[13] = false },
+                r = self.forwarded_replaces.next(), if open[14] => match r { Some(r) => return Some(Request::Replace(incoming(r))), None => self.open[14] = false },
+                r = self.forwarded_statuses.next(), if open[15] => match r { Some(r) => return Some(Request::Status(incoming(r))), None => self.open[15] = false },
                 Some(()) = self.hangup.recv() => return Some(Request::ReloadEntitlements),
             }
         }
@@ -311,6 +338,8 @@ impl Intake {
             &mut self.session_opens,
             &mut self.session_closes,
             &mut self.forwarded_submits,
+            &mut self.forwarded_replaces,
+            &mut self.forwarded_statuses,
         ] {
             let _ = e.stop().await;
         }

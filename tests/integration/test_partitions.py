@@ -93,6 +93,16 @@ async def owners_once(kv: KeyValue, want: dict[str, int], deadline: float) -> di
         await watcher.stop()  # type: ignore[no-untyped-call]  # unannotated in nats-py
 
 
+async def partition_consumers(handle: ServerHandle) -> set[str]:
+    """The ORDERS consumers other than the shared one: each partition's own."""
+    nc = await connect_as(handle.url, handle.creds, "operator")
+    try:
+        infos = await nc.jetstream().consumers_info(contract.ORDERS_STREAM)
+    finally:
+        await nc.close()
+    return {i.name for i in infos} - {contract.ENGINE_CONSUMER}
+
+
 def order(side: Side, symbol: str, tag: str) -> Order:
     return Order(
         client_order_id=f"{tag}-{uuid.uuid4().hex[:10]}",
@@ -211,17 +221,21 @@ async def test_a_killed_engines_partitions_move_with_their_resting_orders(
                 for o in resting:
                     ack = await bridge.submit(o)
                     assert ack.accepted, ack
-                killed_at = time.monotonic()
-                a.kill()
-                after = await owners_once(kv, {"engine-B": 8}, time.monotonic() + 6 * lease_ttl())
-                takeover = time.monotonic() - killed_at
                 async with bridge.reports(ACCOUNT) as stream:
+                    killed_at = time.monotonic()
+                    a.kill()
+                    # Queued during the takeover: the orders of the dead engine's partitions
+                    # wait in their partitions' consumers until the survivor owns them.
                     sells = [order(Side.SELL, o.symbol, "hit") for o in resting]
-                    for o in sells:
-                        ack = await bridge.submit(o)
-                        assert ack.accepted, ack
+                    await bridge.enqueue_batch(sells)
+                    after = await owners_once(
+                        kv, {"engine-B": 8}, time.monotonic() + 6 * lease_ttl()
+                    )
+                    takeover = time.monotonic() - killed_at
                     ids = {o.client_order_id for o in resting + sells}
                     last = await until_final(stream, ids, timeout=60)
+            consumers = await partition_consumers(handle)
+        assert consumers == {f"{contract.ENGINE_CONSUMER}-p{p}" for p in range(contract.PARTITIONS)}
         assert all(last[i].order_status == OrderStatus.FILLED for i in ids)
         bought = sum((last[o.client_order_id].cum_qty for o in resting), Decimal(0))
         sold = sum((last[o.client_order_id].cum_qty for o in sells), Decimal(0))

@@ -139,6 +139,8 @@ async def test_natscli_lists_the_engine_and_its_endpoint_statistics(
             "session-open": (contract.SESSION_OPEN_ALL, group),
             "session-close": (contract.SESSION_CLOSE_ALL, group),
             "forwarded-submit": (contract.engine_submit("engine-A"), group),
+            "forwarded-replace": (contract.engine_replace("engine-A"), group),
+            "forwarded-status": (contract.engine_status("engine-A"), group),
         }
 
         before = endpoint_stats(micro_json(handle, home, "stats", contract.SERVICE_NAME), instance)
@@ -163,6 +165,8 @@ async def test_natscli_lists_the_engine_and_its_endpoint_statistics(
             "session-open": (0, 0),
             "session-close": (0, 0),
             "forwarded-submit": (0, 0),
+            "forwarded-replace": (0, 0),
+            "forwarded-status": (0, 0),
         }
         assert after["submit"]["processing_time"] > 0
         assert after["submit"]["last_error"].startswith("400:not a bridge.v1.NewOrder")

@@ -131,12 +131,13 @@ def test_several_accounts_are_sorted_and_deduplicated() -> None:
 
 def test_engine_keeps_its_role_permissions_plus_its_alerts() -> None:
     """The engine's permissions are the role's of the former nats/server.conf (plus alerts and
-    its journal)."""
+    its journal, and the partitions' queued orders it re-publishes)."""
     p = _user(_dev(), "engine").permissions
     assert p.publish_allow == (
         "bridge.v1.exec.>",
         "bridge.v1.journal.>",
         "bridge.v1.engine.>",
+        "bridge.v1.orders.partition.>",
         "bridge.v1.alerts.engine.>",
         "$JS.API.>",
         "$JS.ACK.ORDERS.>",

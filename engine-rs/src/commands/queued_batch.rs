@@ -45,11 +45,16 @@ pub(crate) struct Taken {
     pub terminate: bool,
 }
 
-/// True for a message of the batch subject (whatever its account token).
+/// True for a message of the batch subject (whatever its account token), or of a
+/// partition's subject (an `OrderBatch` re-published by an engine, `commands/relay.rs`).
 pub(crate) fn is_batch(msg: &jetstream::Message) -> bool {
-    msg.subject
-        .as_str()
-        .starts_with(contract::QUEUE_BATCH_PREFIX)
+    let subject = msg.subject.as_str();
+    subject.starts_with(contract::QUEUE_BATCH_PREFIX) || is_repartitioned(subject)
+}
+
+/// True for a partition's subject: re-published by an engine, which checked the signature.
+pub(crate) fn is_repartitioned(subject: &str) -> bool {
+    subject.starts_with(contract::QUEUE_PARTITION_PREFIX)
 }
 
 /// The message's `Nats-Msg-Id` (empty when absent).
@@ -104,7 +109,9 @@ impl Engine {
     ) -> Result<Taken, EngineError> {
         let started = Instant::now();
         let subject = msg.subject.as_str();
-        let account = contract::account_of_batch_subject(subject).unwrap_or("");
+        let account = contract::account_of_batch_subject(subject)
+            .or_else(|| contract::account_of_partition_subject(subject))
+            .unwrap_or("");
         let id = truncate(msg_id(msg), 128);
         self.count_message(msg.headers.as_ref(), 0, ORDER_BATCH);
         let (stored_ns, stream_seq) = self.stored_at(msg);
@@ -133,13 +140,26 @@ impl Engine {
                 terminate: false,
             });
         }
-        let verified = match self.authorize(
-            subject,
-            &msg.payload,
-            msg.headers.as_ref(),
-            stored_ns,
-            stream_seq,
-        ) {
+        // Re-published to a partition by a peer engine: that engine checked the signature
+        // (the original subject's) and names the signer; only engines may publish here.
+        let relayed_signer = is_repartitioned(subject).then(|| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(contract::HEADER_SIGNER))
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default()
+        });
+        let authorized = match relayed_signer {
+            Some(_) => Ok(None),
+            None => self.authorize(
+                subject,
+                &msg.payload,
+                msg.headers.as_ref(),
+                stored_ns,
+                stream_seq,
+            ),
+        };
+        let verified = match authorized {
             Ok(v) => v,
             Err(refusal) => {
                 let correlation_id = trace.correlation_id.as_str();
@@ -187,7 +207,7 @@ impl Engine {
         let mut terminate = false;
         let mut taken = Vec::with_capacity(orders.len());
         for batch::BatchOrder { order, encoded_len } in orders {
-            let mut signer = String::new();
+            let mut signer = relayed_signer.clone().unwrap_or_default();
             if let Some(v) = &verified {
                 if let Err(refusal) = v.check_account(&order.account) {
                     terminate = true;

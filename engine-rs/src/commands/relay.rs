@@ -7,8 +7,10 @@
 //! policy treats as "engine unavailable" (safe to send again).
 //!
 //! A relay never waits in the engine's loop: two instances relaying to each other would each
-//! wait for the other. The synchronous path answers from a task; the queued path acks each
-//! relayed message from a task once every order of it is answered (`queued.rs`).
+//! wait for the other. The synchronous path answers from a task. The queued path re-publishes
+//! a message of the shared subjects per partition to ORDERS itself
+//! ([`contract::queue_partition`], drained by each partition's own consumer) and acks it from
+//! a task once every part is stored.
 
 use async_nats::{Client, HeaderMap, Message, RequestErrorKind};
 use bytes::Bytes;
@@ -80,8 +82,83 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Partitioned: the partition engine id that owns the live order of `record` when it is
+    /// not this instance (a replace or status query is then relayed to it); `None` for this
+    /// instance's orders, final ones (every engine answers those from the order store alike),
+    /// and when unpartitioned.
+    pub(crate) fn live_elsewhere(
+        &self,
+        record: &crate::proto::state::OrderRecord,
+    ) -> Option<String> {
+        self.cfg.partition?;
+        let status =
+            pb::OrderStatus::try_from(record.status).unwrap_or(pb::OrderStatus::Unspecified);
+        (record.engine_id != self.cfg.engine_id && !crate::venue::is_final(status))
+            .then(|| record.engine_id.clone())
+    }
+
+    /// Relays a request (authorized here: `signer`) to `subject` (a partition owner's relay
+    /// endpoint); a task publishes the owner's answer, as it is, to the request's reply
+    /// subject.
+    pub(crate) fn relay_request(&self, req: &Incoming, subject: String, signer: &str) {
+        let msg = req.msg();
+        let Some(reply) = msg.reply.clone() else {
+            return;
+        };
+        let mut headers = msg.headers.clone().unwrap_or_default();
+        headers.insert(contract::HEADER_SIGNER, signer);
+        let payload = msg.payload.clone();
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let (headers, payload) = match client
+                .request_with_headers(subject.clone(), headers, payload)
+                .await
+            {
+                Ok(answer) => (answer.headers.unwrap_or_default(), answer.payload),
+                Err(e) => {
+                    let error = if e.kind() == RequestErrorKind::NoResponders {
+                        ServiceError::new(contract::SERVICE_ERROR_NO_OWNER, &format!("{subject}: no owner right now (a takeover): nothing happened, send again"))
+                    } else {
+                        ServiceError::new(
+                            crate::service::incoming::INTERNAL,
+                            &format!("relay to {subject} failed: {e}; outcome unknown"),
+                        )
+                    };
+                    let mut h = HeaderMap::new();
+                    h.insert(
+                        async_nats::service::NATS_SERVICE_ERROR,
+                        error.status.as_str(),
+                    );
+                    h.insert(
+                        async_nats::service::NATS_SERVICE_ERROR_CODE,
+                        error.code.to_string().as_str(),
+                    );
+                    (h, Bytes::new())
+                }
+            };
+            if let Err(e) = client.publish_with_headers(reply, headers, payload).await {
+                tracing::warn!(error = %e, "relayed answer not sent");
+            }
+        });
+    }
+}
+
+/// The signer a peer engine vouched for, when `msg` is a relay (`None`: a client's request,
+/// to be authorized here).
+pub(crate) fn relayed_signer(msg: &Message) -> Option<String> {
+    is_relayed(msg.subject.as_str()).then(|| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(contract::HEADER_SIGNER))
+            .map(|v| v.as_str().to_string())
+            .unwrap_or_default()
+    })
+}
+
 /// Is `subject` an engine-to-engine relay (sent by a peer engine, which checked the signer)?
 pub(crate) fn is_relayed(subject: &str) -> bool {
+    // The engine-to-engine subjects share this prefix (`bridge.v1.engine.`).
     subject.starts_with(contract::ENGINE_SUBMIT_PREFIX)
 }
 
@@ -110,19 +187,21 @@ pub(crate) async fn relay(
         })
 }
 
-/// How long a queued message whose orders could not all be relayed waits before it is
-/// delivered again (a takeover lasts about one lease TTL).
+/// How long a queued message whose orders could not all be re-published waits before it is
+/// delivered again.
 const RELAY_RETRY_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Engine {
-    /// Partitioned: every ORDERS message of `msgs` that brings an order of another partition
-    /// is relayed, each of its orders to its symbol's owner in the message's order (the
-    /// signature checked here once, against the time JetStream stored the message), by a task
-    /// that acks the message once every order has its owner's answer, and asks for it again
-    /// ([`RELAY_RETRY_DELAY`]) if one has none (the owners' order store answers a second
-    /// delivery's orders as duplicates). Returns the messages to take here: those of this
-    /// partition only, and those the local path refuses or rejects (undecodable, an
-    /// unsupported version, a failed check).
+    /// Partitioned: every ORDERS message of `msgs` taken from the shared subjects (queue,
+    /// queue_batch) is re-published, its orders grouped by partition in their order, as one
+    /// `OrderBatch` per partition on [`contract::queue_partition`] (the signature checked here
+    /// once, against the time JetStream stored the message; the signer in `Bridge-Signer`;
+    /// `Nats-Msg-Id` = the message's stream sequence and the partition, so a second delivery
+    /// is a duplicate), by a task that acks the message once every batch is stored, and asks
+    /// for it again ([`RELAY_RETRY_DELAY`]) if one is not. Each partition's owner drains its
+    /// own consumer. Returns the messages to take here: those of this partition's subject,
+    /// and those the local path refuses or rejects (undecodable, an unsupported version, a
+    /// failed check).
     pub(crate) fn relay_foreign_queued(
         &mut self,
         msgs: Vec<async_nats::jetstream::Message>,
@@ -133,31 +212,29 @@ impl Engine {
         let mut here = Vec::with_capacity(msgs.len());
         for msg in msgs {
             match self.relayable(&msg) {
-                Some(orders) => self.relay_queued(msg, orders),
+                Some(orders) => self.republish(msg, orders),
                 None => here.push(msg),
             }
         }
         here
     }
 
-    /// The orders of a message to relay with their signer; `None`: take it here.
+    /// The orders of a shared-subject message to re-publish, with their signer; `None`: take
+    /// it here.
     fn relayable(
         &mut self,
         msg: &async_nats::jetstream::Message,
-    ) -> Option<Vec<(pb::NewOrder, String)>> {
+    ) -> Option<(Vec<pb::NewOrder>, String)> {
         let subject = msg.subject.as_str();
+        if super::queued_batch::is_repartitioned(subject) {
+            return None;
+        }
         let orders = if subject.starts_with(contract::QUEUE_BATCH_PREFIX) {
             pb::OrderBatch::decode(msg.payload.clone()).ok()?.orders
         } else {
             vec![pb::NewOrder::decode(msg.payload.clone()).ok()?]
         };
-        if orders
-            .iter()
-            .all(|o| self.foreign_partition(&o.symbol).is_none())
-        {
-            return None;
-        }
-        if self.check_version(msg.headers.as_ref()).is_some() {
+        if orders.is_empty() || self.check_version(msg.headers.as_ref()).is_some() {
             return None;
         }
         let (stored_ns, stream_seq) = self.stored_at(msg);
@@ -170,53 +247,73 @@ impl Engine {
                 stream_seq,
             )
             .ok()?;
-        let mut out = Vec::with_capacity(orders.len());
-        for order in orders {
-            let signer = match &verified {
-                None => String::new(),
-                Some(v) => {
+        let signer = match &verified {
+            None => String::new(),
+            Some(v) => {
+                for order in &orders {
                     v.check_account(&order.account).ok()?;
-                    v.nkey.clone()
                 }
-            };
-            out.push((order, signer));
-        }
-        Some(out)
+                v.nkey.clone()
+            }
+        };
+        Some((orders, signer))
     }
 
-    fn relay_queued(
+    fn republish(
         &self,
         msg: async_nats::jetstream::Message,
-        orders: Vec<(pb::NewOrder, String)>,
+        (orders, signer): (Vec<pb::NewOrder>, String),
     ) {
-        let client = self.client.clone();
-        let trace = crate::trace::Trace::of(msg.headers.as_ref());
-        let version = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(contract::HEADER_SCHEMA_VERSION))
-            .map(|v| v.as_str().to_string());
-        tokio::spawn(async move {
-            for (order, signer) in orders {
-                let mut headers = HeaderMap::new();
-                trace.insert_into(&mut headers);
-                headers.insert(contract::HEADER_SIGNER, signer.as_str());
-                if let Some(v) = &version {
-                    headers.insert(contract::HEADER_SCHEMA_VERSION, v.as_str());
-                }
-                let partition = partition_of(&order.symbol);
-                let payload = Bytes::from(order.encode_to_vec());
-                if let Err(e) = relay(&client, partition, headers, payload).await {
-                    tracing::warn!(client_order_id = %order.client_order_id, reason = %e.status, "queued order not relayed: the message is delivered again");
-                    let nak = async_nats::jetstream::AckKind::Nak(Some(RELAY_RETRY_DELAY));
-                    if let Err(e) = msg.ack_with(nak).await {
-                        tracing::warn!(error = %e, "nak failed: the message is delivered again after the ack wait");
-                    }
-                    return;
+        let js = async_nats::jetstream::new(self.client.clone());
+        let seq = msg.info().map_or(0, |i| i.stream_sequence);
+        let mut by_partition: std::collections::BTreeMap<u32, Vec<pb::NewOrder>> =
+            std::collections::BTreeMap::new();
+        for order in orders {
+            by_partition
+                .entry(partition_of(&order.symbol))
+                .or_default()
+                .push(order);
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(h) = msg.headers.as_ref() {
+            for name in [
+                contract::HEADER_CORRELATION_ID,
+                contract::HEADER_TRACEPARENT,
+                contract::HEADER_SCHEMA_VERSION,
+            ] {
+                if let Some(v) = h.get(name) {
+                    headers.insert(name, v.as_str());
                 }
             }
+        }
+        headers.insert(contract::HEADER_SIGNER, signer.as_str());
+        tokio::spawn(async move {
+            let publishes = by_partition.into_iter().map(|(p, orders)| {
+                let js = js.clone();
+                let mut headers = headers.clone();
+                headers.insert(contract::HEADER_MSG_ID, format!("relay:{seq}:{p}").as_str());
+                let account = orders[0].account.clone();
+                let subject = contract::queue_partition(&p.to_string(), &account);
+                let payload = Bytes::from(pb::OrderBatch { orders }.encode_to_vec());
+                async move {
+                    js.publish_with_headers(subject, headers, payload)
+                        .await?
+                        .await
+                        .map(|_| ())
+                        .map_err(async_nats::Error::from)
+                }
+            });
+            let stored = futures::future::join_all(publishes).await;
+            if let Some(Err(e)) = stored.into_iter().find(Result::is_err) {
+                tracing::warn!(stream_seq = seq, error = %e, "queued message not re-published to its partitions: delivered again");
+                let nak = async_nats::jetstream::AckKind::Nak(Some(RELAY_RETRY_DELAY));
+                if let Err(e) = msg.ack_with(nak).await {
+                    tracing::warn!(error = %e, "nak failed: the message is delivered again after the ack wait");
+                }
+                return;
+            }
             if let Err(e) = msg.ack().await {
-                tracing::warn!(error = %e, "relayed message not acked: delivered again after the ack wait (its orders answer as duplicates)");
+                tracing::warn!(error = %e, "re-published message not acked: delivered again after the ack wait (its batches are duplicates)");
             }
         });
     }

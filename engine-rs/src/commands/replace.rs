@@ -68,15 +68,19 @@ impl Engine {
             REPLACE_REQUEST,
         );
         let subject = msg.subject.as_str();
-        let verified =
-            match self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None) {
-                Ok(v) => v,
-                Err(refusal) => {
-                    return self
-                        .refuse_replace(incoming, &refusal, correlation_id)
-                        .await
-                }
-            };
+        let relayed_signer = super::relay::relayed_signer(msg);
+        let authorized = match relayed_signer {
+            Some(_) => Ok(None),
+            None => self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None),
+        };
+        let verified = match authorized {
+            Ok(v) => v,
+            Err(refusal) => {
+                return self
+                    .refuse_replace(incoming, &refusal, correlation_id)
+                    .await
+            }
+        };
         let req = match pb::ReplaceRequest::decode(msg.payload.clone()) {
             Ok(r) => r,
             Err(e) => {
@@ -90,7 +94,7 @@ impl Engine {
         };
         record_order(span, &req.account, &req.client_order_id);
         let signer = match &verified {
-            None => String::new(),
+            None => relayed_signer.unwrap_or_default(),
             Some(v) => match v.check_account(&req.account) {
                 Ok(()) => v.nkey.clone(),
                 Err(refusal) => {
@@ -100,6 +104,16 @@ impl Engine {
                 }
             },
         };
+        // Partitioned: an order live in another partition's book is replaced by its owner.
+        if !super::relay::is_relayed(subject) {
+            let key = contract::order_key(&req.account, &req.orig_client_order_id);
+            if let Some((record, _)) = self.store.load(&key).await? {
+                if let Some(owner) = self.live_elsewhere(&record) {
+                    self.relay_request(incoming, contract::engine_replace(&owner), &signer);
+                    return Ok(());
+                }
+            }
+        }
         let ack = self.take_replace(&req, trace, &signer).await?;
         info!(
             orig_client_order_id = %echo(&req.orig_client_order_id),

@@ -44,19 +44,23 @@ impl Engine {
             ORDER_STATUS_REQUEST,
         );
         let subject = msg.subject.as_str();
-        let verified =
-            match self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None) {
-                Ok(v) => v,
-                Err(refusal) => {
-                    let id = echoed_id(&msg.payload, |r: &pb::OrderStatusRequest| {
-                        &r.client_order_id
-                    });
-                    self.refused(&refusal, subject, correlation_id, &id);
-                    let reply = refused_status(&refusal);
-                    self.answer_status(incoming, &reply).await;
-                    return Ok(());
-                }
-            };
+        let relayed = super::relay::relayed_signer(msg);
+        let authorized = match relayed {
+            Some(_) => Ok(None),
+            None => self.authorize(subject, &msg.payload, msg.headers.as_ref(), now_ns(), None),
+        };
+        let verified = match authorized {
+            Ok(v) => v,
+            Err(refusal) => {
+                let id = echoed_id(&msg.payload, |r: &pb::OrderStatusRequest| {
+                    &r.client_order_id
+                });
+                self.refused(&refusal, subject, correlation_id, &id);
+                let reply = refused_status(&refusal);
+                self.answer_status(incoming, &reply).await;
+                return Ok(());
+            }
+        };
         let decoded = match pb::OrderStatusRequest::decode(msg.payload.clone()) {
             Ok(d) => d,
             Err(e) => {
@@ -80,20 +84,38 @@ impl Engine {
             },
             req => {
                 record_order(span, &req.account, &req.client_order_id);
-                if let Some(Err(refusal)) = verified.map(|v| v.check_account(&req.account)) {
+                if let Some(Err(refusal)) = verified.as_ref().map(|v| v.check_account(&req.account))
+                {
                     self.refused(&refusal, subject, correlation_id, &req.client_order_id);
                     let reply = refused_status(&refusal);
                     self.answer_status(incoming, &reply).await;
                     return Ok(());
                 }
                 let key = contract::order_key(&req.account, &req.client_order_id);
-                match self.store.load(&key).await? {
+                let record = match self.store.load(&key).await? {
                     // A replace's id (contract 1.1): the order it amended answers.
                     Some((r, _)) if !r.alias_of.is_empty() => {
                         let order = contract::order_key(&req.account, &r.alias_of);
-                        intake::status_reply(self.store.load_existing(&order).await?.0)
+                        Some(self.store.load_existing(&order).await?.0)
                     }
-                    Some((r, _)) => intake::status_reply(r),
+                    Some((r, _)) => Some(r),
+                    None => None,
+                };
+                // Partitioned: a live order of another partition is answered by its owner,
+                // whose answer includes everything it acknowledged.
+                if let (None, Some(owner)) = (
+                    &relayed,
+                    record.as_ref().and_then(|r| self.live_elsewhere(r)),
+                ) {
+                    let signer = verified
+                        .as_ref()
+                        .map(|v| v.nkey.clone())
+                        .unwrap_or_default();
+                    self.relay_request(incoming, contract::engine_status(&owner), &signer);
+                    return Ok(());
+                }
+                match record {
+                    Some(r) => intake::status_reply(r),
                     None => self.retire(&req, &key, correlation_id).await?,
                 }
             }

@@ -134,13 +134,7 @@ impl Engine {
         let subject = msg.subject.as_str();
         // Relayed by a peer engine (partitioned engines): that engine checked the signature
         // and names the signer; only engines may publish to the relay subject.
-        let relayed_signer = super::relay::is_relayed(subject).then(|| {
-            msg.headers
-                .as_ref()
-                .and_then(|h| h.get(crate::contract::HEADER_SIGNER))
-                .map(|v| v.as_str().to_string())
-                .unwrap_or_default()
-        });
+        let relayed_signer = super::relay::relayed_signer(msg);
         let verified = match relayed_signer {
             Some(_) => None,
             None => {
