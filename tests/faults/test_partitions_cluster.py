@@ -285,3 +285,27 @@ async def test_nats_node_killed_during_a_takeover(
         codes_ok(survivors)
     assert moved, "the killed engine held no partition"
     print(f"node n{node} killed; engine exits restarted: {dict(supervisor.exits)}; after: {after}")
+
+
+@pytest.mark.soak
+async def test_soak_each_engine_killed_and_restarted_in_turn(
+    cluster: LocalNatsCluster, tmp_path: Path
+) -> None:
+    """The kill -9 fault six times over (each engine twice), each victim restarted once its
+    partitions moved, under load throughout."""
+    load = Load(cluster.handle, new_account("PSK"))
+    async with three_engines(cluster, tmp_path) as (engines, watch):
+        task = await under_load(load)
+        longest = 0.0
+        for e in [*engines, *engines]:
+            killed_at = time.monotonic()
+            e.kill()
+            await watch.wait(all_owned_by(live_pids(engines)), TAKEOVER_LIMIT_S, "takeover")
+            longest = max(longest, time.monotonic() - killed_at)
+            await asyncio.to_thread(e.start)
+            await watch.wait(share_is([3, 3, 2]), TAKEOVER_LIMIT_S, "back to 3/3/2")
+            acked = len(load.acked)
+            await load.until_acked(acked + 30, 120, "orders acked after the restart")
+        await finish(load, task)
+        await check(cluster.handle, load, "soak: kill -9 + restart of each engine, x2", longest)
+        codes_ok(engines)
