@@ -28,7 +28,8 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
 use futures::TryStreamExt;
@@ -45,10 +46,49 @@ use crate::run::{self, Instance, Shared};
 
 pub mod balance;
 
+/// Until when a partition's lease is known to be ours: the moment its last successful write
+/// (take or renewal) was sent, plus four fifths of the TTL. The renewal round moves it; the
+/// partition's instance writes nothing past it ([`Confirmed::check`]), so an engine paused
+/// past its lease (SIGSTOP, a long stall) that wakes up with requests already delivered to it
+/// does not serve them (not even the order store's `kv.create`, which no epoch fences) before
+/// its renewal round finds the lease lost.
+#[derive(Clone)]
+pub struct Confirmed {
+    until: Arc<Mutex<Instant>>,
+    ttl: Duration,
+}
+
+impl Confirmed {
+    fn new(sent: Instant, ttl: Duration) -> Confirmed {
+        Confirmed {
+            until: Arc::new(Mutex::new(sent + ttl * 4 / 5)),
+            ttl,
+        }
+    }
+
+    fn renewed(&self, sent: Instant) {
+        *self.until.lock().unwrap_or_else(PoisonError::into_inner) = sent + self.ttl * 4 / 5;
+    }
+
+    /// `Err` once the lease is no longer known to be ours: the instance stops without writing.
+    pub fn check(&self) -> Result<(), EngineError> {
+        let until = *self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        if Instant::now() <= until {
+            return Ok(());
+        }
+        Err(LeaseError::Lost(format!(
+            "not renewed within {} ms (paused, or cut off): it may be someone else's",
+            millis(self.ttl * 4 / 5)
+        ))
+        .into())
+    }
+}
+
 /// One partition this process holds.
 struct Held {
     revision: u64,
     epoch: u64,
+    lease: Confirmed,
     stop: Option<oneshot::Sender<()>>,
     ready: Option<oneshot::Receiver<()>>,
     task: JoinHandle<Result<(), EngineError>>,
@@ -99,8 +139,12 @@ pub async fn run(
         let mut lost = Vec::new();
         for (p, h) in &mut held {
             let key = contract::lease_partition_key(&p.to_string());
+            let sent = Instant::now();
             match kv.update(&key, value.clone(), h.revision).await {
-                Ok(rev) => h.revision = rev,
+                Ok(rev) => {
+                    h.revision = rev;
+                    h.lease.renewed(sent);
+                }
                 Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => lost.push(*p),
                 Err(e) => {
                     warn!(partition = p, error = %e, "lease renewal failed; retrying at the next round")
@@ -133,6 +177,9 @@ pub async fn run(
                 Err(EngineError::Journal(e @ JournalError::Fenced { .. })) => {
                     error!(partition = p, epoch = h.epoch, error = %e, "partition fenced: another engine owns it now; dropped");
                 }
+                Err(EngineError::Lease(e @ LeaseError::Lost(_))) => {
+                    error!(partition = p, epoch = h.epoch, error = %e, "partition lease lost: its instance stopped before writing; dropped");
+                }
                 Ok(()) => warn!(partition = p, "partition instance ended; lease given back"),
                 Err(e) => {
                     error!(partition = p, error = %e, "partition instance failed: stopping the engine");
@@ -150,13 +197,16 @@ pub async fn run(
                 continue;
             }
         };
+        let mut releasing = Vec::new();
         for action in balance::decide(&view, &cfg.engine_id, PARTITIONS) {
             match action {
                 balance::Action::Take(p) => {
                     let key = contract::lease_partition_key(&p.to_string());
+                    let sent = Instant::now();
                     match kv.create(&key, value.clone()).await {
                         Ok(revision) => {
-                            held.insert(p, start(cfg, shared, p, revision));
+                            let lease = Confirmed::new(sent, ttl);
+                            held.insert(p, start(cfg, shared, p, revision, lease));
                         }
                         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
                         Err(e) => {
@@ -167,11 +217,15 @@ pub async fn run(
                 balance::Action::Release(p) => {
                     if let Some(h) = held.remove(&p) {
                         info!(partition = p, "rebalancing: giving the partition back");
-                        stop(&kv, p, h, cfg).await;
+                        releasing.push((p, h));
                     }
                 }
             }
         }
+        // Drained together: one after the other, the round (and so the renewal of every
+        // other lease) would wait for each drain in turn.
+        let stops = releasing.into_iter().map(|(p, h)| stop(&kv, p, h, cfg));
+        futures::future::join_all(stops).await;
         if !ready_once {
             ready_once = all_ready(&mut held);
             if ready_once {
@@ -190,7 +244,7 @@ pub async fn run(
 }
 
 /// Starts the instance of partition `p`, owned at `epoch`.
-fn start(cfg: &Config, shared: &Shared, p: u32, epoch: u64) -> Held {
+fn start(cfg: &Config, shared: &Shared, p: u32, epoch: u64, lease: Confirmed) -> Held {
     let mut pcfg = cfg.clone();
     pcfg.engine_id = partition_id(p);
     pcfg.partition = Some(p);
@@ -198,6 +252,7 @@ fn start(cfg: &Config, shared: &Shared, p: u32, epoch: u64) -> Held {
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (ready_tx, ready_rx) = oneshot::channel();
     let shared = shared.clone();
+    let instance_lease = lease.clone();
     info!(partition = p, epoch, symbols = ?pcfg.symbols.keys().collect::<Vec<_>>(), "partition taken: recovering it");
     let task = tokio::spawn(async move {
         run::serve(
@@ -206,6 +261,7 @@ fn start(cfg: &Config, shared: &Shared, p: u32, epoch: u64) -> Held {
             Instance::Partition {
                 epoch,
                 ready: ready_tx,
+                lease: instance_lease,
             },
             async {
                 let _ = stop_rx.await;
@@ -217,6 +273,7 @@ fn start(cfg: &Config, shared: &Shared, p: u32, epoch: u64) -> Held {
     Held {
         revision: epoch,
         epoch,
+        lease,
         stop: Some(stop_tx),
         ready: Some(ready_rx),
         task,

@@ -116,10 +116,11 @@ pub enum Instance {
     /// Every configured symbol: the process's only instance (it owns the readiness flags).
     Whole,
     /// One partition, as its owner of `epoch` (`partitions.rs`); `ready` is told once it
-    /// serves.
+    /// serves; `lease` says until when its lease is known to be ours.
     Partition {
         epoch: u64,
         ready: tokio::sync::oneshot::Sender<()>,
+        lease: crate::partitions::Confirmed,
     },
 }
 
@@ -139,6 +140,17 @@ pub async fn serve(
         metrics,
     } = shared.clone();
     let whole = matches!(instance, Instance::Whole);
+    // Partitioned: nothing is written once the lease may have expired (a pause past the TTL):
+    // checked whenever the loop wakes to write, before the renewal round notices the loss.
+    let lease = match &instance {
+        Instance::Partition { lease, .. } => Some(lease.clone()),
+        Instance::Whole => None,
+    };
+    let held = || {
+        lease
+            .as_ref()
+            .map_or(Ok(()), crate::partitions::Confirmed::check)
+    };
     let (mut engine, consumer) = (|| {
         Engine::new(
             cfg.clone(),
@@ -267,6 +279,7 @@ pub async fn serve(
                                 }
                             }
                         }
+                        held()?;
                         engine.repair_if_reconnected().await?;
                         engine.answer_statuses(&mut subs.statuses).await?;
                         let msgs = engine.relay_foreign_queued(msgs);
@@ -290,6 +303,7 @@ pub async fn serve(
                     }
                 },
                 Some(request) = subs.next() => {
+                    held()?;
                     engine.repair_if_reconnected().await?;
                     match request {
                         // Group commit: every submit already received, taken together.
@@ -306,6 +320,7 @@ pub async fn serve(
                 () = due(engine.market_data_due()) => engine.flush_market_data(),
                 // Timed duties (expiry, session grace): between commands, like everything else.
                 () = due(engine.next_timer()) => {
+                    held()?;
                     engine.repair_if_reconnected().await?;
                     engine.on_timer().await?;
                     engine.market_data_after_command();
@@ -314,6 +329,7 @@ pub async fn serve(
                 Some(event) = config_events.recv() => engine.on_config(event).await,
                 // So does a session opened, closed or lost through any engine.
                 Some(event) = session_events.recv() => {
+                    held()?;
                     engine.repair_if_reconnected().await?;
                     engine.on_session_event(event).await?;
                     engine.market_data_after_command();
@@ -345,6 +361,7 @@ pub async fn serve(
                 tokio::select! {
                     request = subs.next() => match request {
                         Some(request) => {
+                            held()?;
                             engine.dispatch(request, &mut subs.statuses).await?;
                             engine.market_data_after_command();
                         }
