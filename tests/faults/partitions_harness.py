@@ -122,8 +122,9 @@ class LeaseWatch:
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: closing a connection whose node was killed can hang.
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 10)
 
     async def _run(self) -> None:
         prefix = contract.LEASE_PARTITION_KEY_PREFIX
@@ -171,7 +172,7 @@ class LeaseWatch:
                 pass
             finally:
                 with contextlib.suppress(Exception):
-                    await nc.close()
+                    await asyncio.wait_for(nc.close(), 5)
 
     async def _set(self, changes: dict[int, Lease | None], replace: bool = False) -> None:
         async with self._changed:
