@@ -14,6 +14,7 @@
 ``bridge audit verify``     check the execution journal's hash chains
 ``bridge config ...``       runtime configuration documents: get, set, diff, history
 ``bridge sessions ...``     orchestrator sessions and the live orders they hold
+``bridge partitions``       partition -> owning engine -> epoch, and the live engines
 ==========================  =======================================================
 
 Connection options, the identity and the exit codes are the same everywhere
@@ -35,6 +36,7 @@ from bridge.cli.config import config
 from bridge.cli.health import health
 from bridge.cli.mass_cancel import orders as orders_group
 from bridge.cli.orders import cancel, status, submit
+from bridge.cli.partitions import partitions
 from bridge.cli.provision import provision
 from bridge.cli.sessions import sessions
 from bridge.cli.streams import streams
@@ -70,6 +72,7 @@ for command in (
     audit,
     config,
     sessions,
+    partitions,
 ):
     cli.add_command(command)
 

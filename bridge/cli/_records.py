@@ -1,7 +1,7 @@
 """Read-only views of the engine's private records (``engine-rs/proto/engine/v1/state.proto``)
 for the operator tools: a ``SessionRecord`` of the bucket ``bridge_sessions`` and the fields of an
 ``OrderRecord`` (bucket ``bridge_orders``) that say whether an order is live and which session
-it names.
+it names, and the header fields of a ``JournalEntry`` (stream JOURNAL: its writer's epoch).
 
 The records are the engine's, not the contract's, so no generated module ships for them: the
 messages are declared here, at runtime, with the field numbers and types of state.proto (fields
@@ -46,6 +46,16 @@ ORDER_FIELDS: tuple[tuple[str, int, int, str], ...] = (
 )
 """The OrderRecord fields the tools read."""
 
+JOURNAL_ENTRY_FIELDS: tuple[tuple[str, int, int, str], ...] = (
+    ("engine_id", 1, _F.TYPE_STRING, ""),
+    ("prev_stream_seq", 2, _F.TYPE_UINT64, ""),
+    ("written_at_unix_ns", 5, _F.TYPE_INT64, ""),
+    ("parts_after", 6, _F.TYPE_UINT32, ""),
+    ("group_prev_seq", 7, _F.TYPE_UINT64, ""),
+    ("epoch", 8, _F.TYPE_UINT64, ""),
+)
+"""The JournalEntry fields the tools read (stream JOURNAL; not its records and reports)."""
+
 
 Fields = tuple[tuple[str, int, int, str], ...]
 
@@ -59,7 +69,7 @@ def _message(name: str, fields: Fields) -> descriptor_pb2.DescriptorProto:
     return msg
 
 
-def _classes() -> tuple[Any, Any]:
+def _classes() -> tuple[Any, Any, Any]:
     pool = descriptor_pool.Default()
     try:
         pool.FindFileByName(_FILE)
@@ -72,12 +82,14 @@ def _classes() -> tuple[Any, Any]:
         )
         proto.message_type.append(_message("SessionRecord", SESSION_FIELDS))
         proto.message_type.append(_message("OrderRecord", ORDER_FIELDS))
+        proto.message_type.append(_message("JournalEntry", JOURNAL_ENTRY_FIELDS))
         pool.Add(proto)
     session = message_factory.GetMessageClass(
         pool.FindMessageTypeByName(f"{_PACKAGE}.SessionRecord")
     )
     order = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.OrderRecord"))
-    return session, order
+    entry = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.JournalEntry"))
+    return session, order, entry
 
 
-SessionRecord, OrderRecord = _classes()
+SessionRecord, OrderRecord, JournalEntry = _classes()

@@ -36,6 +36,7 @@ COMMANDS = [
     ["sessions"],
     ["sessions", "ls"],
     ["sessions", "orders"],
+    ["partitions"],
 ]
 
 

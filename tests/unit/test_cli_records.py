@@ -33,7 +33,11 @@ def _state_proto(tmp_path: Path) -> dict[str, descriptor_pb2.DescriptorProto]:
 
 @pytest.mark.parametrize(
     ("message", "declared"),
-    [("SessionRecord", _records.SESSION_FIELDS), ("OrderRecord", _records.ORDER_FIELDS)],
+    [
+        ("SessionRecord", _records.SESSION_FIELDS),
+        ("OrderRecord", _records.ORDER_FIELDS),
+        ("JournalEntry", _records.JOURNAL_ENTRY_FIELDS),
+    ],
 )
 def test_declared_fields_are_the_engines(
     tmp_path: Path, message: str, declared: tuple[tuple[str, int, int, str], ...]
