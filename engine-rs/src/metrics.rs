@@ -9,7 +9,7 @@
 //!
 //! Submodules: [`health`] (what `/readyz` answers, pure), [`labels`] (label values: paths,
 //! outcomes, stages, and those of the protobuf enums; pure), [`refresh`] (stream and consumer figures read from JetStream
-//! periodically).
+//! periodically), [`partitions`] (partition ownership of a partitioned engine).
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ pub mod config;
 pub mod health;
 pub mod labels;
 pub mod market;
+pub mod partitions;
 pub mod refresh;
 pub mod sessions;
 pub mod versions;
@@ -84,6 +85,8 @@ pub struct Metrics {
     pub sessions: sessions::SessionMetrics,
     /// Order operations by their sender's contract version.
     pub versions: versions::VersionMetrics,
+    /// Partition ownership of a partitioned engine.
+    pub partitions: partitions::PartitionMetrics,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -276,6 +279,7 @@ impl Metrics {
             config: config::ConfigMetrics::register(&r),
             sessions: sessions::SessionMetrics::new(&r),
             versions: versions::VersionMetrics::register(&r),
+            partitions: partitions::PartitionMetrics::new(&r),
             registry: r,
         };
         metrics.register_process_collector();

@@ -41,6 +41,7 @@ use crate::config::Config;
 use crate::contract;
 use crate::error::{EngineError, JournalError};
 use crate::lease::{renew_every, Holder, LeaseError};
+use crate::metrics::partitions::Change;
 use crate::partition::{partition_id, partition_of, PARTITIONS_U32 as PARTITIONS};
 use crate::run::{self, Instance, Shared};
 
@@ -121,6 +122,7 @@ pub async fn run(
     let value = me.encode();
     let member_key = contract::lease_member_key(&cfg.engine_id);
     let period = renew_every(ttl);
+    let ownership = &shared.metrics.partitions;
     info!(engine_id = %cfg.engine_id, partitions = PARTITIONS, ttl_ms = millis(ttl), "partitioned engine: taking its share of the partitions");
     let mut held: BTreeMap<u32, Held> = BTreeMap::new();
     let mut tick = tokio::time::interval(period);
@@ -154,6 +156,7 @@ pub async fn run(
         for p in lost {
             if let Some(h) = held.remove(&p) {
                 h.task.abort();
+                ownership.changed(Change::Lost, 1, held.len());
                 error!(partition = p, epoch = h.epoch, "partition lease lost (this engine did not renew it within the TTL: paused, or cut off from NATS): its instance stopped at once, without writing");
             }
         }
@@ -175,12 +178,17 @@ pub async fn run(
             let _ = kv.delete_expect_revision(&key, Some(h.revision)).await;
             match outcome {
                 Err(EngineError::Journal(e @ JournalError::Fenced { .. })) => {
+                    ownership.changed(Change::Fenced, 1, held.len());
                     error!(partition = p, epoch = h.epoch, error = %e, "partition fenced: another engine owns it now; dropped");
                 }
                 Err(EngineError::Lease(e @ LeaseError::Lost(_))) => {
+                    ownership.changed(Change::Lost, 1, held.len());
                     error!(partition = p, epoch = h.epoch, error = %e, "partition lease lost: its instance stopped before writing; dropped");
                 }
-                Ok(()) => warn!(partition = p, "partition instance ended; lease given back"),
+                Ok(()) => {
+                    ownership.changed(Change::Released, 1, held.len());
+                    warn!(partition = p, "partition instance ended; lease given back")
+                }
                 Err(e) => {
                     error!(partition = p, error = %e, "partition instance failed: stopping the engine");
                     failure = Some(e);
@@ -207,6 +215,7 @@ pub async fn run(
                         Ok(revision) => {
                             let lease = Confirmed::new(sent, ttl);
                             held.insert(p, start(cfg, shared, p, revision, lease));
+                            ownership.changed(Change::Taken, 1, held.len());
                         }
                         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
                         Err(e) => {
@@ -218,6 +227,7 @@ pub async fn run(
                     if let Some(h) = held.remove(&p) {
                         info!(partition = p, "rebalancing: giving the partition back");
                         releasing.push((p, h));
+                        ownership.changed(Change::Released, 1, held.len());
                     }
                 }
             }
@@ -237,8 +247,10 @@ pub async fn run(
         }
     };
     shared.metrics.health.set_intake_subscribed(false);
+    let released = held.len();
     let stops = held.into_iter().map(|(p, h)| stop(&kv, p, h, cfg));
     futures::future::join_all(stops).await;
+    ownership.changed(Change::Released, released, 0);
     let _ = kv.delete(&member_key).await;
     ended
 }
