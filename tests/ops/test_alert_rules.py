@@ -45,7 +45,7 @@ def _promtool(promtool: Path, *args: str) -> str:
 
 
 def test_rules_are_valid(promtool: Path) -> None:
-    assert "SUCCESS: 8 rules found" in _promtool(promtool, "check", "rules", "alerts.yml")
+    assert "SUCCESS: 9 rules found" in _promtool(promtool, "check", "rules", "alerts.yml")
 
 
 def test_scrape_config_is_valid(promtool: Path) -> None:
