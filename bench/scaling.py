@@ -91,9 +91,9 @@ FULL = ScalingProfile(
 QUICK = ScalingProfile(
     name="quick",
     engines=(1, 2),
-    drain_orders=400,
+    drain_orders=200,
     drain_timeout=15.0,
-    sync=Budget(warmup=10, count=50, seconds=3.0),
+    sync=Budget(warmup=5, count=30, seconds=2.0),
 )
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from bench.procs import BenchError, bench_binary
 from bench.profile import QUICK, scenario_ids
+from bench.scaling import QUICK as SCALING_QUICK
 from bridge_dev.pki import DevCredentials
 from bridge_dev.server import REPO_ROOT
 
@@ -50,8 +51,9 @@ def test_quick_bench_writes_sane_results(tmp_path: Path, dev_creds: DevCredentia
         env=env,
         capture_output=True,
         text=True,
-        # ~30 s alone; the machine is often shared (other test runs, builds): room for that.
-        timeout=240,
+        # ~30 s alone, and ~30 s of the scaling phase (two server set-ups); the machine is often
+        # shared (other test runs, builds): room for that.
+        timeout=300,
         check=False,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-5000:]}\nstderr:\n{proc.stderr[-5000:]}"
@@ -76,6 +78,20 @@ def test_quick_bench_writes_sane_results(tmp_path: Path, dev_creds: DevCredentia
         assert target["passed"] in (True, False), target
     for key in ("nats_server", "rustc", "python", "date", "machine"):
         assert doc["meta"][key], key
+
+    scaling = doc["scaling"]
+    rows = scaling["rows"]
+    want = {(s, n) for s in SCALING_QUICK.setups for n in SCALING_QUICK.engines}
+    assert {(r["servers"], r["engines"]) for r in rows} == want
+    for r in rows:
+        assert r["drain_final"] == r["drain_orders"], r
+        assert r["drain_rate_per_s"] > 0, r
+        assert r["sync_count"] > 0, r
+        assert 0 < r["sync_ack_us"]["p50"] <= r["sync_ack_us"]["p99"], r
+        assert len(r["drain_cpu_us_per_order_engine"]) == r["engines"], r
+        assert len(r["drain_cpu_us_per_order_nats"]) == r["nats_servers"], r
+    assert rows[0]["ratio_vs_base"] == 1.0
+    assert scaling["table_md"].count("\n") == len(rows) + 2
 
     png = out / "latency.png"
     assert png.stat().st_size > 0
