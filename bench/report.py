@@ -346,15 +346,22 @@ def render(console: Console, results: Sequence[Result], goals: Sequence[Target])
 
 
 def write_json(
-    path: Path, meta: dict[str, Any], results: Sequence[Result], goals: Sequence[Target]
+    path: Path,
+    meta: dict[str, Any],
+    results: Sequence[Result],
+    goals: Sequence[Target],
+    scaling: dict[str, Any] | None = None,
 ) -> None:
-    """Atomically (``<name>.tmp`` + rename) write the run's results."""
-    doc = {
+    """Atomically (``<name>.tmp`` + rename) write the run's results (and, under ``scaling``,
+    the partitioned engines' figures of :mod:`bench.scaling`)."""
+    doc: dict[str, Any] = {
         "meta": meta,
         "scenarios": [r.to_json() for r in results],
         "targets": [asdict(t) for t in goals],
         "signing_costs": [asdict(c) for c in signing_costs(results)],
     }
+    if scaling is not None:
+        doc["scaling"] = scaling
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -13,6 +13,9 @@ Phases, each with its own processes, all stopped before the next phase starts:
    queued path end to end with the report sink as receiver (the demo's burst, one publisher's
    drain, the open loop at each offered load).
 3. gRPC and TCP baselines (no NATS).
+4. Scaling (:mod:`bench.scaling`): 1, 2 and 3 partitioned engines on one nats-server and on the
+   3-node cluster (R3): drain orders/s, sync ack latency, CPU per order of every process
+   (``--no-scaling`` leaves it out).
 
 Writes ``<out>/latest.json`` and ``<out>/latency.png`` (default ``bench/results``).
 """
@@ -35,7 +38,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.markup import escape
 
-from bench import baselines, bridge_paths, report
+from bench import baselines, bridge_paths, report, scaling
 from bench.environment import describe
 from bench.measure import Result, merge_throughput, result_from_json
 from bench.procs import BenchError, RustServer
@@ -370,6 +373,8 @@ def show(console: Console, path: Path) -> None:
         f"{meta['machine']['logical_cores']} cores, payload {meta['payload_bytes']} B"
     )
     report.render(console, results, report.targets(results))
+    if "scaling" in doc:
+        console.print(doc["scaling"]["table_md"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -382,6 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-uvloop", action="store_true", help="only the default event loop")
     parser.add_argument(
         "--keep-work", action="store_true", help="keep server stores and logs (temp dir)"
+    )
+    parser.add_argument(
+        "--no-scaling", action="store_true", help="leave out the partitioned engines' phase"
     )
     parser.add_argument(
         "--show",
@@ -411,6 +419,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         results += bench.nats_baselines()
         results += bench.bridge()
         results += bench.rpc_baselines()
+        scaling_doc = None
+        if not ns.no_scaling:
+            scaling_doc = scaling.run(
+                creds,
+                work,
+                scaling.QUICK if ns.quick else scaling.FULL,
+                bench.run_id,
+                bench.step,
+            )
     except BaseException:
         console.print(f"[red]benchmark failed; server stores and logs kept in {work}[/red]")
         raise
@@ -435,8 +452,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.render(console, results, goals)
     for note in METHOD_NOTES:
         console.print(f"[dim]- {escape(note)}[/dim]")
+    if scaling_doc is not None:
+        scaling.render(console, scaling_doc["_rows"])
     json_path, png_path = out_dir / "latest.json", out_dir / "latency.png"
-    report.write_json(json_path, meta, results, goals)
+    report.write_json(
+        json_path,
+        meta,
+        results,
+        goals,
+        None if scaling_doc is None else scaling.public(scaling_doc),
+    )
     report.write_plot(
         png_path,
         results,
