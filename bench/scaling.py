@@ -54,6 +54,7 @@ from bench.procs import BenchError, CpuMeter, cpu_seconds
 from bench.profile import Budget
 from bench.report_sink import ReportSink
 from bridge import BridgeClient, Order, OrderType, Side, TimeInForce, contract
+from bridge.errors import EngineUnavailableError, OutcomeUnknownError
 from bridge.logs import configure_logging
 from bridge.partition import partition_of
 from bridge_dev.cluster import LocalNatsCluster
@@ -84,9 +85,9 @@ class ScalingProfile:
 FULL = ScalingProfile(
     name="full",
     engines=(1, 2, 3),
-    drain_orders=5000,
-    drain_timeout=40.0,
-    sync=Budget(warmup=50, count=500, seconds=10.0),
+    drain_orders=3000,
+    drain_timeout=20.0,
+    sync=Budget(warmup=50, count=500, seconds=8.0),
 )
 QUICK = ScalingProfile(
     name="quick",
@@ -151,6 +152,14 @@ class Row:
     drain_cpu_s: dict[str, list[float]]
     """``engine`` / ``nats`` / ``python``: CPU seconds of each process over the drain."""
     sync_cpu_s: dict[str, list[float]]
+    sync_failed: int = 0
+    """Submits that failed after the client's retries (relay to a busy owner timed out)."""
+    relay_retries: int = 0
+    """Queued orders whose relay to their owner timed out during the drain (redelivered)."""
+    duplicates: int = 0
+    """Repeats answered as duplicates during the drain (the redeliveries' second arrivals)."""
+    backlog_discarded: bool = False
+    """Orders were left at the drain's deadline: ORDERS was purged before the next row."""
     ratio_vs_base: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -207,6 +216,7 @@ COLUMNS = (
     "drain orders/s",
     "vs 1 engine, single",
     "sync ack p50 / p99 ms",
+    "relay timeouts / duplicates (queued)",
     "engine CPU µs/order (queued)",
     "nats-server CPU µs/order (queued)",
     "engine CPU µs/order (sync)",
@@ -226,7 +236,9 @@ def table_cells(r: Row) -> list[str]:
         str(r.engines),
         drain,
         ratio,
-        f"{_ms(r.sync_ack_us.get('p50'))} / {_ms(r.sync_ack_us.get('p99'))}",
+        f"{_ms(r.sync_ack_us.get('p50'))} / {_ms(r.sync_ack_us.get('p99'))}"
+        + (f" ({r.sync_failed} failed)" if r.sync_failed else ""),
+        f"{r.relay_retries} / {r.duplicates}",
         _us(r.drain_us("engine")),
         _us(r.drain_us("nats")),
         _us(r.sync_us("engine")),
@@ -344,6 +356,30 @@ async def _ack_floor_reached(handle: ServerHandle, timeout: float) -> bool:
     return False
 
 
+RELAY_RETRY_LINE = "queued order not relayed"
+"""The engine's warning when a relayed queued order got no answer from its owner in time (the
+message is delivered again)."""
+DUPLICATE_LINE = "duplicate client order id answered"
+"""The engine's line when a repeat of an order already done is answered (a redelivery)."""
+
+
+def count_lines(paths: Sequence[Path], needle: str) -> int:
+    """Lines containing ``needle`` over the files (missing files count 0)."""
+    total = 0
+    for path in paths:
+        try:
+            with path.open(encoding="utf-8", errors="replace") as lines:
+                total += sum(1 for line in lines if needle in line)
+        except OSError:
+            continue
+    return total
+
+
+async def _purge_orders(handle: ServerHandle) -> None:
+    async with _operator_js(handle) as nc:
+        await nc.jsm().purge_stream(contract.ORDERS_STREAM)
+
+
 def _cpu(pids: Sequence[int]) -> list[float]:
     return [cpu_seconds(p) for p in pids]
 
@@ -357,8 +393,10 @@ async def drain(
     n: int,
     timeout: float,
     prefix: str,
-) -> tuple[int, float, float | None, dict[str, list[float]]]:
-    """(orders final, first publish -> last final s, -> ack floor s, CPU s per process)."""
+) -> tuple[int, float, float | None, dict[str, list[float]], bool]:
+    """(orders final, first publish -> last final s, -> ack floor s, CPU s per process, whether
+    a backlog left at the deadline was discarded: ORDERS purged, so that the next measurement
+    starts on idle engines)."""
     orders = make_orders(prefix, n, symbols)
     watch = await sink.watch(contract.executions_for_account(ACCOUNT), prefix, n)
     async with BridgeClient(client_settings(handle, request_timeout_ms=10_000)) as bridge:
@@ -368,16 +406,21 @@ async def drain(
             await bridge.enqueue_batch(orders[i : i + ENQUEUE_CHUNK])
         left = timeout - (time.monotonic_ns() - first_ns) / 1e9
         finals = await sink.finish(watch, max(0.0, left))
-        acked = await _ack_floor_reached(handle, 10.0 if len(finals) == n else 0.0)
+        acked = await _ack_floor_reached(handle, 5.0 if len(finals) == n else 0.0)
         acked_ns = time.monotonic_ns()
         e1, n1, py1 = _cpu(engine_pids), _cpu(nats_pids), time.process_time()
+    discarded = not acked
+    if discarded:
+        await _purge_orders(handle)
+        await _ack_floor_reached(handle, 15.0)
     seconds = (max(finals.values()) - first_ns) / 1e9 if finals else 0.0
     cpu = {
         "engine": [b - a for a, b in zip(e0, e1, strict=True)],
         "nats": [b - a for a, b in zip(n0, n1, strict=True)],
         "python": [py1 - py0],
     }
-    return len(finals), seconds, (acked_ns - first_ns) / 1e9 if acked else None, cpu
+    acked_s = (acked_ns - first_ns) / 1e9 if acked else None
+    return len(finals), seconds, acked_s, cpu, discarded
 
 
 async def sync_sample(
@@ -387,15 +430,22 @@ async def sync_sample(
     symbols: Sequence[str],
     budget: Budget,
     prefix: str,
-) -> tuple[int, dict[str, float], dict[str, list[float]]]:
-    """(orders measured, ack latency summary in us, CPU s per process)."""
+) -> tuple[int, dict[str, float], dict[str, list[float]], int]:
+    """(orders measured, ack latency summary in us, CPU s per process, submits that failed
+    after the client's retries: their time to the error is in the histogram too)."""
     orders = make_orders(prefix, budget.warmup + budget.count, symbols)
     pids = {f"e{i}": p for i, p in enumerate(engine_pids)}
     pids |= {f"n{i}": p for i, p in enumerate(nats_pids)}
     async with BridgeClient(client_settings(handle, request_timeout_ms=10_000)) as bridge:
+        failed = 0
 
         async def op(i: int) -> None:
-            ack = await bridge.submit(orders[i])
+            nonlocal failed
+            try:
+                ack = await bridge.submit(orders[i])
+            except (OutcomeUnknownError, EngineUnavailableError):
+                failed += 1
+                return
             if not ack.accepted:
                 raise BenchError(f"sync order not accepted: {ack}")
 
@@ -406,7 +456,7 @@ async def sync_sample(
         "nats": [meter.others_s[f"n{i}"] for i in range(len(nats_pids))],
         "python": [meter.python_s],
     }
-    return timed.count, summary_us(timed.histogram), cpu
+    return timed.count, summary_us(timed.histogram), cpu, failed
 
 
 class _Servers:
@@ -492,8 +542,10 @@ def run_setup(
                     f"{tag}w",
                 )
             )
+            logs = [e.log_file for e in engines]
+            retries0, dups0 = count_lines(logs, RELAY_RETRY_LINE), count_lines(logs, DUPLICATE_LINE)
             log(f"scaling ({setup}): {count} engine(s), drain of {profile.drain_orders} orders")
-            final, seconds, acked, drain_cpu = asyncio.run(
+            final, seconds, acked, drain_cpu, discarded = asyncio.run(
                 drain(
                     handle,
                     sink,
@@ -505,8 +557,9 @@ def run_setup(
                     f"{tag}q",
                 )
             )
+            retries1, dups1 = count_lines(logs, RELAY_RETRY_LINE), count_lines(logs, DUPLICATE_LINE)
             log(f"scaling ({setup}): {count} engine(s), {profile.sync.count} sync submits")
-            sync_n, ack_us, sync_cpu = asyncio.run(
+            sync_n, ack_us, sync_cpu, sync_failed = asyncio.run(
                 sync_sample(handle, engine_pids, nats_pids, symbols, profile.sync, f"{tag}s")
             )
             rows.append(
@@ -522,6 +575,10 @@ def run_setup(
                     sync_ack_us=ack_us,
                     drain_cpu_s=drain_cpu,
                     sync_cpu_s=sync_cpu,
+                    sync_failed=sync_failed,
+                    relay_retries=retries1 - retries0,
+                    duplicates=dups1 - dups0,
+                    backlog_discarded=discarded,
                     extra={"balanced_after_s": round(balanced_s, 2), "replicas": replicas},
                 )
             )
@@ -561,7 +618,9 @@ def run(
             "/ (last final report - first publish), enqueue_batch calls of "
             f"{ENQUEUE_CHUNK} while the engines run; CPU metered from the first publish to the "
             "consumer's ack floor (drain) or over the closed loop (sync), per process, divided "
-            "by the orders; every process shares the machine's cores"
+            "by the orders; a backlog left at the drain's deadline is purged from ORDERS before "
+            "the next row; relay timeouts and duplicates are counted from the engines' logs; every "
+            "process shares the machine's cores"
         ),
         "rows": [r.to_json() for r in rows],
         "table_md": markdown_table(rows),

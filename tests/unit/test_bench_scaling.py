@@ -9,9 +9,12 @@ import pytest
 # tests with the package's own dependencies only.
 pytest.importorskip("psutil")
 
+from pathlib import Path
+
 from bench.scaling import (
     COLUMNS,
     Row,
+    count_lines,
     fair_shares,
     make_orders,
     markdown_table,
@@ -94,7 +97,9 @@ def test_markdown_table() -> None:
     lines = markdown_table(rows).splitlines()
     assert len(lines) == 4
     assert all(line.count("|") == len(COLUMNS) + 1 for line in lines)
-    assert lines[2] == ("| single | 1 | 500 | 1.00x | 1.50 / 3.25 | 50 | 400 | 100 | 1000 |")
+    assert lines[2] == (
+        "| single | 1 | 500 | 1.00x | 1.50 / 3.25 | 0 / 0 | 50 | 400 | 100 | 1000 |"
+    )
     # Several processes: the total, then each; a partial drain says so.
     assert "| 111 (56 + 56) |" in lines[3]
     assert "(900/1000 final)" in lines[3]
@@ -105,3 +110,10 @@ def test_row_json_has_per_order_costs() -> None:
     assert doc["drain_rate_per_s"] == 500.0
     assert doc["drain_cpu_us_per_order_engine"] == [50.0, 50.0]
     assert doc["sync_cpu_us_per_order_nats"] == [1000.0]
+
+
+def test_count_lines(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("x queued order not relayed\ny\nqueued order not relayed z\n", encoding="utf-8")
+    b.write_text("queued order not relayed\n", encoding="utf-8")
+    assert count_lines([a, b, tmp_path / "missing.log"], "queued order not relayed") == 3
