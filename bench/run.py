@@ -374,7 +374,7 @@ def show(console: Console, path: Path) -> None:
     )
     report.render(console, results, report.targets(results))
     if "scaling" in doc:
-        console.print(doc["scaling"]["table_md"])
+        scaling.render(console, [scaling.row_from_json(r) for r in doc["scaling"]["rows"]])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -182,6 +182,12 @@ class Row:
         return out
 
 
+def row_from_json(doc: dict[str, Any]) -> Row:
+    """The inverse of :meth:`Row.to_json` (its computed keys dropped)."""
+    names = {f.name for f in dataclasses.fields(Row)}
+    return Row(**{k: v for k, v in doc.items() if k in names})
+
+
 def with_ratios(rows: Sequence[Row]) -> list[Row]:
     """Each row's drain rate over the first row's (1 engine, single server: the baseline)."""
     base = rows[0].drain_rate if rows else None
@@ -236,8 +242,8 @@ def table_cells(r: Row) -> list[str]:
         str(r.engines),
         drain,
         ratio,
-        f"{_ms(r.sync_ack_us.get('p50'))} / {_ms(r.sync_ack_us.get('p99'))}"
-        + (f" ({r.sync_failed} failed)" if r.sync_failed else ""),
+        f"{_ms(r.sync_ack_us.get('p50'))} / {_ms(r.sync_ack_us.get('p99'))} (n={r.sync_count}"
+        + (f", {r.sync_failed} failed)" if r.sync_failed else ")"),
         f"{r.relay_retries} / {r.duplicates}",
         _us(r.drain_us("engine")),
         _us(r.drain_us("nats")),

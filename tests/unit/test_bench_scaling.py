@@ -19,6 +19,7 @@ from bench.scaling import (
     make_orders,
     markdown_table,
     per_order_us,
+    row_from_json,
     spread_symbols,
     with_ratios,
 )
@@ -98,7 +99,7 @@ def test_markdown_table() -> None:
     assert len(lines) == 4
     assert all(line.count("|") == len(COLUMNS) + 1 for line in lines)
     assert lines[2] == (
-        "| single | 1 | 500 | 1.00x | 1.50 / 3.25 | 0 / 0 | 50 | 400 | 100 | 1000 |"
+        "| single | 1 | 500 | 1.00x | 1.50 / 3.25 (n=100) | 0 / 0 | 50 | 400 | 100 | 1000 |"
     )
     # Several processes: the total, then each; a partial drain says so.
     assert "| 111 (56 + 56) |" in lines[3]
@@ -117,3 +118,8 @@ def test_count_lines(tmp_path: Path) -> None:
     a.write_text("x queued order not relayed\ny\nqueued order not relayed z\n", encoding="utf-8")
     b.write_text("queued order not relayed\n", encoding="utf-8")
     assert count_lines([a, b, tmp_path / "missing.log"], "queued order not relayed") == 3
+
+
+def test_row_json_round_trip() -> None:
+    r = with_ratios([row("cluster R3", 3, 2.0)])[0]
+    assert row_from_json(r.to_json()) == r
