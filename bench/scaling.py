@@ -86,8 +86,8 @@ FULL = ScalingProfile(
     name="full",
     engines=(1, 2, 3),
     drain_orders=3000,
-    drain_timeout=20.0,
-    sync=Budget(warmup=50, count=500, seconds=8.0),
+    drain_timeout=15.0,
+    sync=Budget(warmup=20, count=500, seconds=6.0),
 )
 QUICK = ScalingProfile(
     name="quick",
