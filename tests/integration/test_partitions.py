@@ -23,6 +23,7 @@ from nats.js.kv import KeyValue
 from bridge import BridgeClient, Order, OrderStatus, OrderType, Side, TimeInForce, contract
 from bridge.models import ExecutionReport
 from bridge.partition import partition_of
+from bridge.replace import Replace
 from bridge_dev.engine import EngineProcess, client_settings, lease_ttl
 from bridge_dev.server import LocalNatsServer, ServerHandle, connect_as
 
@@ -262,3 +263,55 @@ async def test_without_partitioning_crossing_orders_are_left_resting(
     finally:
         a.stop()
         b.stop()
+
+
+async def test_every_order_operation_reaches_the_partitions_owner(
+    fresh_server: LocalNatsServer, tmp_path: Path
+) -> None:
+    """Status, replace, cancel and cancel_all of orders resting in every partition, sent
+    through whichever engine the queue group picks: each is served by the order's owner."""
+    handle = fresh_server.handle
+    a = engine(handle, tmp_path, "engine-A").start()
+    b = engine(handle, tmp_path, "engine-B").start()
+    try:
+        async with leases(handle) as kv:
+            await owners_once(
+                kv, {"engine-A": 4, "engine-B": 4}, time.monotonic() + 6 * lease_ttl()
+            )
+        settings = client_settings(handle, request_timeout_ms=5000)
+        async with BridgeClient(settings) as bridge, bridge.reports(ACCOUNT) as stream:
+            resting = [order(Side.BUY, s, "op") for s in SYMBOLS for _ in range(2)]
+            for o in resting:
+                assert (await bridge.submit(o)).accepted
+            for o in resting:
+                state = await bridge.status(ACCOUNT, o.client_order_id)
+                assert state.found, state
+                assert state.last_report is not None, state
+                assert state.last_report.order_status == OrderStatus.NEW, state
+                assert state.last_report.engine_id == f"p{partition_of(o.symbol)}"
+            replaced = resting[::2]
+            for o in replaced:
+                ack = await bridge.replace(
+                    Replace(
+                        account=ACCOUNT,
+                        orig_client_order_id=o.client_order_id,
+                        client_order_id=f"r-{o.client_order_id}",
+                        quantity=QTY / 2,
+                    )
+                )
+                assert ack.accepted, ack
+            ack = await bridge.cancel(ACCOUNT, resting[1].client_order_id)
+            assert ack.accepted, ack
+            result = await bridge.cancel_all(ACCOUNT)
+            assert result.complete, result
+            assert result.canceled == len(resting) - 1, result
+            # A replaced order's reports carry the replace's id from the replace on.
+            ids = {f"r-{o.client_order_id}" for o in replaced}
+            ids |= {o.client_order_id for o in resting if o not in replaced}
+            last = await until_final(stream, ids, timeout=60)
+        assert all(last[i].order_status == OrderStatus.CANCELED for i in ids), last
+        for o in replaced:
+            assert last[f"r-{o.client_order_id}"].order_qty == QTY / 2
+    finally:
+        codes = (a.stop(), b.stop())
+    assert codes == (0, 0), a.log_tail() + b.log_tail()

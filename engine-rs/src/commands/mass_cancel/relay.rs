@@ -60,6 +60,19 @@ impl Engine {
         symbol: Option<&str>,
         trace: &Trace,
     ) -> Relayed {
+        if let Some(mine) = self.cfg.partition {
+            // Partitioned: every other partition (or the symbol's), whoever owns it now.
+            let partitions: Vec<u32> = match symbol {
+                Some(s) => vec![crate::partition::partition_of(s)],
+                None => (0..crate::partition::PARTITIONS_U32).collect(),
+            };
+            let peers: Vec<String> = partitions
+                .into_iter()
+                .filter(|p| *p != mine)
+                .map(crate::partition::partition_id)
+                .collect();
+            return self.relay_to(&peers, payload, trace).await;
+        }
         let leases = match read_leases(&self.client, symbol).await {
             Ok(leases) => leases,
             Err(e) => {
@@ -74,13 +87,18 @@ impl Engine {
             &self.cfg.engine_id,
             symbol,
         );
+        self.relay_to(&peers, payload, trace).await
+    }
+
+    /// The mass cancel relayed to each of `peers` (engine ids), their answers collected.
+    async fn relay_to(&self, peers: &[String], payload: &Bytes, trace: &Trace) -> Relayed {
         let requests = peers
             .iter()
             .map(|peer| self.request(contract::engine_mass_cancel(peer), payload.clone(), trace));
         let answers = join_all(requests)
             .await
             .into_iter()
-            .zip(peers)
+            .zip(peers.iter().cloned())
             .map(|(answer, peer)| (peer, peer_answer(answer)))
             .collect();
         Relayed {
