@@ -84,7 +84,11 @@ async def test_provision_brings_a_1_1_deployment_to_batches(
         assert any(line.startswith("stream ORDERS: updated") for line in lines), lines
         assert any(line.startswith("consumer ORDERS/engine: updated") for line in lines), lines
         stream = (await js.stream_info(contract.ORDERS_STREAM)).config
-        assert stream.subjects == [contract.QUEUE_ALL, contract.QUEUE_BATCH_ALL]
+        assert stream.subjects == [
+            contract.QUEUE_ALL,
+            contract.QUEUE_BATCH_ALL,
+            contract.QUEUE_PARTITION_ALL,
+        ]
         consumer = (await js.consumer_info(contract.ORDERS_STREAM, contract.ENGINE_CONSUMER)).config
         assert consumer.filter_subjects == [contract.QUEUE_ALL, contract.QUEUE_BATCH_ALL]
         assert all(line.endswith("up to date") for line in await provision(nc, dry_run=True))

@@ -93,7 +93,11 @@ async def test_orchestrator_connects_and_round_trips(nats_server: ServerHandle) 
         assert "error" not in info
         orders = json.loads((await nc.request("$JS.API.STREAM.INFO.ORDERS", b"", timeout=5)).data)
         assert orders["config"]["retention"] == "workqueue"
-        assert orders["config"]["subjects"] == [contract.QUEUE_ALL, contract.QUEUE_BATCH_ALL]
+        assert orders["config"]["subjects"] == [
+            contract.QUEUE_ALL,
+            contract.QUEUE_BATCH_ALL,
+            contract.QUEUE_PARTITION_ALL,
+        ]
         # The server's view of this connection: TLS 1.3, authenticated as the orchestrator.
         conn = (await _connz(nats_server, nc.client_id))["connections"][0]
         assert conn["tls_version"] == "1.3"
